@@ -1,0 +1,79 @@
+"""Pre-built, realistic OTLP trace requests for the benchmarks: LLM-agent-style nested traces.
+
+Each trace: an agent root span, LLM call spans with ~10 attributes and a ~500-byte prompt, and
+tool spans beneath; resource attributes carry the service name and rollout ids.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
+PROMPT = ("You are a careful math tutor. Solve the problem step by step and give the final "
+          "answer in a box. ") * 5
+
+
+def _kv(key: str, value) -> KeyValue:
+    if isinstance(value, bool):
+        v = AnyValue(bool_value=value)
+    elif isinstance(value, int):
+        v = AnyValue(int_value=value)
+    elif isinstance(value, float):
+        v = AnyValue(double_value=value)
+    else:
+        v = AnyValue(string_value=str(value))
+    return KeyValue(key=key, value=v)
+
+
+def build_request(spans_per_request: int, rng: random.Random, rollout: str) -> tuple[bytes, list[tuple[str, str]]]:
+    """One serialized request and the (trace_id, span_id) of every span in it."""
+    req = ExportTraceServiceRequest()
+    rs = req.resource_spans.add()
+    rs.resource.attributes.extend([
+        _kv("service.name", "bench-agent"),
+        _kv("agentlightning.rollout_id", rollout),
+        _kv("agentlightning.attempt_id", rollout.replace("ro-", "at-")),
+    ])
+    ss = rs.scope_spans.add()
+    ss.scope.name = "bench.workload"
+    ids = []
+    now = 1_760_000_000_000_000_000 + rng.randrange(10**12)
+    per_trace = 8
+    trace_id = b""
+    root = b""
+    for i in range(spans_per_request):
+        if i % per_trace == 0:
+            trace_id = os.urandom(16)
+            root = b""
+        sp = ss.spans.add()
+        sp.trace_id = trace_id
+        sp.span_id = os.urandom(8)
+        sp.start_time_unix_nano = now + i * 1000
+        sp.end_time_unix_nano = now + i * 1000 + 500_000
+        if not root:
+            root = sp.span_id
+            sp.name = "agent.run"
+            sp.kind = Span.SPAN_KIND_INTERNAL
+            sp.attributes.extend([_kv("agent.name", "solver"), _kv("step", i)])
+        else:
+            sp.parent_span_id = root
+            sp.name = "openai.chat.completion"
+            sp.kind = Span.SPAN_KIND_CLIENT
+            sp.attributes.extend([
+                _kv("gen_ai.operation.name", "chat"),
+                _kv("gen_ai.system", "openai"),
+                _kv("gen_ai.request.model", "qwen2.5-7b-instruct"),
+                _kv("gen_ai.response.model", "qwen2.5-7b-instruct"),
+                _kv("gen_ai.response.id", f"chatcmpl-{rng.getrandbits(48):x}"),
+                _kv("gen_ai.usage.input_tokens", rng.randrange(100, 900)),
+                _kv("gen_ai.usage.output_tokens", rng.randrange(10, 300)),
+                _kv("gen_ai.request.temperature", 0.7),
+                _kv("gen_ai.prompt.0.role", "user"),
+                _kv("gen_ai.prompt.0.content", PROMPT),
+            ])
+        ids.append((trace_id.hex(), sp.span_id.hex()))
+    return req.SerializeToString(), ids

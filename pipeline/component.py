@@ -1,0 +1,90 @@
+"""The contracts the service knows components by.
+
+A receiver is given the consumer to feed; a processor and an exporter *are* consumers. The
+service never looks inside a component: it creates it through its factory, starts it, feeds it,
+and shuts it down.
+"""
+
+from __future__ import annotations
+
+import logging
+from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pipeline.spanbatch import SpanBatch
+
+
+class Component(ABC):
+    def __init__(self, component_id: str) -> None:
+        self.id = component_id
+        self.log = logging.getLogger(f"spanpipe.{component_id}")
+
+    def start(self) -> None:
+        """Acquire resources (ports, files, threads). Raise to abort start-up."""
+
+    def shutdown(self) -> None:
+        """Release resources after draining what is in flight."""
+
+
+class Consumer(ABC):
+    """Takes a SpanBatch. May raise a PipelineError (see pipeline.errors) to refuse it."""
+
+    @abstractmethod
+    def consume(self, batch: SpanBatch) -> None: ...
+
+
+class Receiver(Component):
+    def __init__(self, component_id: str, next_consumer: Consumer) -> None:
+        super().__init__(component_id)
+        self.next = next_consumer
+
+
+class Processor(Component, Consumer):
+    def __init__(self, component_id: str, next_consumer: Consumer) -> None:
+        super().__init__(component_id)
+        self.next = next_consumer
+
+
+class BatchTransform(Processor):
+    """A processor that maps a batch to a batch synchronously (most processors)."""
+
+    @abstractmethod
+    def process(self, batch: SpanBatch) -> SpanBatch: ...
+
+    def consume(self, batch: SpanBatch) -> None:
+        out = self.process(batch)
+        if len(out):
+            self.next.consume(out)
+
+
+class Exporter(Component, Consumer):
+    pass
+
+
+class Extension(Component):
+    pass
+
+
+class FanOut(Consumer):
+    """Feeds one batch to several consumers (pipelines of a receiver, exporters of a pipeline).
+
+    Every consumer gets the batch; the first error is raised after all were tried, so one failing
+    exporter does not starve the others.
+    """
+
+    def __init__(self, consumers: list[Consumer]) -> None:
+        self.consumers = consumers
+
+    def consume(self, batch: SpanBatch) -> None:
+        if len(self.consumers) == 1:
+            self.consumers[0].consume(batch)
+            return
+        first: Exception | None = None
+        for c in self.consumers:
+            try:
+                c.consume(batch)
+            except Exception as exc:  # noqa: BLE001 - re-raised below
+                first = first or exc
+        if first is not None:
+            raise first

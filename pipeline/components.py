@@ -1,0 +1,13 @@
+"""Every component type the collector knows: one line per component."""
+
+from exporters import debug, duckdb, file
+from processors import batch
+from receivers import otlp
+
+FACTORIES = [
+    otlp.factory,
+    batch.factory,
+    duckdb.factory,
+    debug.factory,
+    file.factory,
+]

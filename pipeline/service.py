@@ -1,0 +1,115 @@
+"""The service: builds the component graph from a Config, starts it, drains it on shutdown.
+
+Graph, as in otelcol: each pipeline gets its own processor instances; receivers and exporters
+are shared by id across pipelines. A receiver feeds every pipeline that lists it (fan-out); the
+last processor of a pipeline feeds every exporter of that pipeline (fan-out).
+
+Start: exporters → processors (last to first) → receivers. Shutdown: the reverse, so each stage
+drains into a stage that is still running.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+
+from pipeline.component import Component, Consumer, Exporter, FanOut, Processor, Receiver
+from pipeline.config import Config, component_type
+from pipeline.registry import Registry, default_registry
+
+log = logging.getLogger("spanpipe.service")
+
+
+class Service:
+    def __init__(self, config: Config, registry: Registry | None = None) -> None:
+        self.config = config
+        self.registry = registry or default_registry()
+        self.exporters: dict[str, Exporter] = {}
+        self.processors: list[list[Processor]] = []
+        self.receivers: dict[str, Receiver] = {}
+        self._started: list[Component] = []
+        self._stopped = threading.Event()
+        self._build()
+
+    def _factory(self, kind: str, cid: str):
+        f = self.registry.get(kind, component_type(cid))
+        assert f is not None, f"{kind}::{cid} was validated but has no factory"
+        return f
+
+    def _build(self) -> None:
+        cfg = self.config
+        for pipe in cfg.pipelines.values():
+            for eid in pipe.exporters:
+                if eid not in self.exporters:
+                    self.exporters[eid] = self._factory("exporters", eid).create(eid, cfg.exporters[eid])
+        entry_points: dict[str, list[Consumer]] = {}
+        for pname, pipe in cfg.pipelines.items():
+            nxt: Consumer = FanOut([self.exporters[e] for e in pipe.exporters])
+            chain: list[Processor] = []
+            for pid in reversed(pipe.processors):
+                proc = self._factory("processors", pid).create(f"{pid}", cfg.processors[pid], nxt)
+                chain.insert(0, proc)
+                nxt = proc
+            self.processors.append(chain)
+            for rid in pipe.receivers:
+                entry_points.setdefault(rid, []).append(nxt)
+        for rid, consumers in entry_points.items():
+            self.receivers[rid] = self._factory("receivers", rid).create(rid, cfg.receivers[rid],
+                                                                          FanOut(consumers))
+
+    def start(self) -> None:
+        order: list[Component] = [*self.exporters.values()]
+        for chain in self.processors:
+            order.extend(reversed(chain))
+        order.extend(self.receivers.values())
+        for comp in order:
+            log.debug("starting %s", comp.id)
+            try:
+                comp.start()
+            except Exception:
+                log.error("cannot start %s; shutting down what started", comp.id)
+                self.shutdown()
+                raise
+            self._started.append(comp)
+        log.info("collector started: %d pipeline(s), receivers %s, exporters %s",
+                 len(self.config.pipelines), ", ".join(self.receivers), ", ".join(self.exporters))
+
+    def shutdown(self) -> None:
+        """Stop accepting, then drain every stage into the next; safe to call twice."""
+        # Receivers first (in-flight requests finish), then processors in pipeline order so a
+        # batch flushes into exporters that still run, then exporters.
+        started = set(map(id, self._started))
+        order: list[Component] = [*self.receivers.values()]
+        for chain in self.processors:
+            order.extend(chain)
+        order.extend(self.exporters.values())
+        for comp in order:
+            if id(comp) not in started:
+                continue
+            log.debug("shutting down %s", comp.id)
+            try:
+                comp.shutdown()
+            except Exception:  # noqa: BLE001 - keep draining the rest
+                log.exception("error shutting down %s", comp.id)
+        self._started.clear()
+        self._stopped.set()
+
+    def run(self) -> None:
+        """Start, block until SIGTERM/SIGINT, then drain and return."""
+        stop = threading.Event()
+
+        def on_signal(signum: int, _frame: object) -> None:
+            log.info("received %s: draining", signal.Signals(signum).name)
+            stop.set()
+
+        previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            self.start()
+            while not stop.wait(0.5):
+                pass
+        finally:
+            for s, h in previous.items():
+                signal.signal(s, h)
+            self.shutdown()
+            log.info("collector stopped")

@@ -1,0 +1,165 @@
+"""SpanBatch: the columnar unit that flows from receivers through processors into exporters.
+
+One list per column, so that processors work column-wise and exporters hand the batch to Arrow in
+bulk. Attributes stay plain dicts that keep their value types. Resource attributes are stored
+once per resource in `resources`; each span points at its resource by index.
+
+Rule for processors: never mutate a column list in place (a batch may be shared by several
+pipelines when a receiver fans out); build a new list and use `with_columns`/`take`.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+
+KIND_NAMES = ("UNSPECIFIED", "INTERNAL", "SERVER", "CLIENT", "PRODUCER", "CONSUMER")
+STATUS_NAMES = ("UNSET", "OK", "ERROR")
+
+# Columns filled by processors (rollout, reward); NULL when no processor set them.
+PROMOTED_COLUMNS: dict[str, pa.DataType] = {
+    "rollout_id": pa.string(),
+    "attempt_id": pa.string(),
+    "sequence_id": pa.int64(),
+    "span_type": pa.string(),
+    "reward": pa.float64(),
+    "response_id": pa.string(),
+}
+
+_KIND_DICT = pa.array(KIND_NAMES)
+_STATUS_DICT = pa.array(STATUS_NAMES)
+
+
+@dataclass(slots=True)
+class Resource:
+    attributes: dict[str, Any]
+    service_name: str | None
+    schema_url: str = ""
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (bytes, bytearray)):
+        return base64.b64encode(value).decode("ascii")
+    raise TypeError(f"cannot store {type(value).__name__} in a JSON column")
+
+
+_OPT = orjson.OPT_NON_STR_KEYS
+
+
+def dumps(value: Any) -> bytes:
+    """JSON as stored in the warehouse: exact ints, doubles as doubles, bytes as base64."""
+    return orjson.dumps(value, default=_json_default, option=_OPT)
+
+
+@dataclass(slots=True)
+class SpanBatch:
+    trace_id: list[str] = field(default_factory=list)
+    span_id: list[str] = field(default_factory=list)
+    parent_span_id: list[str | None] = field(default_factory=list)
+    trace_state: list[str] = field(default_factory=list)
+    name: list[str] = field(default_factory=list)
+    kind: list[int] = field(default_factory=list)
+    start_time_unix_nano: list[int] = field(default_factory=list)
+    end_time_unix_nano: list[int] = field(default_factory=list)
+    status_code: list[int] = field(default_factory=list)
+    status_message: list[str] = field(default_factory=list)
+    scope_name: list[str] = field(default_factory=list)
+    scope_version: list[str] = field(default_factory=list)
+    attributes: list[dict[str, Any]] = field(default_factory=list)
+    events: list[list[dict[str, Any]] | None] = field(default_factory=list)
+    links: list[list[dict[str, Any]] | None] = field(default_factory=list)
+    resource_index: list[int] = field(default_factory=list)
+    resources: list[Resource] = field(default_factory=list)
+    # Columns added by processors, e.g. rollout_id; each list is as long as the batch.
+    extra: dict[str, list[Any]] = field(default_factory=dict)
+
+    CORE = (
+        "trace_id", "span_id", "parent_span_id", "trace_state", "name", "kind",
+        "start_time_unix_nano", "end_time_unix_nano", "status_code", "status_message",
+        "scope_name", "scope_version", "attributes", "events", "links",
+    )
+
+    def __len__(self) -> int:
+        return len(self.span_id)
+
+    def with_columns(self, **extra: list[Any]) -> SpanBatch:
+        """A new batch sharing this one's columns, with extra columns set or replaced."""
+        return replace(self, extra={**self.extra, **extra})
+
+    def take(self, indices: list[int]) -> SpanBatch:
+        """A new batch with only the spans at `indices` (in that order)."""
+        cols = {c: [getattr(self, c)[i] for i in indices] for c in self.CORE}
+        extra = {k: [v[i] for i in indices] for k, v in self.extra.items()}
+        res_map: dict[int, int] = {}
+        resources: list[Resource] = []
+        new_index = []
+        for i in indices:
+            r = self.resource_index[i]
+            if r not in res_map:
+                res_map[r] = len(resources)
+                resources.append(self.resources[r])
+            new_index.append(res_map[r])
+        return SpanBatch(**cols, resource_index=new_index, resources=resources, extra=extra)
+
+    @staticmethod
+    def concat(batches: list[SpanBatch]) -> SpanBatch:
+        if len(batches) == 1:
+            return batches[0]
+        out = SpanBatch()
+        extra_keys: set[str] = set()
+        for b in batches:
+            extra_keys.update(b.extra)
+        out.extra = {k: [] for k in extra_keys}
+        for b in batches:
+            for c in SpanBatch.CORE:
+                getattr(out, c).extend(getattr(b, c))
+            offset = len(out.resources)
+            out.resources.extend(b.resources)
+            out.resource_index.extend([i + offset for i in b.resource_index])
+            n = len(b)
+            for k in extra_keys:
+                out.extra[k].extend(b.extra.get(k) or [None] * n)
+        return out
+
+    def resource_attributes(self, i: int) -> dict[str, Any]:
+        return self.resources[self.resource_index[i]].attributes
+
+    def to_arrow(self) -> pa.Table:
+        """The batch as an Arrow table with the warehouse `spans` columns (DESIGN §7)."""
+        n = len(self)
+        res_index = pa.array(self.resource_index, pa.int32())
+        res_json = pa.array([dumps(r.attributes) for r in self.resources], pa.string())
+        res_service = pa.array([r.service_name for r in self.resources], pa.string())
+        start = pa.array(self.start_time_unix_nano, pa.int64())
+        end = pa.array(self.end_time_unix_nano, pa.int64())
+        empty = b"[]"
+        cols: dict[str, pa.Array] = {
+            "trace_id": pa.array(self.trace_id, pa.string()),
+            "span_id": pa.array(self.span_id, pa.string()),
+            "parent_span_id": pa.array(self.parent_span_id, pa.string()),
+            "trace_state": pa.array(self.trace_state, pa.string()),
+            "name": pa.array(self.name, pa.string()),
+            "kind": pa.DictionaryArray.from_arrays(pa.array(self.kind, pa.int8()), _KIND_DICT),
+            "start_time_unix_nano": start,
+            "end_time_unix_nano": end,
+            "duration_ns": pc.subtract(end, start),
+            "status_code": pa.DictionaryArray.from_arrays(
+                pa.array(self.status_code, pa.int8()), _STATUS_DICT),
+            "status_message": pa.array(self.status_message, pa.string()),
+            "service_name": pa.DictionaryArray.from_arrays(res_index, res_service),
+            "scope_name": pa.array(self.scope_name, pa.string()),
+            "scope_version": pa.array(self.scope_version, pa.string()),
+            "attributes": pa.array([dumps(a) for a in self.attributes], pa.string()),
+            "resource_attributes": pa.DictionaryArray.from_arrays(res_index, res_json),
+            "events": pa.array([dumps(e) if e else empty for e in self.events], pa.string()),
+            "links": pa.array([dumps(x) if x else empty for x in self.links], pa.string()),
+        }
+        for col, typ in PROMOTED_COLUMNS.items():
+            values = self.extra.get(col)
+            cols[col] = pa.array(values, typ) if values is not None else pa.nulls(n, typ)
+        return pa.table(cols)

@@ -1,0 +1,3 @@
+from pipeline.warehouse.warehouse import Warehouse, WarehouseError
+
+__all__ = ["Warehouse", "WarehouseError"]

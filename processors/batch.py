@@ -1,0 +1,142 @@
+"""The `batch` processor: groups spans so exporters write few large batches.
+
+otelcol's keys and defaults: `send_batch_size` 8192 (flush when this many are pending),
+`timeout` 200ms (flush at the latest this long after the first pending span; 0 = pass through),
+`send_batch_max_size` 0 (no upper bound; otherwise larger flushes are split).
+
+Unlike otelcol's batch processor, downstream errors are not swallowed: a retryable refusal from
+the next stage is retried here while the pending buffer fills, and once `max_pending` spans are
+waiting, callers get a retryable refusal (back-pressure reaches the client).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from pydantic import Field
+
+from pipeline.component import Consumer, Processor
+from pipeline.config import ComponentConfig
+from pipeline.configtypes import Duration
+from pipeline.errors import BackPressureError, PipelineError
+from pipeline.registry import Factory
+from pipeline.spanbatch import SpanBatch
+from pipeline.telemetry import counters
+
+
+class BatchConfig(ComponentConfig):
+    send_batch_size: int = Field(8192, ge=0)
+    timeout: Duration = "200ms"  # type: ignore[assignment]
+    send_batch_max_size: int = Field(0, ge=0)
+    max_pending: int = Field(0, ge=0, description="spans buffered before refusing; 0 = 16 x send_batch_size")
+    block_timeout: Duration = "2s"  # type: ignore[assignment]
+
+    def validate_config(self) -> None:
+        if self.send_batch_max_size and self.send_batch_max_size < self.send_batch_size:
+            raise ValueError("send_batch_max_size must be 0 or >= send_batch_size")
+
+
+class BatchProcessor(Processor):
+    def __init__(self, component_id: str, config: BatchConfig, next_consumer: Consumer) -> None:
+        super().__init__(component_id, next_consumer)
+        self.config = config
+        self.max_pending = config.max_pending or max(16 * max(config.send_batch_size, 1), 65536)
+        self._pending: list[SpanBatch] = []
+        self._pending_spans = 0
+        self._first_at = 0.0
+        self._cond = threading.Condition()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name=f"{component_id}-flush", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def consume(self, batch: SpanBatch) -> None:
+        n = len(batch)
+        if not n:
+            return
+        if self.config.timeout == 0 and self.config.send_batch_max_size == 0:
+            self.next.consume(batch)
+            return
+        deadline = time.monotonic() + self.config.block_timeout
+        with self._cond:
+            while self._pending_spans + n > self.max_pending and self._pending_spans and not self._stopping:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise BackPressureError(f"{self.id}: {self._pending_spans} spans pending; "
+                                            "the next stage is not keeping up")
+                self._cond.wait(left)
+            if self._stopping:
+                raise BackPressureError(f"{self.id}: shutting down")
+            first = not self._pending
+            if first:
+                self._first_at = time.monotonic()
+            self._pending.append(batch)
+            self._pending_spans += n
+            if first or self._pending_spans >= self.config.send_batch_size:
+                self._cond.notify_all()
+
+    def _take(self) -> SpanBatch | None:
+        """Wait for a flush condition, then take what is pending (caller holds no lock)."""
+        with self._cond:
+            while True:
+                if self._pending:
+                    if self._stopping or self._pending_spans >= self.config.send_batch_size:
+                        break
+                    left = self._first_at + self.config.timeout - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._cond.wait(left)
+                elif self._stopping:
+                    return None
+                else:
+                    self._cond.wait()
+            batches, self._pending = self._pending, []
+            return SpanBatch.concat(batches)
+
+    def _release(self, n: int) -> None:
+        with self._cond:
+            self._pending_spans -= n
+            self._cond.notify_all()
+
+    def _run(self) -> None:
+        while (merged := self._take()) is not None:
+            limit = self.config.send_batch_max_size
+            parts = ([merged] if not limit or len(merged) <= limit else
+                     [merged.take(list(range(i, min(i + limit, len(merged)))))
+                      for i in range(0, len(merged), limit)])
+            for part in parts:
+                self._send(part)
+                self._release(len(part))
+
+    def _send(self, batch: SpanBatch) -> None:
+        delay = 0.05
+        while True:
+            try:
+                self.next.consume(batch)
+                return
+            except PipelineError as exc:
+                if not exc.retryable:
+                    counters.add("processor_dropped_spans", len(batch), processor=self.id)
+                    self.log.error("dropping %d spans: downstream refused them for good: %s",
+                                   len(batch), exc)
+                    return
+                self.log.warning("downstream busy (%s); retrying in %.2fs", exc, delay)
+            except Exception:  # noqa: BLE001 - a bug downstream must not kill the flusher
+                counters.add("processor_dropped_spans", len(batch), processor=self.id)
+                self.log.exception("dropping %d spans after an unexpected downstream error", len(batch))
+                return
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+    def shutdown(self) -> None:
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        if self._thread.is_alive():
+            self._thread.join()
+
+
+factory = Factory("batch", "processors", BatchConfig,
+                  lambda cid, cfg, nxt: BatchProcessor(cid, cfg, nxt))

@@ -1,0 +1,109 @@
+"""The `otlp` receiver: OTLP traces over gRPC and HTTP, configured as in otelcol.
+
+```yaml
+receivers:
+  otlp:
+    protocols:
+      grpc: {endpoint: 127.0.0.1:4317, max_recv_msg_size_mib: 4}
+      http: {endpoint: 127.0.0.1:4318, max_request_body_size: 20971520}
+```
+Both protocols decode each request once into a SpanBatch and hand it to the pipelines.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from pipeline.component import Consumer, Receiver
+from pipeline.config import ComponentConfig
+from pipeline.configtypes import Endpoint
+from pipeline.errors import PipelineError
+from pipeline.otlp import DecodedTraces
+from pipeline.registry import Factory
+from pipeline.telemetry import counters
+
+
+class GrpcProtocol(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    endpoint: Endpoint = "127.0.0.1:4317"
+    max_recv_msg_size_mib: float = Field(4, gt=0)
+    max_concurrent_streams: int = Field(0, ge=0)
+    workers: int = Field(8, ge=1, le=256, description="handler threads")
+
+
+class HttpProtocol(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    endpoint: Endpoint = "127.0.0.1:4318"
+    max_request_body_size: int = Field(20 * 1024 * 1024, gt=0)
+    traces_url_path: str = "/v1/traces"
+    workers: int = Field(4, ge=1, le=256, description="decode threads")
+
+
+class Protocols(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    grpc: GrpcProtocol | None = None
+    http: HttpProtocol | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_means_defaults(cls, data: Any) -> Any:
+        # `grpc:` with nothing under it enables the protocol with its defaults, as in otelcol.
+        if isinstance(data, dict):
+            return {k: ({} if v is None else v) for k, v in data.items()}
+        return data
+
+
+class OtlpReceiverConfig(ComponentConfig):
+    protocols: Protocols = Field(default_factory=Protocols)
+
+    def validate_config(self) -> None:
+        if self.protocols.grpc is None and self.protocols.http is None:
+            raise ValueError("protocols: enable at least one of grpc, http")
+
+
+class OtlpReceiver(Receiver):
+    def __init__(self, component_id: str, config: OtlpReceiverConfig, next_consumer: Consumer) -> None:
+        super().__init__(component_id, next_consumer)
+        self.config = config
+        self.servers: list[Any] = []
+
+    def deliver(self, decoded: DecodedTraces) -> None:
+        """Hand a decoded request to the pipelines; counts accepted/refused like otelcol."""
+        n = len(decoded.batch)
+        if decoded.rejected:
+            counters.add("receiver_refused_spans", decoded.rejected, receiver=self.id)
+        if not n:
+            return
+        try:
+            self.next.consume(decoded.batch)
+        except PipelineError:
+            counters.add("receiver_refused_spans", n, receiver=self.id)
+            raise
+        counters.add("receiver_accepted_spans", n, receiver=self.id)
+
+    def start(self) -> None:
+        from receivers.otlp_grpc import OtlpGrpcServer
+        from receivers.otlp_http import OtlpHttpServer
+
+        protocols = self.config.protocols
+        try:
+            if protocols.grpc is not None:
+                self.servers.append(OtlpGrpcServer(self, protocols.grpc))
+                self.servers[-1].start()
+            if protocols.http is not None:
+                self.servers.append(OtlpHttpServer(self, protocols.http))
+                self.servers[-1].start()
+        except Exception:
+            self.shutdown()
+            raise
+
+    def shutdown(self) -> None:
+        for server in reversed(self.servers):
+            server.stop()
+        self.servers.clear()
+
+
+factory = Factory("otlp", "receivers", OtlpReceiverConfig,
+                  lambda cid, cfg, nxt: OtlpReceiver(cid, cfg, nxt))

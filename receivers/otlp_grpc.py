@@ -1,0 +1,72 @@
+"""OTLP/gRPC: `TraceService/Export` on a grpcio server.
+
+The method is registered with a raw-bytes deserializer so that the receiver, not grpc, parses the
+request: an undecodable body is answered INVALID_ARGUMENT with a clear message.
+"""
+
+from __future__ import annotations
+
+import logging
+from concurrent import futures
+from typing import TYPE_CHECKING
+
+import grpc
+
+from pipeline.configtypes import parse_endpoint
+from pipeline.errors import PipelineError
+from pipeline.otlp import decode_traces_protobuf, traces_response
+
+if TYPE_CHECKING:
+    from receivers.otlp import GrpcProtocol, OtlpReceiver
+
+log = logging.getLogger("spanpipe.receivers.otlp.grpc")
+
+TRACE_SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
+
+
+class OtlpGrpcServer:
+    def __init__(self, receiver: OtlpReceiver, config: GrpcProtocol) -> None:
+        self.receiver, self.config = receiver, config
+        self.host, self.port = parse_endpoint(config.endpoint)
+        self._server: grpc.Server | None = None
+
+    def _export(self, request: bytes, context: grpc.ServicerContext):
+        try:
+            decoded = decode_traces_protobuf(request)
+            self.receiver.deliver(decoded)
+        except PipelineError as exc:
+            context.abort(getattr(grpc.StatusCode, exc.grpc_code), str(exc))
+        except Exception as exc:  # noqa: BLE001 - never let a request take the server down
+            log.exception("unexpected error handling an export")
+            context.abort(grpc.StatusCode.INTERNAL, f"internal error: {exc}")
+        return traces_response(decoded)
+
+    def start(self) -> None:
+        options = [("grpc.max_receive_message_length", int(self.config.max_recv_msg_size_mib * 1024 * 1024)),
+                   ("grpc.so_reuseport", 0)]
+        if self.config.max_concurrent_streams:
+            options.append(("grpc.max_concurrent_streams", self.config.max_concurrent_streams))
+        server = grpc.server(futures.ThreadPoolExecutor(max_workers=self.config.workers,
+                                                        thread_name_prefix="otlp-grpc"),
+                             options=options)
+        handler = grpc.method_handlers_generic_handler(TRACE_SERVICE, {
+            "Export": grpc.unary_unary_rpc_method_handler(
+                self._export,
+                request_deserializer=None,
+                response_serializer=lambda m: m.SerializeToString(),
+            ),
+        })
+        server.add_generic_rpc_handlers((handler,))
+        address = f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+        bound = server.add_insecure_port(address)
+        if not bound:
+            raise OSError(f"otlp grpc: cannot listen on {self.config.endpoint} (address in use?)")
+        self.port = bound
+        server.start()
+        self._server = server
+        log.info("OTLP gRPC receiver listening on %s:%d", self.host, self.port)
+
+    def stop(self, grace: float = 30.0) -> None:
+        if self._server is not None:
+            self._server.stop(grace).wait()
+            self._server = None

@@ -1,0 +1,128 @@
+"""OTLP/HTTP: `POST /v1/traces` with protobuf or OTLP/JSON bodies, gzip allowed.
+
+Status codes as in otelcol and the OTLP spec: 405 wrong method, 415 wrong content type,
+400 undecodable body, 413 body too large (after decompression), 429/503 retryable refusals
+(with Retry-After), 500 permanent errors. Error bodies are google.rpc.Status in the request's
+encoding.
+"""
+
+from __future__ import annotations
+
+import logging
+import zlib
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+from google.protobuf import json_format
+from google.rpc import status_pb2
+
+from pipeline.configtypes import parse_endpoint
+from pipeline.errors import InvalidDataError, PipelineError
+from pipeline.httpserver import HttpServer
+from pipeline.otlp import decode_traces_json, decode_traces_protobuf, traces_response
+
+if TYPE_CHECKING:
+    from receivers.otlp import HttpProtocol, OtlpReceiver
+
+log = logging.getLogger("spanpipe.receivers.otlp.http")
+
+PROTOBUF = "application/x-protobuf"
+JSON = "application/json"
+_CONTENT_TYPES = {PROTOBUF: PROTOBUF, "application/protobuf": PROTOBUF, JSON: JSON}
+_GRPC_CODES = {"INVALID_ARGUMENT": 3, "RESOURCE_EXHAUSTED": 8, "UNAVAILABLE": 14, "INTERNAL": 13}
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+def decompress(body: bytes, encoding: str, limit: int) -> bytes:
+    """The request body decoded per Content-Encoding, refusing more than `limit` bytes out."""
+    encoding = encoding.strip().lower()
+    if encoding in ("", "identity", "none"):
+        if len(body) > limit:
+            raise BodyTooLarge()
+        return body
+    if encoding == "gzip":
+        wbits = 16 + zlib.MAX_WBITS
+    elif encoding == "deflate":
+        wbits = zlib.MAX_WBITS
+    else:
+        raise InvalidDataError(f"unsupported Content-Encoding '{encoding}' (use gzip, deflate or none)")
+    d = zlib.decompressobj(wbits)
+    try:
+        out = d.decompress(body, limit + 1)
+    except zlib.error as exc:
+        raise InvalidDataError(f"cannot decompress {encoding} body: {exc}") from None
+    if len(out) > limit:
+        raise BodyTooLarge()
+    if not d.eof:
+        raise InvalidDataError(f"truncated {encoding} body")
+    return out
+
+
+class OtlpHttpServer:
+    def __init__(self, receiver: OtlpReceiver, config: HttpProtocol) -> None:
+        self.receiver, self.config = receiver, config
+        host, port = parse_endpoint(config.endpoint)
+        app = web.Application(client_max_size=config.max_request_body_size)
+        app.router.add_route("*", config.traces_url_path, self._traces)
+        self.server = HttpServer(app, host, port, "otlp-http", workers=config.workers)
+
+    @property
+    def port(self) -> int:
+        return self.server.port
+
+    def start(self) -> None:
+        self.server.start()
+        log.info("OTLP HTTP receiver listening on %s:%d", self.server.host, self.server.port)
+
+    def stop(self) -> None:
+        self.server.stop()
+
+    def _error(self, status: int, message: str, content_type: str, retry_after: int | None = None,
+               grpc_code: int = 13) -> web.Response:
+        st = status_pb2.Status(code=grpc_code, message=message)
+        headers = {"Retry-After": str(retry_after)} if retry_after else None
+        if content_type == JSON:
+            return web.Response(status=status, body=json_format.MessageToJson(st).encode(),
+                                content_type=JSON, headers=headers)
+        return web.Response(status=status, body=st.SerializeToString(), content_type=PROTOBUF,
+                            headers=headers)
+
+    def _handle(self, body: bytes, encoding: str, content_type: str) -> bytes:
+        data = decompress(body, encoding, self.config.max_request_body_size)
+        decoded = (decode_traces_json if content_type == JSON else decode_traces_protobuf)(data)
+        self.receiver.deliver(decoded)
+        resp = traces_response(decoded)
+        if content_type == JSON:
+            return json_format.MessageToJson(resp).encode()
+        return resp.SerializeToString()
+
+    async def _traces(self, request: web.Request) -> web.Response:
+        ctype = _CONTENT_TYPES.get(request.content_type)
+        if request.method != "POST":
+            return self._error(405, f"method {request.method} not allowed; use POST", ctype or JSON,
+                               grpc_code=12)
+        if ctype is None:
+            return self._error(415, f"unsupported Content-Type '{request.content_type}'; use "
+                               f"{PROTOBUF} or {JSON}", JSON, grpc_code=3)
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            return self._error(413, "request body larger than max_request_body_size "
+                               f"({self.config.max_request_body_size} bytes)", ctype, grpc_code=8)
+        try:
+            out = await self.server.run_blocking(
+                self._handle, body, request.headers.get("Content-Encoding", ""), ctype)
+        except BodyTooLarge:
+            return self._error(413, "decompressed body larger than max_request_body_size "
+                               f"({self.config.max_request_body_size} bytes)", ctype, grpc_code=8)
+        except PipelineError as exc:
+            retry_after = 1 if exc.retryable else None
+            return self._error(exc.http_status, str(exc), ctype, retry_after,
+                               _GRPC_CODES.get(exc.grpc_code, 13))
+        except Exception as exc:  # noqa: BLE001 - never let a request take the server down
+            log.exception("unexpected error handling an export")
+            return self._error(500, f"internal error: {exc}", ctype)
+        return web.Response(status=200, body=out, content_type=ctype)
