@@ -86,6 +86,17 @@ def parse_traces_protobuf(data: bytes) -> ExportTraceServiceRequest:
         raise InvalidDataError(f"cannot decode ExportTraceServiceRequest: {exc}") from None
 
 
+def _id_problem(tid: bytes, sid: bytes, pid: bytes) -> str:
+    problems = []
+    if len(tid) != 16:
+        problems.append(f"trace_id must be 16 bytes (got {len(tid)})")
+    if len(sid) != 8:
+        problems.append(f"span_id must be 8 bytes (got {len(sid)})")
+    if pid and len(pid) != 8:
+        problems.append(f"parent_span_id must be empty or 8 bytes (got {len(pid)})")
+    return ", ".join(problems)
+
+
 def decode_traces(request: ExportTraceServiceRequest) -> DecodedTraces:
     b = SpanBatch()
     trace_ids, span_ids, parents = b.trace_id, b.span_id, b.parent_span_id
@@ -103,11 +114,7 @@ def decode_traces(request: ExportTraceServiceRequest) -> DecodedTraces:
                 if len(tid) != 16 or len(sid) != 8 or (pid and len(pid) != 8):
                     rejected += 1
                     if not first_reason:
-                        first_reason = (
-                            f"span {span.name!r}: trace_id must be 16 bytes and span_id 8 bytes "
-                            f"(got {len(tid)} and {len(sid)}"
-                            + (f", parent_span_id {len(pid)})" if pid and len(pid) != 8 else ")")
-                        )
+                        first_reason = f"span {span.name!r}: " + _id_problem(tid, sid, pid)
                     continue
                 used = True
                 trace_ids.append(tid.hex())

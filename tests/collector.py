@@ -1,0 +1,118 @@
+"""Running a real collector (`spanpipe run` in a subprocess) on free 127.0.0.1 ports for tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+SPANPIPE = str(Path(sys.executable).with_name("spanpipe"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.2)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def default_config(db: Path, grpc: int, http: int, query: int, batch: dict | None = None) -> dict[str, Any]:
+    return {
+        "receivers": {"otlp": {"protocols": {
+            "grpc": {"endpoint": f"127.0.0.1:{grpc}"},
+            "http": {"endpoint": f"127.0.0.1:{http}"},
+        }}},
+        "processors": {"batch": batch or {"timeout": "50ms"}},
+        "exporters": {"duckdb": {"path": str(db), "query": {"endpoint": f"127.0.0.1:{query}"}}},
+        "service": {"pipelines": {"traces": {
+            "receivers": ["otlp"], "processors": ["batch"], "exporters": ["duckdb"]}}},
+    }
+
+
+class Collector:
+    """A collector subprocess. `ports` are the ones it was configured with."""
+
+    def __init__(self, tmp: Path, config: dict[str, Any] | None = None, wait_ports: list[int] | None = None,
+                 env: dict[str, str] | None = None) -> None:
+        self.tmp = tmp
+        self.db = tmp / "spans.duckdb"
+        self.grpc_port, self.http_port, self.query_port = free_port(), free_port(), free_port()
+        self.config = config or default_config(self.db, self.grpc_port, self.http_port, self.query_port)
+        self.config_path = tmp / "config.yaml"
+        self.config_path.write_text(yaml.safe_dump(self.config))
+        self.wait_ports = wait_ports
+        self.log_path = tmp / "collector.log"
+        self.env = {**os.environ, **(env or {})}
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def grpc_endpoint(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def query_url(self) -> str:
+        return f"http://127.0.0.1:{self.query_port}"
+
+    def start(self, timeout: float = 30) -> Collector:
+        self._log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen([SPANPIPE, "run", "--config", str(self.config_path)],
+                                     stdout=self._log, stderr=subprocess.STDOUT, cwd=self.tmp, env=self.env)
+        ports = self.wait_ports if self.wait_ports is not None else [self.grpc_port, self.http_port, self.query_port]
+        deadline = time.monotonic() + timeout
+        while not all(port_open(p) for p in ports):
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"collector exited with {self.proc.returncode}:\n{self.log()}")
+            if time.monotonic() > deadline:
+                self.kill()
+                raise RuntimeError(f"collector did not start:\n{self.log()}")
+            time.sleep(0.05)
+        return self
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self, timeout: float = 60) -> int:
+        """SIGTERM and wait: the collector drains and exits 0."""
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            rc = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise AssertionError(f"collector did not drain within {timeout}s:\n{self.log()}") from None
+        self._log.close()
+        return rc
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def __enter__(self) -> Collector:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.kill()
+
+
+def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None,
+            timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([SPANPIPE, *args], capture_output=True, text=True, cwd=cwd,
+                          env={**os.environ, **(env or {})}, timeout=timeout)
