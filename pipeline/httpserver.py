@@ -34,6 +34,10 @@ class HttpServer:
         self._thread.start()
         try:
             asyncio.run_coroutine_threadsafe(self._start(), self.loop).result(timeout=15)
+        except OSError as exc:
+            self._stop_loop()
+            raise OSError(f"{self.name}: cannot listen on {self.host}:{self.port} "
+                          f"({exc.strerror or exc})") from None
         except BaseException:
             self._stop_loop()
             raise

@@ -58,9 +58,12 @@ class OtlpGrpcServer:
         })
         server.add_generic_rpc_handlers((handler,))
         address = f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
-        bound = server.add_insecure_port(address)
+        try:
+            bound = server.add_insecure_port(address)
+        except RuntimeError:
+            bound = 0
         if not bound:
-            raise OSError(f"otlp grpc: cannot listen on {self.config.endpoint} (address in use?)")
+            raise OSError(f"{self.receiver.id} (grpc): cannot listen on {self.host}:{self.port} (address in use?)")
         self.port = bound
         server.start()
         self._server = server

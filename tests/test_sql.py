@@ -1,0 +1,72 @@
+"""`spanpipe sql`: on a file with no collector, through a running collector, and what it refuses."""
+
+from __future__ import annotations
+
+import json
+
+import requests
+
+from collector import Collector, run_cli
+from otlp_requests import make_request
+from test_otlp_http_grpc import grpc_export, wait_rows
+
+
+def _load(c: Collector, n: int = 4) -> list[tuple[str, str]]:
+    req, ids = make_request(n, service="sqltest")
+    grpc_export(c.grpc_endpoint, req.SerializeToString())
+    assert len(wait_rows(c, n)) == n
+    return ids
+
+
+def test_sql_through_a_running_collector_and_refusals(tmp_path):
+    with Collector(tmp_path) as c:
+        ids = _load(c)
+        # found through <db>.endpoint, as a user would call it
+        r = run_cli("sql", "--db", str(c.db), "--format", "json",
+                    "SELECT span_id, attributes->>'str' AS s FROM spans ORDER BY span_id")
+        assert r.returncode == 0, r.stderr
+        out = json.loads(r.stdout)
+        assert [o["span_id"] for o in out] == sorted(s for _, s in ids)
+        assert out[0]["s"] == 'héllo "quoted"'
+        r = run_cli("sql", "--endpoint", c.query_url, "SELECT service_name, count(*) AS n FROM spans GROUP BY 1")
+        assert r.returncode == 0 and "sqltest" in r.stdout and "(1 row)" in r.stdout
+        r = run_cli("sql", "--db", str(c.db), "--format", "csv", "SELECT count(*) AS n FROM spans")
+        assert r.stdout.splitlines() == ["n", "4"]
+
+        for bad, why in [
+            ("DROP TABLE spans", "only SELECT"),
+            (f"COPY spans TO '{tmp_path}/out.csv'", "only SELECT"),
+            ("SELECT * FROM read_csv('/etc/passwd')", "table function 'read_csv'"),
+            ("SELECT * FROM '/etc/passwd'", "unknown table"),
+            (f"ATTACH '{tmp_path}/x.duckdb'", "only SELECT"),
+            ("SELECT getenv('HOME')", "function 'getenv'"),
+            ("SELECT 1; DROP TABLE spans", "exactly one statement"),
+            ("INSERT INTO spans (trace_id, span_id) VALUES ('a', 'b')", "only SELECT"),
+        ]:
+            r = run_cli("sql", "--db", str(c.db), bad)
+            assert r.returncode == 1 and why in r.stderr, (bad, r.stderr)
+        assert not (tmp_path / "out.csv").exists()
+        # the HTTP API itself: JSON in, JSON out; refusal is 403; CTEs are fine
+        resp = requests.post(f"{c.query_url}/v1/sql", json={"sql": "WITH x AS (SELECT * FROM spans) SELECT count(*) AS n FROM x"}, timeout=10)
+        assert resp.status_code == 200 and resp.json() == [{"n": 4}]
+        resp = requests.post(f"{c.query_url}/v1/sql", json={"sql": "DELETE FROM spans"}, timeout=10)
+        assert resp.status_code == 403
+        assert len(wait_rows(c, 4)) == 4, "nothing was changed"
+        assert c.stop() == 0
+
+    # no collector: the file directly
+    r = run_cli("sql", "--db", str(c.db), "SELECT count(*) AS n FROM spans")
+    assert r.returncode == 0 and "4" in r.stdout
+    r = run_cli("sql", "--db", str(c.db), "DROP TABLE spans")
+    assert r.returncode == 1 and "read-only" in r.stderr.lower()
+    r = run_cli("sql", "--db", str(tmp_path / "missing.duckdb"), "SELECT 1")
+    assert r.returncode == 1 and "no warehouse at" in r.stderr
+
+
+def test_stale_endpoint_file_falls_back_to_the_file(tmp_path):
+    with Collector(tmp_path) as c:
+        _load(c, 2)
+        c.kill()  # kill -9: the endpoint file stays behind
+    assert c.db.with_name("spans.duckdb.endpoint").exists()
+    r = run_cli("sql", "--db", str(c.db), "SELECT count(*) AS n FROM spans")
+    assert r.returncode == 0 and "2" in r.stdout, r.stderr
