@@ -29,8 +29,16 @@ def _kv(key: str, value) -> KeyValue:
     return KeyValue(key=key, value=v)
 
 
-def build_request(spans_per_request: int, rng: random.Random, rollout: str) -> tuple[bytes, list[tuple[str, str]]]:
-    """One serialized request and the (trace_id, span_id) of every span in it."""
+MARKER = b"\xab\xcd\xef\x01\x23\x45\x67\x89"
+
+
+def build_request(spans_per_request: int, rng: random.Random, rollout: str,
+                  trace_prefix: bytes | None = None) -> tuple[bytes, list[tuple[str, str]]]:
+    """One serialized request and the (trace_id, span_id) of every span in it.
+
+    With `trace_prefix` (8 bytes) every trace id starts with it, so a load generator can stamp a
+    unique prefix into a pre-built request (see Template) instead of rebuilding it.
+    """
     req = ExportTraceServiceRequest()
     rs = req.resource_spans.add()
     rs.resource.attributes.extend([
@@ -47,7 +55,7 @@ def build_request(spans_per_request: int, rng: random.Random, rollout: str) -> t
     root = b""
     for i in range(spans_per_request):
         if i % per_trace == 0:
-            trace_id = os.urandom(16)
+            trace_id = (trace_prefix + os.urandom(8)) if trace_prefix else os.urandom(16)
             root = b""
         sp = ss.spans.add()
         sp.trace_id = trace_id
@@ -77,3 +85,29 @@ def build_request(spans_per_request: int, rng: random.Random, rollout: str) -> t
             ])
         ids.append((trace_id.hex(), sp.span_id.hex()))
     return req.SerializeToString(), ids
+
+
+class Template:
+    """A pre-built request whose trace ids can be re-stamped cheaply: unique spans per send."""
+
+    def __init__(self, spans_per_request: int, seed: int) -> None:
+        rng = random.Random(seed)
+        payload, ids = build_request(spans_per_request, rng, f"ro-{seed:012x}", MARKER)
+        self.payload = payload
+        self.ids = ids  # with MARKER as the prefix
+        self.offsets = []
+        pos = payload.find(MARKER)
+        while pos != -1:
+            self.offsets.append(pos)
+            pos = payload.find(MARKER, pos + 8)
+        assert len(self.offsets) == spans_per_request, "every trace id must be patchable"
+
+    def stamp(self, prefix: bytes) -> bytes:
+        buf = bytearray(self.payload)
+        for off in self.offsets:
+            buf[off:off + 8] = prefix
+        return bytes(buf)
+
+    def ids_for(self, prefix: bytes) -> list[tuple[str, str]]:
+        hx, marker = prefix.hex(), MARKER.hex()
+        return [(t.replace(marker, hx, 1), s) for t, s in self.ids]

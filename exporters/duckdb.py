@@ -48,10 +48,11 @@ class DuckDBExporterConfig(ComponentConfig):
     query: QueryApiConfig | None = Field(default_factory=QueryApiConfig)
     # 256MB measured ~1.7x faster than DuckDB's 16MB default for Arrow inserts (bench/README.md).
     checkpoint_threshold: str = "256MB"
-    queue_size: int = Field(64, gt=0, description="batches waiting for the writer")
-    max_rows_per_insert: int = Field(65536, gt=0)
+    queue_size: int = Field(4, gt=0, description="batches waiting for the writer")
+    max_rows_per_insert: int = Field(32768, gt=0)
     enqueue_timeout: Duration = "2s"  # type: ignore[assignment]
-    memory_limit: str | None = None
+    # DuckDB defaults to 80% of RAM; a collector must stay bounded (bench: no loss of speed at 256MB).
+    memory_limit: str | None = "512MB"
     threads: int | None = Field(None, ge=1)
 
     def validate_config(self) -> None:

@@ -29,7 +29,7 @@ class BatchConfig(ComponentConfig):
     send_batch_size: int = Field(8192, ge=0)
     timeout: Duration = "200ms"  # type: ignore[assignment]
     send_batch_max_size: int = Field(0, ge=0)
-    max_pending: int = Field(0, ge=0, description="spans buffered before refusing; 0 = 16 x send_batch_size")
+    max_pending: int = Field(0, ge=0, description="spans buffered before refusing; 0 = 4 x send_batch_size (at least 32768)")
     block_timeout: Duration = "2s"  # type: ignore[assignment]
 
     def validate_config(self) -> None:
@@ -41,7 +41,7 @@ class BatchProcessor(Processor):
     def __init__(self, component_id: str, config: BatchConfig, next_consumer: Consumer) -> None:
         super().__init__(component_id, next_consumer)
         self.config = config
-        self.max_pending = config.max_pending or max(16 * max(config.send_batch_size, 1), 65536)
+        self.max_pending = config.max_pending or max(4 * config.send_batch_size, 32768)
         self._pending: list[SpanBatch] = []
         self._pending_spans = 0
         self._first_at = 0.0

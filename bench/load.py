@@ -1,0 +1,231 @@
+"""OTLP gRPC load generator and end-to-end throughput benchmark.
+
+Starts a collector (`spanpipe run`, default: OTLP → batch → DuckDB, on free ports), drives it
+from several client processes with pre-built realistic LLM-agent requests for a fixed duration
+(as fast as possible, or at --rate spans/s), then sends SIGTERM and waits for the drain.
+Prints: spans sent/acknowledged/stored, sustained spans/s (acknowledged spans stored ÷ time from
+first send until the collector exited), collector CPU and peak RSS, and the loss check (count,
+and a sample of ids looked up one by one).
+
+    .venv/bin/python bench/load.py --duration 20 --procs 2
+    .venv/bin/python bench/load.py --rate 20000 --duration 30
+    .venv/bin/python bench/load.py --config config/examples/rl-training.yaml   # another chain
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import grpc
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.workload import Template  # noqa: E402
+
+EXPORT = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+RETRYABLE = {grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def client_proc(idx: int, endpoint: str, spans_per_request: int, duration: float, rate: float,
+                threads: int, start_at: float, out: mp.Queue) -> None:
+    """One client process: `threads` senders sharing a rate budget; reports what was acked."""
+    templates = [Template(spans_per_request, seed=idx * 1000 + i) for i in range(8)]
+    channel = grpc.insecure_channel(endpoint, options=[("grpc.max_send_message_length", 64 << 20)])
+    export = channel.unary_unary(EXPORT, request_serializer=None, response_deserializer=None)
+    lock = threading.Lock()
+    counter = [0]
+    acked, retries, failed = [0], [0], [0]
+    sample: list[tuple[int, int]] = []  # (template index, request number) of some acked requests
+    interval = threads * spans_per_request / rate if rate else 0.0
+    while time.time() < start_at:
+        time.sleep(0.001)
+    stop_at = start_at + duration
+
+    def sender(tid: int) -> None:
+        next_send = time.monotonic()
+        rng = random.Random(idx * 100 + tid)
+        while time.time() < stop_at:
+            with lock:
+                counter[0] += 1
+                n = counter[0]
+            t_idx = n % len(templates)
+            prefix = ((idx + 1) << 48 | n).to_bytes(8, "big")
+            payload = templates[t_idx].stamp(prefix)
+            delay = 0.05
+            while True:
+                try:
+                    export(payload, timeout=60)
+                    break
+                except grpc.RpcError as exc:
+                    if exc.code() in RETRYABLE:
+                        with lock:
+                            retries[0] += 1
+                        time.sleep(delay * (0.5 + rng.random()))
+                        delay = min(delay * 2, 2.0)
+                        continue
+                    with lock:
+                        failed[0] += 1
+                    payload = None
+                    break
+            if payload is not None:
+                with lock:
+                    acked[0] += spans_per_request
+                    if n % 97 == 0:
+                        sample.append((t_idx, n))
+            if interval:
+                next_send += interval
+                time.sleep(max(0.0, next_send - time.monotonic()))
+
+    ts = [threading.Thread(target=sender, args=(t,)) for t in range(threads)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    ids = []
+    for t_idx, n in sample:
+        ids.extend(templates[t_idx].ids_for(((idx + 1) << 48 | n).to_bytes(8, "big")))
+    out.put({"acked": acked[0], "retries": retries[0], "failed": failed[0], "sample_ids": ids})
+
+
+def proc_stats(pid: int) -> tuple[float, int]:
+    """(CPU seconds, peak RSS bytes) of a live process, from /proc."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    peak = 0
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                peak = int(line.split()[1]) * 1024
+    return cpu, peak
+
+
+def current_rss(pid: int) -> int:
+    with open(f"/proc/{pid}/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def make_config(workdir: Path, base: Path | None) -> tuple[Path, Path, int]:
+    grpc_port, http_port, query_port = free_port(), free_port(), free_port()
+    db = workdir / "spans.duckdb"
+    cfg = yaml.safe_load((base or ROOT / "config" / "default.yaml").read_text())
+    cfg["receivers"]["otlp"]["protocols"] = {"grpc": {"endpoint": f"127.0.0.1:{grpc_port}",
+                                                      "max_recv_msg_size_mib": 64}}
+    for eid, ecfg in cfg["exporters"].items():
+        if eid.split("/")[0] == "duckdb":
+            ecfg["path"] = str(db)
+            ecfg["query"] = {"endpoint": f"127.0.0.1:{query_port}"}
+    path = workdir / "config.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path, db, grpc_port
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--duration", type=float, default=20.0, help="seconds of load")
+    ap.add_argument("--rate", type=float, default=0.0, help="target spans/s in total (0 = as fast as possible)")
+    ap.add_argument("--procs", type=int, default=2, help="client processes")
+    ap.add_argument("--threads", type=int, default=4, help="concurrent requests per client process")
+    ap.add_argument("--spans-per-request", type=int, default=512)
+    ap.add_argument("--config", type=Path, help="collector config to bench (ports and paths are rewritten)")
+    ap.add_argument("--keep", action="store_true", help="keep the work directory")
+    args = ap.parse_args()
+
+    workdir = Path(tempfile.mkdtemp(prefix="spanpipe-bench-"))
+    config, db, port = make_config(workdir, args.config)
+    spanpipe = str(Path(sys.executable).with_name("spanpipe"))
+    log = open(workdir / "collector.log", "wb")
+    coll = subprocess.Popen([spanpipe, "run", "--config", str(config)], stdout=log, stderr=subprocess.STDOUT, cwd=workdir)
+    deadline = time.monotonic() + 30
+    while True:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                break
+        if coll.poll() is not None or time.monotonic() > deadline:
+            print((workdir / "collector.log").read_text(), file=sys.stderr)
+            return 1
+        time.sleep(0.05)
+
+    cpu0, _ = proc_stats(coll.pid)
+    out: mp.Queue = mp.Queue()
+    start_at = time.time() + 2.0  # clients build their templates first
+    per_proc_rate = args.rate / args.procs if args.rate else 0.0
+    clients = [mp.Process(target=client_proc, args=(i, f"127.0.0.1:{port}", args.spans_per_request,
+                                                    args.duration, per_proc_rate, args.threads, start_at, out))
+               for i in range(args.procs)]
+    for c in clients:
+        c.start()
+    peak = 0
+    timeline: list[tuple[float, int]] = []
+    results = []
+    while len(results) < len(clients):
+        try:
+            results.append(out.get(timeout=0.5))
+        except Exception:  # noqa: BLE001 - queue.Empty: sample RSS meanwhile
+            pass
+        if coll.poll() is None:
+            peak = max(peak, proc_stats(coll.pid)[1])
+            timeline.append((time.time() - start_at, current_rss(coll.pid)))
+    for c in clients:
+        c.join()
+    load_end = time.time()
+    cpu1, peak_now = proc_stats(coll.pid)
+    peak = max(peak, peak_now)
+    coll.send_signal(signal.SIGTERM)
+    rc = coll.wait(600)
+    drained = time.time()
+
+    import duckdb
+    acked = sum(r["acked"] for r in results)
+    con = duckdb.connect(str(db), read_only=True)
+    stored = con.execute("SELECT count(*) FROM spans").fetchall()[0][0]
+    sample = [i for r in results for i in r["sample_ids"]]
+    con.execute("CREATE TEMP TABLE sample (trace_id VARCHAR, span_id VARCHAR)")
+    con.executemany("INSERT INTO sample VALUES (?, ?)", sample)
+    found = con.execute("SELECT count(*) FROM sample JOIN spans USING (trace_id, span_id)").fetchall()[0][0]
+    con.close()
+    elapsed = drained - start_at
+    print(f"collector exit code      {rc}")
+    print(f"load                     {args.procs} procs x {args.threads} threads, "
+          f"{args.spans_per_request} spans/request, {args.duration:.0f}s, rate={'max' if not args.rate else int(args.rate)}")
+    print(f"acknowledged spans       {acked}")
+    print(f"stored spans             {stored}")
+    print(f"client retries/failures  {sum(r['retries'] for r in results)}/{sum(r['failed'] for r in results)}")
+    print(f"sample ids found         {found}/{len(sample)}")
+    print(f"drain after SIGTERM      {drained - load_end:.2f}s")
+    print(f"sustained spans/s        {stored / elapsed:,.0f}   (stored / (first send .. drained))")
+    print(f"collector CPU            {(cpu1 - cpu0) / (load_end - start_at) * 100:.0f}% of one core during load")
+    print(f"collector peak RSS       {peak / 2**20:.0f} MiB")
+    marks = [timeline[int(len(timeline) * q) - 1] for q in (0.1, 0.25, 0.5, 0.75, 1.0)] if timeline else []
+    print("collector RSS over time  " + ", ".join(f"{t:.0f}s {r / 2**20:.0f}MiB" for t, r in marks))
+    ok = rc == 0 and stored == acked and found == len(sample)
+    print("zero loss                ", "yes" if ok else "NO")
+    if not args.keep:
+        shutil.rmtree(workdir, ignore_errors=True)
+    else:
+        print(f"work directory           {workdir}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
