@@ -32,7 +32,7 @@ from pipeline.registry import Factory
 from pipeline.spanbatch import SpanBatch
 from pipeline.telemetry import counters
 from pipeline.warehouse.query_server import QueryServer
-from pipeline.warehouse.schema import DDL, INSERT_DEDUPED
+from pipeline.warehouse.schema import DDL, INSERT_DEDUPED, INSERT_REWARD_DIMENSIONS
 
 _STOP = object()
 
@@ -191,10 +191,15 @@ class DuckDBExporter(Exporter):
         table = batch.to_arrow()
         starts = table.column("start_time_unix_nano")
         bounds = pc.min_max(starts).as_py()
+        dims = batch.reward_dimensions_arrow()
         writer.register("__batch", table)
+        if dims is not None:
+            writer.register("__dims", dims)
         try:
             writer.execute("BEGIN")
             writer.execute(INSERT_DEDUPED, {"lo": bounds["min"], "hi": bounds["max"]})
+            if dims is not None:
+                writer.execute(INSERT_REWARD_DIMENSIONS)
             writer.execute("COMMIT")
         except duckdb.Error:
             try:
@@ -204,6 +209,8 @@ class DuckDBExporter(Exporter):
             raise
         finally:
             writer.unregister("__batch")
+            if dims is not None:
+                writer.unregister("__dims")
         self.rows_written += len(batch)
         counters.add("exporter_sent_spans", len(batch), exporter=self.id)
 

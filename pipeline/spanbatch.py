@@ -129,6 +129,25 @@ class SpanBatch:
     def resource_attributes(self, i: int) -> dict[str, Any]:
         return self.resources[self.resource_index[i]].attributes
 
+    def reward_dimensions_arrow(self) -> pa.Table | None:
+        """Rows (trace_id, span_id, idx, name, value, source) of the `reward_dimensions` column."""
+        col = self.extra.get("reward_dimensions")
+        if not col:
+            return None
+        rows: dict[str, list[Any]] = {k: [] for k in ("trace_id", "span_id", "idx", "name", "value", "source")}
+        for i, dims in enumerate(col):
+            for idx, d in enumerate(dims or ()):
+                rows["trace_id"].append(self.trace_id[i])
+                rows["span_id"].append(self.span_id[i])
+                rows["idx"].append(idx)
+                rows["name"].append(d["name"])
+                rows["value"].append(d["value"])
+                rows["source"].append(d["source"])
+        if not rows["idx"]:
+            return None
+        return pa.table({k: pa.array(v, pa.int32() if k == "idx" else pa.float64() if k == "value" else pa.string())
+                         for k, v in rows.items()})
+
     def to_arrow(self) -> pa.Table:
         """The batch as an Arrow table with the warehouse `spans` columns (DESIGN §7)."""
         n = len(self)

@@ -35,6 +35,9 @@ DDL = [
     "CREATE TABLE IF NOT EXISTS spans (\n  "
     + ",\n  ".join(f"{name} {typ}" for name, typ in SPANS_COLUMNS)
     + "\n)",
+    # Every reward dimension the reward processor found (the spans table keeps the primary one).
+    "CREATE TABLE IF NOT EXISTS reward_dimensions (trace_id VARCHAR NOT NULL, span_id VARCHAR NOT NULL, "
+    "idx INTEGER NOT NULL, name VARCHAR, value DOUBLE, source VARCHAR)",
     "CREATE TABLE IF NOT EXISTS spanpipe_meta (key VARCHAR PRIMARY KEY, value VARCHAR)",
     f"INSERT OR IGNORE INTO spanpipe_meta VALUES ('schema_version', '{SCHEMA_VERSION}')",
 ]
@@ -54,5 +57,13 @@ WHERE NOT EXISTS (
     SELECT 1 FROM spans s
     WHERE s.start_time_unix_nano BETWEEN $lo AND $hi
       AND s.trace_id = n.trace_id AND s.span_id = n.span_id
+)
+"""
+
+INSERT_REWARD_DIMENSIONS = """
+INSERT INTO reward_dimensions
+SELECT DISTINCT ON (trace_id, span_id, idx) trace_id, span_id, idx, name, value, source FROM __dims AS n
+WHERE NOT EXISTS (
+    SELECT 1 FROM reward_dimensions r WHERE r.trace_id = n.trace_id AND r.span_id = n.span_id
 )
 """

@@ -1,0 +1,204 @@
+"""The `rollout` processor: puts `rollout_id`, `attempt_id` and `sequence_id` on every span.
+
+Where the ids come from, first hit wins:
+1. span attributes named in `rollout_id_keys` / `attempt_id_keys` / `sequence_id_keys`
+   (Agent Lightning's `agentlightning.*` by default; W3C baggage entries arrive as span attributes
+   of the same name when the agent runs OTel's BaggageSpanProcessor, so list those keys here too);
+2. resource attributes of the same names;
+3. the trace: the first span of a trace that carries a rollout id teaches the processor that
+   trace → rollout mapping, so untagged spans of the same trace (another service's, an
+   instrumentation library's) are tagged too (`propagate_by_trace`, bounded by `max_traces`).
+
+Sequence ids are per rollout, monotonic from 1, issued in arrival order; an id the client gave is
+kept and raises the counter (the next issued is max + 1). Counters survive a restart through
+`state_file` (an append-only log of per-rollout maxima, compacted on start).
+
+`on_missing`: `keep` (the span is stored without a rollout), `drop`, or `default` (tag it
+`default_rollout_id`).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any, Literal
+
+import orjson
+from pydantic import Field
+
+from pipeline.component import BatchTransform, Consumer
+from pipeline.config import ComponentConfig
+from pipeline.registry import Factory
+from pipeline.spanbatch import SpanBatch
+from pipeline.telemetry import counters
+
+
+class RolloutConfig(ComponentConfig):
+    rollout_id_keys: list[str] = ["agentlightning.rollout_id"]
+    attempt_id_keys: list[str] = ["agentlightning.attempt_id"]
+    sequence_id_keys: list[str] = ["agentlightning.span_sequence_id"]
+    propagate_by_trace: bool = True
+    max_traces: int = Field(100_000, gt=0)
+    on_missing: Literal["keep", "drop", "default"] = "keep"
+    default_rollout_id: str = "unassigned"
+    issue_sequence_ids: bool = True
+    state_file: str | None = Field(None, description="where sequence counters are kept across restarts")
+
+    def validate_config(self) -> None:
+        if not self.rollout_id_keys:
+            raise ValueError("rollout_id_keys: list at least one key")
+
+
+def _first(keys: list[str], *sources: dict[str, Any]) -> Any:
+    for src in sources:
+        for k in keys:
+            v = src.get(k)
+            if v is not None and v != "":
+                return v
+    return None
+
+
+def _as_int(v: Any) -> int | None:
+    if isinstance(v, bool):
+        return None
+    if isinstance(v, int):
+        return v
+    if isinstance(v, float) and v.is_integer():
+        return int(v)
+    if isinstance(v, str):
+        try:
+            return int(v)
+        except ValueError:
+            return None
+    return None
+
+
+class SequenceCounters:
+    """Per-rollout sequence counters, persisted as an append-only JSON-lines log."""
+
+    def __init__(self, path: str | None) -> None:
+        self.path = Path(path) if path else None
+        self.max: dict[str, int] = {}
+        self._lock = threading.Lock()
+        self._fh = None
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if self.path.exists():
+                for line in self.path.read_bytes().splitlines():
+                    try:
+                        for k, v in orjson.loads(line).items():
+                            self.max[k] = max(self.max.get(k, 0), int(v))
+                    except (orjson.JSONDecodeError, ValueError, TypeError, AttributeError):
+                        continue  # a torn last line after a crash
+            tmp = self.path.with_suffix(self.path.suffix + ".tmp")
+            tmp.write_bytes(orjson.dumps(self.max) + b"\n")
+            os.replace(tmp, self.path)
+            self._fh = open(self.path, "ab")
+
+    def record(self, changed: dict[str, int]) -> None:
+        if self._fh is not None and changed:
+            self._fh.write(orjson.dumps(changed) + b"\n")
+            self._fh.flush()
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+
+class RolloutProcessor(BatchTransform):
+    def __init__(self, component_id: str, config: RolloutConfig, next_consumer: Consumer) -> None:
+        super().__init__(component_id, next_consumer)
+        self.config = config
+        self.by_trace: OrderedDict[str, tuple[str, str | None]] = OrderedDict()
+        self.counters: SequenceCounters | None = None
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        self.counters = SequenceCounters(self.config.state_file)
+
+    def shutdown(self) -> None:
+        if self.counters is not None:
+            self.counters.close()
+
+    def _remember(self, trace_id: str, rollout: str, attempt: str | None) -> None:
+        if trace_id in self.by_trace:
+            self.by_trace.move_to_end(trace_id)
+            return
+        self.by_trace[trace_id] = (rollout, attempt)
+        if len(self.by_trace) > self.config.max_traces:
+            self.by_trace.popitem(last=False)
+
+    def process(self, batch: SpanBatch) -> SpanBatch:
+        cfg = self.config
+        n = len(batch)
+        rollouts: list[str | None] = [None] * n
+        attempts: list[str | None] = [None] * n
+        given_seq: list[int | None] = [None] * n
+        res_ids = [(_first(cfg.rollout_id_keys, r.attributes), _first(cfg.attempt_id_keys, r.attributes),
+                    _first(cfg.sequence_id_keys, r.attributes)) for r in batch.resources]
+        untagged = []
+        for i, attrs in enumerate(batch.attributes):
+            res_rollout, res_attempt, res_seq = res_ids[batch.resource_index[i]]
+            rollout = _first(cfg.rollout_id_keys, attrs)
+            if rollout is None:
+                rollout = res_rollout
+            if rollout is None:
+                untagged.append(i)
+                continue
+            attempt = _first(cfg.attempt_id_keys, attrs)
+            if attempt is None:
+                attempt = res_attempt
+            seq = _first(cfg.sequence_id_keys, attrs)
+            rollouts[i] = str(rollout)
+            attempts[i] = None if attempt is None else str(attempt)
+            given_seq[i] = _as_int(seq if seq is not None else res_seq)
+        keep = None
+        with self._lock:
+            if cfg.propagate_by_trace:
+                for i in range(n):
+                    if rollouts[i] is not None:
+                        self._remember(batch.trace_id[i], rollouts[i], attempts[i])  # type: ignore[arg-type]
+                for i in untagged:
+                    known = self.by_trace.get(batch.trace_id[i])
+                    if known is not None:
+                        rollouts[i], attempts[i] = known
+            missing = [i for i in untagged if rollouts[i] is None]
+            if missing:
+                counters.add("rollout_missing_spans", len(missing), processor=self.id)
+                if cfg.on_missing == "default":
+                    for i in missing:
+                        rollouts[i] = cfg.default_rollout_id
+                elif cfg.on_missing == "drop":
+                    gone = set(missing)
+                    keep = [i for i in range(n) if i not in gone]
+            seqs = self._sequence(rollouts, given_seq) if cfg.issue_sequence_ids else given_seq
+        out = batch.with_columns(rollout_id=rollouts, attempt_id=attempts, sequence_id=seqs)
+        return out.take(keep) if keep is not None else out
+
+    def _sequence(self, rollouts: list[str | None], given: list[int | None]) -> list[int | None]:
+        assert self.counters is not None
+        current = self.counters.max
+        changed: dict[str, int] = {}
+        # Client-given ids first raise the counters, so issued ids never collide with them.
+        for r, g in zip(rollouts, given):
+            if r is not None and g is not None and g > current.get(r, 0):
+                current[r] = changed[r] = g
+        out: list[int | None] = []
+        for r, g in zip(rollouts, given):
+            if r is None:
+                out.append(None)
+            elif g is not None:
+                out.append(g)
+            else:
+                nxt = current.get(r, 0) + 1
+                current[r] = changed[r] = nxt
+                out.append(nxt)
+        self.counters.record(changed)
+        return out
+
+
+factory = Factory("rollout", "processors", RolloutConfig,
+                  lambda cid, cfg, nxt: RolloutProcessor(cid, cfg, nxt))

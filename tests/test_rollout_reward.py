@@ -1,0 +1,139 @@
+"""rollout and reward processors, through a real collector and a real OTel SDK client."""
+
+from __future__ import annotations
+
+import json
+
+from opentelemetry import trace
+from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+from collector import Collector, default_config, free_port
+from pipeline.warehouse import Warehouse
+
+
+def chain_config(tmp_path, rollout: dict | None = None, reward: dict | None = None):
+    g, h, q = free_port(), free_port(), free_port()
+    cfg = default_config(tmp_path / "spans.duckdb", g, h, q)
+    cfg["processors"] = {"rollout": {"state_file": str(tmp_path / "rollout-state.jsonl"), **(rollout or {})},
+                         "reward": reward or {}, "batch": {"timeout": "20ms"}}
+    cfg["service"]["pipelines"]["traces"]["processors"] = ["rollout", "reward", "batch"]
+    return cfg, (g, h, q)
+
+
+def provider_for(c: Collector, resource: dict) -> TracerProvider:
+    tp = TracerProvider(resource=Resource.create(resource))
+    tp.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=f"http://{c.grpc_endpoint}", insecure=True),
+                                             schedule_delay_millis=20))
+    return tp
+
+
+def stored(db) -> list[dict]:
+    with Warehouse.open(db) as wh:
+        return wh.sql("SELECT * FROM spans ORDER BY start_time_unix_nano").to_pylist()
+
+
+def test_rollout_ids_from_resource_span_override_and_trace_propagation(tmp_path):
+    cfg, ports = chain_config(tmp_path)
+    with Collector(tmp_path, cfg, wait_ports=list(ports)) as c:
+        c.grpc_port = ports[0]
+        agent = provider_for(c, {"service.name": "agent", "agentlightning.rollout_id": "ro-a",
+                                 "agentlightning.attempt_id": "at-a1"})
+        other = provider_for(c, {"service.name": "tool-service"})  # no rollout ids at all
+        t, t2 = agent.get_tracer("a"), other.get_tracer("b")
+        with t.start_as_current_span("agent.run"):
+            for i in range(3):
+                with t.start_as_current_span("step"):
+                    pass
+            with t.start_as_current_span("override", attributes={"agentlightning.rollout_id": "ro-b",
+                                                                  "agentlightning.span_sequence_id": 10}):
+                pass
+            with t.start_as_current_span("after-given", attributes={"agentlightning.rollout_id": "ro-b"}):
+                pass
+        agent.force_flush()
+        # another service, same trace (context passed along), no ids: tagged through the trace
+        with t.start_as_current_span("agent.again") as root:
+            ctx = trace.set_span_in_context(root)
+        agent.force_flush()
+        import time
+        time.sleep(0.3)
+        with t2.start_as_current_span("remote.tool", context=ctx):
+            pass
+        with t2.start_as_current_span("orphan"):
+            pass
+        agent.shutdown()
+        other.shutdown()
+        assert c.stop() == 0
+    rows = {r["name"]: r for r in stored(c.db)}
+    assert rows["agent.run"]["rollout_id"] == "ro-a" and rows["agent.run"]["attempt_id"] == "at-a1"
+    assert rows["override"]["rollout_id"] == "ro-b" and rows["override"]["sequence_id"] == 10
+    assert rows["after-given"]["rollout_id"] == "ro-b" and rows["after-given"]["sequence_id"] == 11
+    assert rows["remote.tool"]["rollout_id"] == "ro-a", "learned from the trace"
+    assert rows["orphan"]["rollout_id"] is None and rows["orphan"]["sequence_id"] is None
+    seqs = sorted(r["sequence_id"] for r in stored(c.db) if r["rollout_id"] == "ro-a")
+    assert len(seqs) == 6
+    assert seqs == list(range(1, len(seqs) + 1)), "per-rollout, from 1, no gaps"
+
+
+def test_sequence_counters_survive_a_restart_and_on_missing(tmp_path):
+    cfg, ports = chain_config(tmp_path, rollout={"on_missing": "drop"})
+    for run in range(2):
+        with Collector(tmp_path, cfg, wait_ports=list(ports)) as c:
+            c.grpc_port = ports[0]
+            tp = provider_for(c, {"agentlightning.rollout_id": "ro-r"})
+            with tp.get_tracer("x").start_as_current_span(f"run-{run}"):
+                pass
+            tp.shutdown()
+            plain = provider_for(c, {"service.name": "untagged"})
+            with plain.get_tracer("x").start_as_current_span("dropped"):
+                pass
+            plain.shutdown()
+            assert c.stop() == 0
+    rows = {r["name"]: r for r in stored(c.db)}
+    assert rows["run-0"]["sequence_id"] == 1 and rows["run-1"]["sequence_id"] == 2
+    assert "dropped" not in rows
+
+
+def test_rewards_from_every_convention_and_malformed_ones_keep_the_span(tmp_path):
+    cfg, ports = chain_config(tmp_path, reward={"extra_keys": ["my.score"]})
+    with Collector(tmp_path, cfg, wait_ports=list(ports)) as c:
+        c.grpc_port = ports[0]
+        tp = provider_for(c, {"agentlightning.rollout_id": "ro-w"})
+        t = tp.get_tracer("r")
+        spans = {
+            "agl": ("agentlightning.annotation", {"agentlightning.reward.0.name": "task", "agentlightning.reward.0.value": 1.0,
+                                                  "agentlightning.reward.1.name": "style", "agentlightning.reward.1.value": 0.25}),
+            "legacy": ("agentlightning.annotation", {"reward": 0.5}),
+            "agentops": ("agentops.task", {"agentops.task.output": json.dumps({"type": "reward", "value": 0.75})}),
+            "oi": ("judge", {"annotations.0.annotation.name": "correct", "annotations.0.annotation.score": 0.9}),
+            "extra": ("custom", {"my.score": 3}),
+            "bad_value": ("agentlightning.annotation", {"agentlightning.reward.0.name": "x", "agentlightning.reward.0.value": "high"}),
+            "bare": ("agentlightning.annotation", {"agentlightning.reward": 1.0}),
+            "no_name": ("agentlightning.annotation", {"agentlightning.reward.0.value": 1.0}),
+            "llm": ("openai.chat.completion", {"gen_ai.operation.name": "chat", "gen_ai.response.id": "resp-1"}),
+            "tool": ("execute_tool search", {"gen_ai.operation.name": "execute_tool"}),
+            "msg": ("agentlightning.message", {"agentlightning.message.body": "hi"}),
+        }
+        for label, (name, attrs) in spans.items():
+            with t.start_as_current_span(name, attributes={**attrs, "label": label}) as s:
+                if label == "llm":
+                    s.add_event("gen_ai.evaluation.result", {"gen_ai.evaluation.name": "helpful",
+                                                             "gen_ai.evaluation.score.value": 0.6})
+        tp.shutdown()
+        assert c.stop() == 0
+    with Warehouse.open(c.db) as wh:
+        rows = {json.loads(r["attributes"])["label"]: r for r in wh.sql("SELECT * FROM spans").to_pylist()}
+        dims = wh.sql("SELECT s.attributes->>'label' AS label, d.idx, d.name, d.value FROM reward_dimensions d "
+                      "JOIN spans s USING (trace_id, span_id) ORDER BY label, idx").to_pylist()
+    assert len(rows) == len(spans), "malformed rewards never drop a span"
+    expect = {"agl": 1.0, "legacy": 0.5, "agentops": 0.75, "oi": 0.9, "extra": 3.0}
+    for label, value in expect.items():
+        assert (rows[label]["span_type"], rows[label]["reward"]) == ("reward", value), label
+    for label in ("bad_value", "bare", "no_name"):
+        assert rows[label]["reward"] is None and rows[label]["span_type"] != "reward", label
+    assert rows["llm"]["span_type"] == "llm" and rows["llm"]["response_id"] == "resp-1"
+    assert rows["llm"]["reward"] == 0.6, "an evaluation event scores the LLM call itself"
+    assert rows["tool"]["span_type"] == "tool" and rows["msg"]["span_type"] == "message"
+    assert [(d["name"], d["value"]) for d in dims if d["label"] == "agl"] == [("task", 1.0), ("style", 0.25)]
