@@ -12,8 +12,10 @@ from typing import TYPE_CHECKING
 
 import grpc
 
+from pipeline import admission
 from pipeline.configtypes import parse_endpoint
 from pipeline.errors import PipelineError
+from pipeline.telemetry import counters
 from pipeline.otlp import decode_traces_protobuf, traces_response
 
 if TYPE_CHECKING:
@@ -32,6 +34,11 @@ class OtlpGrpcServer:
 
     def _export(self, request: bytes, context: grpc.ServicerContext):
         try:
+            try:
+                admission.check()
+            except PipelineError:
+                counters.add("receiver_refused_requests", 1, receiver=self.receiver.id)
+                raise
             decoded = decode_traces_protobuf(request)
             self.receiver.deliver(decoded)
         except PipelineError as exc:

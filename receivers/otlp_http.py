@@ -15,9 +15,11 @@ from aiohttp import web
 from google.protobuf import json_format
 from google.rpc import status_pb2
 
+from pipeline import admission
 from pipeline.configtypes import parse_endpoint
 from pipeline.errors import PipelineError
 from pipeline.httpserver import HttpServer
+from pipeline.telemetry import counters
 from pipeline.otlp import decode_traces_json, decode_traces_protobuf, traces_response
 
 if TYPE_CHECKING:
@@ -83,6 +85,11 @@ class OtlpHttpServer:
         if encoding not in SUPPORTED_ENCODINGS:
             return self._error(400, f"unsupported Content-Encoding '{encoding}'; use gzip, deflate "
                                "or none", ctype, grpc_code=3)
+        try:
+            admission.check()  # refuse before reading and decoding the body
+        except PipelineError as exc:
+            counters.add("receiver_refused_requests", 1, receiver=self.receiver.id)
+            return self._error(exc.http_status, str(exc), ctype, 1, _GRPC_CODES[exc.grpc_code])
         try:
             # aiohttp inflates gzip/deflate and applies client_max_size to the inflated size.
             body = await request.read()

@@ -1,0 +1,40 @@
+"""Process-wide admission gate, so receivers can refuse data *before* decoding it.
+
+The memory_limiter processor registers itself here; a receiver asks `check()` before it parses
+a request and answers with a retryable refusal when memory is short. Memory is a property of the
+process, not of one pipeline, so one gate serves all receivers.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Protocol
+
+from pipeline.errors import BackPressureError
+
+
+class Gate(Protocol):
+    id: str
+
+    def refusing(self) -> bool: ...
+
+
+_gates: list[Gate] = []
+_lock = threading.Lock()
+
+
+def register(gate: Gate) -> None:
+    with _lock:
+        _gates.append(gate)
+
+
+def unregister(gate: Gate) -> None:
+    with _lock:
+        if gate in _gates:
+            _gates.remove(gate)
+
+
+def check() -> None:
+    for gate in _gates:
+        if gate.refusing():
+            raise BackPressureError(f"{gate.id}: memory usage is above the soft limit; retry later")

@@ -1,0 +1,128 @@
+"""The `memory_limiter` processor: refuses data while the collector uses too much memory.
+
+otelcol's keys: `check_interval` (required), `limit_mib`, `spike_limit_mib` (default 20% of the
+limit), or `limit_percentage` / `spike_limit_percentage` of the machine's (or cgroup's) memory.
+Every check_interval the collector's RSS is read. Above the soft limit (limit − spike) new data is
+refused with the retryable code (gRPC RESOURCE_EXHAUSTED, HTTP 429) — by the receivers before
+they decode it (pipeline.admission) and by this processor for anything already decoded; below
+it, data is accepted again. Above the hard limit a garbage collection is forced. Each transition
+is logged once; refused spans are counted (`otelcol_processor_refused_spans`).
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import threading
+
+from pydantic import Field
+
+from pipeline import admission
+from pipeline.component import Consumer, Processor
+from pipeline.config import ComponentConfig
+from pipeline.configtypes import Duration
+from pipeline.errors import BackPressureError
+from pipeline.registry import Factory
+from pipeline.spanbatch import SpanBatch
+from pipeline.telemetry import counters
+
+MIB = 1024 * 1024
+
+
+def total_memory() -> int:
+    """The cgroup memory limit if there is one, else physical memory."""
+    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            text = open(path).read().strip()
+        except OSError:
+            continue
+        if text.isdigit() and int(text) < (1 << 60):
+            return int(text)
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def current_rss() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+class MemoryLimiterConfig(ComponentConfig):
+    check_interval: Duration
+    limit_mib: int = Field(0, ge=0)
+    spike_limit_mib: int = Field(0, ge=0)
+    limit_percentage: int = Field(0, ge=0, le=100)
+    spike_limit_percentage: int = Field(0, ge=0, le=100)
+
+    def validate_config(self) -> None:
+        if self.check_interval <= 0:
+            raise ValueError("check_interval: must be greater than 0")
+        if not self.limit_mib and not self.limit_percentage:
+            raise ValueError("set limit_mib or limit_percentage")
+        if self.limit_mib and self.spike_limit_mib >= self.limit_mib:
+            raise ValueError("spike_limit_mib must be smaller than limit_mib")
+        if self.limit_percentage and self.spike_limit_percentage >= self.limit_percentage:
+            raise ValueError("spike_limit_percentage must be smaller than limit_percentage")
+
+    def limits(self) -> tuple[int, int]:
+        """(hard limit, soft limit) in bytes."""
+        if self.limit_mib:
+            hard = self.limit_mib * MIB
+            spike = self.spike_limit_mib * MIB if self.spike_limit_mib else hard // 5
+        else:
+            total = total_memory()
+            hard = total * self.limit_percentage // 100
+            spike = total * (self.spike_limit_percentage or self.limit_percentage // 5) // 100
+        return hard, hard - spike
+
+
+class MemoryLimiterProcessor(Processor):
+    def __init__(self, component_id: str, config: MemoryLimiterConfig, next_consumer: Consumer) -> None:
+        super().__init__(component_id, next_consumer)
+        self.config = config
+        self.hard, self.soft = config.limits()
+        self._refusing = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name=f"{component_id}-watch", daemon=True)
+
+    def refusing(self) -> bool:
+        return self._refusing
+
+    def start(self) -> None:
+        self.check()
+        self._thread.start()
+        admission.register(self)
+        self.log.info("memory limits: soft %d MiB, hard %d MiB", self.soft // MIB, self.hard // MIB)
+
+    def shutdown(self) -> None:
+        admission.unregister(self)
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def check(self) -> None:
+        rss = current_rss()
+        if rss > self.hard:
+            gc.collect()
+            rss = current_rss()
+        above = rss > self.soft
+        if above != self._refusing:
+            self._refusing = above
+            if above:
+                self.log.warning("Memory usage is above soft limit. Refusing data. (rss %d MiB, soft limit %d MiB)",
+                                 rss // MIB, self.soft // MIB)
+            else:
+                self.log.info("Memory usage back within limits. Accepting data. (rss %d MiB)", rss // MIB)
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self.config.check_interval):
+            self.check()
+
+    def consume(self, batch: SpanBatch) -> None:
+        if self._refusing:
+            counters.add("processor_refused_spans", len(batch), processor=self.id)
+            raise BackPressureError(f"{self.id}: memory usage is above the soft limit; retry later")
+        self.next.consume(batch)
+
+
+factory = Factory("memory_limiter", "processors", MemoryLimiterConfig,
+                  lambda cid, cfg, nxt: MemoryLimiterProcessor(cid, cfg, nxt))
