@@ -45,11 +45,15 @@ class Collector:
     """A collector subprocess. `ports` are the ones it was configured with."""
 
     def __init__(self, tmp: Path, config: dict[str, Any] | None = None, wait_ports: list[int] | None = None,
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, processors: dict[str, Any] | None = None) -> None:
+        """`processors`: the default config's pipeline with these processors (in order) instead of batch."""
         self.tmp = tmp
         self.db = tmp / "spans.duckdb"
         self.grpc_port, self.http_port, self.query_port = free_port(), free_port(), free_port()
         self.config = config or default_config(self.db, self.grpc_port, self.http_port, self.query_port)
+        if processors is not None:
+            self.config["processors"] = processors
+            self.config["service"]["pipelines"]["traces"]["processors"] = list(processors)
         self.config_path = tmp / "config.yaml"
         self.config_path.write_text(yaml.safe_dump(self.config))
         self.wait_ports = wait_ports

@@ -10,17 +10,13 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-from collector import Collector, default_config, free_port
+from collector import Collector
 from pipeline.warehouse import Warehouse
 
 
-def chain_config(tmp_path, rollout: dict | None = None, reward: dict | None = None):
-    g, h, q = free_port(), free_port(), free_port()
-    cfg = default_config(tmp_path / "spans.duckdb", g, h, q)
-    cfg["processors"] = {"rollout": {"state_file": str(tmp_path / "rollout-state.jsonl"), **(rollout or {})},
-                         "reward": reward or {}, "batch": {"timeout": "20ms"}}
-    cfg["service"]["pipelines"]["traces"]["processors"] = ["rollout", "reward", "batch"]
-    return cfg, (g, h, q)
+def chain(tmp_path, rollout: dict | None = None, reward: dict | None = None) -> dict:
+    return {"rollout": {"state_file": str(tmp_path / "rollout-state.jsonl"), **(rollout or {})},
+            "reward": reward or {}, "batch": {"timeout": "20ms"}}
 
 
 def provider_for(c: Collector, resource: dict) -> TracerProvider:
@@ -36,9 +32,7 @@ def stored(db) -> list[dict]:
 
 
 def test_rollout_ids_from_resource_span_override_and_trace_propagation(tmp_path):
-    cfg, ports = chain_config(tmp_path)
-    with Collector(tmp_path, cfg, wait_ports=list(ports)) as c:
-        c.grpc_port = ports[0]
+    with Collector(tmp_path, processors=chain(tmp_path)) as c:
         agent = provider_for(c, {"service.name": "agent", "agentlightning.rollout_id": "ro-a",
                                  "agentlightning.attempt_id": "at-a1"})
         other = provider_for(c, {"service.name": "tool-service"})  # no rollout ids at all
@@ -78,10 +72,8 @@ def test_rollout_ids_from_resource_span_override_and_trace_propagation(tmp_path)
 
 
 def test_sequence_counters_survive_a_restart_and_on_missing(tmp_path):
-    cfg, ports = chain_config(tmp_path, rollout={"on_missing": "drop"})
     for run in range(2):
-        with Collector(tmp_path, cfg, wait_ports=list(ports)) as c:
-            c.grpc_port = ports[0]
+        with Collector(tmp_path, processors=chain(tmp_path, rollout={"on_missing": "drop"})) as c:
             tp = provider_for(c, {"agentlightning.rollout_id": "ro-r"})
             with tp.get_tracer("x").start_as_current_span(f"run-{run}"):
                 pass
@@ -97,9 +89,7 @@ def test_sequence_counters_survive_a_restart_and_on_missing(tmp_path):
 
 
 def test_rewards_from_every_convention_and_malformed_ones_keep_the_span(tmp_path):
-    cfg, ports = chain_config(tmp_path, reward={"extra_keys": ["my.score"]})
-    with Collector(tmp_path, cfg, wait_ports=list(ports)) as c:
-        c.grpc_port = ports[0]
+    with Collector(tmp_path, processors=chain(tmp_path, reward={"extra_keys": ["my.score"]})) as c:
         tp = provider_for(c, {"agentlightning.rollout_id": "ro-w"})
         t = tp.get_tracer("r")
         spans = {

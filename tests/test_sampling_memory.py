@@ -1,0 +1,137 @@
+"""probabilistic_sampler decisions (checked against the algorithm's definition) and memory_limiter."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import grpc
+import pytest
+import requests
+
+from collector import Collector
+from otlp_requests import make_request
+from pipeline.warehouse import Warehouse
+from processors import memory_limiter as ml
+from processors.probabilistic_sampler import ProbabilisticSampler, ProbabilisticSamplerConfig
+from test_otlp_http_grpc import PB, grpc_export
+
+
+def fnv1a32_reference(data: bytes) -> int:
+    """FNV-1a 32-bit, straight from its definition (offset basis 2166136261, prime 16777619)."""
+    h = 2166136261
+    for b in data:
+        h = ((h ^ b) * 16777619) % 2**32
+    return h
+
+
+def reference_hash_seed_keep(trace_id: bytes, seed: int, pct: float) -> bool:
+    return (fnv1a32_reference(seed.to_bytes(4, "little") + trace_id) & 0x3FFF) < int(pct * 163.84)
+
+
+def test_fnv_vectors():
+    assert fnv1a32_reference(b"") == 0x811C9DC5
+    assert fnv1a32_reference(b"a") == 0xE40C292C
+    assert fnv1a32_reference(b"foobar") == 0xBF9CF968
+
+
+TABLE = [  # trace id, seed, percentage, keep — computed by hand from the definition above
+    ("00000000000000000000000000000000", 0, 50.0),
+    ("ffffffffffffffffffffffffffffffff", 0, 50.0),
+    ("0123456789abcdef0123456789abcdef", 22, 25.0),
+    ("4bf92f3577b34da6a3ce929d0e0e4736", 1, 10.0),
+    ("4bf92f3577b34da6a3ce929d0e0e4736", 2, 90.0),
+]
+
+
+@pytest.mark.parametrize("tid, seed, pct", TABLE)
+def test_hash_seed_decisions_match_the_definition(tid, seed, pct):
+    p = ProbabilisticSampler("ps", ProbabilisticSamplerConfig(sampling_percentage=pct, hash_seed=seed), None)
+    assert p.decide(tid, "")[0] == reference_hash_seed_keep(bytes.fromhex(tid), seed, pct)
+
+
+def test_hash_seed_rate_and_determinism_over_many_ids():
+    p = ProbabilisticSampler("ps", ProbabilisticSamplerConfig(sampling_percentage=30, hash_seed=7), None)
+    ids = [os.urandom(16).hex() for _ in range(4000)]
+    decisions = [p.decide(t, "")[0] for t in ids]
+    assert decisions == [reference_hash_seed_keep(bytes.fromhex(t), 7, 30) for t in ids]
+    assert 0.26 < sum(decisions) / len(ids) < 0.34
+
+
+def test_proportional_keeps_by_last_56_bits_and_records_threshold():
+    p = ProbabilisticSampler("ps", ProbabilisticSamplerConfig(sampling_percentage=25, mode="proportional"), None)
+    # threshold for 25% is 0.75 * 2^56 = 0xc0000000000000: kept iff the last 56 bits >= it
+    keep, state = p.decide("0000000000000000" + "00c0000000000000", "vendor=x")
+    assert keep and state == "ot=th:c,vendor=x"
+    keep, _ = p.decide("ffffffffffffffff" + "00bfffffffffffff", "")
+    assert not keep
+    # an incoming th:8 (50%) times 25% gives 12.5%: threshold 0xe0000000000000
+    keep, state = p.decide("0000000000000000" + "00e0000000000000", "ot=th:8")
+    assert keep and state == "ot=th:e"
+    keep, _ = p.decide("0000000000000000" + "00dfffffffffffff", "ot=th:8")
+    assert not keep
+    eq = ProbabilisticSampler("ps", ProbabilisticSamplerConfig(sampling_percentage=25, mode="equalizing"), None)
+    assert eq.decide("0000000000000000" + "00c0000000000000", "ot=th:8") == (True, "ot=th:c")
+    # rv in tracestate wins over the trace id
+    assert p.decide("0" * 32, "ot=rv:ffffffffffffff")[0]
+
+
+def test_sampler_in_a_real_collector_keeps_exactly_the_decided_traces(tmp_path):
+    sent = {}
+    sampler = {"sampling_percentage": 40, "hash_seed": 123}
+    with Collector(tmp_path, processors={"probabilistic_sampler": sampler, "batch": {"timeout": "20ms"}}) as c:
+        for _ in range(60):
+            req, ids = make_request(3)
+            if len(sent) % 10 == 0:  # sampling.priority > 0 forces a keep
+                for sp in req.resource_spans[0].scope_spans[0].spans:
+                    a = sp.attributes.add()
+                    a.key, a.value.int_value = "sampling.priority", 1
+            grpc_export(c.grpc_endpoint, req.SerializeToString())
+            sent[ids[0][0]] = len(sent) % 10 == 0
+        assert c.stop() == 0
+    with Warehouse.open(c.db) as wh:
+        stored = {r["trace_id"] for r in wh.sql("SELECT DISTINCT trace_id FROM spans").to_pylist()}
+    expected = {t for t, forced in sent.items()
+                if forced or reference_hash_seed_keep(bytes.fromhex(t), 123, 40)}
+    assert stored == expected
+
+
+def test_memory_limiter_transitions_are_logged_once(monkeypatch, caplog):
+    rss = [100 * ml.MIB]
+    monkeypatch.setattr(ml, "current_rss", lambda: rss[0])
+    cfg = ml.MemoryLimiterConfig(check_interval="1s", limit_mib=300, spike_limit_mib=60)
+    assert cfg.limits() == (300 * ml.MIB, 240 * ml.MIB)
+    p = ml.MemoryLimiterProcessor("memory_limiter", cfg, None)
+    caplog.set_level(logging.INFO)
+    p.check()
+    assert not p.refusing()
+    rss[0] = 250 * ml.MIB
+    p.check(); p.check()
+    assert p.refusing()
+    rss[0] = 200 * ml.MIB
+    p.check(); p.check()
+    assert not p.refusing()
+    msgs = [r.getMessage() for r in caplog.records]
+    assert sum("Memory usage is above soft limit. Refusing data." in m for m in msgs) == 1
+    assert sum("back within limits" in m for m in msgs) == 1
+
+
+def test_memory_limiter_config_errors():
+    with pytest.raises(ValueError):
+        ml.MemoryLimiterConfig(check_interval="1s", limit_mib=100, spike_limit_mib=100).validate_config()
+    with pytest.raises(ValueError):
+        ml.MemoryLimiterConfig(check_interval="1s").validate_config()
+
+
+def test_collector_over_its_memory_limit_refuses_with_retryable_codes(tmp_path):
+    # 10 MiB is below any Python process: the limiter refuses from the first check.
+    limiter = {"check_interval": "100ms", "limit_mib": 10, "spike_limit_mib": 2}
+    with Collector(tmp_path, processors={"memory_limiter": limiter, "batch": {}}) as c:
+        req, _ = make_request(2)
+        with pytest.raises(grpc.RpcError) as err:
+            grpc_export(c.grpc_endpoint, req.SerializeToString())
+        assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        r = requests.post(f"{c.http_url}/v1/traces", data=req.SerializeToString(), headers=PB, timeout=10)
+        assert r.status_code == 429 and r.headers.get("Retry-After")
+        assert c.stop() == 0
+    assert c.log().count("Memory usage is above soft limit. Refusing data.") == 1
