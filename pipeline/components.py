@@ -1,7 +1,17 @@
 """Every component type the collector knows: one line per component."""
 
 from exporters import debug, duckdb, file
-from processors import batch, memory_limiter, probabilistic_sampler, reward, rollout
+from processors import (
+    attributes,
+    batch,
+    filter,
+    memory_limiter,
+    probabilistic_sampler,
+    redaction,
+    resource,
+    reward,
+    rollout,
+)
 from receivers import otlp
 
 FACTORIES = [
@@ -9,6 +19,10 @@ FACTORIES = [
     memory_limiter.factory,
     batch.factory,
     probabilistic_sampler.factory,
+    attributes.factory,
+    resource.factory,
+    filter.factory,
+    redaction.factory,
     rollout.factory,
     reward.factory,
     duckdb.factory,

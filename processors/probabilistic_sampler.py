@@ -15,6 +15,8 @@ A span attribute `sampling.priority` overrides: 0 drops, > 0 keeps.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import re
 from typing import Literal
 
@@ -159,9 +161,7 @@ class ProbabilisticSampler(BatchTransform):
         if dropped:
             counters.add("processor_probabilistic_sampler_count_traces_sampled", dropped,
                          processor=self.id, sampled="false")
-        out = SpanBatch(**{c: getattr(batch, c) for c in SpanBatch.CORE if c != "trace_state"},
-                        trace_state=states, resource_index=batch.resource_index,
-                        resources=batch.resources, extra=batch.extra)
+        out = replace(batch, trace_state=states)
         return out if not dropped else out.take(keep)
 
 

@@ -1,0 +1,181 @@
+"""A small, documented subset of OTTL (the OpenTelemetry Transformation Language) for span conditions.
+
+Supported, as in otelcol's filter processor:
+* paths: `name`, `kind`, `status.code`, `status.message`, `trace_id.string`, `span_id.string`,
+  `parent_span_id.string`, `trace_state`, `start_time_unix_nano`, `end_time_unix_nano`,
+  `duration_ns` (ours), `attributes["key"]`, `resource.attributes["key"]`,
+  `instrumentation_scope.name`, `instrumentation_scope.version`;
+* literals: strings in double quotes, ints, floats, `true`, `false`, `nil`, and the enums
+  `SPAN_KIND_*`, `STATUS_CODE_*`;
+* operators: `==`, `!=`, `<`, `<=`, `>`, `>=`, `and`, `or`, `not`, parentheses;
+* functions: `IsMatch(target, "regex")`, `IsString(x)`, `IsInt(x)`, `IsDouble(x)`, `IsBool(x)`.
+Comparing values of different types is false (never an error), as in OTTL. Anything else is a
+config error naming the condition. Parsing uses Python's own tokenizer and AST on the condition
+text, with a whitelist; nothing is evaluated by Python itself.
+"""
+
+from __future__ import annotations
+
+import ast
+import io
+import re
+import tokenize
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from pipeline.spanbatch import KIND_NAMES, STATUS_NAMES
+
+CONSTANTS = {"true": True, "false": False, "nil": None}
+CONSTANTS.update({f"SPAN_KIND_{k}": i for i, k in enumerate(KIND_NAMES)})
+CONSTANTS.update({f"STATUS_CODE_{s}": i for i, s in enumerate(STATUS_NAMES)})
+
+
+@dataclass(slots=True)
+class SpanView:
+    """What a condition can see of one span."""
+
+    name: str
+    kind: int
+    status_code: int
+    status_message: str
+    trace_id: str
+    span_id: str
+    parent_span_id: str | None
+    trace_state: str
+    start: int
+    end: int
+    attributes: dict[str, Any]
+    resource: dict[str, Any]
+    scope_name: str
+    scope_version: str
+
+
+PATHS: dict[str, Callable[[SpanView], Any]] = {
+    "name": lambda s: s.name,
+    "kind": lambda s: s.kind,
+    "status.code": lambda s: s.status_code,
+    "status.message": lambda s: s.status_message,
+    "trace_id.string": lambda s: s.trace_id,
+    "span_id.string": lambda s: s.span_id,
+    "parent_span_id.string": lambda s: s.parent_span_id or "",
+    "trace_state": lambda s: s.trace_state,
+    "start_time_unix_nano": lambda s: s.start,
+    "end_time_unix_nano": lambda s: s.end,
+    "duration_ns": lambda s: s.end - s.start,
+    "instrumentation_scope.name": lambda s: s.scope_name,
+    "instrumentation_scope.version": lambda s: s.scope_version,
+}
+
+Evaluator = Callable[[SpanView], Any]
+
+
+class ConditionError(ValueError):
+    pass
+
+
+def _translate(text: str) -> str:
+    """OTTL tokens → Python tokens: `true/false/nil` and enum names become names we resolve."""
+    out = []
+    try:
+        for tok in tokenize.generate_tokens(io.StringIO(text).readline):
+            if tok.type == tokenize.OP and tok.string in ("&&", "||"):
+                raise ConditionError("use 'and' / 'or'")
+            out.append((tok.type, tok.string))
+    except (tokenize.TokenError, IndentationError) as exc:
+        raise ConditionError(f"cannot parse: {exc}") from None
+    return tokenize.untokenize(out)
+
+
+def _dotted(node: ast.AST) -> str | None:
+    if isinstance(node, ast.Name):
+        return node.id
+    if isinstance(node, ast.Attribute):
+        base = _dotted(node.value)
+        return f"{base}.{node.attr}" if base else None
+    return None
+
+
+def _same_type(a: Any, b: Any) -> bool:
+    num = (int, float)
+    if isinstance(a, bool) or isinstance(b, bool):
+        return isinstance(a, bool) and isinstance(b, bool)
+    return (isinstance(a, num) and isinstance(b, num)) or type(a) is type(b)
+
+
+_CMP = {
+    ast.Eq: lambda a, b: a == b if (a is None or b is None or _same_type(a, b)) else False,
+    ast.NotEq: lambda a, b: a != b if (a is None or b is None or _same_type(a, b)) else True,
+    ast.Lt: lambda a, b: _same_type(a, b) and a is not None and a < b,
+    ast.LtE: lambda a, b: _same_type(a, b) and a is not None and a <= b,
+    ast.Gt: lambda a, b: _same_type(a, b) and a is not None and a > b,
+    ast.GtE: lambda a, b: _same_type(a, b) and a is not None and a >= b,
+}
+
+
+def _compile(node: ast.AST) -> Evaluator:
+    if isinstance(node, ast.BoolOp):
+        parts = [_compile(v) for v in node.values]
+        if isinstance(node.op, ast.And):
+            return lambda s: all(p(s) for p in parts)
+        return lambda s: any(p(s) for p in parts)
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not):
+        inner = _compile(node.operand)
+        return lambda s: not inner(s)
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub) and isinstance(node.operand, ast.Constant):
+        value = -node.operand.value
+        return lambda s: value
+    if isinstance(node, ast.Compare):
+        if len(node.ops) != 1:
+            raise ConditionError("chain comparisons with 'and'")
+        op = _CMP.get(type(node.ops[0]))
+        if op is None:
+            raise ConditionError(f"unsupported operator {type(node.ops[0]).__name__}")
+        left, right = _compile(node.left), _compile(node.comparators[0])
+        return lambda s: bool(op(left(s), right(s)))
+    if isinstance(node, ast.Constant) and isinstance(node.value, (str, int, float)):
+        value = node.value
+        return lambda s: value
+    if isinstance(node, ast.Subscript):
+        base = _dotted(node.value)
+        key = node.slice
+        if not (isinstance(key, ast.Constant) and isinstance(key.value, str)):
+            raise ConditionError("attribute keys must be string literals")
+        k = key.value
+        if base == "attributes":
+            return lambda s: s.attributes.get(k)
+        if base == "resource.attributes":
+            return lambda s: s.resource.get(k)
+        raise ConditionError(f"unknown map '{base}'")
+    if isinstance(node, ast.Call):
+        fname = _dotted(node.func)
+        args = [_compile(a) for a in node.args]
+        if fname == "IsMatch":
+            if len(node.args) != 2 or not (isinstance(node.args[1], ast.Constant) and isinstance(node.args[1].value, str)):
+                raise ConditionError('IsMatch(target, "regex") takes a target and a string pattern')
+            rx = re.compile(node.args[1].value)
+            target = args[0]
+            return lambda s: isinstance(v := target(s), str) and rx.search(v) is not None
+        checks = {"IsString": str, "IsInt": int, "IsDouble": float, "IsBool": bool}
+        if fname in checks and len(args) == 1:
+            typ, target = checks[fname], args[0]
+            if typ is int:
+                return lambda s: isinstance(v := target(s), int) and not isinstance(v, bool)
+            return lambda s: isinstance(target(s), typ)
+        raise ConditionError(f"unknown function '{fname}'")
+    dotted = _dotted(node)
+    if dotted is not None:
+        if dotted in CONSTANTS:
+            value = CONSTANTS[dotted]
+            return lambda s: value
+        if dotted in PATHS:
+            return PATHS[dotted]
+        raise ConditionError(f"unknown path or name '{dotted}'")
+    raise ConditionError(f"unsupported expression: {ast.dump(node)[:60]}")
+
+
+def compile_condition(text: str) -> Evaluator:
+    try:
+        tree = ast.parse(_translate(text).strip(), mode="eval")
+    except SyntaxError as exc:
+        raise ConditionError(f"cannot parse: {exc.msg}") from None
+    return _compile(tree.body)

@@ -1,0 +1,121 @@
+"""The `redaction` processor: keeps secrets out of the warehouse (otelcol's keys and semantics).
+
+* `allow_all_keys` (false, as otelcol): when false, span attributes not in `allowed_keys` are
+  deleted; `ignored_keys` are never touched.
+* `blocked_key_patterns`: values of keys matching these regexes are masked whole (`****`).
+* `blocked_values`: substrings matching these regexes (API keys, emails) are masked in every
+  string value, including strings inside lists and maps and in span events.
+* `allowed_values`: values matching these regexes are left alone even if blocked.
+* `summary`: `debug` adds `redaction.redacted.keys/count` and `redaction.masked.keys/count`,
+  `info` adds only the counts, `silent` adds nothing.
+Applied to span attributes and span event attributes, before anything is stored.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import replace
+from typing import Any, Literal
+
+from pipeline.component import BatchTransform, Consumer
+from pipeline.config import ComponentConfig
+from pipeline.registry import Factory
+from pipeline.spanbatch import SpanBatch
+from pipeline.telemetry import counters
+
+MASK = "****"
+
+
+class RedactionConfig(ComponentConfig):
+    allow_all_keys: bool = False
+    allowed_keys: list[str] = []
+    ignored_keys: list[str] = []
+    blocked_key_patterns: list[str] = []
+    blocked_values: list[str] = []
+    allowed_values: list[str] = []
+    summary: Literal["debug", "info", "silent"] = "info"
+
+    def validate_config(self) -> None:
+        for field in ("blocked_key_patterns", "blocked_values", "allowed_values"):
+            for i, pattern in enumerate(getattr(self, field)):
+                try:
+                    re.compile(pattern)
+                except re.error as exc:
+                    raise ValueError(f"{field}::{i}: invalid regex '{pattern}': {exc}") from None
+
+
+class RedactionProcessor(BatchTransform):
+    def __init__(self, component_id: str, config: RedactionConfig, next_consumer: Consumer) -> None:
+        super().__init__(component_id, next_consumer)
+        self.config = config
+        self.allowed = set(config.allowed_keys)
+        self.ignored = set(config.ignored_keys)
+        self.blocked_keys = [re.compile(p) for p in config.blocked_key_patterns]
+        self.blocked_values = re.compile("|".join(f"(?:{p})" for p in config.blocked_values)) if config.blocked_values else None
+        self.allowed_values = [re.compile(p) for p in config.allowed_values]
+
+    def _mask(self, value: Any) -> tuple[Any, bool]:
+        if isinstance(value, str):
+            if self.blocked_values is None or any(a.fullmatch(value) for a in self.allowed_values):
+                return value, False
+            masked = self.blocked_values.sub(MASK, value)
+            return masked, masked != value
+        if isinstance(value, list):
+            pairs = [self._mask(v) for v in value]
+            return [p[0] for p in pairs], any(p[1] for p in pairs)
+        if isinstance(value, dict):
+            pairs = {k: self._mask(v) for k, v in value.items()}
+            return {k: p[0] for k, p in pairs.items()}, any(p[1] for p in pairs.values())
+        return value, False
+
+    def redact(self, attrs: dict[str, Any], summary: bool = True) -> tuple[dict[str, Any], int, int]:
+        out: dict[str, Any] = {}
+        redacted: list[str] = []
+        masked: list[str] = []
+        for k, v in attrs.items():
+            if k in self.ignored:
+                out[k] = v
+                continue
+            if not self.config.allow_all_keys and k not in self.allowed:
+                redacted.append(k)
+                continue
+            if any(p.search(k) for p in self.blocked_keys):
+                out[k] = MASK
+                masked.append(k)
+                continue
+            new, changed = self._mask(v)
+            out[k] = new
+            if changed:
+                masked.append(k)
+        if summary and self.config.summary != "silent" and (redacted or masked):
+            if self.config.summary == "debug":
+                if redacted:
+                    out["redaction.redacted.keys"] = ",".join(sorted(redacted))
+                if masked:
+                    out["redaction.masked.keys"] = ",".join(sorted(masked))
+            if redacted:
+                out["redaction.redacted.count"] = len(redacted)
+            if masked:
+                out["redaction.masked.count"] = len(masked)
+        return out, len(redacted), len(masked)
+
+    def process(self, batch: SpanBatch) -> SpanBatch:
+        attrs_col: list[dict[str, Any]] = []
+        events_col: list[list[dict[str, Any]] | None] = []
+        total_redacted = total_masked = 0
+        for attrs, events in zip(batch.attributes, batch.events):
+            new, r, m = self.redact(attrs)
+            attrs_col.append(new)
+            total_redacted += r
+            total_masked += m
+            if events:
+                events = [{**e, "attributes": self.redact(e["attributes"], summary=False)[0]} for e in events]
+            events_col.append(events)
+        if total_redacted or total_masked:
+            counters.add("processor_redaction_redacted", total_redacted, processor=self.id)
+            counters.add("processor_redaction_masked", total_masked, processor=self.id)
+        return replace(batch, attributes=attrs_col, events=events_col)
+
+
+factory = Factory("redaction", "processors", RedactionConfig,
+                  lambda cid, cfg, nxt: RedactionProcessor(cid, cfg, nxt))
