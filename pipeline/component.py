@@ -8,8 +8,12 @@ and shuts it down.
 from __future__ import annotations
 
 import logging
+import time
 from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING
+
+from pipeline.errors import PipelineError
+from pipeline.telemetry import counters
 
 if TYPE_CHECKING:
     from pipeline.spanbatch import SpanBatch
@@ -44,6 +48,28 @@ class Processor(Component, Consumer):
     def __init__(self, component_id: str, next_consumer: Consumer) -> None:
         super().__init__(component_id)
         self.next = next_consumer
+
+    def send_downstream(self, batch: SpanBatch) -> None:
+        """For processors that send from their own thread (batch, tail_sampling): retry a
+        retryable refusal with backoff, so back-pressure builds up here instead of losing data;
+        drop (counted, logged) only what downstream refuses for good."""
+        delay = 0.05
+        while True:
+            try:
+                self.next.consume(batch)
+                return
+            except PipelineError as exc:
+                if not exc.retryable:
+                    counters.add("processor_dropped_spans", len(batch), processor=self.id)
+                    self.log.error("dropping %d spans: downstream refused them for good: %s", len(batch), exc)
+                    return
+                self.log.warning("downstream busy (%s); retrying in %.2fs", exc, delay)
+            except Exception:  # noqa: BLE001 - a bug downstream must not kill the sending thread
+                counters.add("processor_dropped_spans", len(batch), processor=self.id)
+                self.log.exception("dropping %d spans after an unexpected downstream error", len(batch))
+                return
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)
 
 
 class BatchTransform(Processor):

@@ -11,6 +11,7 @@ from processors import (
     resource,
     reward,
     rollout,
+    tail_sampling,
 )
 from receivers import otlp
 
@@ -19,6 +20,7 @@ FACTORIES = [
     memory_limiter.factory,
     batch.factory,
     probabilistic_sampler.factory,
+    tail_sampling.factory,
     attributes.factory,
     resource.factory,
     filter.factory,

@@ -19,10 +19,9 @@ from pydantic import Field
 from pipeline.component import Consumer, Processor
 from pipeline.config import ComponentConfig
 from pipeline.configtypes import Duration
-from pipeline.errors import BackPressureError, PipelineError
+from pipeline.errors import BackPressureError
 from pipeline.registry import Factory
 from pipeline.spanbatch import SpanBatch
-from pipeline.telemetry import counters
 
 
 class BatchConfig(ComponentConfig):
@@ -107,28 +106,9 @@ class BatchProcessor(Processor):
                      [merged.take(list(range(i, min(i + limit, len(merged)))))
                       for i in range(0, len(merged), limit)])
             for part in parts:
-                self._send(part)
+                self.send_downstream(part)
                 self._release(len(part))
 
-    def _send(self, batch: SpanBatch) -> None:
-        delay = 0.05
-        while True:
-            try:
-                self.next.consume(batch)
-                return
-            except PipelineError as exc:
-                if not exc.retryable:
-                    counters.add("processor_dropped_spans", len(batch), processor=self.id)
-                    self.log.error("dropping %d spans: downstream refused them for good: %s",
-                                   len(batch), exc)
-                    return
-                self.log.warning("downstream busy (%s); retrying in %.2fs", exc, delay)
-            except Exception:  # noqa: BLE001 - a bug downstream must not kill the flusher
-                counters.add("processor_dropped_spans", len(batch), processor=self.id)
-                self.log.exception("dropping %d spans after an unexpected downstream error", len(batch))
-                return
-            time.sleep(delay)
-            delay = min(delay * 2, 2.0)
 
     def shutdown(self) -> None:
         with self._cond:
