@@ -62,9 +62,14 @@ def build_request(spans_per_request: int, rng: random.Random, rollout: str,
         sp.span_id = os.urandom(8)
         sp.start_time_unix_nano = now + i * 1000
         sp.end_time_unix_nano = now + i * 1000 + 500_000
-        if not root:
+        if i == spans_per_request - 1:
+            sp.parent_span_id = root
+            sp.name = "agentlightning.annotation"
+            sp.attributes.extend([_kv("agentlightning.reward.0.name", "primary"),
+                                  _kv("agentlightning.reward.0.value", 1.0)])
+        elif not root:
             root = sp.span_id
-            sp.name = "agent.run"
+            sp.name = "agentlightning.rollout" if i == 0 else "agent.run"
             sp.kind = Span.SPAN_KIND_INTERNAL
             sp.attributes.extend([_kv("agent.name", "solver"), _kv("step", i)])
         else:
@@ -87,25 +92,34 @@ def build_request(spans_per_request: int, rng: random.Random, rollout: str,
     return req.SerializeToString(), ids
 
 
+def _find_all(data: bytes, needle: bytes) -> list[int]:
+    out, pos = [], data.find(needle)
+    while pos != -1:
+        out.append(pos)
+        pos = data.find(needle, pos + len(needle))
+    return out
+
+
 class Template:
     """A pre-built request whose trace ids can be re-stamped cheaply: unique spans per send."""
 
     def __init__(self, spans_per_request: int, seed: int) -> None:
         rng = random.Random(seed)
-        payload, ids = build_request(spans_per_request, rng, f"ro-{seed:012x}", MARKER)
+        # The rollout id carries the marker too, so each stamped request is a rollout of its own.
+        payload, ids = build_request(spans_per_request, rng, f"ro-{MARKER.hex()}", MARKER)
         self.payload = payload
         self.ids = ids  # with MARKER as the prefix
-        self.offsets = []
-        pos = payload.find(MARKER)
-        while pos != -1:
-            self.offsets.append(pos)
-            pos = payload.find(MARKER, pos + 8)
+        self.offsets = _find_all(payload, MARKER)
+        self.text_offsets = _find_all(payload, MARKER.hex().encode())
         assert len(self.offsets) == spans_per_request, "every trace id must be patchable"
 
     def stamp(self, prefix: bytes) -> bytes:
         buf = bytearray(self.payload)
         for off in self.offsets:
             buf[off:off + 8] = prefix
+        text = prefix.hex().encode()
+        for off in self.text_offsets:
+            buf[off:off + 16] = text
         return bytes(buf)
 
     def ids_for(self, prefix: bytes) -> list[tuple[str, str]]:

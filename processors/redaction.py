@@ -14,6 +14,8 @@ Applied to span attributes and span event attributes, before anything is stored.
 from __future__ import annotations
 
 import re
+import re._constants as sre_constants
+import re._parser as sre_parse
 from dataclasses import replace
 from typing import Any, Literal
 
@@ -24,6 +26,28 @@ from pipeline.spanbatch import SpanBatch
 from pipeline.telemetry import counters
 
 MASK = "****"
+
+
+def required_literal(pattern: str) -> str | None:
+    """The longest run of literal characters every match must contain, or None.
+
+    Lets a value be skipped with a fast substring test (`"@" in value`) before the regex scans it:
+    most attribute values (prompts, completions) contain no secret, and scanning them is the cost.
+    """
+    try:
+        parsed = sre_parse.parse(pattern)
+    except Exception:  # noqa: BLE001 - an unusual pattern: no shortcut, the regex still applies
+        return None
+    if parsed.state.flags & re.IGNORECASE:
+        return None
+    best, run = "", ""
+    for op, arg in parsed:
+        if op == sre_constants.LITERAL:
+            run += chr(arg)
+            best = max(best, run, key=len)
+        else:
+            run = ""
+    return best or None
 
 
 class RedactionConfig(ComponentConfig):
@@ -51,15 +75,19 @@ class RedactionProcessor(BatchTransform):
         self.allowed = set(config.allowed_keys)
         self.ignored = set(config.ignored_keys)
         self.blocked_keys = [re.compile(p) for p in config.blocked_key_patterns]
-        self.blocked_values = re.compile("|".join(f"(?:{p})" for p in config.blocked_values)) if config.blocked_values else None
+        self.blocked_values = [(re.compile(p), required_literal(p)) for p in config.blocked_values]
         self.allowed_values = [re.compile(p) for p in config.allowed_values]
+        self._key_action: dict[str, str] = {}
 
     def _mask(self, value: Any) -> tuple[Any, bool]:
         if isinstance(value, str):
-            if self.blocked_values is None or any(a.fullmatch(value) for a in self.allowed_values):
-                return value, False
-            masked = self.blocked_values.sub(MASK, value)
-            return masked, masked != value
+            masked = value
+            for rx, literal in self.blocked_values:
+                if (literal is None or literal in masked) and rx.search(masked):
+                    if any(a.fullmatch(value) for a in self.allowed_values):
+                        return value, False
+                    masked = rx.sub(MASK, masked)
+            return masked, masked is not value
         if isinstance(value, list):
             pairs = [self._mask(v) for v in value]
             return [p[0] for p in pairs], any(p[1] for p in pairs)
@@ -68,18 +96,32 @@ class RedactionProcessor(BatchTransform):
             return {k: p[0] for k, p in pairs.items()}, any(p[1] for p in pairs.values())
         return value, False
 
+    def _decide_key(self, key: str) -> str:
+        if key in self.ignored:
+            action = "keep"
+        elif not self.config.allow_all_keys and key not in self.allowed:
+            action = "redact"
+        elif any(p.search(key) for p in self.blocked_keys):
+            action = "mask"
+        else:
+            action = "scan"
+        if len(self._key_action) < 100_000:
+            self._key_action[key] = action
+        return action
+
     def redact(self, attrs: dict[str, Any], summary: bool = True) -> tuple[dict[str, Any], int, int]:
         out: dict[str, Any] = {}
         redacted: list[str] = []
         masked: list[str] = []
         for k, v in attrs.items():
-            if k in self.ignored:
+            action = self._key_action.get(k) or self._decide_key(k)
+            if action == "keep":
                 out[k] = v
                 continue
-            if not self.config.allow_all_keys and k not in self.allowed:
+            if action == "redact":
                 redacted.append(k)
                 continue
-            if any(p.search(k) for p in self.blocked_keys):
+            if action == "mask":
                 out[k] = MASK
                 masked.append(k)
                 continue

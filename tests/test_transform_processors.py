@@ -140,3 +140,21 @@ def test_processor_config_errors_name_the_path(processor, cfg, message):
     with pytest.raises(ConfigError) as err:
         parse_config(doc, env={})
     assert message in str(err.value)
+
+
+@pytest.mark.parametrize("pattern, literal", [
+    (r"sk-[A-Za-z0-9_-]{16,}", "sk-"), (r"[\w.+-]+@[\w-]+\.[\w.]+", "@"), (r"(a|b)c", "c"),
+    (r"(?i)secret", None), (r"x?", None),
+])
+def test_redaction_prefilter_literal_is_one_every_match_contains(pattern, literal):
+    from processors.redaction import required_literal
+    assert required_literal(pattern) == literal
+
+
+def test_redaction_allowed_values_and_nested_values():
+    from processors.redaction import RedactionConfig, RedactionProcessor
+    p = RedactionProcessor("redaction", RedactionConfig(allow_all_keys=True, blocked_values=[r"\d{4}-\d{4}"],
+                                                        allowed_values=[r"0000-0000"], summary="silent"), None)
+    out, redacted, masked = p.redact({"a": "card 1234-5678", "b": "0000-0000", "c": ["x 9999-9999"], "d": {"e": "1111-2222"}})
+    assert out == {"a": "card ****", "b": "0000-0000", "c": ["x ****"], "d": {"e": "****"}}
+    assert (redacted, masked) == (0, 3)
