@@ -5,16 +5,19 @@ limit), or `limit_percentage` / `spike_limit_percentage` of the machine's (or cg
 Every check_interval the collector's RSS is read. Above the soft limit (limit − spike) new data is
 refused with the retryable code (gRPC RESOURCE_EXHAUSTED, HTTP 429) — by the receivers before
 they decode it (pipeline.admission) and by this processor for anything already decoded; below
-it, data is accepted again. Above the hard limit a garbage collection is forced. Each transition
+it, data is accepted again. Above the soft limit the collector first collects garbage and returns freed heap to the OS
+(malloc_trim), then measures again. Each transition
 is logged once; refused spans are counted (`otelcol_processor_refused_spans`).
 """
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import os
 import threading
 
+import pyarrow as pa
 from pydantic import Field
 
 from pipeline import admission
@@ -39,6 +42,28 @@ def total_memory() -> int:
         if text.isdigit() and int(text) < (1 << 60):
             return int(text)
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def _load_malloc_trim():
+    try:
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None
+
+
+_malloc_trim = _load_malloc_trim()
+
+
+def release_memory() -> None:
+    """Collect garbage and hand freed heap pages back to the OS.
+
+    Python's allocator keeps freed memory mapped, so RSS would stay above the limit after the
+    data that pushed it there is long gone, and the limiter would refuse forever.
+    """
+    gc.collect()
+    if _malloc_trim is not None:
+        _malloc_trim(0)
+    pa.default_memory_pool().release_unused()  # Arrow's allocator keeps freed blocks too
 
 
 def current_rss() -> int:
@@ -101,9 +126,10 @@ class MemoryLimiterProcessor(Processor):
 
     def check(self) -> None:
         rss = current_rss()
-        if rss > self.hard:
-            gc.collect()
-            rss = current_rss()
+        if rss > self.soft:
+            release_memory()
+            before, rss = rss, current_rss()
+            self.log.debug("rss %d MiB above the soft limit; %d MiB after releasing memory", before // MIB, rss // MIB)
         above = rss > self.soft
         if above != self._refusing:
             self._refusing = above
