@@ -24,26 +24,30 @@ def _setup_logging(level: str) -> None:
     )
 
 
-def cmd_validate(args: argparse.Namespace) -> int:
+def _load(path: str):
+    """The config at `path`, or None after printing why it is invalid."""
     from pipeline.config import load_config
 
     try:
-        cfg = load_config(args.config)
+        return load_config(path)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return None
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    cfg = _load(args.config)
+    if cfg is None:
         return 1
     print(f"{args.config}: valid ({len(cfg.pipelines)} pipeline(s): {', '.join(cfg.pipelines)})")
     return 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from pipeline.config import load_config
     from pipeline.service import Service
 
-    try:
-        cfg = load_config(args.config)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    cfg = _load(args.config)
+    if cfg is None:
         return 1
     _setup_logging(cfg.log_level)
     try:

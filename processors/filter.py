@@ -54,10 +54,7 @@ class FilterProcessor(BatchTransform):
             return batch
         keep = []
         for i in range(len(batch)):
-            view = SpanView(batch.name[i], batch.kind[i], batch.status_code[i], batch.status_message[i],
-                            batch.trace_id[i], batch.span_id[i], batch.parent_span_id[i], batch.trace_state[i],
-                            batch.start_time_unix_nano[i], batch.end_time_unix_nano[i], batch.attributes[i],
-                            batch.resource_attributes(i), batch.scope_name[i], batch.scope_version[i])
+            view = SpanView.of(batch, i)
             try:
                 drop = any(c(view) for c in self.conditions)
             except Exception as exc:  # noqa: BLE001 - a condition failing on odd data

@@ -23,7 +23,7 @@ import tokenize
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from pipeline.spanbatch import KIND_NAMES, STATUS_NAMES
+from pipeline.spanbatch import KIND_NAMES, STATUS_NAMES, SpanBatch
 
 CONSTANTS = {"true": True, "false": False, "nil": None}
 CONSTANTS.update({f"SPAN_KIND_{k}": i for i, k in enumerate(KIND_NAMES)})
@@ -48,6 +48,12 @@ class SpanView:
     resource: dict[str, Any]
     scope_name: str
     scope_version: str
+
+    @classmethod
+    def of(cls, b: SpanBatch, i: int) -> SpanView:
+        return cls(b.name[i], b.kind[i], b.status_code[i], b.status_message[i], b.trace_id[i], b.span_id[i],
+                   b.parent_span_id[i], b.trace_state[i], b.start_time_unix_nano[i], b.end_time_unix_nano[i],
+                   b.attributes[i], b.resource_attributes(i), b.scope_name[i], b.scope_version[i])
 
 
 PATHS: dict[str, Callable[[SpanView], Any]] = {

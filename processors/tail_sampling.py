@@ -297,11 +297,7 @@ class TailSamplingProcessor(Processor):
         if batch.name[i] in self.end_names:
             return True
         if self.end_condition is not None:
-            view = SpanView(batch.name[i], batch.kind[i], batch.status_code[i], batch.status_message[i],
-                            batch.trace_id[i], batch.span_id[i], batch.parent_span_id[i], batch.trace_state[i],
-                            batch.start_time_unix_nano[i], batch.end_time_unix_nano[i], batch.attributes[i],
-                            batch.resource_attributes(i), batch.scope_name[i], batch.scope_version[i])
-            return bool(self.end_condition(view))
+            return bool(self.end_condition(SpanView.of(batch, i)))
         return False
 
     def consume(self, batch: SpanBatch) -> None:
