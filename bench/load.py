@@ -126,7 +126,7 @@ def current_rss(pid: int) -> int:
 
 
 def make_config(workdir: Path, base: Path | None) -> tuple[Path, Path, int]:
-    grpc_port, http_port, query_port = free_port(), free_port(), free_port()
+    grpc_port, query_port = free_port(), free_port()
     db = workdir / "spans.duckdb"
     cfg = yaml.safe_load((base or ROOT / "config" / "default.yaml").read_text())
     cfg["receivers"]["otlp"]["protocols"] = {"grpc": {"endpoint": f"127.0.0.1:{grpc_port}",

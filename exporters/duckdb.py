@@ -14,7 +14,6 @@ file before it is checkpointed and closed.
 
 from __future__ import annotations
 
-import os
 import queue
 import threading
 import time
@@ -73,7 +72,6 @@ class DuckDBExporter(Exporter):
         self._writer = threading.Thread(target=self._write_loop, name=f"{component_id}-writer")
         self._con: duckdb.DuckDBPyConnection | None = None
         self.query_server: QueryServer | None = None
-        self.rows_written = 0
 
     # lifecycle -----------------------------------------------------------------------------
     def start(self) -> None:
@@ -211,7 +209,6 @@ class DuckDBExporter(Exporter):
             writer.unregister("__batch")
             if dims is not None:
                 writer.unregister("__dims")
-        self.rows_written += len(batch)
         counters.add("exporter_sent_spans", len(batch), exporter=self.id)
 
 

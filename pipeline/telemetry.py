@@ -32,13 +32,5 @@ class Counters:
         metric = self._metric(name, tuple(labels))
         (metric.labels(**labels) if labels else metric).inc(value)
 
-    def value(self, name: str, **labels: str) -> float:
-        """The current value (0 if never counted); for tests and progress lines."""
-        metric = self._metrics.get(name)
-        if metric is None:
-            return 0.0
-        sample = self.registry.get_sample_value(self.prefix + name + "_total", labels or None)
-        return sample or 0.0
-
 
 counters = Counters()

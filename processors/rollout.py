@@ -158,9 +158,12 @@ class RolloutProcessor(BatchTransform):
         keep = None
         with self._lock:
             if cfg.propagate_by_trace:
+                first_tagged: dict[str, int] = {}
                 for i in range(n):
                     if rollouts[i] is not None:
-                        self._remember(batch.trace_id[i], rollouts[i], attempts[i])  # type: ignore[arg-type]
+                        first_tagged.setdefault(batch.trace_id[i], i)
+                for trace_id, i in first_tagged.items():
+                    self._remember(trace_id, rollouts[i], attempts[i])  # type: ignore[arg-type]
                 for i in untagged:
                     known = self.by_trace.get(batch.trace_id[i])
                     if known is not None:

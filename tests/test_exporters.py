@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 
 from collector import Collector, free_port
 from otlp_requests import make_request

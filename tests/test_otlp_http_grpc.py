@@ -9,11 +9,10 @@ import os
 import grpc
 import pytest
 import requests
-from google.protobuf import json_format
 from google.rpc import status_pb2
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
-from collector import Collector, default_config, free_port
+from collector import Collector, free_port
 from otlp_requests import EXPECTED_ALL_TYPES, make_request
 from pipeline.otlp_encode import to_otlp_json
 from pipeline.otlp import decode_traces
