@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 CONFIG ?= config/default.yaml
 
-.PHONY: run test bench clean
+.PHONY: run test bench compat clean
 
 $(BIN)/spanpipe: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -15,10 +15,22 @@ run: $(BIN)/spanpipe
 	$(BIN)/spanpipe run --config $(CONFIG)
 
 test: $(BIN)/spanpipe
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --ignore=tests/compat
+
+# Live comparison with Microsoft Agent Lightning 0.3.0 (~150 packages), in a venv of its own so the
+# project never depends on it. `make test` uses the fixtures this target checks.
+COMPAT := .venv-compat
+$(COMPAT)/bin/agl: pyproject.toml
+	test -x $(COMPAT)/bin/python || $(PYTHON) -m venv $(COMPAT)
+	$(COMPAT)/bin/pip install -q --upgrade pip
+	LITELLM_LOCAL_MODEL_COST_MAP=True $(COMPAT)/bin/pip install -q 'agentlightning==0.3.0' -e '.[test]'
+	touch $(COMPAT)/bin/agl
+
+compat: $(COMPAT)/bin/agl
+	LITELLM_LOCAL_MODEL_COST_MAP=True $(COMPAT)/bin/python -m pytest -q tests/compat
 
 bench: $(BIN)/spanpipe
 	$(BIN)/python bench/load.py
 
 clean:
-	rm -rf $(VENV) data
+	rm -rf $(VENV) $(COMPAT) data

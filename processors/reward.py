@@ -118,6 +118,17 @@ def _evaluation_events(events: list[dict[str, Any]] | None) -> list[dict[str, An
     return out
 
 
+# The spans `pipeline.emit` (and Agent Lightning's emitters) make; a reward annotation becomes 'reward'.
+AGL_SPAN_TYPES = {
+    "agentlightning.message": "message",
+    "agentlightning.annotation": "annotation",
+    "agentlightning.object": "object",
+    "agentlightning.exception": "exception",
+    "agentlightning.operation": "operation",
+    "agentlightning.rollout": "rollout",
+}
+
+
 class RewardProcessor(BatchTransform):
     def __init__(self, component_id: str, config: RewardConfig, next_consumer: Consumer) -> None:
         super().__init__(component_id, next_consumer)
@@ -144,8 +155,8 @@ class RewardProcessor(BatchTransform):
         return dims
 
     def classify(self, name: str, attrs: dict[str, Any]) -> str:
-        if name == "agentlightning.message":
-            return "message"
+        if name in AGL_SPAN_TYPES:
+            return AGL_SPAN_TYPES[name]
         if "langsmith.span.kind" in attrs:
             lk = str(attrs["langsmith.span.kind"]).lower()
             return "llm" if lk == "llm" else "tool" if lk == "tool" else "agent" if lk == "chain" else "other"
