@@ -32,6 +32,7 @@ from pipeline.spanbatch import SpanBatch
 from pipeline.telemetry import counters
 from pipeline.warehouse.query_server import QueryServer
 from pipeline.warehouse.schema import DDL, INSERT_DEDUPED, INSERT_REWARD_DIMENSIONS
+from pipeline.warehouse.views import create_views
 
 _STOP = object()
 
@@ -96,6 +97,7 @@ class DuckDBExporter(Exporter):
             raise RuntimeError(f"{self.id}: cannot open {self.path}: {exc}") from None
         for stmt in DDL:
             con.execute(stmt)
+        create_views(con)
         return con
 
     def _reader(self) -> duckdb.DuckDBPyConnection:

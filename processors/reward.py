@@ -28,6 +28,7 @@ from pydantic import Field
 from pipeline.component import BatchTransform, Consumer
 from pipeline.config import ComponentConfig
 from pipeline.registry import Factory
+from pipeline.semconv.span_types import classify
 from pipeline.spanbatch import SpanBatch
 from pipeline.telemetry import counters
 
@@ -36,8 +37,6 @@ AGL_REWARD_PREFIX = "agentlightning.reward"
 _AGL_DIM = re.compile(r"^agentlightning\.reward\.(\d+)\.(name|value)$")
 _OI_DIM = re.compile(r"^annotations\.(\d+)\.annotation\.(score|name)$")
 
-LLM_OPERATIONS = {"chat", "text_completion", "generate_content"}
-AGENT_KINDS = {"agent", "session", "workflow", "task"}
 
 
 class RewardConfig(ComponentConfig):
@@ -118,17 +117,6 @@ def _evaluation_events(events: list[dict[str, Any]] | None) -> list[dict[str, An
     return out
 
 
-# The spans `pipeline.emit` (and Agent Lightning's emitters) make; a reward annotation becomes 'reward'.
-AGL_SPAN_TYPES = {
-    "agentlightning.message": "message",
-    "agentlightning.annotation": "annotation",
-    "agentlightning.object": "object",
-    "agentlightning.exception": "exception",
-    "agentlightning.operation": "operation",
-    "agentlightning.rollout": "rollout",
-}
-
-
 class RewardProcessor(BatchTransform):
     def __init__(self, component_id: str, config: RewardConfig, next_consumer: Consumer) -> None:
         super().__init__(component_id, next_consumer)
@@ -155,43 +143,7 @@ class RewardProcessor(BatchTransform):
         return dims
 
     def classify(self, name: str, attrs: dict[str, Any]) -> str:
-        if name in AGL_SPAN_TYPES:
-            return AGL_SPAN_TYPES[name]
-        if "langsmith.span.kind" in attrs:
-            lk = str(attrs["langsmith.span.kind"]).lower()
-            return "llm" if lk == "llm" else "tool" if lk == "tool" else "agent" if lk == "chain" else "other"
-        op = attrs.get("gen_ai.operation.name")
-        if op == "execute_tool":
-            return "tool"
-        if op in ("invoke_agent", "create_agent"):
-            return "agent"
-        for key in ("agentops.span.kind", "traceloop.span.kind"):
-            kind = attrs.get(key)
-            if kind is not None:
-                kind = str(kind).lower()
-                if kind == "tool":
-                    return "tool"
-                if kind in AGENT_KINDS:
-                    return "agent"
-                if kind == "llm":
-                    return "llm"
-        oi = attrs.get("openinference.span.kind")
-        if oi is not None:
-            oi = str(oi).upper()
-            if oi == "LLM":
-                return "llm"
-            if oi == "TOOL":
-                return "tool"
-            if oi in ("AGENT", "CHAIN"):
-                return "agent"
-        if op in LLM_OPERATIONS or attrs.get("llm.request.type") in ("chat", "completion") \
-                or attrs.get("gen_ai.request.type") == "chat" or self.llm_name.search(name):
-            return "llm"
-        if name.startswith(("tool.", "execute_tool")):
-            return "tool"
-        if name.startswith("invoke_agent") or "agent.name" in attrs:
-            return "agent"
-        return "other"
+        return classify(name, attrs, self.llm_name)
 
     def process(self, batch: SpanBatch) -> SpanBatch:
         n = len(batch)

@@ -17,6 +17,7 @@ import orjson
 import pyarrow as pa
 
 from pipeline.warehouse.query_server import ARROW_STREAM
+from pipeline.warehouse.views import create_views
 
 
 class WarehouseError(Exception):
@@ -34,10 +35,12 @@ class Warehouse:
         if not path.exists():
             raise WarehouseError(f"no warehouse at {path}")
         try:
-            return cls(con=duckdb.connect(str(path), read_only=True))
+            con = duckdb.connect(str(path), read_only=True)
         except duckdb.IOException as exc:
             raise WarehouseError(f"cannot open {path}: {exc}. If a collector owns the file, "
                                  "query it through its API (--endpoint).") from None
+        create_views(con, temporary=True)
+        return cls(con=con)
 
     @classmethod
     def connect(cls, url: str, token: str | None = None) -> Warehouse:

@@ -1,0 +1,1 @@
+"""Instrumentation conventions we read: span kinds, LLM calls, agent names, loose values."""

@@ -1,0 +1,105 @@
+"""The normalised views over `spans`: `llm_calls`, `rewards`, `rollouts`, `attempts`.
+
+`llm_calls` needs the cross-convention parsing in `pipeline.semconv`, which is Python: it is
+registered on every connection we open as two vectorised (Arrow) UDFs, `spanpipe_llm_call` and
+`spanpipe_span_type`. The views themselves are stored in the database (created by the collector);
+a read-only connection to an older file gets them as temporary views.
+"""
+
+from __future__ import annotations
+
+import duckdb
+import orjson
+import pyarrow as pa
+
+from pipeline.semconv.llm_call import llm_call
+from pipeline.semconv.span_types import classify
+
+_TOKENS_IN = ("COALESCE(TRY_CAST(attributes->>'gen_ai.usage.input_tokens' AS BIGINT), "
+              "TRY_CAST(attributes->>'gen_ai.usage.prompt_tokens' AS BIGINT), "
+              "TRY_CAST(attributes->>'llm.token_count.prompt' AS BIGINT))")
+_TOKENS_OUT = ("COALESCE(TRY_CAST(attributes->>'gen_ai.usage.output_tokens' AS BIGINT), "
+               "TRY_CAST(attributes->>'gen_ai.usage.completion_tokens' AS BIGINT), "
+               "TRY_CAST(attributes->>'llm.token_count.completion' AS BIGINT))")
+AGENT_NAME_SQL = ("COALESCE(attributes->>'gen_ai.agent.name', attributes->>'agent.name', "
+                  "CASE WHEN attributes->>'agentops.span.kind' = 'agent' THEN attributes->>'operation.name' END, "
+                  "attributes->>'recipient_agent_type', attributes->>'langchain.chain.type', "
+                  "attributes->>'executor.id')")
+_IS_LLM = "(span_type = 'llm' OR (span_type IS NULL AND spanpipe_span_type(name, attributes::VARCHAR) = 'llm'))"
+
+VIEWS: dict[str, str] = {
+    "llm_calls": f"""
+SELECT s.trace_id, s.span_id, s.parent_span_id, s.rollout_id, s.attempt_id, s.sequence_id, s.name,
+       s.start_time_unix_nano, s.end_time_unix_nano,
+       COALESCE(c->>'agent_name', {AGENT_NAME_SQL.replace('attributes', 'p.attributes')}) AS agent_name,
+       c->>'provider' AS provider, c->>'request_model' AS request_model, c->>'response_model' AS response_model,
+       COALESCE(c->>'response_id', s.response_id) AS response_id,
+       c->'input_messages' AS input_messages, c->'output_messages' AS output_messages,
+       TRY_CAST(c->>'input_tokens' AS BIGINT) AS input_tokens,
+       TRY_CAST(c->>'output_tokens' AS BIGINT) AS output_tokens,
+       TRY_CAST(c->'prompt_token_ids' AS INTEGER[]) AS prompt_token_ids,
+       TRY_CAST(c->'response_token_ids' AS INTEGER[]) AS response_token_ids,
+       c->'response_logprobs' AS response_logprobs,
+       c->>'convention' AS convention
+FROM (SELECT *, spanpipe_llm_call(attributes::VARCHAR, events::VARCHAR)::JSON AS c FROM spans WHERE {_IS_LLM}) s
+LEFT JOIN spans p ON p.trace_id = s.trace_id AND p.span_id = s.parent_span_id""",
+    "rewards": """
+SELECT s.rollout_id, s.attempt_id, s.trace_id, s.span_id, s.sequence_id, s.name AS span_name,
+       s.start_time_unix_nano, s.end_time_unix_nano, d.idx, d.name, d.value, d.source, d.idx = 0 AS is_primary
+FROM reward_dimensions d JOIN spans s ON s.trace_id = d.trace_id AND s.span_id = d.span_id""",
+}
+
+_GROUPED = f"""
+SELECT {{keys}},
+       COALESCE(arg_max(attributes->>'agentlightning.rollout.status', end_time_unix_nano)
+                    FILTER (WHERE name = 'agentlightning.rollout'), 'running') AS status,
+       arg_max(attributes->>'agentlightning.rollout.mode', end_time_unix_nano)
+           FILTER (WHERE name = 'agentlightning.rollout') AS mode,
+       {{extra}}
+       min(start_time_unix_nano) AS start_time_unix_nano,
+       max(end_time_unix_nano) FILTER (WHERE name = 'agentlightning.rollout') AS end_time_unix_nano,
+       max(end_time_unix_nano) AS last_span_time_unix_nano,
+       count(*) AS spans,
+       count(*) FILTER (WHERE span_type = 'llm') AS llm_calls,
+       sum({_TOKENS_IN}) FILTER (WHERE span_type = 'llm') AS input_tokens,
+       sum({_TOKENS_OUT}) FILTER (WHERE span_type = 'llm') AS output_tokens,
+       count(*) FILTER (WHERE span_type = 'reward') AS reward_spans,
+       arg_max(reward, (sequence_id, start_time_unix_nano)) FILTER (WHERE span_type = 'reward') AS final_reward
+FROM spans WHERE rollout_id IS NOT NULL
+GROUP BY {{keys}}"""
+
+VIEWS["rollouts"] = _GROUPED.format(keys="rollout_id", extra="count(DISTINCT attempt_id) AS attempts, "
+                                    "arg_max(attempt_id, start_time_unix_nano) AS latest_attempt_id,")
+VIEWS["attempts"] = _GROUPED.format(keys="rollout_id, attempt_id", extra="")
+
+
+def _llm_call_udf(attributes: pa.Array, events: pa.Array) -> pa.Array:
+    out = []
+    for a, e in zip(attributes.to_pylist(), events.to_pylist()):
+        attrs = orjson.loads(a) if a else {}
+        evs = orjson.loads(e) if e else []
+        out.append(orjson.dumps(llm_call(attrs, evs)).decode())
+    return pa.array(out, pa.string())
+
+
+def _span_type_udf(names: pa.Array, attributes: pa.Array) -> pa.Array:
+    return pa.array([classify(n or "", orjson.loads(a) if a else {}) for n, a in
+                     zip(names.to_pylist(), attributes.to_pylist())], pa.string())
+
+
+def register_functions(con: duckdb.DuckDBPyConnection) -> None:
+    for name, fn, params in (("spanpipe_llm_call", _llm_call_udf, ["VARCHAR", "VARCHAR"]),
+                             ("spanpipe_span_type", _span_type_udf, ["VARCHAR", "VARCHAR"])):
+        try:
+            con.create_function(name, fn, params, "VARCHAR", type="arrow", side_effects=False)
+        except duckdb.NotImplementedException:
+            pass  # already registered on this connection
+
+
+def create_views(con: duckdb.DuckDBPyConnection, temporary: bool = False) -> None:
+    register_functions(con)
+    existing = {r[0] for r in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()}
+    for name, sql in VIEWS.items():
+        if temporary and name in existing:
+            continue
+        con.execute(f"CREATE OR REPLACE {'TEMP ' if temporary else ''}VIEW {name} AS {sql}")
