@@ -11,6 +11,7 @@ from __future__ import annotations
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable
 
 import duckdb
 import orjson
@@ -19,9 +20,16 @@ import pyarrow as pa
 from pipeline.warehouse.query_server import ARROW_STREAM
 from pipeline.warehouse.views import create_views
 
+if TYPE_CHECKING:
+    from pipeline.adapters.triplets import Triplets
+
 
 class WarehouseError(Exception):
     pass
+
+
+def sql_string(s: str) -> str:
+    return "'" + str(s).replace("'", "''") + "'"
 
 
 class Warehouse:
@@ -88,6 +96,25 @@ class Warehouse:
             raise WarehouseError(message) from None
         except (urllib.error.URLError, OSError) as exc:
             raise WarehouseError(f"cannot reach the collector at {self.url}: {exc}") from None
+
+    # ---- the algorithm's API -------------------------------------------------------------
+    def triplets(self, rollout_ids: Iterable[str] | None = None, since: int | None = None,
+                 mode: str | None = None, **adapter_options: Any) -> Triplets:
+        """Triplets (see `TripletAdapter` for the options); `.reasons` says why a rollout gave none,
+        `.cursor` is what to pass as `since` next time to get only newer completed rollouts."""
+        from pipeline.adapters.triplets import TripletAdapter
+
+        return TripletAdapter(self, **adapter_options).triplets(rollout_ids, since=since, mode=mode)
+
+    def rollouts(self, rollout_ids: Iterable[str] | None = None, status: str | None = None) -> pa.Table:
+        """The `rollouts` view (status, times, span / LLM-call / token counts, final reward)."""
+        where = []
+        if rollout_ids is not None:
+            where.append("rollout_id IN (" + ", ".join(sql_string(r) for r in rollout_ids) + ")")
+        if status is not None:
+            where.append(f"status = {sql_string(status)}")
+        cond = (" WHERE " + " AND ".join(where)) if where else ""
+        return self.sql(f"SELECT * FROM rollouts{cond} ORDER BY start_time_unix_nano")
 
     def close(self) -> None:
         if self._con is not None:

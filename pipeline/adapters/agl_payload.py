@@ -1,0 +1,135 @@
+"""The Triplet payload of one LLM span, in Agent Lightning 0.3's shape (`span_to_triplet`), with
+our conventions as fallbacks where Agent Lightning finds nothing (token ids from LiteLLM or
+OpenInference, messages from OpenInference / GenAI events / ...), so a span named differently
+still gives a full triplet."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from pipeline.emit.attributes import under_prefix
+from pipeline.semconv.llm_call import llm_call
+
+PROMPT_IDS = ("prompt_token_ids", "agentlightning.operation.output.prompt_token_ids")
+RESPONSE_IDS = ("response_token_ids", "agentlightning.operation.output.response_token_ids.0",
+                "agentlightning.operation.output.choices.0.token_ids",
+                "agentlightning.operation.output.choices.0.provider_specific_fields.token_ids")
+RESPONSE_ID = ("gen_ai.response.id", "agentlightning.operation.output.id")
+
+
+def _ids(attrs: dict[str, Any], keys: tuple[str, ...]) -> list[int] | None:
+    for key in keys:
+        v = attrs.get(key)
+        if isinstance(v, (list, tuple)) and all(isinstance(x, int) for x in v):
+            return list(v)
+    return None
+
+
+def response_id(attrs: dict[str, Any]) -> str | None:
+    for key in RESPONSE_ID:
+        if isinstance(attrs.get(key), str):
+            return attrs[key]
+    return None
+
+
+def _unflatten_first(attrs: dict[str, Any], prefixes: tuple[str, ...]) -> Any:
+    for prefix in prefixes:
+        value = under_prefix(attrs, prefix)
+        if value:
+            return value
+    return None
+
+
+def openai_style(messages: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
+    """Canonical (role + parts) messages → OpenAI chat messages (role, content, tool_calls)."""
+    if not messages:
+        return None
+    out = []
+    for m in messages:
+        texts = [p.get("content") for p in m.get("parts", []) if p.get("type") == "text"]
+        msg: dict[str, Any] = {"role": m.get("role"), "content": "".join(str(t) for t in texts if t is not None)}
+        calls = [p for p in m.get("parts", []) if p.get("type") == "tool_call"]
+        if calls:
+            msg["tool_calls"] = [{"id": c.get("id"), "type": "function", "function": {
+                "name": c.get("name"), "arguments": c["arguments"] if isinstance(c.get("arguments"), str)
+                else orjson.dumps(c.get("arguments")).decode()}} for c in calls]
+        responses = [p for p in m.get("parts", []) if p.get("type") == "tool_call_response"]
+        if responses:
+            msg["tool_call_id"] = responses[0].get("id")
+            r = responses[0].get("response")
+            msg["content"] = r if isinstance(r, str) else orjson.dumps(r).decode()
+        if m.get("finish_reason"):
+            msg["finish_reason"] = m["finish_reason"]
+        out.append(msg)
+    return out
+
+
+def image_urls(raw: Any) -> list[str]:
+    if isinstance(raw, list):
+        entries = raw
+    elif isinstance(raw, dict):
+        numeric = sorted((k for k in raw if isinstance(k, str) and k.isdigit()), key=int)
+        entries = [raw[k] for k in numeric] if numeric else [raw]
+    else:
+        return []
+    urls = []
+    for message in entries:
+        if not isinstance(message, dict) or "content" not in message:
+            continue
+        content = message["content"]
+        if isinstance(content, str):
+            try:
+                content = orjson.loads(content)
+            except orjson.JSONDecodeError:
+                continue
+        if isinstance(content, list):
+            for part in content:
+                if isinstance(part, dict) and part.get("type") == "image_url":
+                    image = part.get("image_url")
+                    if isinstance(image, dict) and "url" in image:
+                        urls.append(image["url"])
+    return urls
+
+
+def payload(attrs: dict[str, Any], events: list[dict[str, Any]] | None, agent_name: str) -> tuple[dict, dict, dict]:
+    """(prompt, response, metadata) of one LLM span."""
+    call: dict[str, Any] | None = None
+
+    def normalised() -> dict[str, Any]:
+        nonlocal call
+        if call is None:
+            call = llm_call(attrs, events)
+        return call
+
+    prompt_ids = _ids(attrs, PROMPT_IDS)
+    response_ids = _ids(attrs, RESPONSE_IDS)
+    if prompt_ids is None or response_ids is None:
+        prompt_ids = prompt_ids if prompt_ids is not None else normalised()["prompt_token_ids"]
+        response_ids = response_ids if response_ids is not None else normalised()["response_token_ids"]
+    request = _unflatten_first(attrs, ("gen_ai.request", "agentlightning.operation.input"))
+    response_meta = _unflatten_first(attrs, ("gen_ai.response", "agentlightning.operation.output"))
+    if isinstance(request, dict):
+        request.pop("messages", None)
+    if isinstance(response_meta, dict):
+        for key in ("choices", "prompt_token_ids", "response_token_ids"):
+            response_meta.pop(key, None)
+    prompt_raw = _unflatten_first(attrs, ("gen_ai.prompt", "agentlightning.operation.input.messages"))
+    if prompt_raw is None:
+        prompt_raw = openai_style(normalised()["input_messages"])
+    completion_raw = _unflatten_first(attrs, ("gen_ai.completion", "agentlightning.operation.output.choices"))
+    if completion_raw is None:
+        completion_raw = openai_style(normalised()["output_messages"])
+    prompt = {"token_ids": prompt_ids or [], "raw_content": prompt_raw, "image_urls": image_urls(prompt_raw)}
+    response: dict[str, Any] = {"token_ids": response_ids or [], "raw_content": completion_raw}
+    logprobs = attrs.get("logprobs.content")
+    if isinstance(logprobs, str):
+        response["logprobs"] = orjson.loads(logprobs)
+    elif isinstance(logprobs, list):
+        response["logprobs"] = logprobs
+    rid = response_id(attrs)
+    if rid is None:
+        rid = normalised()["response_id"]
+    metadata = {"request": request, "response": response_meta, "response_id": rid, "agent_name": agent_name}
+    return prompt, response, metadata

@@ -1,0 +1,405 @@
+"""TripletAdapter: (prompt, response, reward) triplets from the warehouse, decided the way Agent
+Lightning 0.3's `TracerTraceToTriplet` decides on the same spans.
+
+Per rollout attempt: build the span tree (`tree.Tree`), optionally repair it, walk it depth-first
+collecting LLM calls (name matches `llm_call_match`, or — our extension — the span is an LLM call
+by any convention we know, `llm_conventions=True`), scoped to agents matching `agent_match`,
+deduplicated by response id, skipped inside reward spans; then match rewards to calls
+(`first_occurrence`: in start-time order each reward goes to the latest finished, still unrewarded
+call; `first_sibling`: the same among preceding siblings). Only LLM spans have their attributes
+parsed; the tree is built from plain columns.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Literal
+
+import orjson
+import pyarrow as pa
+
+from pipeline.adapters.agl_payload import payload
+from pipeline.adapters.tree import Tree
+from pipeline.warehouse.views import AGENT_NAME_SQL
+from pipeline.warehouse.warehouse import sql_string as _q
+
+logger = logging.getLogger(__name__)
+
+RewardMatch = Literal["first_occurrence", "first_sibling"]
+
+# Agent Lightning's agent-name rules (in its order), then OTel GenAI's gen_ai.agent.name.
+_AGENT_SQL = ("COALESCE(attributes->>'agent.name', "
+              "CASE WHEN attributes->>'agentops.span.kind' = 'agent' THEN attributes->>'operation.name' END, "
+              "attributes->>'recipient_agent_type', attributes->>'langchain.chain.type', attributes->>'executor.id', "
+              "CASE WHEN attributes->>'type' = 'agent' THEN attributes->>'agentlightning.operation.input.name' END, "
+              "CASE WHEN name LIKE 'langchain.Chain.%' THEN attributes->>'lc_name' END, "
+              "attributes->>'gen_ai.agent.name')")
+assert "agent.name" in AGENT_NAME_SQL  # the views' agent rule is the same family
+
+
+@dataclass
+class Triplet:
+    prompt: dict[str, Any]
+    response: dict[str, Any]
+    reward: float | None
+    metadata: dict[str, Any]
+    rollout_id: str | None = None
+    attempt_id: str | None = None
+    trace_id: str | None = None
+    span_id: str | None = None
+    sequence_id: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Triplets(list):
+    """A list of Triplet with `.reasons` (rollout_id → why it gave none) and `.cursor` (for `since=`)."""
+
+    def __init__(self, items: Iterable[Triplet] = (), reasons: dict[str, str] | None = None,
+                 cursor: int | None = None) -> None:
+        super().__init__(items)
+        self.reasons: dict[str, str] = reasons or {}
+        self.cursor = cursor
+
+    def to_arrow(self) -> pa.Table:
+        return triplets_to_arrow(self)
+
+    def to_jsonl(self, path: str | Path) -> int:
+        with open(path, "wb") as f:
+            for t in self:
+                f.write(orjson.dumps(t.to_dict()) + b"\n")
+        return len(self)
+
+
+def _json(v: Any) -> str:
+    return orjson.dumps(v).decode()
+
+
+def triplets_to_arrow(triplets: list[Triplet]) -> pa.Table:
+    return pa.table({
+        "rollout_id": pa.array([t.rollout_id for t in triplets], pa.string()),
+        "attempt_id": pa.array([t.attempt_id for t in triplets], pa.string()),
+        "trace_id": pa.array([t.trace_id for t in triplets], pa.string()),
+        "span_id": pa.array([t.span_id for t in triplets], pa.string()),
+        "sequence_id": pa.array([t.sequence_id for t in triplets], pa.int64()),
+        "prompt_token_ids": pa.array([t.prompt.get("token_ids") or [] for t in triplets], pa.list_(pa.int32())),
+        "response_token_ids": pa.array([t.response.get("token_ids") or [] for t in triplets], pa.list_(pa.int32())),
+        "reward": pa.array([t.reward for t in triplets], pa.float64()),
+        "prompt": pa.array([_json(t.prompt) for t in triplets], pa.string()),
+        "response": pa.array([_json(t.response) for t in triplets], pa.string()),
+        "metadata": pa.array([_json(t.metadata) for t in triplets], pa.string()),
+    })
+
+
+@dataclass
+class SpanColumns:
+    """One rollout attempt's spans, column-wise, in warehouse order (sequence id, start time)."""
+
+    span_id: list[str]
+    parent_span_id: list[str | None]
+    name: list[str]
+    start: list[int]
+    end: list[int]
+    span_type: list[str | None]
+    reward: list[float | None]
+    agent_name: list[str | None]
+    response_id: list[str | None]
+    reward_operation: list[bool]
+    attributes: list[str | None]  # JSON text, only for LLM call candidates
+    events: list[str | None]
+    trace_id: list[str] = field(default_factory=list)
+    sequence_id: list[int | None] = field(default_factory=list)
+
+
+class TripletAdapter:
+    def __init__(self, warehouse: Any = None, llm_call_match: str = r"openai\.chat\.completion",
+                 agent_match: str | None = None, reward_match: RewardMatch = "first_occurrence",
+                 exclude_llm_call_in_reward: bool = True, repair_hierarchy: bool = True,
+                 skip_empty_token_spans: bool = False, llm_conventions: bool = True, dedup_llm_call: bool = True,
+                 attempts: Literal["latest", "all"] = "latest") -> None:
+        if reward_match not in ("first_occurrence", "first_sibling"):
+            raise ValueError(f"reward_match must be 'first_occurrence' or 'first_sibling', got {reward_match!r}")
+        if attempts not in ("latest", "all"):
+            raise ValueError(f"attempts must be 'latest' or 'all', got {attempts!r}")
+        self.warehouse = warehouse
+        self.llm_call_match = llm_call_match
+        self.llm_re = re.compile(llm_call_match)
+        self.agent_match = agent_match
+        self.agent_re = re.compile(agent_match) if agent_match is not None else None
+        self.reward_match = reward_match
+        self.exclude_llm_call_in_reward = exclude_llm_call_in_reward
+        self.repair_hierarchy = repair_hierarchy
+        self.skip_empty_token_spans = skip_empty_token_spans
+        self.llm_conventions = llm_conventions
+        self.dedup_llm_call = dedup_llm_call
+        self.attempts = attempts
+
+    # ---- reading the warehouse -------------------------------------------------------------
+    def triplets(self, rollout_ids: Iterable[str] | None = None, since: int | None = None,
+                 mode: str | None = None) -> Triplets:
+        """Triplets of the given rollouts; or of rollouts completed after `since` (a cursor from a
+        previous call's `.cursor`); optionally only rollouts of `mode` (train/val/test)."""
+        if self.warehouse is None:
+            raise ValueError("this adapter has no warehouse; use adapt(spans) or pass one")
+        cursor = None
+        if since is not None or rollout_ids is None:
+            cond = f"seq > {int(since)}" if since is not None else "TRUE"
+            done = self.warehouse.sql(f"SELECT rollout_id, seq FROM rollout_completions WHERE {cond} ORDER BY seq")
+            ids_done = done.column("rollout_id").to_pylist()
+            cursor = max(done.column("seq").to_pylist(), default=since if since is not None else 0)
+            wanted = list(dict.fromkeys(ids_done)) if rollout_ids is None else \
+                [r for r in dict.fromkeys(rollout_ids) if r in set(ids_done)]
+        else:
+            wanted = list(dict.fromkeys(rollout_ids))
+        if mode is not None and wanted:
+            modes = self.warehouse.sql(
+                "SELECT DISTINCT rollout_id FROM spans WHERE name = 'agentlightning.rollout' AND "
+                f"attributes->>'agentlightning.rollout.mode' = {_q(mode)} AND rollout_id IN "
+                f"({', '.join(_q(r) for r in wanted)})").column("rollout_id").to_pylist()
+            wanted = [r for r in wanted if r in set(modes)]
+        result = self._from_warehouse(wanted)
+        result.cursor = cursor
+        for rid, why in result.reasons.items():
+            logger.warning("rollout %s gave no triplet: %s", rid, why)
+        return result
+
+    def _query(self, rollout_ids: list[str]) -> str:
+        ids = ", ".join(_q(r) for r in rollout_ids)
+        candidate = f"(span_type = 'llm' OR regexp_matches(name, {_q(self.llm_call_match)}))" \
+            if self.llm_conventions else f"regexp_matches(name, {_q(self.llm_call_match)})"
+        return f"""
+SELECT rollout_id, attempt_id, trace_id, span_id, parent_span_id, name, start_time_unix_nano, end_time_unix_nano,
+       sequence_id, span_type, reward, {_AGENT_SQL} AS agent_name,
+       COALESCE(CASE WHEN json_type(attributes, '$."gen_ai.response.id"') = 'VARCHAR'
+                     THEN attributes->>'gen_ai.response.id' END,
+                CASE WHEN json_type(attributes, '$."agentlightning.operation.output.id"') = 'VARCHAR'
+                     THEN attributes->>'agentlightning.operation.output.id' END) AS response_id,
+       COALESCE(name = 'agentlightning.operation'
+                AND attributes->>'agentlightning.operation.name' = 'agentlightning.reward', FALSE) AS reward_operation,
+       CASE WHEN {candidate} THEN attributes::VARCHAR END AS attributes,
+       CASE WHEN {candidate} THEN events::VARCHAR END AS events
+FROM spans WHERE rollout_id IN ({ids})
+ORDER BY rollout_id, attempt_id, sequence_id NULLS LAST, start_time_unix_nano, span_id"""
+
+    def _from_warehouse(self, rollout_ids: list[str]) -> Triplets:
+        out = Triplets()
+        if not rollout_ids:
+            return out
+        table = self.warehouse.sql(self._query(rollout_ids))
+        cols = {name: table.column(name).to_pylist() for name in table.column_names}
+        rids, aids = cols["rollout_id"], cols["attempt_id"]
+        groups: dict[str, list[tuple[str | None, int, int]]] = {}
+        i, n = 0, len(rids)
+        while i < n:
+            j = i
+            while j < n and rids[j] == rids[i] and aids[j] == aids[i]:
+                j += 1
+            groups.setdefault(rids[i], []).append((aids[i], i, j))
+            i = j
+        starts = cols["start_time_unix_nano"]
+        for rid in rollout_ids:
+            attempts = groups.get(rid)
+            if not attempts:
+                out.reasons[rid] = "no spans stored for this rollout"
+                continue
+            if self.attempts == "latest" and len(attempts) > 1:
+                attempts = [max(attempts, key=lambda a: max(starts[a[1]:a[2]]))]
+            found: list[Triplet] = []
+            why = None
+            for aid, lo, hi in attempts:
+                sl = {k: v[lo:hi] for k, v in cols.items()}
+                spans = SpanColumns(
+                    span_id=sl["span_id"], parent_span_id=sl["parent_span_id"], name=sl["name"],
+                    start=sl["start_time_unix_nano"], end=sl["end_time_unix_nano"], span_type=sl["span_type"],
+                    reward=sl["reward"], agent_name=sl["agent_name"], response_id=sl["response_id"],
+                    reward_operation=sl["reward_operation"], attributes=sl["attributes"], events=sl["events"],
+                    trace_id=sl["trace_id"], sequence_id=sl["sequence_id"])
+                triplets, why = self.adapt_columns(spans)
+                for t in triplets:
+                    t.rollout_id, t.attempt_id = rid, aid
+                found += triplets
+            if found:
+                out.extend(found)
+            else:
+                out.reasons[rid] = why or "no LLM call found"
+        return out
+
+    # ---- the decisions ---------------------------------------------------------------------
+    def adapt_columns(self, s: SpanColumns) -> tuple[list[Triplet], str | None]:
+        """Triplets of one trace tree's spans, or ([], why)."""
+        n = len(s.span_id)
+        if n == 0:
+            return [], "no spans"
+        tree = Tree.build(s.span_id, s.parent_span_id, s.start, s.end)
+        if self.repair_hierarchy:
+            tree.repair()
+        m = len(tree.children)
+
+        def real(i: int) -> bool:
+            return i < n and not tree.virtual[i]
+
+        name_ok = {nm: bool(self.llm_re.search(nm or "")) for nm in set(s.name)}
+        candidate = [name_ok[s.name[i]] or (self.llm_conventions and s.span_type[i] == "llm") for i in range(n)]
+        reward_value = [s.reward[i] if s.span_type[i] == "reward" else None for i in range(n)]
+        calls: list[tuple[int, str]] = []
+        seen: set[str] = set()
+        excluded = Counter()
+        stack: list[tuple[int, str | None, bool | None, bool | None]] = [
+            (tree.root, "*" if self.agent_re is None else None,
+             False if self.exclude_llm_call_in_reward else None, False if self.dedup_llm_call else None)]
+        while stack:
+            i, agent, in_reward, in_llm = stack.pop()
+            if real(i):
+                if candidate[i]:
+                    if agent is None:
+                        excluded["outside a matching agent"] += 1
+                    elif in_reward is True:
+                        excluded["inside a reward span"] += 1
+                    else:
+                        rid = s.response_id[i]
+                        if rid is None and in_llm is True:
+                            excluded["nested in another LLM call without a response id"] += 1
+                        elif rid is not None and rid in seen:
+                            excluded["duplicate response id"] += 1
+                        else:
+                            calls.append((i, agent))
+                            if rid is not None:
+                                seen.add(rid)
+                            if in_llm is not None:
+                                in_llm = True
+                name = s.agent_name[i]
+                if name is not None:
+                    agent = name if self.agent_re is None or self.agent_re.search(name) else None
+                if in_reward is not None and (reward_value[i] is not None or s.reward_operation[i]):
+                    in_reward = True
+            for c in reversed(tree.children[i]):
+                stack.append((c, agent, in_reward, in_llm))
+
+        triplets: list[Triplet] = []
+        kept: list[int] = []
+        empty_tokens = 0
+        for i, agent in calls:
+            attrs = orjson.loads(s.attributes[i]) if s.attributes[i] else {}
+            events = orjson.loads(s.events[i]) if s.events[i] else None
+            prompt, response, metadata = payload(attrs, events, agent)
+            if self.skip_empty_token_spans and (not prompt["token_ids"] or not response["token_ids"]):
+                empty_tokens += 1
+                continue
+            kept.append(i)
+            triplets.append(Triplet(prompt, response, None, metadata, trace_id=s.trace_id[i] if s.trace_id else None,
+                                    span_id=s.span_id[i], sequence_id=s.sequence_id[i] if s.sequence_id else None))
+        rewards = self._match_rewards(tree, kept, reward_value, m, n)
+        for i, t in zip(kept, triplets):
+            t.reward = rewards.get(i)
+        if triplets:
+            return triplets, None
+        return [], self._why_none(s, candidate, calls, excluded, empty_tokens)
+
+    def _match_rewards(self, tree: Tree, calls: list[int], reward_value: list[float | None],
+                       m: int, n: int) -> dict[int, float]:
+        call_set = set(calls)
+        rewards: dict[int, float] = {}
+
+        def value(i: int) -> float | None:
+            return reward_value[i] if i < n and not tree.virtual[i] else None
+
+        def assign(pending: list[tuple[int, int]], reward_start: int, v: float) -> None:
+            for cid, cend in reversed(pending):
+                if cend > reward_start or cid in rewards:
+                    continue
+                rewards[cid] = v
+                return
+
+        if self.reward_match == "first_occurrence":
+            pending: list[tuple[int, int]] = []
+            for i in sorted(tree.dfs(), key=lambda k: tree.start[k]):
+                if i in call_set:
+                    pending.append((i, tree.end[i]))
+                v = value(i)
+                if v is not None:
+                    assign(pending, tree.start[i], v)
+        else:
+            for node in tree.dfs():
+                pending = []
+                for c in tree.children[node]:
+                    if c in call_set:
+                        pending.append((c, tree.end[c]))
+                    v = value(c)
+                    if v is not None:
+                        assign(pending, tree.start[c], v)
+        return rewards
+
+    def _why_none(self, s: SpanColumns, candidate: list[bool], calls: list, excluded: Counter,
+                  empty_tokens: int) -> str:
+        if not any(candidate):
+            names = Counter(s.name).most_common(12)
+            seen = ", ".join(f"{nm!r}×{c}" for nm, c in names)
+            return (f"no LLM span matched (llm_call_match={self.llm_call_match!r}"
+                    f"{', conventions on' if self.llm_conventions else ''}); span names seen: {seen}")
+        if calls and empty_tokens == len(calls):
+            return f"{len(calls)} LLM call(s) found but none had token ids (skip_empty_token_spans=True)"
+        parts = [f"{c} {why}" for why, c in excluded.items()]
+        agents = sorted({a for a in s.agent_name if a is not None})
+        extra = f"; agents seen: {agents}" if self.agent_re is not None else ""
+        return f"{sum(candidate)} LLM span(s) found, none kept: {', '.join(parts)}{extra}"
+
+    def adapt(self, spans: list[dict[str, Any]]) -> Triplets:
+        """Triplets of one rollout given as span dicts (warehouse rows, or OTel-like dicts with
+        `span_id`, `parent_id`/`parent_span_id`, `name`, `start_time`, `end_time`, `attributes`)."""
+        cols = spans_to_columns(spans, self)
+        triplets, why = self.adapt_columns(cols)
+        return Triplets(triplets, {"": why} if why else {})
+
+
+def spans_to_columns(spans: list[dict[str, Any]], adapter: TripletAdapter) -> SpanColumns:
+    """Hand-built or exported span dicts → columns, classifying them as the collector would."""
+    from pipeline.emit.reading import get_reward_value
+    from pipeline.semconv.span_types import classify
+
+    def attrs_of(sp: dict[str, Any]) -> dict[str, Any]:
+        a = sp.get("attributes") or {}
+        return orjson.loads(a) if isinstance(a, (str, bytes)) else dict(a)
+
+    cols = SpanColumns([], [], [], [], [], [], [], [], [], [], [], [], [], [])
+    for sp in spans:
+        attrs = attrs_of(sp)
+        name = sp.get("name") or ""
+        reward = get_reward_value({"name": name, "attributes": attrs})
+        kind = "reward" if reward is not None else classify(name, attrs)
+        agent = None
+        for key in ("agent.name",):
+            agent = attrs.get(key)
+        if agent is None and attrs.get("agentops.span.kind") == "agent":
+            agent = attrs.get("operation.name")
+        for key in ("recipient_agent_type", "langchain.chain.type", "executor.id"):
+            if agent is None:
+                agent = attrs.get(key)
+        if agent is None and attrs.get("type") == "agent":
+            agent = attrs.get("agentlightning.operation.input.name")
+        if agent is None and name.startswith("langchain.Chain."):
+            agent = attrs.get("lc_name")
+        if agent is None:
+            agent = attrs.get("gen_ai.agent.name")
+        rid = next((attrs[k] for k in ("gen_ai.response.id", "agentlightning.operation.output.id")
+                    if isinstance(attrs.get(k), str)), None)
+        cols.span_id.append(sp["span_id"])
+        cols.parent_span_id.append(sp.get("parent_span_id", sp.get("parent_id")))
+        cols.name.append(name)
+        cols.start.append(sp.get("start_time_unix_nano", sp.get("start_time")))
+        cols.end.append(sp.get("end_time_unix_nano", sp.get("end_time")))
+        cols.span_type.append(kind)
+        cols.reward.append(reward)
+        cols.agent_name.append(None if agent is None else str(agent))
+        cols.response_id.append(rid)
+        cols.reward_operation.append(name == "agentlightning.operation"
+                                     and attrs.get("agentlightning.operation.name") == "agentlightning.reward")
+        cols.attributes.append(orjson.dumps(attrs).decode())
+        cols.events.append(orjson.dumps(sp.get("events") or []).decode())
+        cols.trace_id.append(sp.get("trace_id"))
+        cols.sequence_id.append(sp.get("sequence_id"))
+    return cols
