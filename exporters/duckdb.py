@@ -31,7 +31,8 @@ from pipeline.registry import Factory
 from pipeline.spanbatch import SpanBatch
 from pipeline.telemetry import counters
 from pipeline.warehouse.query_server import QueryServer
-from pipeline.warehouse.schema import DDL, INSERT_DEDUPED, INSERT_REWARD_DIMENSIONS
+from pipeline import events
+from pipeline.warehouse.schema import DDL, INSERT_COMPLETIONS, INSERT_DEDUPED, INSERT_REWARD_DIMENSIONS, ROLLOUT_SPAN
 from pipeline.warehouse.views import create_views
 
 _STOP = object()
@@ -164,6 +165,8 @@ class DuckDBExporter(Exporter):
                     counters.add("exporter_send_failed_spans", len(merged), exporter=self.id)
                     self.log.error("insert of %d spans failed, retrying in %.1fs: %s",
                                    len(merged), delay, exc)
+                    events.publish(events.EXPORT_FAILED, exporter=self.id, spans=len(merged), error=str(exc),
+                                   retry_in_s=delay)
                     time.sleep(delay)
                     delay = min(delay * 2, 10.0)
                     writer = self._reconnect(writer)
@@ -200,6 +203,7 @@ class DuckDBExporter(Exporter):
             writer.execute(INSERT_DEDUPED, {"lo": bounds["min"], "hi": bounds["max"]})
             if dims is not None:
                 writer.execute(INSERT_REWARD_DIMENSIONS)
+            completed = writer.execute(INSERT_COMPLETIONS).fetchall() if ROLLOUT_SPAN in batch.name else []
             writer.execute("COMMIT")
         except duckdb.Error:
             try:
@@ -212,6 +216,9 @@ class DuckDBExporter(Exporter):
             if dims is not None:
                 writer.unregister("__dims")
         counters.add("exporter_sent_spans", len(batch), exporter=self.id)
+        for seq, rollout_id, attempt_id, status, mode, final_reward in completed:
+            events.publish(events.ROLLOUT_COMPLETED, seq=seq, rollout_id=rollout_id, attempt_id=attempt_id,
+                           status=status, mode=mode, final_reward=final_reward)
 
 
 factory = Factory("duckdb", "exporters", DuckDBExporterConfig,

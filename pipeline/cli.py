@@ -1,4 +1,4 @@
-"""`spanpipe` command line: run, validate, sql."""
+"""`spanpipe` command line: run, validate, sql, triplets, rollouts."""
 
 from __future__ import annotations
 
@@ -78,18 +78,73 @@ def _format_table(table, fmt: str) -> str:
     return "\n".join(out)
 
 
+def _warehouse(args: argparse.Namespace):
+    from pipeline.warehouse import Warehouse
+
+    return Warehouse.connect(args.endpoint) if args.endpoint else Warehouse.find(args.db)
+
+
 def cmd_sql(args: argparse.Namespace) -> int:
-    from pipeline.warehouse import Warehouse, WarehouseError
+    from pipeline.warehouse import WarehouseError
 
     try:
-        wh = Warehouse.connect(args.endpoint) if args.endpoint else Warehouse.find(args.db)
-        with wh:
+        with _warehouse(args) as wh:
             table = wh.sql(args.query)
     except WarehouseError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(_format_table(table, args.format))
     return 0
+
+
+def cmd_rollouts(args: argparse.Namespace) -> int:
+    from pipeline.warehouse import WarehouseError
+
+    try:
+        with _warehouse(args) as wh:
+            table = wh.rollouts(args.rollout or None, status=args.status)
+    except WarehouseError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(_format_table(table, args.format))
+    return 0
+
+
+def cmd_triplets(args: argparse.Namespace) -> int:
+    """Triplets as JSON lines (stdout or --out) or a Parquet file; reasons for empty rollouts and
+    the next cursor go to stderr so stdout stays data."""
+    import pyarrow.parquet as pq
+
+    from pipeline.warehouse import WarehouseError
+
+    if args.format == "parquet" and not args.out:
+        print("error: --format parquet needs --out FILE", file=sys.stderr)
+        return 2
+    options = {"reward_match": args.reward_match, "llm_call_match": args.llm_call_match,
+               "agent_match": args.agent_match}
+    try:
+        with _warehouse(args) as wh:
+            result = wh.triplets(args.rollout or None, since=args.since, mode=args.mode, **options)
+    except (WarehouseError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    for rid, why in result.reasons.items():
+        print(f"no triplet for {rid}: {why}", file=sys.stderr)
+    if args.format == "parquet":
+        pq.write_table(result.to_arrow(), args.out)
+    elif args.out:
+        result.to_jsonl(args.out)
+    else:
+        for t in result:
+            sys.stdout.write(orjson.dumps(t.to_dict()).decode() + "\n")
+    print(f"{len(result)} triplet(s)" + (f"; next cursor: {result.cursor}" if result.cursor is not None else ""),
+          file=sys.stderr)
+    return 0
+
+
+def _source_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--db", default=DEFAULT_DB, help="warehouse file (default %(default)s)")
+    p.add_argument("--endpoint", help="query API URL of a running collector, e.g. http://127.0.0.1:4319")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -103,10 +158,27 @@ def build_parser() -> argparse.ArgumentParser:
     v.set_defaults(fn=cmd_validate)
     s = sub.add_parser("sql", help="query the warehouse (through a running collector if there is one)")
     s.add_argument("query")
-    s.add_argument("--db", default=DEFAULT_DB, help="warehouse file (default %(default)s)")
-    s.add_argument("--endpoint", help="query API URL of a running collector, e.g. http://127.0.0.1:4319")
+    _source_args(s)
     s.add_argument("--format", choices=["table", "csv", "json"], default="table")
     s.set_defaults(fn=cmd_sql)
+    ro = sub.add_parser("rollouts", help="list rollouts: status, spans, LLM calls, tokens, final reward")
+    ro.add_argument("--rollout", action="append", help="only this rollout (repeatable)")
+    ro.add_argument("--status", help="only rollouts with this status (running, succeeded, failed)")
+    _source_args(ro)
+    ro.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    ro.set_defaults(fn=cmd_rollouts)
+    t = sub.add_parser("triplets", help="(prompt, response, reward) triplets of rollouts")
+    pick = t.add_mutually_exclusive_group()
+    pick.add_argument("--rollout", action="append", help="this rollout (repeatable)")
+    pick.add_argument("--since", type=int, help="rollouts completed after this cursor (0 = all completed)")
+    t.add_argument("--mode", choices=["train", "val", "test"], help="only rollouts of this mode")
+    t.add_argument("--format", choices=["jsonl", "parquet"], default="jsonl")
+    t.add_argument("--out", help="write to this file (needed for parquet)")
+    t.add_argument("--reward-match", choices=["first_occurrence", "first_sibling"], default="first_occurrence")
+    t.add_argument("--llm-call-match", default=r"openai\.chat\.completion", help="regex on LLM span names")
+    t.add_argument("--agent-match", help="regex on agent names")
+    _source_args(t)
+    t.set_defaults(fn=cmd_triplets)
     return p
 
 

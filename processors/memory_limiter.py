@@ -20,6 +20,7 @@ import threading
 import pyarrow as pa
 from pydantic import Field
 
+from pipeline import events
 from pipeline import admission
 from pipeline.component import Consumer, Processor
 from pipeline.config import ComponentConfig
@@ -133,6 +134,8 @@ class MemoryLimiterProcessor(Processor):
         above = rss > self.soft
         if above != self._refusing:
             self._refusing = above
+            events.publish(events.MEMORY_PRESSURE, processor=self.id, refusing=above, rss_bytes=rss,
+                           soft_limit_bytes=self.soft, hard_limit_bytes=self.hard)
             if above:
                 self.log.warning("Memory usage is above soft limit. Refusing data. (rss %d MiB, soft limit %d MiB)",
                                  rss // MIB, self.soft // MIB)

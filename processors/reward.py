@@ -25,6 +25,7 @@ from typing import Any
 import orjson
 from pydantic import Field
 
+from pipeline import events
 from pipeline.component import BatchTransform, Consumer
 from pipeline.config import ComponentConfig
 from pipeline.registry import Factory
@@ -175,6 +176,13 @@ class RewardProcessor(BatchTransform):
                 response_id[i] = str(rid)
         if extracted:
             counters.add("rewards_extracted", extracted, processor=self.id)
+            if events.bus.subscribers():
+                rollout_col = batch.extra.get("rollout_id")
+                for i, dims in enumerate(dims_col):
+                    if dims:
+                        events.publish(events.REWARD_EXTRACTED, trace_id=batch.trace_id[i], span_id=batch.span_id[i],
+                                       rollout_id=rollout_col[i] if rollout_col else None, value=reward[i],
+                                       dimensions=dims)
         if malformed:
             counters.add("reward_malformed", malformed, processor=self.id)
         return batch.with_columns(span_type=span_type, reward=reward, response_id=response_id,

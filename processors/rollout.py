@@ -28,6 +28,7 @@ from typing import Any, Literal
 import orjson
 from pydantic import Field
 
+from pipeline import events
 from pipeline.component import BatchTransform, Consumer
 from pipeline.config import ComponentConfig
 from pipeline.registry import Factory
@@ -113,6 +114,7 @@ class RolloutProcessor(BatchTransform):
         super().__init__(component_id, next_consumer)
         self.config = config
         self.by_trace: OrderedDict[str, tuple[str, str | None]] = OrderedDict()
+        self.started: OrderedDict[str, None] = OrderedDict()
         self.counters: SequenceCounters | None = None
         self._lock = threading.Lock()
 
@@ -178,6 +180,15 @@ class RolloutProcessor(BatchTransform):
                     gone = set(missing)
                     keep = [i for i in range(n) if i not in gone]
             seqs = self._sequence(rollouts, given_seq) if cfg.issue_sequence_ids else given_seq
+            started = []
+            for r in dict.fromkeys(rollouts):
+                if r is not None and r not in self.started:
+                    self.started[r] = None
+                    started.append(r)
+                    if len(self.started) > self.config.max_traces:
+                        self.started.popitem(last=False)
+        for r in started:
+            events.publish(events.ROLLOUT_STARTED, rollout_id=r, processor=self.id)
         out = batch.with_columns(rollout_id=rollouts, attempt_id=attempts, sequence_id=seqs)
         return out.take(keep) if keep is not None else out
 

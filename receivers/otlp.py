@@ -16,6 +16,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from pipeline import events
 from pipeline.component import Consumer, Receiver
 from pipeline.config import ComponentConfig
 from pipeline.configtypes import Endpoint
@@ -78,8 +79,10 @@ class OtlpReceiver(Receiver):
             return
         try:
             self.next.consume(decoded.batch)
-        except PipelineError:
+        except PipelineError as exc:
             counters.add("receiver_refused_spans", n, receiver=self.id)
+            events.publish(events.SPANS_REFUSED, receiver=self.id, spans=n, error=type(exc).__name__,
+                           message=str(exc))
             raise
         counters.add("receiver_accepted_spans", n, receiver=self.id)
 

@@ -4,10 +4,15 @@ DuckDB allows one writing process, so while a collector runs, other processes re
 Request: a JSON body `{"sql": "...", "format": "arrow"|"json"}` or the SQL as text/plain.
 Response: Arrow IPC stream (`application/vnd.apache.arrow.stream`, the default for `Accept`
 naming it or format=arrow) or a JSON array of objects. Refused queries get 403 with a message.
+
+`GET /v1/events[?type=rollout_completed&type=...]` streams the collector's event bus as
+Server-Sent Events (`event: <type>` / `data: <json>`); the first line, `: subscribed`, tells the
+client its subscription is live (so it can then check what already happened without a gap).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Callable
 
@@ -16,7 +21,9 @@ import orjson
 import pyarrow as pa
 from aiohttp import web
 
+from pipeline import events
 from pipeline.httpserver import HttpServer
+from pipeline.telemetry import counters
 from pipeline.warehouse.readonly import QueryRefused, check_read_only
 
 log = logging.getLogger("spanpipe.query")
@@ -42,6 +49,8 @@ class QueryServer:
         self.max_rows = max_rows
         app = web.Application(client_max_size=1024 * 1024)
         app.router.add_route("*", "/v1/sql", self._sql)
+        app.router.add_get("/v1/events", self._events)
+        self._streams: set[asyncio.Queue[events.Event | None]] = set()
         self.server = HttpServer(app, host, port, "query-api", workers=2, shutdown_timeout=10)
 
     @property
@@ -53,6 +62,10 @@ class QueryServer:
         log.info("query API listening on %s/v1/sql", self.url)
 
     def stop(self) -> None:
+        def close_streams() -> None:
+            for q in list(self._streams):
+                q.put_nowait(None)
+        self.server.loop.call_soon_threadsafe(close_streams)
         self.server.stop()
 
     def run_query(self, sql: str) -> pa.Table:
@@ -103,3 +116,41 @@ class QueryServer:
             return web.json_response({"error": str(exc)}, status=403)
         except duckdb.Error as exc:
             return web.json_response({"error": str(exc)}, status=400)
+
+    async def _events(self, request: web.Request) -> web.StreamResponse:
+        types = request.query.getall("type", []) or [events.ANY]
+        unknown = [t for t in types if t != events.ANY and t not in events.EVENT_TYPES]
+        if unknown:
+            return web.json_response({"error": f"unknown event type(s) {unknown}; known: "
+                                      f"{sorted(events.EVENT_TYPES)}"}, status=400)
+        loop = asyncio.get_running_loop()
+        q: asyncio.Queue[events.Event | None] = asyncio.Queue(maxsize=10_000)
+
+        def put(ev: events.Event) -> None:
+            if q.full():
+                counters.add("events_dropped", 1, event=ev.type)
+            else:
+                q.put_nowait(ev)
+
+        sids = [events.subscribe(t, lambda ev: loop.call_soon_threadsafe(put, ev)) for t in types]
+        self._streams.add(q)
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+        try:
+            await resp.prepare(request)
+            await resp.write(b": subscribed\n\n")
+            while True:
+                try:
+                    ev = await asyncio.wait_for(q.get(), 15)
+                except TimeoutError:
+                    await resp.write(b": keepalive\n\n")
+                    continue
+                if ev is None:
+                    break
+                await resp.write(b"event: " + ev.type.encode() + b"\ndata: " + orjson.dumps(ev.to_dict()) + b"\n\n")
+        except (ConnectionResetError, asyncio.CancelledError):
+            pass
+        finally:
+            self._streams.discard(q)
+            for sid in sids:
+                events.unsubscribe(sid)
+        return resp

@@ -38,6 +38,12 @@ DDL = [
     # Every reward dimension the reward processor found (the spans table keeps the primary one).
     "CREATE TABLE IF NOT EXISTS reward_dimensions (trace_id VARCHAR NOT NULL, span_id VARCHAR NOT NULL, "
     "idx INTEGER NOT NULL, name VARCHAR, value DOUBLE, source VARCHAR)",
+    # One row per rollout span stored: the completion log that cursors (`since=`) and
+    # `rollout_completed` events come from. `seq` orders completions as they became durable.
+    "CREATE SEQUENCE IF NOT EXISTS rollout_completion_seq START 1",
+    "CREATE TABLE IF NOT EXISTS rollout_completions (seq BIGINT PRIMARY KEY, rollout_id VARCHAR NOT NULL, "
+    "attempt_id VARCHAR, trace_id VARCHAR, span_id VARCHAR, status VARCHAR, mode VARCHAR, final_reward DOUBLE, "
+    "start_time_unix_nano BIGINT, end_time_unix_nano BIGINT)",
     "CREATE TABLE IF NOT EXISTS spanpipe_meta (key VARCHAR PRIMARY KEY, value VARCHAR)",
     f"INSERT OR IGNORE INTO spanpipe_meta VALUES ('schema_version', '{SCHEMA_VERSION}')",
 ]
@@ -66,4 +72,25 @@ SELECT DISTINCT ON (trace_id, span_id, idx) trace_id, span_id, idx, name, value,
 WHERE NOT EXISTS (
     SELECT 1 FROM reward_dimensions r WHERE r.trace_id = n.trace_id AND r.span_id = n.span_id
 )
+"""
+
+ROLLOUT_SPAN = "agentlightning.rollout"
+
+# The rollout spans of the batch just inserted (not seen before) become completions; the final
+# reward is the last reward span inside the rollout span's time range.
+INSERT_COMPLETIONS = """
+INSERT INTO rollout_completions
+SELECT nextval('rollout_completion_seq'), b.rollout_id, b.attempt_id, b.trace_id, b.span_id,
+       COALESCE(b.attributes->>'agentlightning.rollout.status',
+                CASE WHEN b.status_code = 'ERROR' THEN 'failed' ELSE 'succeeded' END),
+       b.attributes->>'agentlightning.rollout.mode',
+       (SELECT arg_max(s.reward, (s.sequence_id, s.start_time_unix_nano)) FROM spans s
+        WHERE s.start_time_unix_nano BETWEEN b.start_time_unix_nano AND b.end_time_unix_nano
+          AND s.rollout_id = b.rollout_id AND s.attempt_id IS NOT DISTINCT FROM b.attempt_id
+          AND s.span_type = 'reward'),
+       b.start_time_unix_nano, b.end_time_unix_nano
+FROM __batch b
+WHERE b.name = 'agentlightning.rollout' AND b.rollout_id IS NOT NULL
+  AND NOT EXISTS (SELECT 1 FROM rollout_completions c WHERE c.trace_id = b.trace_id AND c.span_id = b.span_id)
+RETURNING seq, rollout_id, attempt_id, status, mode, final_reward
 """

@@ -8,7 +8,11 @@ endpoint from `<path>.endpoint` when it answers, else the file.
 
 from __future__ import annotations
 
+import http.client
+import socket
+import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
@@ -116,12 +120,92 @@ class Warehouse:
         cond = (" WHERE " + " AND ".join(where)) if where else ""
         return self.sql(f"SELECT * FROM rollouts{cond} ORDER BY start_time_unix_nano")
 
+    def completed_rollouts(self, rollout_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """rollout_id → its latest completion (seq, attempt_id, status, mode, final_reward)."""
+        ids = list(dict.fromkeys(rollout_ids))
+        if not ids:
+            return {}
+        rows = self.sql(
+            "SELECT rollout_id, arg_max(seq, seq) AS seq, arg_max(attempt_id, seq) AS attempt_id, "
+            "arg_max(status, seq) AS status, arg_max(mode, seq) AS mode, arg_max(final_reward, seq) AS final_reward "
+            "FROM rollout_completions WHERE rollout_id IN (" + ", ".join(sql_string(r) for r in ids) + ") "
+            "GROUP BY rollout_id").to_pylist()
+        return {r.pop("rollout_id"): r for r in rows}
+
+    def wait_for_rollouts(self, rollout_ids: Iterable[str], timeout: float | None = None) -> dict[str, dict[str, Any]]:
+        """Return when every rollout has completed (its rollout span is stored), or at `timeout`
+        with those that have. Through a collector this listens to its `rollout_completed` event
+        stream (no SQL polling); on a file, nothing more can arrive, so it answers at once."""
+        wanted = set(rollout_ids)
+        if self._con is not None:
+            return self.completed_rollouts(wanted)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with EventStream(self.url, ["rollout_completed"], self._token) as stream:
+            done = self.completed_rollouts(wanted)
+            while wanted - done.keys():
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    break
+                ev = stream.next(remaining)
+                if ev is not None and ev["data"].get("rollout_id") in wanted:
+                    data = dict(ev["data"])
+                    done[data.pop("rollout_id")] = data
+        return done
+
     def close(self) -> None:
         if self._con is not None:
             self._con.close()
             self._con = None
 
     def __enter__(self) -> Warehouse:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class EventStream:
+    """A client of the query API's Server-Sent Events stream (`GET /v1/events`)."""
+
+    def __init__(self, url: str, types: list[str], token: str | None = None) -> None:
+        parts = urllib.parse.urlsplit(url)
+        self._conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+        query = urllib.parse.urlencode([("type", t) for t in types])
+        headers = {"Accept": "text/event-stream"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        try:
+            self._conn.request("GET", f"/v1/events?{query}", headers=headers)
+            self._resp = self._conn.getresponse()
+        except OSError as exc:
+            raise WarehouseError(f"cannot reach the collector at {url}: {exc}") from None
+        if self._resp.status != 200:
+            raise WarehouseError(f"event stream refused: HTTP {self._resp.status} {self._resp.read()[:200]!r}")
+        if self._resp.readline().strip() != b": subscribed":
+            raise WarehouseError("event stream did not confirm the subscription")
+
+    def next(self, timeout: float | None) -> dict[str, Any] | None:
+        """The next event, or None when `timeout` passes first (or the stream ends)."""
+        assert self._conn.sock is not None
+        self._conn.sock.settimeout(timeout if timeout is None else max(timeout, 0.001))
+        data = None
+        try:
+            while True:
+                line = self._resp.readline()
+                if not line:
+                    return None
+                line = line.rstrip(b"\r\n")
+                if line.startswith(b"data: "):
+                    data = orjson.loads(line[6:])
+                elif line == b"" and data is not None:
+                    return data
+        except (socket.timeout, TimeoutError):
+            return None
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self) -> EventStream:
         return self
 
     def __exit__(self, *exc: object) -> None:
