@@ -34,12 +34,12 @@ SELECT s.trace_id, s.span_id, s.parent_span_id, s.rollout_id, s.attempt_id, s.se
        COALESCE(c->>'agent_name', {AGENT_NAME_SQL.replace('attributes', 'p.attributes')}) AS agent_name,
        c->>'provider' AS provider, c->>'request_model' AS request_model, c->>'response_model' AS response_model,
        COALESCE(c->>'response_id', s.response_id) AS response_id,
-       c->'input_messages' AS input_messages, c->'output_messages' AS output_messages,
+       NULLIF(c->'input_messages', 'null'::JSON) AS input_messages, NULLIF(c->'output_messages', 'null'::JSON) AS output_messages,
        TRY_CAST(c->>'input_tokens' AS BIGINT) AS input_tokens,
        TRY_CAST(c->>'output_tokens' AS BIGINT) AS output_tokens,
        TRY_CAST(c->'prompt_token_ids' AS INTEGER[]) AS prompt_token_ids,
        TRY_CAST(c->'response_token_ids' AS INTEGER[]) AS response_token_ids,
-       c->'response_logprobs' AS response_logprobs,
+       NULLIF(c->'response_logprobs', 'null'::JSON) AS response_logprobs,
        c->>'convention' AS convention
 FROM (SELECT *, spanpipe_llm_call(attributes::VARCHAR, events::VARCHAR)::JSON AS c FROM spans WHERE {_IS_LLM}) s
 LEFT JOIN spans p ON p.trace_id = s.trace_id AND p.span_id = s.parent_span_id""",
