@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 CONFIG ?= config/default.yaml
 
-.PHONY: run test bench compat clean
+.PHONY: run test bench compat demo clean
 
 $(BIN)/spanpipe: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,9 @@ $(COMPAT)/bin/agl: pyproject.toml
 
 compat: $(COMPAT)/bin/agl
 	LITELLM_LOCAL_MODEL_COST_MAP=True $(COMPAT)/bin/python -m pytest -q tests/compat
+
+demo: $(BIN)/spanpipe
+	$(BIN)/python examples/run_demo.py
 
 bench: $(BIN)/spanpipe
 	$(BIN)/python bench/load.py

@@ -1,0 +1,30 @@
+"""`make demo` end to end: fake OpenAI server, collector, instrumented agent, algorithm."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from pipeline.warehouse.warehouse import Warehouse
+
+ROOT = Path(__file__).parents[1]
+
+
+def test_demo_runs_and_prints_a_reward_table() -> None:
+    out = subprocess.run([sys.executable, "examples/run_demo.py", "--steps", "2", "--rollouts", "4"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+    rows = [line for line in out.stdout.splitlines() if re.match(r"\s+\d+ \|", line)]
+    assert len(rows) == 2
+    for row in rows:
+        step, rollouts, triplets, mean, solved, tokens = [c.strip() for c in row.split("|")]
+        assert rollouts == "4" and int(triplets) >= 4 and 0.0 <= float(mean) <= 1.0 and int(tokens) > 0
+    n = int(re.search(r"(\d+) triplets pulled in 2 steps", out.stdout).group(1))
+    with Warehouse.open(ROOT / "data" / "demo" / "spans.duckdb") as wh:
+        assert len(wh.triplets(since=0)) == n
+        status = wh.sql("SELECT status, count(*) AS n FROM rollouts GROUP BY status").to_pylist()
+        assert status == [{"status": "succeeded", "n": 8}]
+        kinds = {r["span_type"] for r in wh.sql("SELECT DISTINCT span_type FROM spans").to_pylist()}
+        assert {"rollout", "llm", "reward", "operation"} <= kinds
