@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 
-from pipeline.emit.attributes import under_prefix
+from pipeline.emit.attributes import unflatten
 from pipeline.semconv.llm_call import llm_call
 
 PROMPT_IDS = ("prompt_token_ids", "agentlightning.operation.output.prompt_token_ids")
@@ -19,10 +19,13 @@ RESPONSE_IDS = ("response_token_ids", "agentlightning.operation.output.response_
 RESPONSE_ID = ("gen_ai.response.id", "agentlightning.operation.output.id")
 
 
+_INT_TYPES = ({int}, {bool}, {int, bool}, set())
+
+
 def _ids(attrs: dict[str, Any], keys: tuple[str, ...]) -> list[int] | None:
     for key in keys:
         v = attrs.get(key)
-        if isinstance(v, (list, tuple)) and all(isinstance(x, int) for x in v):
+        if isinstance(v, (list, tuple)) and set(map(type, v)) in _INT_TYPES:
             return list(v)
     return None
 
@@ -34,12 +37,31 @@ def response_id(attrs: dict[str, Any]) -> str | None:
     return None
 
 
-def _unflatten_first(attrs: dict[str, Any], prefixes: tuple[str, ...]) -> Any:
+def _unflatten_first(by_prefix: dict[str, dict[str, Any]], prefixes: tuple[str, ...]) -> Any:
     for prefix in prefixes:
-        value = under_prefix(attrs, prefix)
-        if value:
-            return value
+        flat = by_prefix.get(prefix)
+        if flat:
+            value = unflatten(flat)
+            if value:
+                return value
     return None
+
+
+_PREFIXES = ("gen_ai.request", "agentlightning.operation.input", "gen_ai.response", "agentlightning.operation.output",
+             "gen_ai.prompt", "agentlightning.operation.input.messages", "gen_ai.completion",
+             "agentlightning.operation.output.choices")
+
+
+def _split_by_prefix(attrs: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """One pass over the keys: {prefix: {rest-of-key: value}} for the prefixes the payload reads."""
+    out: dict[str, dict[str, Any]] = {}
+    for key, value in attrs.items():
+        if not key.startswith(("gen_ai.", "agentlightning.operation.")):
+            continue
+        for prefix in _PREFIXES:
+            if key.startswith(prefix) and len(key) > len(prefix) and key[len(prefix)] == ".":
+                out.setdefault(prefix, {})[key[len(prefix) + 1:]] = value
+    return out
 
 
 def openai_style(messages: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
@@ -108,17 +130,18 @@ def payload(attrs: dict[str, Any], events: list[dict[str, Any]] | None, agent_na
     if prompt_ids is None or response_ids is None:
         prompt_ids = prompt_ids if prompt_ids is not None else normalised()["prompt_token_ids"]
         response_ids = response_ids if response_ids is not None else normalised()["response_token_ids"]
-    request = _unflatten_first(attrs, ("gen_ai.request", "agentlightning.operation.input"))
-    response_meta = _unflatten_first(attrs, ("gen_ai.response", "agentlightning.operation.output"))
+    by_prefix = _split_by_prefix(attrs)
+    request = _unflatten_first(by_prefix, ("gen_ai.request", "agentlightning.operation.input"))
+    response_meta = _unflatten_first(by_prefix, ("gen_ai.response", "agentlightning.operation.output"))
     if isinstance(request, dict):
         request.pop("messages", None)
     if isinstance(response_meta, dict):
         for key in ("choices", "prompt_token_ids", "response_token_ids"):
             response_meta.pop(key, None)
-    prompt_raw = _unflatten_first(attrs, ("gen_ai.prompt", "agentlightning.operation.input.messages"))
+    prompt_raw = _unflatten_first(by_prefix, ("gen_ai.prompt", "agentlightning.operation.input.messages"))
     if prompt_raw is None:
         prompt_raw = openai_style(normalised()["input_messages"])
-    completion_raw = _unflatten_first(attrs, ("gen_ai.completion", "agentlightning.operation.output.choices"))
+    completion_raw = _unflatten_first(by_prefix, ("gen_ai.completion", "agentlightning.operation.output.choices"))
     if completion_raw is None:
         completion_raw = openai_style(normalised()["output_messages"])
     prompt = {"token_ids": prompt_ids or [], "raw_content": prompt_raw, "image_urls": image_urls(prompt_raw)}

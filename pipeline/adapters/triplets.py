@@ -31,13 +31,18 @@ logger = logging.getLogger(__name__)
 
 RewardMatch = Literal["first_occurrence", "first_sibling"]
 
-# Agent Lightning's agent-name rules (in its order), then OTel GenAI's gen_ai.agent.name.
-_AGENT_SQL = ("COALESCE(attributes->>'agent.name', "
-              "CASE WHEN attributes->>'agentops.span.kind' = 'agent' THEN attributes->>'operation.name' END, "
-              "attributes->>'recipient_agent_type', attributes->>'langchain.chain.type', attributes->>'executor.id', "
-              "CASE WHEN attributes->>'type' = 'agent' THEN attributes->>'agentlightning.operation.input.name' END, "
-              "CASE WHEN name LIKE 'langchain.Chain.%' THEN attributes->>'lc_name' END, "
-              "attributes->>'gen_ai.agent.name')")
+# Every attribute the tree walk needs, read in one JSON parse per span (`json_extract_string` with a
+# list of paths); the agent-name rules follow Agent Lightning's order, then OTel GenAI's name.
+_KEYS = ["agent.name", "agentops.span.kind", "operation.name", "recipient_agent_type", "langchain.chain.type",
+         "executor.id", "type", "agentlightning.operation.input.name", "lc_name", "gen_ai.agent.name",
+         "agentlightning.operation.name"]
+_K = {k: i + 1 for i, k in enumerate(_KEYS)}  # DuckDB lists are 1-based
+_PATHS = "[" + ", ".join("'$.\"" + k + "\"'" for k in _KEYS) + "]"
+_AGENT_SQL = (f"COALESCE(v[{_K['agent.name']}], CASE WHEN v[{_K['agentops.span.kind']}] = 'agent' "
+              f"THEN v[{_K['operation.name']}] END, v[{_K['recipient_agent_type']}], v[{_K['langchain.chain.type']}], "
+              f"v[{_K['executor.id']}], CASE WHEN v[{_K['type']}] = 'agent' "
+              f"THEN v[{_K['agentlightning.operation.input.name']}] END, "
+              f"CASE WHEN name LIKE 'langchain.Chain.%' THEN v[{_K['lc_name']}] END, v[{_K['gen_ai.agent.name']}])")
 assert "agent.name" in AGENT_NAME_SQL  # the views' agent rule is the same family
 
 
@@ -175,15 +180,16 @@ class TripletAdapter:
         return f"""
 SELECT rollout_id, attempt_id, trace_id, span_id, parent_span_id, name, start_time_unix_nano, end_time_unix_nano,
        sequence_id, span_type, reward, {_AGENT_SQL} AS agent_name,
-       COALESCE(CASE WHEN json_type(attributes, '$."gen_ai.response.id"') = 'VARCHAR'
-                     THEN attributes->>'gen_ai.response.id' END,
-                CASE WHEN json_type(attributes, '$."agentlightning.operation.output.id"') = 'VARCHAR'
-                     THEN attributes->>'agentlightning.operation.output.id' END) AS response_id,
+       CASE WHEN {candidate} THEN
+            COALESCE(CASE WHEN json_type(attributes, '$."gen_ai.response.id"') = 'VARCHAR'
+                          THEN attributes->>'gen_ai.response.id' END,
+                     CASE WHEN json_type(attributes, '$."agentlightning.operation.output.id"') = 'VARCHAR'
+                          THEN attributes->>'agentlightning.operation.output.id' END) END AS response_id,
        COALESCE(name = 'agentlightning.operation'
-                AND attributes->>'agentlightning.operation.name' = 'agentlightning.reward', FALSE) AS reward_operation,
+                AND v[{_K['agentlightning.operation.name']}] = 'agentlightning.reward', FALSE) AS reward_operation,
        CASE WHEN {candidate} THEN attributes::VARCHAR END AS attributes,
        CASE WHEN {candidate} THEN events::VARCHAR END AS events
-FROM spans WHERE rollout_id IN ({ids})
+FROM (SELECT *, json_extract_string(attributes, {_PATHS}) AS v FROM spans WHERE rollout_id IN ({ids}))
 ORDER BY rollout_id, attempt_id, sequence_id NULLS LAST, start_time_unix_nano, span_id"""
 
     def _from_warehouse(self, rollout_ids: list[str]) -> Triplets:

@@ -67,12 +67,11 @@ def unflatten(flat: dict[str, Any]) -> dict[str, Any] | list[Any]:
             node = node[part]
         node[leaf] = value
 
-    def listify(node: Any) -> Any:
-        if not isinstance(node, dict):
-            return node
-        for k in list(node):
-            node[k] = listify(node[k])
-        if node and all(k.isdigit() for k in node) and sorted(map(int, node)) == list(range(len(node))):
+    def listify(node: dict[str, Any]) -> Any:
+        for k, v in node.items():
+            if type(v) is dict:
+                node[k] = listify(v)
+        if node and all(k.isdigit() for k in node) and all(str(i) in node for i in range(len(node))):
             return [node[str(i)] for i in range(len(node))]
         return node
 
