@@ -215,6 +215,10 @@ def agl_view(triplets: list[Any]) -> list[dict[str, Any]]:
 
 def otlp_request(case_id: str, rollout_id: str, trace_id: str) -> Any:
     """The case's spans as one OTLP export request, tagged with `rollout_id` on the resource."""
+    return otlp_request_for(spans_of(case_id), rollout_id, trace_id)
+
+
+def otlp_request_for(spans: list[dict[str, Any]], rollout_id: str, trace_id: str) -> Any:
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
     from pipeline.otlp_encode import to_any_value
@@ -227,7 +231,7 @@ def otlp_request(case_id: str, rollout_id: str, trace_id: str) -> Any:
         kv.key = key
         to_any_value(value, kv.value)
     ss = rs.scope_spans.add()
-    for s in spans_of(case_id):
+    for s in spans:
         sp = ss.spans.add()
         sp.trace_id = bytes.fromhex(trace_id)
         sp.span_id = bytes.fromhex(s["span_id"])

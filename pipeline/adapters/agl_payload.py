@@ -5,6 +5,7 @@ still gives a full triplet."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import orjson
@@ -76,7 +77,7 @@ def openai_style(messages: list[dict[str, Any]] | None) -> list[dict[str, Any]] 
         if calls:
             msg["tool_calls"] = [{"id": c.get("id"), "type": "function", "function": {
                 "name": c.get("name"), "arguments": c["arguments"] if isinstance(c.get("arguments"), str)
-                else orjson.dumps(c.get("arguments")).decode()}} for c in calls]
+                else json.dumps(c.get("arguments"))}} for c in calls]
         responses = [p for p in m.get("parts", []) if p.get("type") == "tool_call_response"]
         if responses:
             msg["tool_call_id"] = responses[0].get("id")

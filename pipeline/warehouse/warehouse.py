@@ -110,6 +110,13 @@ class Warehouse:
 
         return TripletAdapter(self, **adapter_options).triplets(rollout_ids, since=since, mode=mode)
 
+    def messages(self, rollout_ids: Iterable[str] | None = None, since: int | None = None,
+                 mode: str | None = None, **adapter_options: Any) -> Triplets:
+        """OpenAI chat fine-tuning records (`messages`, `tools`) of the LLM calls `triplets` keeps."""
+        from pipeline.adapters.messages import MessagesAdapter
+
+        return MessagesAdapter(self, **adapter_options).messages(rollout_ids, since=since, mode=mode)
+
     def rollouts(self, rollout_ids: Iterable[str] | None = None, status: str | None = None) -> pa.Table:
         """The `rollouts` view (status, times, span / LLM-call / token counts, final reward)."""
         where = []
