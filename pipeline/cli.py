@@ -84,30 +84,26 @@ def _warehouse(args: argparse.Namespace):
     return Warehouse.connect(args.endpoint) if args.endpoint else Warehouse.find(args.db)
 
 
-def cmd_sql(args: argparse.Namespace) -> int:
+def _print_query(args: argparse.Namespace, query) -> int:
+    """Run `query(warehouse)` and print the table it returns in `--format`."""
     from pipeline.warehouse import WarehouseError
 
     try:
         with _warehouse(args) as wh:
-            table = wh.sql(args.query)
+            table = query(wh)
     except WarehouseError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(_format_table(table, args.format))
     return 0
+
+
+def cmd_sql(args: argparse.Namespace) -> int:
+    return _print_query(args, lambda wh: wh.sql(args.query))
 
 
 def cmd_rollouts(args: argparse.Namespace) -> int:
-    from pipeline.warehouse import WarehouseError
-
-    try:
-        with _warehouse(args) as wh:
-            table = wh.rollouts(args.rollout or None, status=args.status)
-    except WarehouseError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    print(_format_table(table, args.format))
-    return 0
+    return _print_query(args, lambda wh: wh.rollouts(args.rollout or None, status=args.status))
 
 
 def cmd_triplets(args: argparse.Namespace) -> int:

@@ -32,6 +32,7 @@ from pipeline import events
 from pipeline.component import BatchTransform, Consumer
 from pipeline.config import ComponentConfig
 from pipeline.registry import Factory
+from pipeline.semconv.values import first_present
 from pipeline.spanbatch import SpanBatch
 from pipeline.telemetry import counters
 
@@ -50,15 +51,6 @@ class RolloutConfig(ComponentConfig):
     def validate_config(self) -> None:
         if not self.rollout_id_keys:
             raise ValueError("rollout_id_keys: list at least one key")
-
-
-def _first(keys: list[str], *sources: dict[str, Any]) -> Any:
-    for src in sources:
-        for k in keys:
-            v = src.get(k)
-            if v is not None and v != "":
-                return v
-    return None
 
 
 def _as_int(v: Any) -> int | None:
@@ -139,21 +131,22 @@ class RolloutProcessor(BatchTransform):
         rollouts: list[str | None] = [None] * n
         attempts: list[str | None] = [None] * n
         given_seq: list[int | None] = [None] * n
-        res_ids = [(_first(cfg.rollout_id_keys, r.attributes), _first(cfg.attempt_id_keys, r.attributes),
-                    _first(cfg.sequence_id_keys, r.attributes)) for r in batch.resources]
+        res_ids = [tuple(first_present(keys, r.attributes)
+                         for keys in (cfg.rollout_id_keys, cfg.attempt_id_keys, cfg.sequence_id_keys))
+                   for r in batch.resources]
         untagged = []
         for i, attrs in enumerate(batch.attributes):
             res_rollout, res_attempt, res_seq = res_ids[batch.resource_index[i]]
-            rollout = _first(cfg.rollout_id_keys, attrs)
+            rollout = first_present(cfg.rollout_id_keys, attrs)
             if rollout is None:
                 rollout = res_rollout
             if rollout is None:
                 untagged.append(i)
                 continue
-            attempt = _first(cfg.attempt_id_keys, attrs)
+            attempt = first_present(cfg.attempt_id_keys, attrs)
             if attempt is None:
                 attempt = res_attempt
-            seq = _first(cfg.sequence_id_keys, attrs)
+            seq = first_present(cfg.sequence_id_keys, attrs)
             rollouts[i] = str(rollout)
             attempts[i] = None if attempt is None else str(attempt)
             given_seq[i] = _as_int(seq if seq is not None else res_seq)

@@ -1,7 +1,7 @@
 """A rollout's spans as a tree, built and repaired the way Agent Lightning 0.3's TraceTree does, in
 O(n log n) instead of its O(n²) repair.
 
-Nodes are list indices; `children[i]` keeps input order (the warehouse's sequence order). Missing
+Nodes are list indices — the input spans first, virtual nodes after them; `children[i]` keeps input order (the warehouse's sequence order). Missing
 parents become virtual nodes spanning their children; several roots hang under one virtual root
 spanning first root's start .. last root's end.
 
@@ -17,7 +17,7 @@ Lightning would detach that subtree), and ties use the depth-first order from be
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 @dataclass
@@ -27,7 +27,6 @@ class Tree:
     end: list[int]
     children: list[list[int]]
     root: int
-    virtual: list[bool] = field(default_factory=list)
 
     @classmethod
     def build(cls, span_ids: list[str], parent_ids: list[str | None], start: list[int], end: list[int]) -> Tree:
@@ -36,7 +35,6 @@ class Tree:
         start, end = list(start), list(end)
         index = {sid: i for i, sid in enumerate(span_ids)}
         children: list[list[int]] = [[] for _ in range(n)]
-        virtual = [False] * n
         roots: list[int] = []
         missing: dict[str, int] = {}
         for i, pid in enumerate(parent_ids):
@@ -52,7 +50,6 @@ class Tree:
                     start.append(start[i])
                     end.append(end[i])
                     children.append([])
-                    virtual.append(True)
                 else:
                     start[p] = min(start[p], start[i])
                     end[p] = max(end[p], end[i])
@@ -68,8 +65,7 @@ class Tree:
             start.append(start[roots[0]])
             end.append(end[roots[-1]])
             children.append(list(roots))
-            virtual.append(True)
-        return cls(ids, start, end, children, root, virtual)
+        return cls(ids, start, end, children, root)
 
     def dfs(self, top: int | None = None) -> list[int]:
         order, stack = [], [self.root if top is None else top]

@@ -24,7 +24,7 @@ import pyarrow as pa
 
 from pipeline.adapters.agl_payload import payload
 from pipeline.adapters.tree import Tree
-from pipeline.warehouse.views import AGENT_NAME_SQL
+from pipeline.semconv.agents import AGENT_KEYS, agent_name, agent_name_sql
 from pipeline.warehouse.warehouse import sql_string as _q
 
 logger = logging.getLogger(__name__)
@@ -32,18 +32,11 @@ logger = logging.getLogger(__name__)
 RewardMatch = Literal["first_occurrence", "first_sibling"]
 
 # Every attribute the tree walk needs, read in one JSON parse per span (`json_extract_string` with a
-# list of paths); the agent-name rules follow Agent Lightning's order, then OTel GenAI's name.
-_KEYS = ["agent.name", "agentops.span.kind", "operation.name", "recipient_agent_type", "langchain.chain.type",
-         "executor.id", "type", "agentlightning.operation.input.name", "lc_name", "gen_ai.agent.name",
-         "agentlightning.operation.name"]
-_K = {k: i + 1 for i, k in enumerate(_KEYS)}  # DuckDB lists are 1-based
+# list of paths; DuckDB lists are 1-based).
+_KEYS = [*AGENT_KEYS, "agentlightning.operation.name"]
+_K = {k: i + 1 for i, k in enumerate(_KEYS)}
 _PATHS = "[" + ", ".join("'$.\"" + k + "\"'" for k in _KEYS) + "]"
-_AGENT_SQL = (f"COALESCE(v[{_K['agent.name']}], CASE WHEN v[{_K['agentops.span.kind']}] = 'agent' "
-              f"THEN v[{_K['operation.name']}] END, v[{_K['recipient_agent_type']}], v[{_K['langchain.chain.type']}], "
-              f"v[{_K['executor.id']}], CASE WHEN v[{_K['type']}] = 'agent' "
-              f"THEN v[{_K['agentlightning.operation.input.name']}] END, "
-              f"CASE WHEN name LIKE 'langchain.Chain.%' THEN v[{_K['lc_name']}] END, v[{_K['gen_ai.agent.name']}])")
-assert "agent.name" in AGENT_NAME_SQL  # the views' agent rule is the same family
+_AGENT_SQL = agent_name_sql(lambda k: f"v[{_K[k]}]")
 
 
 @dataclass
@@ -244,11 +237,6 @@ ORDER BY rollout_id, attempt_id, sequence_id NULLS LAST, start_time_unix_nano, s
         tree = Tree.build(s.span_id, s.parent_span_id, s.start, s.end)
         if self.repair_hierarchy:
             tree.repair()
-        m = len(tree.children)
-
-        def real(i: int) -> bool:
-            return i < n and not tree.virtual[i]
-
         name_ok = {nm: bool(self.llm_re.search(nm or "")) for nm in set(s.name)}
         candidate = [name_ok[s.name[i]] or (self.llm_conventions and s.span_type[i] == "llm") for i in range(n)]
         reward_value = [s.reward[i] if s.span_type[i] == "reward" else None for i in range(n)]
@@ -260,7 +248,7 @@ ORDER BY rollout_id, attempt_id, sequence_id NULLS LAST, start_time_unix_nano, s
              False if self.exclude_llm_call_in_reward else None, False if self.dedup_llm_call else None)]
         while stack:
             i, agent, in_reward, in_llm = stack.pop()
-            if real(i):
+            if i < n:  # past n: virtual parents and root
                 if candidate[i]:
                     if agent is None:
                         excluded["outside a matching agent"] += 1
@@ -299,20 +287,21 @@ ORDER BY rollout_id, attempt_id, sequence_id NULLS LAST, start_time_unix_nano, s
             kept.append(i)
             triplets.append(Triplet(prompt, response, None, metadata, trace_id=s.trace_id[i] if s.trace_id else None,
                                     span_id=s.span_id[i], sequence_id=s.sequence_id[i] if s.sequence_id else None))
-        rewards = self._match_rewards(tree, kept, reward_value, m, n)
+        rewards = self._match_rewards(tree, kept, reward_value)
         for i, t in zip(kept, triplets):
             t.reward = rewards.get(i)
         if triplets:
             return triplets, None
         return [], self._why_none(s, candidate, calls, excluded, empty_tokens)
 
-    def _match_rewards(self, tree: Tree, calls: list[int], reward_value: list[float | None],
-                       m: int, n: int) -> dict[int, float]:
+    def _match_rewards(self, tree: Tree, calls: list[int], reward_value: list[float | None]) -> dict[int, float]:
         call_set = set(calls)
         rewards: dict[int, float] = {}
 
+        n = len(reward_value)
+
         def value(i: int) -> float | None:
-            return reward_value[i] if i < n and not tree.virtual[i] else None
+            return reward_value[i] if i < n else None
 
         def assign(pending: list[tuple[int, int]], reward_start: int, v: float) -> None:
             for cid, cend in reversed(pending):
@@ -377,20 +366,7 @@ def spans_to_columns(spans: list[dict[str, Any]], adapter: TripletAdapter) -> Sp
         name = sp.get("name") or ""
         reward = get_reward_value({"name": name, "attributes": attrs})
         kind = "reward" if reward is not None else classify(name, attrs)
-        agent = None
-        for key in ("agent.name",):
-            agent = attrs.get(key)
-        if agent is None and attrs.get("agentops.span.kind") == "agent":
-            agent = attrs.get("operation.name")
-        for key in ("recipient_agent_type", "langchain.chain.type", "executor.id"):
-            if agent is None:
-                agent = attrs.get(key)
-        if agent is None and attrs.get("type") == "agent":
-            agent = attrs.get("agentlightning.operation.input.name")
-        if agent is None and name.startswith("langchain.Chain."):
-            agent = attrs.get("lc_name")
-        if agent is None:
-            agent = attrs.get("gen_ai.agent.name")
+        agent = agent_name(name, attrs)
         rid = next((attrs[k] for k in ("gen_ai.response.id", "agentlightning.operation.output.id")
                     if isinstance(attrs.get(k), str)), None)
         cols.span_id.append(sp["span_id"])
@@ -400,7 +376,7 @@ def spans_to_columns(spans: list[dict[str, Any]], adapter: TripletAdapter) -> Sp
         cols.end.append(sp.get("end_time_unix_nano", sp.get("end_time")))
         cols.span_type.append(kind)
         cols.reward.append(reward)
-        cols.agent_name.append(None if agent is None else str(agent))
+        cols.agent_name.append(agent)
         cols.response_id.append(rid)
         cols.reward_operation.append(name == "agentlightning.operation"
                                      and attrs.get("agentlightning.operation.name") == "agentlightning.reward")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipeline.semconv.values import indexed, int_list, loose
+from pipeline.semconv.values import first_present, indexed, int_list, loose
 
 Message = dict[str, Any]
 
@@ -150,11 +150,7 @@ def _json_attr(attrs: dict[str, Any], key: str) -> dict[str, Any]:
 
 
 def _first(attrs: dict[str, Any], *keys: str) -> Any:
-    for k in keys:
-        v = attrs.get(k)
-        if v is not None and v != "":
-            return v
-    return None
+    return first_present(keys, attrs)
 
 
 def _int(value: Any) -> int | None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import ast
-from typing import Any
+from typing import Any, Iterable
 
 import orjson
 
@@ -48,5 +48,11 @@ def indexed(attrs: dict[str, Any], prefix: str) -> list[dict[str, Any]]:
     return [rows[i] for i in sorted(rows)]
 
 
-def sub_indexed(row: dict[str, Any], prefix: str) -> list[dict[str, Any]]:
-    return indexed(row, prefix)
+def first_present(keys: Iterable[str], *sources: dict[str, Any]) -> Any:
+    """The first value that is set (not None, not "") for `keys`, searching `sources` in order."""
+    for src in sources:
+        for k in keys:
+            v = src.get(k)
+            if v is not None and v != "":
+                return v
+    return None

@@ -12,6 +12,7 @@ import duckdb
 import orjson
 import pyarrow as pa
 
+from pipeline.semconv.agents import agent_name_sql
 from pipeline.semconv.llm_call import llm_call
 from pipeline.semconv.span_types import classify
 
@@ -21,17 +22,13 @@ _TOKENS_IN = ("COALESCE(TRY_CAST(attributes->>'gen_ai.usage.input_tokens' AS BIG
 _TOKENS_OUT = ("COALESCE(TRY_CAST(attributes->>'gen_ai.usage.output_tokens' AS BIGINT), "
                "TRY_CAST(attributes->>'gen_ai.usage.completion_tokens' AS BIGINT), "
                "TRY_CAST(attributes->>'llm.token_count.completion' AS BIGINT))")
-AGENT_NAME_SQL = ("COALESCE(attributes->>'gen_ai.agent.name', attributes->>'agent.name', "
-                  "CASE WHEN attributes->>'agentops.span.kind' = 'agent' THEN attributes->>'operation.name' END, "
-                  "attributes->>'recipient_agent_type', attributes->>'langchain.chain.type', "
-                  "attributes->>'executor.id')")
 _IS_LLM = "(span_type = 'llm' OR (span_type IS NULL AND spanpipe_span_type(name, attributes::VARCHAR) = 'llm'))"
 
 VIEWS: dict[str, str] = {
     "llm_calls": f"""
 SELECT s.trace_id, s.span_id, s.parent_span_id, s.rollout_id, s.attempt_id, s.sequence_id, s.name,
        s.start_time_unix_nano, s.end_time_unix_nano,
-       COALESCE(c->>'agent_name', {AGENT_NAME_SQL.replace('attributes', 'p.attributes')}) AS agent_name,
+       COALESCE(c->>'agent_name', {agent_name_sql(lambda k: f"p.attributes->>'{k}'", 'p.name')}) AS agent_name,
        c->>'provider' AS provider, c->>'request_model' AS request_model, c->>'response_model' AS response_model,
        COALESCE(c->>'response_id', s.response_id) AS response_id,
        NULLIF(c->'input_messages', 'null'::JSON) AS input_messages, NULLIF(c->'output_messages', 'null'::JSON) AS output_messages,
