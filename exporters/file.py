@@ -7,7 +7,9 @@ exporters:
     rotation: {max_megabytes: 100, max_backups: 10}
 ```
 A rotated file is renamed `<stem>-<UTC time><suffix>`; the oldest beyond max_backups are removed.
-Lines are written whole and flushed per batch, so a reader never sees half a line of a rotated file.
+Lines are written whole and flushed per batch; a write that fails (disk full) is cut back off the
+file, so a reader never sees half a line. The exporter helper's keys apply; its queue is off by
+default (the write happens in the caller's thread, as before).
 """
 
 from __future__ import annotations
@@ -16,17 +18,16 @@ import os
 import threading
 import time
 from pathlib import Path
+from typing import Any, ClassVar
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
-from pipeline.component import Exporter
-from pipeline.config import ComponentConfig
 from pipeline.errors import TransientError
+from pipeline.exporterhelper import ExporterHelperConfig, QueuedExporter
 from pipeline.otlp_encode import to_otlp_json
 from pipeline.registry import Factory
 from pipeline.spanbatch import SpanBatch
-from pipeline.telemetry import counters
 
 
 class RotationConfig(BaseModel):
@@ -35,7 +36,12 @@ class RotationConfig(BaseModel):
     max_backups: int = Field(100, ge=0)
 
 
-class FileExporterConfig(ComponentConfig):
+class FileExporterConfig(ExporterHelperConfig):
+    helper_defaults: ClassVar[dict[str, Any]] = {
+        "sending_queue": {"enabled": False},
+        "retry_on_failure": {"enabled": False},
+    }
+
     path: str
     rotation: RotationConfig | None = None
     format: str = "json"
@@ -45,19 +51,20 @@ class FileExporterConfig(ComponentConfig):
             raise ValueError(f"format: only 'json' (OTLP/JSON lines) is supported, got '{self.format}'")
 
 
-class FileExporter(Exporter):
+class FileExporter(QueuedExporter):
+    config: FileExporterConfig
+
     def __init__(self, component_id: str, config: FileExporterConfig) -> None:
-        super().__init__(component_id)
-        self.config = config
+        super().__init__(component_id, config)
         self.path = Path(config.path)
         self._lock = threading.Lock()
         self._fh = None
 
-    def start(self) -> None:
+    def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._fh = open(self.path, "ab")
 
-    def shutdown(self) -> None:
+    def close(self) -> None:
         with self._lock:
             if self._fh is not None:
                 self._fh.close()
@@ -75,21 +82,35 @@ class FileExporter(Exporter):
             old.unlink(missing_ok=True)
         self._fh = open(self.path, "ab")
 
-    def consume(self, batch: SpanBatch) -> None:
+    def send(self, batch: SpanBatch, timeout: float) -> None:
         line = orjson.dumps(to_otlp_json(batch)) + b"\n"
         with self._lock:
             if self._fh is None:
                 raise TransientError(f"{self.id}: not started")
+            end = None
             try:
                 rot = self.config.rotation
                 if rot and self._fh.tell() and self._fh.tell() + len(line) > rot.max_megabytes * 1024 * 1024:
                     self._rotate()
+                end = self._fh.tell()
                 self._fh.write(line)
                 self._fh.flush()
             except OSError as exc:
-                counters.add("exporter_send_failed_spans", len(batch), exporter=self.id)
+                self._cut_back(end)
                 raise TransientError(f"{self.id}: cannot write {self.path}: {exc.strerror}") from None
-        counters.add("exporter_sent_spans", len(batch), exporter=self.id)
+
+    def _cut_back(self, end: int | None) -> None:
+        """Drop the part of a line a failed write left, and reopen so the buffer is clean."""
+        try:
+            self._fh.close()  # type: ignore[union-attr]
+        except OSError:
+            pass
+        try:
+            if end is not None:
+                os.truncate(self.path, end)
+        except OSError as exc:
+            self.log.error("cannot cut a partial line off %s: %s", self.path, exc)
+        self._fh = open(self.path, "ab")
 
 
 factory = Factory("file", "exporters", FileExporterConfig,

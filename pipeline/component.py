@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from pipeline.errors import PipelineError
 from pipeline.telemetry import counters
@@ -19,7 +19,15 @@ if TYPE_CHECKING:
     from pipeline.spanbatch import SpanBatch
 
 
+class Host(Protocol):
+    """What a component may ask of the running service (otelcol's component.Host)."""
+
+    def extension(self, extension_id: str) -> Extension: ...
+
+
 class Component(ABC):
+    host: Host
+
     def __init__(self, component_id: str) -> None:
         self.id = component_id
         self.log = logging.getLogger(f"spanpipe.{component_id}")

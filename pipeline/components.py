@@ -1,6 +1,7 @@
 """Every component type the collector knows: one line per component."""
 
-from exporters import debug, duckdb, file
+from exporters import debug, duckdb, file, otlp, otlphttp, parquet
+from extensions import bearertokenauth, file_storage, health_check
 from processors import (
     attributes,
     batch,
@@ -13,10 +14,10 @@ from processors import (
     rollout,
     tail_sampling,
 )
-from receivers import otlp
+from receivers import otlp as otlp_receiver
 
 FACTORIES = [
-    otlp.factory,
+    otlp_receiver.factory,
     memory_limiter.factory,
     batch.factory,
     probabilistic_sampler.factory,
@@ -28,6 +29,12 @@ FACTORIES = [
     rollout.factory,
     reward.factory,
     duckdb.factory,
+    parquet.factory,
+    otlp.factory,
+    otlphttp.factory,
     debug.factory,
     file.factory,
+    file_storage.factory,
+    health_check.factory,
+    bearertokenauth.factory,
 ]

@@ -36,6 +36,10 @@ class ComponentConfig(BaseModel):
     def validate_config(self) -> None:
         """Cross-field checks a component needs beyond types; raise ValueError with a message."""
 
+    def extension_refs(self) -> dict[str, str]:
+        """Extensions this component uses: {YAML sub-path: extension id} (storage, auth)."""
+        return {}
+
 
 @dataclass
 class PipelineConfig:
@@ -233,6 +237,12 @@ def parse_config(doc: Any, env: dict[str, str] | None = None,
             built = build_component_config(registry, kind, str(cid), raw, errors)
             if built is not None and cid in used[kind]:
                 cfg.components(kind)[cid] = built
+    for kind in ("receivers", "exporters"):
+        for cid, built in cfg.components(kind).items():
+            for where, eid in built.extension_refs().items():
+                if eid not in cfg.service_extensions:
+                    errors.append(f"{kind}::{cid}::{where}: extension '{eid}' must be configured under "
+                                  "'extensions' and listed in service::extensions")
     if errors:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(errors))
     return cfg

@@ -14,7 +14,7 @@ import logging
 import signal
 import threading
 
-from pipeline.component import Component, Consumer, Exporter, FanOut, Processor, Receiver
+from pipeline.component import Component, Consumer, Exporter, Extension, FanOut, Processor, Receiver
 from pipeline.config import Config, component_type
 from pipeline.registry import Registry, default_registry
 
@@ -25,6 +25,7 @@ class Service:
     def __init__(self, config: Config, registry: Registry | None = None) -> None:
         self.config = config
         self.registry = registry or default_registry()
+        self.extensions: dict[str, Extension] = {}
         self.exporters: dict[str, Exporter] = {}
         self.processors: list[list[Processor]] = []
         self.receivers: dict[str, Receiver] = {}
@@ -37,8 +38,18 @@ class Service:
         assert f is not None, f"{kind}::{cid} was validated but has no factory"
         return f
 
+    def extension(self, extension_id: str) -> Extension:
+        return self.extensions[extension_id]
+
+    def ready(self) -> bool:
+        """Every component started and not shutting down (the health_check extension's answer)."""
+        return self._ready
+
     def _build(self) -> None:
         cfg = self.config
+        self._ready = False
+        for xid in cfg.service_extensions:
+            self.extensions[xid] = self._factory("extensions", xid).create(xid, cfg.extensions[xid])
         for pipe in cfg.pipelines.values():
             for eid in pipe.exporters:
                 if eid not in self.exporters:
@@ -59,12 +70,13 @@ class Service:
                                                                           FanOut(consumers))
 
     def start(self) -> None:
-        order: list[Component] = [*self.exporters.values()]
+        order: list[Component] = [*self.extensions.values(), *self.exporters.values()]
         for chain in self.processors:
             order.extend(reversed(chain))
         order.extend(self.receivers.values())
         for comp in order:
             log.debug("starting %s", comp.id)
+            comp.host = self
             try:
                 comp.start()
             except Exception:
@@ -72,6 +84,7 @@ class Service:
                 self.shutdown()
                 raise
             self._started.append(comp)
+        self._ready = True
         log.info("collector started: %d pipeline(s), receivers %s, exporters %s",
                  len(self.config.pipelines), ", ".join(self.receivers), ", ".join(self.exporters))
 
@@ -79,11 +92,13 @@ class Service:
         """Stop accepting, then drain every stage into the next; safe to call twice."""
         # Receivers first (in-flight requests finish), then processors in pipeline order so a
         # batch flushes into exporters that still run, then exporters.
+        self._ready = False
         started = set(map(id, self._started))
         order: list[Component] = [*self.receivers.values()]
         for chain in self.processors:
             order.extend(chain)
         order.extend(self.exporters.values())
+        order.extend(self.extensions.values())
         for comp in order:
             if id(comp) not in started:
                 continue

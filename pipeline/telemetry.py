@@ -1,36 +1,81 @@
-"""Self-telemetry: counters with otelcol's names (`otelcol_receiver_accepted_spans`, ...).
+"""Self-telemetry: counters and gauges with otelcol's names (`otelcol_receiver_accepted_spans`, ...).
 
-Backed by prometheus_client so the same registry can be served on /metrics.
+Backed by prometheus_client; the `service::telemetry::metrics` endpoint serves this registry on
+`/metrics`. Names without the `otelcol_` meaning (ours) are registered with the `spanpipe_` prefix.
 """
 
 from __future__ import annotations
 
 import threading
+from typing import Callable
 
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+# Our own metrics, not otelcol's: exposed as spanpipe_<name>.
+OURS = ("rewards_extracted", "reward_malformed", "rollouts_completed", "warehouse_rows", "memory_limiter_state",
+        "rollout_missing_spans", "events_dropped", "event_handler_errors", "exporter_retention_deleted_spans",
+        "exporter_retention_archived_spans")
 
 
-class Counters:
-    def __init__(self, prefix: str = "otelcol_") -> None:
-        self.prefix = prefix
-        self.registry = CollectorRegistry(auto_describe=True)
-        self._metrics: dict[str, Counter] = {}
+def metric_name(name: str) -> str:
+    return ("spanpipe_" if name in OURS else "otelcol_") + name
+
+
+class _Family:
+    """Metric families created on first use, with the label names of that first use."""
+
+    kind: type[Counter] | type[Gauge]
+
+    def __init__(self, kind: type[Counter] | type[Gauge]) -> None:
+        self.kind = kind
+        self._metrics: dict[str, Counter | Gauge] = {}
         self._lock = threading.Lock()
 
-    def _metric(self, name: str, labels: tuple[str, ...]) -> Counter:
+    def _metric(self, name: str, labels: tuple[str, ...]) -> Counter | Gauge:
         metric = self._metrics.get(name)
         if metric is None:
             with self._lock:
                 metric = self._metrics.get(name)
                 if metric is None:
-                    metric = Counter(self.prefix + name, name.replace("_", " "), labels,
-                                     registry=self.registry)
+                    metric = self.kind(metric_name(name), name.replace("_", " "), labels, registry=REGISTRY)
                     self._metrics[name] = metric
         return metric
 
-    def add(self, name: str, value: float = 1, **labels: str) -> None:
+    def child(self, name: str, labels: dict[str, str]) -> Counter | Gauge:
         metric = self._metric(name, tuple(labels))
-        (metric.labels(**labels) if labels else metric).inc(value)
+        return metric.labels(**labels) if labels else metric
+
+
+class Counters(_Family):
+    def __init__(self) -> None:
+        super().__init__(Counter)
+
+    def add(self, name: str, value: float = 1, **labels: str) -> None:
+        self.child(name, labels).inc(value)
+
+    def value(self, name: str, **labels: str) -> float:
+        """The current value (tests, progress line); 0 when never counted."""
+        if name not in self._metrics:
+            return 0.0
+        total = 0.0
+        for sample in self._metrics[name].collect()[0].samples:
+            if sample.name.endswith("_total") and all(sample.labels.get(k) == v for k, v in labels.items()):
+                total += sample.value
+        return total
+
+
+class Gauges(_Family):
+    def __init__(self) -> None:
+        super().__init__(Gauge)
+
+    def set(self, name: str, value: float, **labels: str) -> None:
+        self.child(name, labels).set(value)  # type: ignore[union-attr]
+
+    def set_function(self, name: str, fn: Callable[[], float], **labels: str) -> None:
+        self.child(name, labels).set_function(fn)  # type: ignore[union-attr]
 
 
 counters = Counters()
+gauges = Gauges()

@@ -1,0 +1,156 @@
+"""The `otlp` exporter (alias `otlp_grpc`): forward spans to any OTLP/gRPC backend.
+
+```yaml
+exporters:
+  otlp:
+    endpoint: collector.example:4317     # https:// → TLS, http:// → plaintext
+    tls: {insecure: false, ca_file: ca.crt, cert_file: c.crt, key_file: c.key}
+    headers: {x-tenant: rl-team}
+    compression: gzip                    # gzip (default) | none
+    auth: {authenticator: bearertokenauth}
+    # + timeout, sending_queue, retry_on_failure (the exporter helper)
+```
+Error handling as in otelcol: CANCELLED, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED, ABORTED,
+OUT_OF_RANGE, UNAVAILABLE and DATA_LOSS are retried (honouring a server's RetryInfo); every other
+code is permanent. (otelcol retries RESOURCE_EXHAUSTED only with RetryInfo; a collector under
+memory pressure sends none, and we would rather wait than drop.) A partial success is logged and
+its rejected spans counted as failed, not retried.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import grpc
+from google.rpc import error_details_pb2, status_pb2
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
+from pydantic import Field
+
+from extensions.bearertokenauth import AuthSettings
+from pipeline.errors import PermanentError, PipelineError, TransientError
+from pipeline.exporterhelper import ExporterHelperConfig, QueuedExporter
+from pipeline.otlp_encode import to_request
+from pipeline.registry import Factory
+from pipeline.spanbatch import SpanBatch
+from pipeline.telemetry import counters
+from pipeline.tlsconfig import ClientTLS
+
+EXPORT_METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+RETRYABLE = {grpc.StatusCode.CANCELLED, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED,
+             grpc.StatusCode.ABORTED, grpc.StatusCode.OUT_OF_RANGE, grpc.StatusCode.UNAVAILABLE,
+             grpc.StatusCode.DATA_LOSS}
+
+
+class OtlpClientConfig(ExporterHelperConfig):
+    """What the gRPC and HTTP OTLP exporters share."""
+
+    endpoint: str
+    headers: dict[str, str] = Field(default_factory=dict)
+    compression: str = "gzip"
+    tls: ClientTLS = Field(default_factory=ClientTLS)
+    auth: AuthSettings | None = None
+
+    def validate_config(self) -> None:
+        if not self.endpoint:
+            raise ValueError("endpoint: required")
+        if self.compression not in ("gzip", "none", ""):
+            raise ValueError(f"compression: use gzip or none, got '{self.compression}'")
+
+    def extension_refs(self) -> dict[str, str]:
+        refs = super().extension_refs()
+        if self.auth:
+            refs["auth::authenticator"] = self.auth.authenticator
+        return refs
+
+
+class OtlpGrpcExporterConfig(OtlpClientConfig):
+    def validate_config(self) -> None:
+        super().validate_config()
+        target = self.endpoint.split("://", 1)[-1]
+        if ":" not in target:
+            raise ValueError(f"endpoint: expected host:port, got '{self.endpoint}'")
+
+
+class PartialSuccess(Exception):
+    pass
+
+
+class OtlpClientExporter(QueuedExporter):
+    """Shared by the gRPC and HTTP exporters: headers (with the auth token) and partial success."""
+
+    config: OtlpClientConfig
+
+    def request_headers(self) -> dict[str, str]:
+        headers = {k.lower(): v for k, v in self.config.headers.items()}
+        if self.config.auth:
+            headers["authorization"] = self.host.extension(self.config.auth.authenticator).header()  # type: ignore[attr-defined]
+        return headers
+
+    def check_partial_success(self, response: ExportTraceServiceResponse, sent: int) -> None:
+        partial = response.partial_success
+        if partial.rejected_spans or partial.error_message:
+            counters.add("exporter_send_failed_spans", partial.rejected_spans, exporter=self.id)
+            self.log.warning("backend accepted %d of %d spans: %s", sent - partial.rejected_spans, sent,
+                             partial.error_message or "no reason given")
+
+
+def _retry_delay(error: grpc.RpcError) -> float | None:
+    for key, value in error.trailing_metadata() or ():
+        if key == "grpc-status-details-bin":
+            status = status_pb2.Status.FromString(value)
+            for detail in status.details:
+                info = error_details_pb2.RetryInfo()
+                if detail.Unpack(info):
+                    return info.retry_delay.seconds + info.retry_delay.nanos / 1e9
+    return None
+
+
+class OtlpGrpcExporter(OtlpClientExporter):
+    config: OtlpGrpcExporterConfig
+
+    def __init__(self, component_id: str, config: OtlpGrpcExporterConfig) -> None:
+        super().__init__(component_id, config)
+        self._channel: grpc.Channel | None = None
+        self._export: Any = None
+        self._lock = threading.Lock()
+
+    def open(self) -> None:
+        cfg = self.config
+        scheme, _, target = cfg.endpoint.rpartition("://")
+        insecure = cfg.tls.insecure if scheme == "" else scheme == "http"
+        options: list[tuple[str, Any]] = [("grpc.max_send_message_length", 64 * 1024 * 1024)]
+        if cfg.tls.server_name_override:
+            options.append(("grpc.ssl_target_name_override", cfg.tls.server_name_override))
+        compression = grpc.Compression.Gzip if cfg.compression == "gzip" else grpc.Compression.NoCompression
+        if insecure:
+            self._channel = grpc.insecure_channel(target, options=options, compression=compression)
+        else:
+            self._channel = grpc.secure_channel(target, cfg.tls.grpc_credentials(), options=options,
+                                                compression=compression)
+        self._export = self._channel.unary_unary(EXPORT_METHOD, request_serializer=lambda r: r.SerializeToString(),
+                                                 response_deserializer=ExportTraceServiceResponse.FromString)
+
+    def close(self) -> None:
+        if self._channel is not None:
+            self._channel.close()
+            self._channel = None
+
+    def send(self, batch: SpanBatch, timeout: float) -> None:
+        request = to_request(batch)
+        try:
+            response = self._export(request, timeout=timeout or None,
+                                    metadata=tuple(self.request_headers().items()))
+        except grpc.RpcError as exc:
+            code, detail = exc.code(), exc.details()  # type: ignore[attr-defined]
+            message = f"{self.id}: {self.config.endpoint} answered {code.name}: {detail}"
+            if code in RETRYABLE:
+                error: PipelineError = TransientError(message)
+                error.retry_after = _retry_delay(exc)  # type: ignore[attr-defined]
+                raise error from None
+            raise PermanentError(message) from None
+        self.check_partial_success(response, len(batch))
+
+
+factory = Factory("otlp", "exporters", OtlpGrpcExporterConfig,
+                  lambda cid, cfg: OtlpGrpcExporter(cid, cfg), aliases=("otlp_grpc",))

@@ -1,0 +1,160 @@
+"""QueuedExporter: the exporter helper's runtime — queue, consumers, retry, drain.
+
+`consume` (called by the pipeline) puts the request in the sending queue and returns: the
+request is acknowledged once it is queued, in memory or on disk. Consumer threads take requests
+(merged per the queue's batch settings) and call the exporter's `send`, retrying what it raises
+as retryable. With the queue disabled, `consume` sends in the caller's thread and returns the
+final error to the receiver.
+
+Shutdown drains: each queued request gets one last attempt within `drain_timeout`; what is left
+stays on disk (persistent queue) or is counted and logged as lost (memory queue).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from abc import abstractmethod
+from pathlib import Path
+
+from pipeline import events
+from pipeline.component import Exporter
+from pipeline.errors import BackPressureError, PipelineError, TransientError
+from pipeline.exporterhelper.config import ExporterHelperConfig
+from pipeline.exporterhelper.queue import FileStore, MemoryStore, QueueFull, SendingQueue
+from pipeline.exporterhelper.retry import Backoff
+from pipeline.spanbatch import SpanBatch
+from pipeline.telemetry import counters, gauges
+
+
+class QueuedExporter(Exporter):
+    config: ExporterHelperConfig
+
+    def __init__(self, component_id: str, config: ExporterHelperConfig) -> None:
+        super().__init__(component_id)
+        self.config = config
+        self.queue: SendingQueue | None = None
+        self._consumers: list[threading.Thread] = []
+        self._stopping = threading.Event()
+        self._drain_deadline = 0.0
+
+    # what an exporter implements ------------------------------------------------------------
+    def open(self) -> None:
+        """Connect / open files; raise to abort start-up."""
+
+    def close(self) -> None:
+        """Release what `open` acquired, after the queue has drained."""
+
+    @abstractmethod
+    def send(self, batch: SpanBatch, timeout: float) -> None:
+        """Deliver the batch or raise a PipelineError (retryable or not)."""
+
+    # lifecycle --------------------------------------------------------------------------------
+    def start(self) -> None:
+        self.open()
+        qcfg = self.config.sending_queue
+        if not qcfg.enabled:
+            return
+        store: MemoryStore | FileStore = MemoryStore()
+        if qcfg.storage:
+            storage = self.host.extension(qcfg.storage)
+            store = FileStore(storage.directory_for(self.id), storage.fsync)  # type: ignore[attr-defined]
+        self.queue = SendingQueue(qcfg.queue_size, store)
+        if self.queue.recovered:
+            self.log.info("found %d queued requests from a previous run; sending them", self.queue.recovered)
+        gauges.set_function("exporter_queue_size", self.queue.size, exporter=self.id)
+        gauges.set_function("exporter_queue_capacity", lambda: qcfg.queue_size, exporter=self.id)
+        for i in range(qcfg.num_consumers):
+            t = threading.Thread(target=self._consume_loop, name=f"{self.id}-sender-{i}", daemon=True)
+            t.start()
+            self._consumers.append(t)
+
+    def shutdown(self) -> None:
+        if self.queue is not None:
+            self._drain_deadline = time.monotonic() + self.config.sending_queue.drain_timeout
+            self._stopping.set()
+            self.queue.wake()
+            for t in self._consumers:
+                t.join(max(self._drain_deadline - time.monotonic(), 0) + 5)
+            left = self.queue.size() + self.queue.in_flight()
+            if left and self.queue.persistent:
+                self.log.warning("%d requests not delivered at shutdown stay in the persistent queue "
+                                 "and are sent at the next start", left)
+            elif left:
+                lost = self.queue.pending_spans()
+                counters.add("exporter_send_failed_spans", lost, exporter=self.id)
+                self.log.error("%d requests (%d spans) could not be delivered before drain_timeout and "
+                               "are lost (a persistent queue keeps them: sending_queue::storage)", left, lost)
+            self._consumers.clear()
+        self.close()
+
+    # data path ---------------------------------------------------------------------------------
+    def consume(self, batch: SpanBatch) -> None:
+        if self.queue is None:
+            self._send_with_retry(batch, final=True)
+            return
+        if self._stopping.is_set():
+            raise TransientError(f"{self.id}: shutting down")
+        qcfg = self.config.sending_queue
+        try:
+            self.queue.put(batch, wait=self.config.timeout if qcfg.block_on_overflow else 0.0)
+        except QueueFull:
+            counters.add("exporter_enqueue_failed_spans", len(batch), exporter=self.id)
+            raise BackPressureError(f"{self.id}: sending queue is full ({qcfg.queue_size} requests); "
+                                    "retry later") from None
+        except OSError as exc:
+            counters.add("exporter_enqueue_failed_spans", len(batch), exporter=self.id)
+            raise TransientError(f"{self.id}: cannot write to the persistent queue: {exc}") from None
+
+    def _consume_loop(self) -> None:
+        assert self.queue is not None
+        batching = self.config.sending_queue.batch
+        while True:
+            stopping = self._stopping.is_set()
+            if stopping and (time.monotonic() > self._drain_deadline or not self.queue.size()):
+                return
+            if batching is None:
+                item = self.queue.take(0.2)
+            else:
+                item = self.queue.take(0.2, batching.max_size, 0 if stopping else batching.min_size,
+                                       batching.flush_timeout)
+            if item is None:
+                continue
+            keys, batch = item
+            if self._send_with_retry(batch, final=False):
+                self.queue.done(keys)
+            elif self.queue.persistent and self._stopping.is_set():
+                self.queue.release(keys)  # stays on disk for the next start
+            else:
+                self.queue.done(keys)
+
+    def _send_with_retry(self, batch: SpanBatch, final: bool) -> bool:
+        """True when delivered. Failures are counted and logged; with `final` they are raised."""
+        backoff = Backoff(self.config.retry_on_failure)
+        while True:
+            try:
+                self.send(batch, self.config.timeout)
+                counters.add("exporter_sent_spans", len(batch), exporter=self.id)
+                return True
+            except PipelineError as exc:
+                error = exc
+            except Exception as exc:  # noqa: BLE001 - a bug in one exporter must not kill its sender
+                self.log.exception("unexpected error sending %d spans", len(batch))
+                error = TransientError(str(exc))
+            delay = backoff.next_delay(getattr(error, "retry_after", None)) if error.retryable else None
+            if delay is not None and self._stopping.is_set():
+                delay = None  # draining: that was the last attempt
+            events.publish(events.EXPORT_FAILED, exporter=self.id, spans=len(batch), error=str(error),
+                           retry_in_s=delay)
+            if delay is None:
+                kept = self.queue is not None and self.queue.persistent and self._stopping.is_set() \
+                    and error.retryable
+                if not kept:
+                    counters.add("exporter_send_failed_spans", len(batch), exporter=self.id)
+                    self.log.error("dropping %d spans: %s (%s)", len(batch), error,
+                                   "not retryable" if not error.retryable else "retries exhausted")
+                if final:
+                    raise error
+                return False
+            self.log.warning("sending %d spans failed, retrying in %.1fs: %s", len(batch), delay, error)
+            self._stopping.wait(delay)  # woken early by shutdown: one last attempt now
