@@ -24,6 +24,7 @@ import duckdb
 import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict, Field
 
+from extensions.bearertokenauth import AuthSettings
 from pipeline.configtypes import Endpoint, parse_endpoint
 from pipeline.errors import TransientError
 from pipeline.exporterhelper import ExporterHelperConfig, QueuedExporter
@@ -39,6 +40,7 @@ class QueryApiConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     endpoint: Endpoint = "127.0.0.1:4319"
     max_rows: int = Field(5_000_000, gt=0)
+    auth: AuthSettings | None = None
 
 
 class DuckDBExporterConfig(ExporterHelperConfig):
@@ -60,6 +62,12 @@ class DuckDBExporterConfig(ExporterHelperConfig):
     def validate_config(self) -> None:
         if not self.path:
             raise ValueError("path: must name the database file")
+
+    def extension_refs(self) -> dict[str, str]:
+        refs = super().extension_refs()
+        if self.query is not None and self.query.auth is not None:
+            refs["query::auth::authenticator"] = self.query.auth.authenticator
+        return refs
 
 
 def endpoint_file(db_path: str | Path) -> Path:
@@ -87,7 +95,9 @@ class DuckDBExporter(QueuedExporter):
         gauges.set_function("warehouse_rows", lambda: self._rows, exporter=self.id)
         if self.config.query is not None:
             host, port = parse_endpoint(self.config.query.endpoint)
-            self.query_server = QueryServer(self._reader, host, port, self.config.query.max_rows)
+            auth = self.config.query.auth
+            authenticate = self.host.extension(auth.authenticator).authenticate if auth else None  # type: ignore[attr-defined]
+            self.query_server = QueryServer(self._reader, host, port, self.config.query.max_rows, authenticate)
             self.query_server.start()
             endpoint_file(self.path).write_text(self.query_server.url + "\n")
 

@@ -6,6 +6,7 @@ import argparse
 import csv
 import io
 import logging
+import os
 import sys
 
 import orjson
@@ -14,14 +15,6 @@ from pipeline.errors import ConfigError
 
 DEFAULT_CONFIG = "config/default.yaml"
 DEFAULT_DB = "./data/spans.duckdb"
-
-
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level={"warn": "WARNING"}.get(level, level.upper()),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
 
 
 def _load(path: str):
@@ -49,7 +42,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     cfg = _load(args.config)
     if cfg is None:
         return 1
-    _setup_logging(cfg.log_level)
+    from pipeline.selftelemetry import configure_logging
+
+    configure_logging(cfg.telemetry.logs)
     try:
         Service(cfg).run()
     except Exception as exc:  # noqa: BLE001 - start-up failure: one clear line, exit 1
@@ -81,7 +76,10 @@ def _format_table(table, fmt: str) -> str:
 def _warehouse(args: argparse.Namespace):
     from pipeline.warehouse import Warehouse
 
-    return Warehouse.connect(args.endpoint) if args.endpoint else Warehouse.find(args.db)
+    if args.lake:
+        return Warehouse.open_lake(args.lake)
+    token = args.token or os.environ.get("SPANPIPE_TOKEN")
+    return Warehouse.connect(args.endpoint, token) if args.endpoint else Warehouse.find(args.db, token)
 
 
 def _print_query(args: argparse.Namespace, query) -> int:
@@ -141,6 +139,8 @@ def cmd_triplets(args: argparse.Namespace) -> int:
 def _source_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--db", default=DEFAULT_DB, help="warehouse file (default %(default)s)")
     p.add_argument("--endpoint", help="query API URL of a running collector, e.g. http://127.0.0.1:4319")
+    p.add_argument("--token", help="bearer token of a query API with auth (default: $SPANPIPE_TOKEN)")
+    p.add_argument("--lake", help="query a Parquet lake (the parquet exporter's path) instead of a warehouse")
 
 
 def build_parser() -> argparse.ArgumentParser:

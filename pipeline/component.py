@@ -57,6 +57,12 @@ class Processor(Component, Consumer):
         super().__init__(component_id)
         self.next = next_consumer
 
+    def count_in(self, spans: int) -> None:
+        counters.add("processor_incoming_items", spans, processor=self.id)
+
+    def count_out(self, spans: int) -> None:
+        counters.add("processor_outgoing_items", spans, processor=self.id)
+
     def send_downstream(self, batch: SpanBatch) -> None:
         """For processors that send from their own thread (batch, tail_sampling): retry a
         retryable refusal with backoff, so back-pressure builds up here instead of losing data;
@@ -65,6 +71,7 @@ class Processor(Component, Consumer):
         while True:
             try:
                 self.next.consume(batch)
+                self.count_out(len(batch))
                 return
             except PipelineError as exc:
                 if not exc.retryable:
@@ -87,9 +94,11 @@ class BatchTransform(Processor):
     def process(self, batch: SpanBatch) -> SpanBatch: ...
 
     def consume(self, batch: SpanBatch) -> None:
+        self.count_in(len(batch))
         out = self.process(batch)
         if len(out):
             self.next.consume(out)
+        self.count_out(len(out))
 
 
 class Exporter(Component, Consumer):

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from pipeline.errors import ConfigError
 from pipeline.registry import KINDS, Registry, default_registry
+from pipeline.selftelemetry import TelemetryConfig
 
 TOP_LEVEL = ("receivers", "processors", "exporters", "extensions", "connectors", "service")
 SIGNALS = ("traces", "logs")
@@ -58,7 +59,11 @@ class Config:
     extensions: dict[str, ComponentConfig] = field(default_factory=dict)
     pipelines: dict[str, PipelineConfig] = field(default_factory=dict)
     service_extensions: list[str] = field(default_factory=list)
-    log_level: str = "info"
+    telemetry: TelemetryConfig = field(default_factory=lambda: TelemetryConfig())
+
+    @property
+    def log_level(self) -> str:
+        return self.telemetry.logs.level
 
     def components(self, kind: str) -> dict[str, ComponentConfig]:
         return getattr(self, kind)
@@ -185,13 +190,10 @@ def parse_config(doc: Any, env: dict[str, str] | None = None,
     for key in service:
         if key not in ("pipelines", "extensions", "telemetry"):
             errors.append(f"service: unknown key '{key}'")
-    telemetry = service.get("telemetry") or {}
-    if isinstance(telemetry, dict):
-        logs = telemetry.get("logs") or {}
-        level = str(logs.get("level", "info")).lower() if isinstance(logs, dict) else "info"
-        if level not in ("debug", "info", "warn", "warning", "error"):
-            errors.append(f"service::telemetry::logs::level: unknown level '{level}'")
-        cfg.log_level = level
+    try:
+        cfg.telemetry = TelemetryConfig.model_validate(service.get("telemetry") or {})
+    except ValidationError as exc:
+        errors.extend(_format_pydantic("service::telemetry", exc))
     pipelines = service.get("pipelines")
     if not isinstance(pipelines, dict) or not pipelines:
         errors.append("service::pipelines: at least one pipeline is required")

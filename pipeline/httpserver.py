@@ -8,6 +8,7 @@ HTTP receiver, the query API) runs its aiohttp app here, and does its CPU work t
 from __future__ import annotations
 
 import asyncio
+import ssl
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, TypeVar
@@ -19,8 +20,10 @@ T = TypeVar("T")
 
 class HttpServer:
     def __init__(self, app: web.Application, host: str, port: int, name: str,
-                 workers: int = 4, shutdown_timeout: float = 30.0) -> None:
+                 workers: int = 4, shutdown_timeout: float = 30.0,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
         self.app, self.host, self.port, self.name = app, host, port, name
+        self.ssl_context = ssl_context
         self.shutdown_timeout = shutdown_timeout
         self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=name)
         self.loop = asyncio.new_event_loop()
@@ -46,7 +49,7 @@ class HttpServer:
         self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False,
                                      shutdown_timeout=self.shutdown_timeout)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port)
+        site = web.TCPSite(self._runner, self.host, self.port, ssl_context=self.ssl_context)
         await site.start()
         server = getattr(site, "_server", None)
         if self.port == 0 and server is not None and server.sockets:

@@ -17,6 +17,7 @@ import threading
 from pipeline.component import Component, Consumer, Exporter, Extension, FanOut, Processor, Receiver
 from pipeline.config import Config, component_type
 from pipeline.registry import Registry, default_registry
+from pipeline.selftelemetry import SelfTelemetry
 
 log = logging.getLogger("spanpipe.service")
 
@@ -31,6 +32,7 @@ class Service:
         self.receivers: dict[str, Receiver] = {}
         self._started: list[Component] = []
         self._stopped = threading.Event()
+        self.telemetry = SelfTelemetry(config.telemetry)
         self._build()
 
     def _factory(self, kind: str, cid: str):
@@ -70,6 +72,7 @@ class Service:
                                                                           FanOut(consumers))
 
     def start(self) -> None:
+        self.telemetry.start()
         order: list[Component] = [*self.extensions.values(), *self.exporters.values()]
         for chain in self.processors:
             order.extend(reversed(chain))
@@ -108,6 +111,7 @@ class Service:
             except Exception:  # noqa: BLE001 - keep draining the rest
                 log.exception("error shutting down %s", comp.id)
         self._started.clear()
+        self.telemetry.stop()
         self._stopped.set()
 
     def run(self) -> None:

@@ -55,8 +55,10 @@ class BatchProcessor(Processor):
         n = len(batch)
         if not n:
             return
+        self.count_in(n)
         if self.config.timeout == 0 and self.config.send_batch_max_size == 0:
             self.next.consume(batch)
+            self.count_out(n)
             return
         deadline = time.monotonic() + self.config.block_timeout
         with self._cond:

@@ -12,12 +12,8 @@ is logged once; refused spans are counted (`otelcol_processor_refused_spans`).
 
 from __future__ import annotations
 
-import ctypes
-import gc
-import os
 import threading
 
-import pyarrow as pa
 from pydantic import Field
 
 from pipeline import events
@@ -26,51 +22,10 @@ from pipeline.component import Consumer, Processor
 from pipeline.config import ComponentConfig
 from pipeline.configtypes import Duration
 from pipeline.errors import BackPressureError
+from pipeline.procmem import MIB, current_rss, release_memory, total_memory
 from pipeline.registry import Factory
 from pipeline.spanbatch import SpanBatch
-from pipeline.telemetry import counters
-
-MIB = 1024 * 1024
-
-
-def total_memory() -> int:
-    """The cgroup memory limit if there is one, else physical memory."""
-    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
-        try:
-            text = open(path).read().strip()
-        except OSError:
-            continue
-        if text.isdigit() and int(text) < (1 << 60):
-            return int(text)
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-
-
-def _load_malloc_trim():
-    try:
-        return ctypes.CDLL("libc.so.6").malloc_trim
-    except (OSError, AttributeError):
-        return None
-
-
-_malloc_trim = _load_malloc_trim()
-
-
-def release_memory() -> None:
-    """Collect garbage and hand freed heap pages back to the OS.
-
-    Python's allocator keeps freed memory mapped, so RSS would stay above the limit after the
-    data that pushed it there is long gone, and the limiter would refuse forever.
-    """
-    gc.collect()
-    if _malloc_trim is not None:
-        _malloc_trim(0)
-    pa.default_memory_pool().release_unused()  # Arrow's allocator keeps freed blocks too
-
-
-def current_rss() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
+from pipeline.telemetry import counters, gauges
 
 class MemoryLimiterConfig(ComponentConfig):
     check_interval: Duration
@@ -134,6 +89,7 @@ class MemoryLimiterProcessor(Processor):
         above = rss > self.soft
         if above != self._refusing:
             self._refusing = above
+            gauges.set("memory_limiter_state", int(above), processor=self.id)
             events.publish(events.MEMORY_PRESSURE, processor=self.id, refusing=above, rss_bytes=rss,
                            soft_limit_bytes=self.soft, hard_limit_bytes=self.hard)
             if above:
@@ -147,10 +103,12 @@ class MemoryLimiterProcessor(Processor):
             self.check()
 
     def consume(self, batch: SpanBatch) -> None:
+        self.count_in(len(batch))
         if self._refusing:
             counters.add("processor_refused_spans", len(batch), processor=self.id)
             raise BackPressureError(f"{self.id}: memory usage is above the soft limit; retry later")
         self.next.consume(batch)
+        self.count_out(len(batch))
 
 
 factory = Factory("memory_limiter", "processors", MemoryLimiterConfig,

@@ -301,6 +301,7 @@ class TailSamplingProcessor(Processor):
         return False
 
     def consume(self, batch: SpanBatch) -> None:
+        self.count_in(len(batch))
         keys = self._group_keys(batch)
         by_key: dict[str, list[int]] = {}
         for i, k in enumerate(keys):
@@ -331,6 +332,7 @@ class TailSamplingProcessor(Processor):
                              self.config.num_traces, g.key, g.spans)
         if late_keep:
             self.next.consume(batch.take(sorted(late_keep)))
+            self.count_out(len(late_keep))
 
     def _decide(self, g: Group) -> bool:
         result = verdict([p.evaluate(g.key, g.parts, g.spans) for p in self.policies])

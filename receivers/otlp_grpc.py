@@ -31,8 +31,14 @@ class OtlpGrpcServer:
         self.receiver, self.config = receiver, config
         self.host, self.port = parse_endpoint(config.endpoint)
         self._server: grpc.Server | None = None
+        self._authenticate = None
 
     def _export(self, request: bytes, context: grpc.ServicerContext):
+        if self._authenticate is not None:
+            token = dict(context.invocation_metadata()).get("authorization")
+            if not self._authenticate(token):
+                self.receiver.refuse_unauthenticated()
+                context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token")
         try:
             try:
                 admission.check()
@@ -49,6 +55,7 @@ class OtlpGrpcServer:
         return traces_response(decoded)
 
     def start(self) -> None:
+        self._authenticate = self.receiver.authenticator(self.config)
         options = [("grpc.max_receive_message_length", int(self.config.max_recv_msg_size_mib * 1024 * 1024)),
                    ("grpc.so_reuseport", 0)]
         if self.config.max_concurrent_streams:
@@ -66,7 +73,10 @@ class OtlpGrpcServer:
         server.add_generic_rpc_handlers((handler,))
         address = f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
         try:
-            bound = server.add_insecure_port(address)
+            if self.config.tls is not None:
+                bound = server.add_secure_port(address, self.config.tls.grpc_credentials())
+            else:
+                bound = server.add_insecure_port(address)
         except RuntimeError:
             bound = 0
         if not bound:
@@ -74,7 +84,8 @@ class OtlpGrpcServer:
         self.port = bound
         server.start()
         self._server = server
-        log.info("OTLP gRPC receiver listening on %s:%d", self.host, self.port)
+        log.info("OTLP gRPC receiver listening on %s:%d%s", self.host, self.port,
+                 " (TLS)" if self.config.tls else "")
 
     def stop(self, grace: float = 30.0) -> None:
         if self._server is not None:

@@ -42,13 +42,16 @@ class OtlpHttpServer:
         host, port = parse_endpoint(config.endpoint)
         app = web.Application(client_max_size=config.max_request_body_size)
         app.router.add_route("*", config.traces_url_path, self._traces)
-        self.server = HttpServer(app, host, port, "otlp-http", workers=config.workers)
+        ssl_context = config.tls.ssl_context() if config.tls else None
+        self.server = HttpServer(app, host, port, "otlp-http", workers=config.workers, ssl_context=ssl_context)
+        self._authenticate = None
 
     @property
     def port(self) -> int:
         return self.server.port
 
     def start(self) -> None:
+        self._authenticate = self.receiver.authenticator(self.config)
         self.server.start()
         log.info("OTLP HTTP receiver listening on %s:%d", self.server.host, self.server.port)
 
@@ -81,6 +84,9 @@ class OtlpHttpServer:
         if ctype is None:
             return self._error(415, f"unsupported Content-Type '{request.content_type}'; use "
                                f"{PROTOBUF} or {JSON}", JSON, grpc_code=3)
+        if self._authenticate is not None and not self._authenticate(request.headers.get("Authorization")):
+            self.receiver.refuse_unauthenticated()
+            return self._error(401, "missing or wrong bearer token", ctype, grpc_code=16)
         encoding = request.headers.get("Content-Encoding", "").strip().lower()
         if encoding not in SUPPORTED_ENCODINGS:
             return self._error(400, f"unsupported Content-Encoding '{encoding}'; use gzip, deflate "

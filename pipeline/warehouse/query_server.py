@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Callable
+from typing import Any, Callable
 
 import duckdb
 import orjson
@@ -44,14 +44,22 @@ def arrow_to_json(table: pa.Table) -> bytes:
 
 class QueryServer:
     def __init__(self, connect: Callable[[], duckdb.DuckDBPyConnection], host: str, port: int,
-                 max_rows: int = 5_000_000) -> None:
+                 max_rows: int = 5_000_000, authenticate: Callable[[str | None], bool] | None = None) -> None:
         self._connect = connect
         self.max_rows = max_rows
-        app = web.Application(client_max_size=1024 * 1024)
+        self._authenticate = authenticate
+        app = web.Application(client_max_size=1024 * 1024, middlewares=[self._auth])
         app.router.add_route("*", "/v1/sql", self._sql)
         app.router.add_get("/v1/events", self._events)
         self._streams: set[asyncio.Queue[events.Event | None]] = set()
         self.server = HttpServer(app, host, port, "query-api", workers=2, shutdown_timeout=10)
+
+    @web.middleware
+    async def _auth(self, request: web.Request, handler: Callable[..., Any]) -> web.StreamResponse:
+        if self._authenticate is not None and not self._authenticate(request.headers.get("Authorization")):
+            return web.json_response({"error": "missing or wrong bearer token (401)"}, status=401,
+                                     headers={"WWW-Authenticate": "Bearer"})
+        return await handler(request)
 
     @property
     def url(self) -> str:

@@ -78,9 +78,7 @@ ROLLOUT_SPAN = "agentlightning.rollout"
 
 # The rollout spans of the batch just inserted (not seen before) become completions; the final
 # reward is the last reward span inside the rollout span's time range.
-INSERT_COMPLETIONS = """
-INSERT INTO rollout_completions
-SELECT nextval('rollout_completion_seq'), b.rollout_id, b.attempt_id, b.trace_id, b.span_id,
+COMPLETION_COLUMNS = """b.rollout_id, b.attempt_id, b.trace_id, b.span_id,
        COALESCE(b.attributes->>'agentlightning.rollout.status',
                 CASE WHEN b.status_code = 'ERROR' THEN 'failed' ELSE 'succeeded' END),
        b.attributes->>'agentlightning.rollout.mode',
@@ -88,9 +86,13 @@ SELECT nextval('rollout_completion_seq'), b.rollout_id, b.attempt_id, b.trace_id
         WHERE s.start_time_unix_nano BETWEEN b.start_time_unix_nano AND b.end_time_unix_nano
           AND s.rollout_id = b.rollout_id AND s.attempt_id IS NOT DISTINCT FROM b.attempt_id
           AND s.span_type = 'reward'),
-       b.start_time_unix_nano, b.end_time_unix_nano
+       b.start_time_unix_nano, b.end_time_unix_nano"""
+
+INSERT_COMPLETIONS = f"""
+INSERT INTO rollout_completions
+SELECT nextval('rollout_completion_seq'), {COMPLETION_COLUMNS}
 FROM __batch b
-WHERE b.name = 'agentlightning.rollout' AND b.rollout_id IS NOT NULL
+WHERE b.name = '{ROLLOUT_SPAN}' AND b.rollout_id IS NOT NULL
   AND NOT EXISTS (SELECT 1 FROM rollout_completions c WHERE c.trace_id = b.trace_id AND c.span_id = b.span_id)
 RETURNING seq, rollout_id, attempt_id, status, mode, final_reward
 """

@@ -13,6 +13,7 @@ import orjson
 import pyarrow as pa
 
 from pipeline.semconv.agents import agent_name_sql
+from pipeline.warehouse.schema import COMPLETION_COLUMNS, DDL, ROLLOUT_SPAN, SPANS_COLUMNS
 from pipeline.semconv.llm_call import llm_call
 from pipeline.semconv.span_types import classify
 
@@ -100,3 +101,31 @@ def create_views(con: duckdb.DuckDBPyConnection, temporary: bool = False) -> Non
         if temporary and name in existing:
             continue
         con.execute(f"CREATE OR REPLACE {'TEMP ' if temporary else ''}VIEW {name} AS {sql}")
+
+
+def create_lake_views(con: duckdb.DuckDBPyConnection, location: str) -> None:
+    """The warehouse's tables as views over a Parquet lake, then the usual views on top.
+
+    The lake holds spans only: `reward_dimensions` is the primary reward of each reward span, and
+    `rollout_completions` is derived from the rollout spans, ordered by end time (a cursor into a
+    lake is stable while the lake only grows)."""
+    from pipeline.lake import lake_glob
+
+    pattern = lake_glob(location)
+    has_files = con.execute("SELECT count(*) FROM glob(?)", [pattern]).fetchall()[0][0] > 0
+    if has_files:
+        cols = ", ".join(name for name, _ in SPANS_COLUMNS)
+        con.execute(f"CREATE VIEW spans AS SELECT {cols} FROM read_parquet({sql_string(pattern)}, "
+                    "hive_partitioning = true, union_by_name = true)")
+    else:
+        con.execute(DDL[0])
+    con.execute("CREATE VIEW reward_dimensions AS SELECT trace_id, span_id, 0 AS idx, NULL::VARCHAR AS name, "
+                "reward AS value, 'lake' AS source FROM spans WHERE span_type = 'reward' AND reward IS NOT NULL")
+    con.execute(f"CREATE VIEW rollout_completions AS SELECT row_number() OVER (ORDER BY b.end_time_unix_nano, "
+                f"b.span_id) AS seq, {COMPLETION_COLUMNS} FROM spans b WHERE b.name = '{ROLLOUT_SPAN}' "
+                "AND b.rollout_id IS NOT NULL")
+    create_views(con)
+
+
+def sql_string(text: str) -> str:
+    return "'" + str(text).replace("'", "''") + "'"

@@ -22,7 +22,7 @@ import orjson
 import pyarrow as pa
 
 from pipeline.warehouse.query_server import ARROW_STREAM
-from pipeline.warehouse.views import create_views
+from pipeline.warehouse.views import create_lake_views, create_views, sql_string
 
 if TYPE_CHECKING:
     from pipeline.adapters.triplets import Triplets
@@ -30,10 +30,6 @@ if TYPE_CHECKING:
 
 class WarehouseError(Exception):
     pass
-
-
-def sql_string(s: str) -> str:
-    return "'" + str(s).replace("'", "''") + "'"
 
 
 class Warehouse:
@@ -60,14 +56,26 @@ class Warehouse:
         return cls(url=url.rstrip("/"), token=token)
 
     @classmethod
-    def find(cls, path: str | Path) -> Warehouse:
+    def find(cls, path: str | Path, token: str | None = None) -> Warehouse:
         ep = Path(f"{path}.endpoint")
         if ep.exists():
             url = ep.read_text().strip()
-            wh = cls.connect(url)
-            if wh.ping():
+            wh = cls.connect(url, token)
+            try:
+                wh.sql("SELECT 1")
                 return wh
+            except WarehouseError as exc:
+                if "401" in str(exc) or "token" in str(exc):
+                    raise
         return cls.open(path)
+
+    @classmethod
+    def open_lake(cls, location: str | Path) -> Warehouse:
+        """A Parquet lake written by the `parquet` exporter (or by duckdb retention), with the same
+        views as the warehouse; read-only, in memory, nothing is copied."""
+        con = duckdb.connect()
+        create_lake_views(con, str(location))
+        return cls(con=con)
 
     def ping(self) -> bool:
         try:

@@ -1,0 +1,50 @@
+"""The process's memory: RSS, the machine's (or cgroup's) total, and handing freed heap back."""
+
+from __future__ import annotations
+
+import ctypes
+import gc
+import os
+
+import pyarrow as pa
+
+MIB = 1024 * 1024
+
+
+def total_memory() -> int:
+    """The cgroup memory limit if there is one, else physical memory."""
+    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            text = open(path).read().strip()
+        except OSError:
+            continue
+        if text.isdigit() and int(text) < (1 << 60):
+            return int(text)
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def _load_malloc_trim():
+    try:
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None
+
+
+_malloc_trim = _load_malloc_trim()
+
+
+def release_memory() -> None:
+    """Collect garbage and hand freed heap pages back to the OS.
+
+    Python's allocator keeps freed memory mapped, so RSS would stay above the limit after the
+    data that pushed it there is long gone, and the limiter would refuse forever.
+    """
+    gc.collect()
+    if _malloc_trim is not None:
+        _malloc_trim(0)
+    pa.default_memory_pool().release_unused()  # Arrow's allocator keeps freed blocks too
+
+
+def current_rss() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
