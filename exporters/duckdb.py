@@ -22,10 +22,11 @@ from typing import Any, ClassVar
 
 import duckdb
 import pyarrow.compute as pc
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from extensions.bearertokenauth import AuthSettings
-from pipeline.configtypes import Endpoint, parse_endpoint
+from pipeline import lake
+from pipeline.configtypes import Duration, Endpoint, parse_endpoint
 from pipeline.errors import TransientError
 from pipeline.exporterhelper import ExporterHelperConfig, QueuedExporter
 from pipeline.registry import Factory
@@ -34,6 +35,7 @@ from pipeline.telemetry import counters, gauges
 from pipeline.warehouse.query_server import QueryServer
 from pipeline import events
 from pipeline.warehouse.schema import DDL, INSERT_COMPLETIONS, INSERT_DEDUPED, INSERT_REWARD_DIMENSIONS, ROLLOUT_SPAN
+from pipeline.warehouse.retention import Archive, apply_retention
 from pipeline.warehouse.views import create_views
 
 class QueryApiConfig(BaseModel):
@@ -41,6 +43,24 @@ class QueryApiConfig(BaseModel):
     endpoint: Endpoint = "127.0.0.1:4319"
     max_rows: int = Field(5_000_000, gt=0)
     auth: AuthSettings | None = None
+
+
+class RetentionConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+    max_age: Duration = Field(0.0, description="0 = keep for ever")  # type: ignore[assignment]
+    max_rows: int = Field(0, ge=0, description="0 = no limit")
+    check_interval: Duration = "5m"  # type: ignore[assignment]
+    archive_path: str | None = Field(None, description="a Parquet lake to copy deleted rollouts to")
+    archive_partition_by: list[str] = Field(default_factory=lambda: ["date", "hour"])
+
+    @model_validator(mode="after")
+    def _check(self) -> RetentionConfig:
+        if not self.max_age and not self.max_rows:
+            raise ValueError("set max_age and/or max_rows")
+        if self.check_interval <= 0:
+            raise ValueError("check_interval must be positive")
+        lake.check_partition_keys(self.archive_partition_by)
+        return self
 
 
 class DuckDBExporterConfig(ExporterHelperConfig):
@@ -58,6 +78,7 @@ class DuckDBExporterConfig(ExporterHelperConfig):
     # DuckDB defaults to 80% of RAM; a collector must stay bounded (bench: no loss of speed at 256MB).
     memory_limit: str | None = "512MB"
     threads: int | None = Field(None, ge=1)
+    retention: RetentionConfig | None = None
 
     def validate_config(self) -> None:
         if not self.path:
@@ -85,6 +106,8 @@ class DuckDBExporter(QueuedExporter):
         self._write_lock = threading.Lock()
         self._rows = 0
         self.query_server: QueryServer | None = None
+        self._retention_stop = threading.Event()
+        self._retention_thread: threading.Thread | None = None
 
     # lifecycle -----------------------------------------------------------------------------
     def open(self) -> None:
@@ -100,6 +123,10 @@ class DuckDBExporter(QueuedExporter):
             self.query_server = QueryServer(self._reader, host, port, self.config.query.max_rows, authenticate)
             self.query_server.start()
             endpoint_file(self.path).write_text(self.query_server.url + "\n")
+        if self.config.retention is not None:
+            self._retention_thread = threading.Thread(target=self._retention_loop, name=f"{self.id}-retention",
+                                                      daemon=True)
+            self._retention_thread.start()
 
     def _open(self) -> duckdb.DuckDBPyConnection:
         settings = {"checkpoint_threshold": self.config.checkpoint_threshold}
@@ -121,6 +148,9 @@ class DuckDBExporter(QueuedExporter):
         return self._con.cursor()
 
     def shutdown(self) -> None:
+        self._retention_stop.set()
+        if self._retention_thread is not None:
+            self._retention_thread.join()
         if self.query_server is not None:
             self.query_server.stop()
             endpoint_file(self.path).unlink(missing_ok=True)
@@ -138,6 +168,37 @@ class DuckDBExporter(QueuedExporter):
                 self.log.warning("final checkpoint failed (the WAL keeps the data): %s", exc)
             self._con.close()
             self._con = None
+
+    def apply_retention(self) -> tuple[int, int]:
+        """One retention pass now (the retention thread calls it every check_interval)."""
+        cfg = self.config.retention
+        assert cfg is not None
+        archive = None
+        if cfg.archive_path:
+            fs, root = lake.open_filesystem(cfg.archive_path)
+            archive = Archive(fs, root, cfg.archive_partition_by)
+        with self._write_lock:
+            if self._writer is None:
+                return 0, 0
+            units, spans = apply_retention(self._writer, cfg.max_age, cfg.max_rows, archive)
+            if spans:
+                self._rows -= spans
+                self._writer.execute("CHECKPOINT")
+        if spans:
+            counters.add("exporter_retention_deleted_spans", spans, exporter=self.id)
+            if archive is not None:
+                counters.add("exporter_retention_archived_spans", spans, exporter=self.id)
+            self.log.info("retention: removed %d rollouts/traces (%d spans)%s", units, spans,
+                          f", archived to {cfg.archive_path}" if archive else "")
+        return units, spans
+
+    def _retention_loop(self) -> None:
+        assert self.config.retention is not None
+        while not self._retention_stop.wait(self.config.retention.check_interval):
+            try:
+                self.apply_retention()
+            except (duckdb.Error, OSError) as exc:
+                self.log.error("retention pass failed (retried at the next interval): %s", exc)
 
     # data path ------------------------------------------------------------------------------
     def send(self, batch: SpanBatch, timeout: float) -> None:

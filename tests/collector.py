@@ -37,8 +37,27 @@ def default_config(db: Path, grpc: int, http: int, query: int, batch: dict | Non
         "processors": {"batch": batch or {"timeout": "50ms"}},
         "exporters": {"duckdb": {"path": str(db), "query": {"endpoint": f"127.0.0.1:{query}"}}},
         "service": {"pipelines": {"traces": {
-            "receivers": ["otlp"], "processors": ["batch"], "exporters": ["duckdb"]}}},
+            "receivers": ["otlp"], "processors": ["batch"], "exporters": ["duckdb"]}},
+            "telemetry": {"metrics": {"address": f"127.0.0.1:{free_port()}"}}},
     }
+
+
+def grpc_export(endpoint: str, request: Any, timeout: float = 10, token: str | None = None,
+                credentials: Any = None) -> tuple[str, Any]:
+    """One OTLP/gRPC Export: (status code name, response or error details)."""
+    import grpc
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
+
+    channel = grpc.secure_channel(endpoint, credentials) if credentials else grpc.insecure_channel(endpoint)
+    with channel:
+        call = channel.unary_unary("/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+                                   request_serializer=lambda r: r.SerializeToString(),
+                                   response_deserializer=ExportTraceServiceResponse.FromString)
+        metadata = (("authorization", f"Bearer {token}"),) if token else None
+        try:
+            return "OK", call(request, timeout=timeout, metadata=metadata)
+        except grpc.RpcError as exc:
+            return exc.code().name, exc.details()
 
 
 class Collector:
@@ -60,6 +79,11 @@ class Collector:
         self.log_path = tmp / "collector.log"
         self.env = {**os.environ, **(env or {})}
         self.proc: subprocess.Popen[bytes] | None = None
+
+    def rewrite(self) -> Collector:
+        """Write `self.config` (changed by a test) back to the config file; ports stay."""
+        self.config_path.write_text(yaml.safe_dump(self.config))
+        return self
 
     @property
     def grpc_endpoint(self) -> str:

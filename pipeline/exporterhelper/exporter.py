@@ -76,7 +76,7 @@ class QueuedExporter(Exporter):
             self.queue.wake()
             for t in self._consumers:
                 t.join(max(self._drain_deadline - time.monotonic(), 0) + 5)
-            left = self.queue.size() + self.queue.in_flight()
+            left = self.queue.size() + self.queue.in_flight() + self.queue.released
             if left and self.queue.persistent:
                 self.log.warning("%d requests not delivered at shutdown stay in the persistent queue "
                                  "and are sent at the next start", left)

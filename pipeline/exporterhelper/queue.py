@@ -112,6 +112,7 @@ class SendingQueue:
         self._take_lock = threading.Lock()
         self._pending: collections.deque[int] = collections.deque(store.recover())
         self._in_flight: set[int] = set()
+        self.released = 0
         self._next = (self._pending[-1] + 1) if self._pending else 1
         self.recovered = len(self._pending)
 
@@ -194,6 +195,7 @@ class SendingQueue:
         with self._cond:
             for key in keys:
                 self._in_flight.discard(key)
+                self.released += 1
 
     def wake(self) -> None:
         with self._cond:
