@@ -48,7 +48,7 @@ def apply_retention(con: duckdb.DuckDBPyConnection, max_age_s: float, max_rows: 
     if not units:
         return 0, 0
     if archive is not None:
-        table = con.execute(f"SELECT * {_DOOMED_SPANS}").to_arrow_table()
+        table = con.sql(f"SELECT * {_DOOMED_SPANS}").to_arrow_table()
         lake.write_partitioned(table, archive.fs, archive.root, archive.partition_by)
     con.execute("BEGIN")
     try:
