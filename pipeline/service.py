@@ -119,7 +119,10 @@ class Service:
         stop = threading.Event()
 
         def on_signal(signum: int, _frame: object) -> None:
-            log.info("received %s: draining", signal.Signals(signum).name)
+            if stop.is_set():
+                log.info("received %s again: already draining", signal.Signals(signum).name)
+            else:
+                log.info("received %s: draining", signal.Signals(signum).name)
             stop.set()
 
         previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
@@ -128,7 +131,7 @@ class Service:
             while not stop.wait(0.5):
                 pass
         finally:
+            self.shutdown()  # a second signal while draining does not cut the drain short
             for s, h in previous.items():
                 signal.signal(s, h)
-            self.shutdown()
             log.info("collector stopped")

@@ -89,8 +89,9 @@ class OtlpReceiver(Receiver):
             return None
         return self.host.extension(settings.auth.authenticator).authenticate  # type: ignore[attr-defined]
 
-    def refuse_unauthenticated(self) -> None:
-        counters.add("receiver_refused_requests", 1, receiver=self.id, reason="unauthenticated")
+    def count_refused_request(self, reason: str) -> None:
+        """A request refused before decoding (memory_limit, unauthenticated): its spans are unknown."""
+        counters.add("receiver_refused_requests", 1, receiver=self.id, reason=reason)
 
     def deliver(self, decoded: DecodedTraces) -> None:
         """Hand a decoded request to the pipelines; counts accepted/refused like otelcol."""

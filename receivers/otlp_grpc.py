@@ -15,7 +15,6 @@ import grpc
 from pipeline import admission
 from pipeline.configtypes import parse_endpoint
 from pipeline.errors import PipelineError
-from pipeline.telemetry import counters
 from pipeline.otlp import decode_traces_protobuf, traces_response
 
 if TYPE_CHECKING:
@@ -37,13 +36,13 @@ class OtlpGrpcServer:
         if self._authenticate is not None:
             token = dict(context.invocation_metadata()).get("authorization")
             if not self._authenticate(token):
-                self.receiver.refuse_unauthenticated()
+                self.receiver.count_refused_request("unauthenticated")
                 context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token")
         try:
             try:
                 admission.check()
             except PipelineError:
-                counters.add("receiver_refused_requests", 1, receiver=self.receiver.id)
+                self.receiver.count_refused_request("memory_limit")
                 raise
             decoded = decode_traces_protobuf(request)
             self.receiver.deliver(decoded)

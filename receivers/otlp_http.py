@@ -19,7 +19,6 @@ from pipeline import admission
 from pipeline.configtypes import parse_endpoint
 from pipeline.errors import PipelineError
 from pipeline.httpserver import HttpServer
-from pipeline.telemetry import counters
 from pipeline.otlp import decode_traces_json, decode_traces_protobuf, traces_response
 
 if TYPE_CHECKING:
@@ -85,7 +84,7 @@ class OtlpHttpServer:
             return self._error(415, f"unsupported Content-Type '{request.content_type}'; use "
                                f"{PROTOBUF} or {JSON}", JSON, grpc_code=3)
         if self._authenticate is not None and not self._authenticate(request.headers.get("Authorization")):
-            self.receiver.refuse_unauthenticated()
+            self.receiver.count_refused_request("unauthenticated")
             return self._error(401, "missing or wrong bearer token", ctype, grpc_code=16)
         encoding = request.headers.get("Content-Encoding", "").strip().lower()
         if encoding not in SUPPORTED_ENCODINGS:
@@ -94,7 +93,7 @@ class OtlpHttpServer:
         try:
             admission.check()  # refuse before reading and decoding the body
         except PipelineError as exc:
-            counters.add("receiver_refused_requests", 1, receiver=self.receiver.id)
+            self.receiver.count_refused_request("memory_limit")
             return self._error(exc.http_status, str(exc), ctype, 1, _GRPC_CODES[exc.grpc_code])
         try:
             # aiohttp inflates gzip/deflate and applies client_max_size to the inflated size.
