@@ -135,6 +135,9 @@ def make_config(workdir: Path, base: Path | None) -> tuple[Path, Path, int]:
         if eid.split("/")[0] == "duckdb":
             ecfg["path"] = str(db)
             ecfg["query"] = {"endpoint": f"127.0.0.1:{query_port}"}
+    for xid, xcfg in (cfg.get("extensions") or {}).items():
+        if xid.split("/")[0] == "file_storage":
+            xcfg["directory"] = str(workdir / "file_storage")
     path = workdir / "config.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path, db, grpc_port
