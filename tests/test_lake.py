@@ -19,7 +19,7 @@ from pipeline.warehouse import Warehouse
 from test_delivery import stored_ids, wait_for
 
 
-def with_parquet(tmp: Path, lake: Path, **parquet: object) -> Collector:
+def with_parquet(tmp: Path, lake: Path | str, **parquet: object) -> Collector:
     c = Collector(tmp)
     c.config["exporters"]["parquet"] = {"path": str(lake), **parquet}
     c.config["service"]["pipelines"]["traces"]["exporters"] = ["duckdb", "parquet"]
@@ -161,3 +161,27 @@ def test_duckdb_retention_by_age_in_a_running_collector(tmp_path):
         wait_for(lambda: "retention: removed 1 rollouts/traces (5 spans)" in c.log(), 20, "a retention pass")
         assert c.stop() == 0
     assert sorted(stored_ids(c.db)) == sorted(fresh_ids)
+
+
+def test_two_collectors_write_one_lake(tmp_path):
+    """Unique file names: two collectors (one given a file:// URI) share a lake without clobbering."""
+    lake = tmp_path / "lake"
+    sent = []
+    collectors = []
+    for name, location in (("a", str(lake)), ("b", lake.as_uri())):
+        (tmp_path / name).mkdir()
+        collectors.append(with_parquet(tmp_path / name, location,
+                                       sending_queue={"batch": {"min_size": 1, "flush_timeout": "0s"}}).start())
+    try:
+        for _ in range(4):
+            for c in collectors:
+                req, ids = make_request(25)
+                assert grpc_export(c.grpc_endpoint, req)[0] == "OK"
+                sent += ids
+        for c in collectors:
+            assert c.stop() == 0
+    finally:
+        for c in collectors:
+            c.kill()
+    assert sorted(lake_ids(lake)) == sorted(sent)
+    assert len({p.name for p in lake.rglob("*.parquet")}) == len(list(lake.rglob("*.parquet"))) >= 2
