@@ -4,7 +4,7 @@
 exporters:
   parquet:
     path: ./data/lake                  # or any pyarrow filesystem URI (s3://bucket/lake, ...)
-    partition_by: [date, hour]         # date, hour, or spans columns: service_name, rollout_id, ...
+    partition_by: [date, hour]         # date, hour, a spans column, attributes.<key>, resource.<key>
     max_rows_per_file: 1000000
     sending_queue:                     # files roll by size/time through the queue's batching:
       batch: {min_size: 50000, max_size: 500000, flush_timeout: 30s}

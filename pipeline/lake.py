@@ -1,7 +1,8 @@
 """The span lake: zstd Parquet files with the warehouse `spans` columns, Hive-partitioned.
 
 `write_partitioned` splits a table by its partition values (`date`/`hour` from the span start
-time, or any `spans` column such as `service_name`, `rollout_id`, `span_type`) and writes one file
+time, any `spans` column such as `service_name`, `rollout_id`, `span_type`, or an attribute:
+`attributes.<key>` / `resource.<key>`, e.g. `resource.rl.mode`) and writes one file
 per partition, each under a hidden temporary name first and renamed when complete: a reader
 (DuckDB, Spark, Trino: they skip names starting with `.`) never sees half a file. File names
 carry host, pid and a random part, so several collectors can write one lake.
@@ -35,21 +36,49 @@ def open_filesystem(location: str) -> tuple[pafs.FileSystem, str]:
     return pafs.LocalFileSystem(), str(Path(location).absolute())
 
 
+ATTRIBUTE_PREFIXES = {"attributes.": "attributes", "resource.": "resource_attributes"}
+
+
+def _attribute_key(key: str) -> tuple[str, str] | None:
+    for prefix, column in ATTRIBUTE_PREFIXES.items():
+        if key.startswith(prefix) and len(key) > len(prefix):
+            return column, key[len(prefix):]
+    return None
+
+
 def check_partition_keys(keys: list[str]) -> None:
     columns = set(LAKE_SCHEMA.names)
     for key in keys:
-        if key not in DERIVED and key not in columns:
-            raise ValueError(f"unknown partition key '{key}' (use date, hour or a spans column)")
+        if key not in DERIVED and key not in columns and _attribute_key(key) is None:
+            raise ValueError(f"unknown partition key '{key}' (use date, hour, a spans column, "
+                             "attributes.<key> or resource.<key>)")
+
+
+def _attribute_values(table: pa.Table, column: str, key: str) -> pa.Array:
+    """One attribute of each row's JSON column, as text (DuckDB's vectorised JSON reader)."""
+    import duckdb
+
+    path = ('$."' + key.replace('"', '\\"') + '"').replace("'", "''")
+    con = duckdb.connect()
+    try:
+        con.register("t", table.select([column]))
+        return con.sql(f"SELECT json_extract_string({column}, '{path}') AS v FROM t").to_arrow_table() \
+            .column("v").combine_chunks()
+    finally:
+        con.close()
 
 
 def _partition_values(table: pa.Table, keys: list[str]) -> list[pa.Array]:
     out = []
     start = None
     for key in keys:
+        attribute = _attribute_key(key)
         if key in DERIVED:
             if start is None:
                 start = pc.cast(table.column("start_time_unix_nano"), pa.timestamp("ns", "UTC"))
             out.append(pc.strftime(start, "%Y-%m-%d" if key == "date" else "%H"))
+        elif attribute is not None:
+            out.append(_attribute_values(table, *attribute))
         else:
             out.append(pc.cast(table.column(key), pa.string()))
     return out

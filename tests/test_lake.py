@@ -35,7 +35,7 @@ def lake_ids(lake: Path) -> list[tuple[str, str]]:
 
 def test_parquet_lake_partitioned_and_queryable(tmp_path):
     lake = tmp_path / "lake"
-    c = with_parquet(tmp_path, lake, partition_by=["date", "service_name"],
+    c = with_parquet(tmp_path, lake, partition_by=["date", "resource.service.name"],
                      sending_queue={"batch": {"min_size": 100, "flush_timeout": "300ms"}})
     sent = []
     with c:
@@ -47,7 +47,7 @@ def test_parquet_lake_partitioned_and_queryable(tmp_path):
         assert c.stop() == 0
     files = sorted(lake.rglob("*.parquet"))
     dirs = {f.parent.relative_to(lake).as_posix() for f in files}
-    assert dirs == {"date=2023-11-14/service_name=agent-a", "date=2023-11-14/service_name=agent%2Fb"}
+    assert dirs == {"date=2023-11-14/resource.service.name=agent-a", "date=2023-11-14/resource.service.name=agent%2Fb"}
     assert not list(lake.rglob(".*")), "no temporary file left behind"
     for f in files:
         meta = pq.read_metadata(f)
