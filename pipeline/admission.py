@@ -8,7 +8,7 @@ process, not of one pipeline, so one gate serves all receivers.
 from __future__ import annotations
 
 import threading
-from typing import Protocol
+from typing import Callable, Protocol
 
 from pipeline.errors import BackPressureError
 
@@ -20,7 +20,25 @@ class Gate(Protocol):
 
 
 _gates: list[Gate] = []
+_buffers: dict[str, Callable[[], int]] = {}
 _lock = threading.Lock()
+
+
+def register_buffer(name: str, spans_held: Callable[[], int]) -> None:
+    """A component that holds accepted spans (batch processor, exporter queues) reports how many."""
+    with _lock:
+        _buffers[name] = spans_held
+
+
+def unregister_buffer(name: str) -> None:
+    with _lock:
+        _buffers.pop(name, None)
+
+
+def buffered_spans() -> int:
+    with _lock:
+        fns = list(_buffers.values())
+    return sum(fn() for fn in fns)
 
 
 def register(gate: Gate) -> None:

@@ -16,6 +16,7 @@ import time
 
 from pydantic import Field
 
+from pipeline import admission
 from pipeline.component import Consumer, Processor
 from pipeline.config import ComponentConfig
 from pipeline.configtypes import Duration
@@ -50,6 +51,7 @@ class BatchProcessor(Processor):
 
     def start(self) -> None:
         self._thread.start()
+        admission.register_buffer(f"processor/{self.id}/{id(self)}", lambda: self._pending_spans)
 
     def consume(self, batch: SpanBatch) -> None:
         n = len(batch)
@@ -113,6 +115,7 @@ class BatchProcessor(Processor):
 
 
     def shutdown(self) -> None:
+        admission.unregister_buffer(f"processor/{self.id}/{id(self)}")
         with self._cond:
             self._stopping = True
             self._cond.notify_all()

@@ -6,7 +6,10 @@ Every check_interval the collector's RSS is read. Above the soft limit (limit âˆ
 refused with the retryable code (gRPC RESOURCE_EXHAUSTED, HTTP 429) â€” by the receivers before
 they decode it (pipeline.admission) and by this processor for anything already decoded; below
 it, data is accepted again. Above the soft limit the collector first collects garbage and returns freed heap to the OS
-(malloc_trim), then measures again. Each transition
+(malloc_trim), then measures again. While no accepted span is held anywhere (batch processor,
+exporter queues), RSS above the soft limit is allocator caches that new data reuses: then only
+the hard limit refuses (otelcol measures the Go heap in use, not RSS, for the same reason).
+Each transition
 is logged once; refused spans are counted (`otelcol_processor_refused_spans`).
 """
 
@@ -87,6 +90,12 @@ class MemoryLimiterProcessor(Processor):
             before, rss = rss, current_rss()
             self.log.debug("rss %d MiB above the soft limit; %d MiB after releasing memory", before // MIB, rss // MIB)
         above = rss > self.soft
+        if above and not admission.buffered_spans():
+            # Nothing accepted is waiting anywhere: what RSS still holds is allocator caches
+            # (pymalloc arenas, DuckDB's, gRPC's) that new data reuses. Refusing could not lower
+            # it and would refuse for ever (otelcol limits the Go heap in use, not RSS, for this
+            # reason); the hard limit still refuses.
+            above = rss > self.hard
         if above != self._refusing:
             self._refusing = above
             gauges.set("memory_limiter_state", int(above), processor=self.id)

@@ -12,6 +12,7 @@ import requests
 from collector import Collector
 from otlp_requests import make_request
 from pipeline.warehouse import Warehouse
+from pipeline import admission
 from processors import memory_limiter as ml
 from processors.probabilistic_sampler import ProbabilisticSampler, ProbabilisticSamplerConfig
 from test_otlp_http_grpc import PB, grpc_export
@@ -98,22 +99,36 @@ def test_sampler_in_a_real_collector_keeps_exactly_the_decided_traces(tmp_path):
 
 def test_memory_limiter_transitions_are_logged_once(monkeypatch, caplog):
     rss = [100 * ml.MIB]
+    held = [5000]  # spans waiting in some queue
     monkeypatch.setattr(ml, "current_rss", lambda: rss[0])
-    cfg = ml.MemoryLimiterConfig(check_interval="1s", limit_mib=300, spike_limit_mib=60)
-    assert cfg.limits() == (300 * ml.MIB, 240 * ml.MIB)
-    p = ml.MemoryLimiterProcessor("memory_limiter", cfg, None)
-    caplog.set_level(logging.INFO)
-    p.check()
-    assert not p.refusing()
-    rss[0] = 250 * ml.MIB
-    p.check(); p.check()
-    assert p.refusing()
-    rss[0] = 200 * ml.MIB
-    p.check(); p.check()
-    assert not p.refusing()
-    msgs = [r.getMessage() for r in caplog.records]
-    assert sum("Memory usage is above soft limit. Refusing data." in m for m in msgs) == 1
-    assert sum("back within limits" in m for m in msgs) == 1
+    admission.register_buffer("test-queue", lambda: held[0])
+    try:
+        cfg = ml.MemoryLimiterConfig(check_interval="1s", limit_mib=300, spike_limit_mib=60)
+        assert cfg.limits() == (300 * ml.MIB, 240 * ml.MIB)
+        p = ml.MemoryLimiterProcessor("memory_limiter", cfg, None)
+        caplog.set_level(logging.INFO)
+        p.check()
+        assert not p.refusing()
+        rss[0] = 250 * ml.MIB
+        p.check(); p.check()
+        assert p.refusing()
+        rss[0] = 200 * ml.MIB
+        p.check(); p.check()
+        assert not p.refusing()
+        msgs = [r.getMessage() for r in caplog.records]
+        assert sum("Memory usage is above soft limit. Refusing data." in m for m in msgs) == 1
+        assert sum("back within limits" in m for m in msgs) == 1
+        # Above the soft limit with nothing held anywhere: RSS is allocator caches that new data
+        # reuses, so refusing could not help (otelcol limits heap in use, not RSS). The hard limit holds.
+        held[0] = 0
+        rss[0] = 270 * ml.MIB
+        p.check()
+        assert not p.refusing()
+        rss[0] = 310 * ml.MIB
+        p.check()
+        assert p.refusing()
+    finally:
+        admission.unregister_buffer("test-queue")
 
 
 def test_memory_limiter_config_errors():

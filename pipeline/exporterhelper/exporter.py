@@ -17,7 +17,7 @@ import time
 from abc import abstractmethod
 from pathlib import Path
 
-from pipeline import events
+from pipeline import admission, events
 from pipeline.component import Exporter
 from pipeline.errors import BackPressureError, PipelineError, TransientError
 from pipeline.exporterhelper.config import ExporterHelperConfig
@@ -62,6 +62,7 @@ class QueuedExporter(Exporter):
         self.queue = SendingQueue(qcfg.queue_size, store)
         if self.queue.recovered:
             self.log.info("found %d queued requests from a previous run; sending them", self.queue.recovered)
+        admission.register_buffer(f"exporter/{self.id}", self.queue.pending_spans)
         gauges.set_function("exporter_queue_size", self.queue.size, exporter=self.id)
         gauges.set_function("exporter_queue_capacity", lambda: qcfg.queue_size, exporter=self.id)
         for i in range(qcfg.num_consumers):
@@ -70,6 +71,7 @@ class QueuedExporter(Exporter):
             self._consumers.append(t)
 
     def shutdown(self) -> None:
+        admission.unregister_buffer(f"exporter/{self.id}")
         if self.queue is not None:
             self._drain_deadline = time.monotonic() + self.config.sending_queue.drain_timeout
             self._stopping.set()
