@@ -77,6 +77,9 @@ class SpanBatch:
     resources: list[Resource] = field(default_factory=list)
     # Columns added by processors, e.g. rollout_id; each list is as long as the batch.
     extra: dict[str, list[Any]] = field(default_factory=dict)
+    # The sending client's gRPC metadata / HTTP headers (lower-case keys), kept by receivers with
+    # `include_metadata: true`, for the batch processor's `metadata_keys`.
+    client_metadata: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     CORE = (
         "trace_id", "span_id", "parent_span_id", "trace_state", "name", "kind",
@@ -104,13 +107,16 @@ class SpanBatch:
                 res_map[r] = len(resources)
                 resources.append(self.resources[r])
             new_index.append(res_map[r])
-        return SpanBatch(**cols, resource_index=new_index, resources=resources, extra=extra)
+        return SpanBatch(**cols, resource_index=new_index, resources=resources, extra=extra,
+                         client_metadata=self.client_metadata)
 
     @staticmethod
     def concat(batches: list[SpanBatch]) -> SpanBatch:
         if len(batches) == 1:
             return batches[0]
         out = SpanBatch()
+        if all(b.client_metadata == batches[0].client_metadata for b in batches):
+            out.client_metadata = batches[0].client_metadata
         extra_keys: set[str] = set()
         for b in batches:
             extra_keys.update(b.extra)

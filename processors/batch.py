@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import dataclass, field
 
 from pydantic import Field
 
@@ -31,10 +32,21 @@ class BatchConfig(ComponentConfig):
     send_batch_max_size: int = Field(0, ge=0)
     max_pending: int = Field(0, ge=0, description="spans buffered before refusing; 0 = 4 x send_batch_size (at least 32768)")
     block_timeout: Duration = "2s"  # type: ignore[assignment]
+    metadata_keys: list[str] = Field(default_factory=list)
+    metadata_cardinality_limit: int = Field(1000, ge=1)
 
     def validate_config(self) -> None:
         if self.send_batch_max_size and self.send_batch_max_size < self.send_batch_size:
             raise ValueError("send_batch_max_size must be 0 or >= send_batch_size")
+
+
+@dataclass
+class _Group:
+    """Spans pending for one combination of metadata_keys values."""
+
+    first_at: float
+    batches: list[SpanBatch] = field(default_factory=list)
+    spans: int = 0
 
 
 class BatchProcessor(Processor):
@@ -42,9 +54,9 @@ class BatchProcessor(Processor):
         super().__init__(component_id, next_consumer)
         self.config = config
         self.max_pending = config.max_pending or max(4 * config.send_batch_size, 32768)
-        self._pending: list[SpanBatch] = []
+        self.metadata_keys = [k.lower() for k in config.metadata_keys]
+        self._groups: dict[tuple[tuple[str, ...], ...], _Group] = {}
         self._pending_spans = 0
-        self._first_at = 0.0
         self._cond = threading.Condition()
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name=f"{component_id}-flush", daemon=True)
@@ -72,31 +84,34 @@ class BatchProcessor(Processor):
                 self._cond.wait(left)
             if self._stopping:
                 raise BackPressureError(f"{self.id}: shutting down")
-            first = not self._pending
-            if first:
-                self._first_at = time.monotonic()
-            self._pending.append(batch)
+            key = tuple(batch.client_metadata.get(k, ()) for k in self.metadata_keys)
+            group = self._groups.get(key)
+            if group is None:
+                if len(self._groups) >= self.config.metadata_cardinality_limit:
+                    raise BackPressureError(f"{self.id}: {len(self._groups)} metadata_keys combinations pending "
+                                            "(metadata_cardinality_limit); retry later")
+                group = self._groups[key] = _Group(first_at=time.monotonic())
+            group.batches.append(batch)
+            group.spans += n
             self._pending_spans += n
-            if first or self._pending_spans >= self.config.send_batch_size:
+            if len(group.batches) == 1 or group.spans >= self.config.send_batch_size:
                 self._cond.notify_all()
 
     def _take(self) -> SpanBatch | None:
-        """Wait for a flush condition, then take what is pending (caller holds no lock)."""
+        """Wait until a group is due (full, timed out, or stopping), then take it whole."""
         with self._cond:
             while True:
-                if self._pending:
-                    if self._stopping or self._pending_spans >= self.config.send_batch_size:
-                        break
-                    left = self._first_at + self.config.timeout - time.monotonic()
-                    if left <= 0:
-                        break
-                    self._cond.wait(left)
-                elif self._stopping:
+                now = time.monotonic()
+                wait: float | None = None
+                for key, group in self._groups.items():
+                    left = group.first_at + self.config.timeout - now
+                    if self._stopping or group.spans >= self.config.send_batch_size or left <= 0:
+                        del self._groups[key]
+                        return SpanBatch.concat(group.batches)
+                    wait = left if wait is None else min(wait, left)
+                if self._stopping:
                     return None
-                else:
-                    self._cond.wait()
-            batches, self._pending = self._pending, []
-            return SpanBatch.concat(batches)
+                self._cond.wait(wait)
 
     def _release(self, n: int) -> None:
         with self._cond:

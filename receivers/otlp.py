@@ -14,7 +14,7 @@ take `tls: {cert_file, key_file, client_ca_file}` and `auth: {authenticator: bea
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -34,6 +34,18 @@ class ServerSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
     tls: ServerTLS | None = None
     auth: AuthSettings | None = None
+    include_metadata: bool = False
+
+
+def client_metadata(pairs: Iterable[tuple[str, str]]) -> dict[str, tuple[str, ...]]:
+    """Request metadata / headers as the batch processor's metadata_keys read them. The
+    Authorization value is left out: batches may be written to a persistent queue."""
+    out: dict[str, tuple[str, ...]] = {}
+    for key, value in pairs:
+        key = key.lower()
+        if key != "authorization" and isinstance(value, str):
+            out[key] = (*out.get(key, ()), value)
+    return out
 
 
 class GrpcProtocol(ServerSettings):

@@ -17,6 +17,8 @@ from pipeline.configtypes import parse_endpoint
 from pipeline.errors import PipelineError
 from pipeline.otlp import decode_traces_protobuf, traces_response
 
+from receivers.otlp import client_metadata
+
 if TYPE_CHECKING:
     from receivers.otlp import GrpcProtocol, OtlpReceiver
 
@@ -45,6 +47,8 @@ class OtlpGrpcServer:
                 self.receiver.count_refused_request("memory_limit")
                 raise
             decoded = decode_traces_protobuf(request)
+            if self.config.include_metadata:
+                decoded.batch.client_metadata = client_metadata(context.invocation_metadata())
             self.receiver.deliver(decoded)
         except PipelineError as exc:
             context.abort(getattr(grpc.StatusCode, exc.grpc_code), str(exc))

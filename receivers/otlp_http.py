@@ -21,6 +21,8 @@ from pipeline.errors import PipelineError
 from pipeline.httpserver import HttpServer
 from pipeline.otlp import decode_traces_json, decode_traces_protobuf, traces_response
 
+from receivers.otlp import client_metadata
+
 if TYPE_CHECKING:
     from receivers.otlp import HttpProtocol, OtlpReceiver
 
@@ -67,8 +69,9 @@ class OtlpHttpServer:
         return web.Response(status=status, body=st.SerializeToString(), content_type=PROTOBUF,
                             headers=headers)
 
-    def _handle(self, body: bytes, content_type: str) -> bytes:
+    def _handle(self, body: bytes, content_type: str, metadata: dict[str, tuple[str, ...]]) -> bytes:
         decoded = (decode_traces_json if content_type == JSON else decode_traces_protobuf)(body)
+        decoded.batch.client_metadata = metadata
         self.receiver.deliver(decoded)
         resp = traces_response(decoded)
         if content_type == JSON:
@@ -105,7 +108,8 @@ class OtlpHttpServer:
         except Exception as exc:  # noqa: BLE001 - a corrupt compressed stream
             return self._error(400, f"cannot read request body: {exc}", ctype, grpc_code=3)
         try:
-            out = await self.server.run_blocking(self._handle, body, ctype)
+            metadata = client_metadata(request.headers.items()) if self.config.include_metadata else {}
+            out = await self.server.run_blocking(self._handle, body, ctype, metadata)
         except PipelineError as exc:
             retry_after = 1 if exc.retryable else None
             return self._error(exc.http_status, str(exc), ctype, retry_after,
