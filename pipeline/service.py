@@ -33,6 +33,7 @@ class Service:
         self._started: list[Component] = []
         self._stopped = threading.Event()
         self.telemetry = SelfTelemetry(config.telemetry)
+        self._ready = False
         self._build()
 
     def _factory(self, kind: str, cid: str):
@@ -49,7 +50,6 @@ class Service:
 
     def _build(self) -> None:
         cfg = self.config
-        self._ready = False
         for xid in cfg.service_extensions:
             self.extensions[xid] = self._factory("extensions", xid).create(xid, cfg.extensions[xid])
         for pipe in cfg.pipelines.values():
