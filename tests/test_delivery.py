@@ -219,3 +219,26 @@ def test_otlphttp_json_gzip_forwarding_and_a_permanent_error(tmp_path):
         assert b.stop() == 0
     assert sorted(stored_ids(b.db)) == sorted(ids)
     assert "HTTP 404" in a.log() and "not retryable" in a.log()
+
+
+def test_persistent_queue_recovers_in_order_and_sets_an_unreadable_file_aside(tmp_path):
+    from pipeline.exporterhelper.queue import FileStore, SendingQueue
+    from pipeline.otlp import decode_traces_protobuf
+
+    batches = [decode_traces_protobuf(make_request(3)[0].SerializeToString()).batch for _ in range(3)]
+    q = SendingQueue(10, FileStore(tmp_path, fsync=True))
+    for b in batches:
+        q.put(b)
+    (tmp_path / "0000000000000002.3.batch").write_bytes(b"written by something else")
+    (tmp_path / "0000000000000009.3.tmp").write_bytes(b"half")  # never renamed: never acknowledged
+
+    again = SendingQueue(10, FileStore(tmp_path, fsync=False))  # a restart
+    assert again.recovered == 3 and not list(tmp_path.glob("*.tmp"))
+    keys, merged = again.take(1.0)
+    assert keys == [1, 3]
+    assert merged.span_id == batches[0].span_id + batches[2].span_id
+    assert (tmp_path / "unreadable" / "0000000000000002.3.batch").exists()
+    again.done(keys)
+    assert not list(tmp_path.glob("*.batch"))
+    again.put(batches[0])
+    assert [p.name for p in tmp_path.glob("*.batch")] == ["0000000000000004.3.batch"], "keys keep increasing"

@@ -43,6 +43,10 @@ class MemoryStore:
     def remove(self, key: int) -> None:
         self._items.pop(key, None)
 
+    def quarantine(self, key: int) -> str:
+        self._items.pop(key, None)
+        return "nowhere (memory)"
+
     def spans(self, key: int) -> int:
         return len(self._items[key])
 
@@ -56,6 +60,7 @@ class FileStore:
     """
 
     SUFFIX = ".batch"
+    MAGIC = b"SPQ1"  # format of what follows; a file of another format is refused by name, not unpickled
 
     def __init__(self, directory: Path, fsync: bool) -> None:
         self.directory, self.fsync = directory, fsync
@@ -79,7 +84,7 @@ class FileStore:
     def write(self, key: int, batch: SpanBatch) -> None:
         final = self._path(key, len(batch))
         tmp = final.with_suffix(".tmp")
-        data = pickle.dumps(batch, protocol=pickle.HIGHEST_PROTOCOL)
+        data = self.MAGIC + pickle.dumps(batch, protocol=pickle.HIGHEST_PROTOCOL)
         try:
             with open(tmp, "wb") as fh:
                 fh.write(data)
@@ -93,7 +98,20 @@ class FileStore:
         self._spans[key] = len(batch)
 
     def read(self, key: int) -> SpanBatch:
-        return pickle.loads(self._path(key, self._spans[key]).read_bytes())
+        path = self._path(key, self._spans[key])
+        data = path.read_bytes()
+        if not data.startswith(self.MAGIC):
+            raise ValueError(f"{path} is not a spanpipe queue file of format {self.MAGIC!r}")
+        return pickle.loads(data[len(self.MAGIC):])
+
+    def quarantine(self, key: int) -> str:
+        """Move an unreadable file aside (kept for a person to look at) and forget it."""
+        spans = self._spans.pop(key)
+        aside = self.directory / "unreadable"
+        aside.mkdir(exist_ok=True)
+        target = aside / self._path(key, spans).name
+        os.replace(self._path(key, spans), target)
+        return str(target)
 
     def remove(self, key: int) -> None:
         spans = self._spans.pop(key, None)
@@ -176,11 +194,16 @@ class SendingQueue:
                 self._cond.notify_all()  # room for producers
             if not keys:
                 return None
-        try:
-            batches = [self.store.read(k) for k in keys]
-        except Exception:
-            log.exception("cannot read queued items %s; they are dropped", keys)
-            self.done(keys)
+        batches = []
+        for key in keys:
+            try:
+                batches.append(self.store.read(key))
+            except Exception as exc:  # noqa: BLE001 - one bad file must not stop the queue
+                where = self.store.quarantine(key)
+                log.error("cannot read queued request %d (%s); moved to %s, not sent", key, exc, where)
+                self.done([key])
+        keys = [k for k in keys if k in self._in_flight]
+        if not batches:
             return None
         return keys, batches[0] if len(batches) == 1 else SpanBatch.concat(batches)
 
