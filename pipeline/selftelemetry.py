@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from pipeline.configtypes import Duration, Endpoint, parse_endpoint
 from pipeline.procmem import MIB, current_rss
-from pipeline.telemetry import REGISTRY, counters
+from pipeline.telemetry import REGISTRY, counters, gauges
 
 log = logging.getLogger("spanpipe.telemetry")
 
@@ -85,10 +85,6 @@ def configure_logging(config: LogsConfig) -> None:
     root.setLevel({"warn": "WARNING"}.get(config.level, config.level.upper()))
 
 
-def _gauge_total(name: str) -> float:
-    return sum(s.value for m in REGISTRY.collect() if m.name == name for s in m.samples)
-
-
 class SelfTelemetry:
     """Starts and stops the metrics endpoint and the progress line."""
 
@@ -130,5 +126,5 @@ class SelfTelemetry:
             log.info("progress: %.0f spans/s in (%d total), %d spans written, %d refused, queue depth %d, "
                      "RSS %d MiB", (now_in - last_in) / max(now_t - last_t, 1e-9), now_in,
                      counters.value("exporter_sent_spans"), counters.value("receiver_refused_spans"),
-                     _gauge_total("otelcol_exporter_queue_size"), current_rss() // MIB)
+                     gauges.value("exporter_queue_size"), current_rss() // MIB)
             last_in, last_t = now_in, now_t

@@ -43,6 +43,15 @@ class _Family:
                     self._metrics[name] = metric
         return metric
 
+    def value(self, name: str, **labels: str) -> float:
+        """The sum over the samples matching `labels` (tests, the progress line); 0 when never used."""
+        metric = self._metrics.get(name)
+        if metric is None:
+            return 0.0
+        sample_name = metric_name(name) + ("_total" if self.kind is Counter else "")
+        return sum(s.value for s in metric.collect()[0].samples
+                   if s.name == sample_name and all(s.labels.get(k) == v for k, v in labels.items()))
+
     def child(self, name: str, labels: dict[str, str]) -> Counter | Gauge:
         metric = self._metric(name, tuple(labels))
         return metric.labels(**labels) if labels else metric
@@ -54,17 +63,6 @@ class Counters(_Family):
 
     def add(self, name: str, value: float = 1, **labels: str) -> None:
         self.child(name, labels).inc(value)
-
-    def value(self, name: str, **labels: str) -> float:
-        """The current value (tests, progress line); 0 when never counted."""
-        if name not in self._metrics:
-            return 0.0
-        total = 0.0
-        for sample in self._metrics[name].collect()[0].samples:
-            if sample.name.endswith("_total") and all(sample.labels.get(k) == v for k, v in labels.items()):
-                total += sample.value
-        return total
-
 
 class Gauges(_Family):
     def __init__(self) -> None:

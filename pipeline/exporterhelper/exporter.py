@@ -27,6 +27,9 @@ from pipeline.spanbatch import SpanBatch
 from pipeline.telemetry import counters, gauges
 
 
+SENT, KEPT, DROPPED = "sent", "kept", "dropped"
+
+
 class QueuedExporter(Exporter):
     config: ExporterHelperConfig
 
@@ -123,40 +126,40 @@ class QueuedExporter(Exporter):
             if item is None:
                 continue
             keys, batch = item
-            if self._send_with_retry(batch, final=False):
-                self.queue.done(keys)
-            elif self.queue.persistent and self._stopping.is_set():
+            if self._send_with_retry(batch, final=False) == KEPT:
                 self.queue.release(keys)  # stays on disk for the next start
             else:
                 self.queue.done(keys)
 
-    def _send_with_retry(self, batch: SpanBatch, final: bool) -> bool:
-        """True when delivered. Failures are counted and logged; with `final` they are raised."""
+    def _send_with_retry(self, batch: SpanBatch, final: bool) -> str:
+        """SENT, KEPT (draining a persistent queue: left on disk) or DROPPED (counted and logged;
+        with `final`, also raised to the caller)."""
         backoff = Backoff(self.config.retry_on_failure)
         while True:
             try:
                 self.send(batch, self.config.timeout)
                 counters.add("exporter_sent_spans", len(batch), exporter=self.id)
-                return True
+                return SENT
             except PipelineError as exc:
                 error = exc
             except Exception as exc:  # noqa: BLE001 - a bug in one exporter must not kill its sender
                 self.log.exception("unexpected error sending %d spans", len(batch))
                 error = TransientError(str(exc))
+            draining = self._stopping.is_set()
             delay = backoff.next_delay(getattr(error, "retry_after", None)) if error.retryable else None
-            if delay is not None and self._stopping.is_set():
-                delay = None  # draining: that was the last attempt
+            if draining:
+                delay = None  # that was the last attempt
             events.publish(events.EXPORT_FAILED, exporter=self.id, spans=len(batch), error=str(error),
                            retry_in_s=delay)
-            if delay is None:
-                kept = self.queue is not None and self.queue.persistent and self._stopping.is_set() \
-                    and error.retryable
-                if not kept:
-                    counters.add("exporter_send_failed_spans", len(batch), exporter=self.id)
-                    self.log.error("dropping %d spans: %s (%s)", len(batch), error,
-                                   "not retryable" if not error.retryable else "retries exhausted")
-                if final:
-                    raise error
-                return False
-            self.log.warning("sending %d spans failed, retrying in %.1fs: %s", len(batch), delay, error)
-            self._stopping.wait(delay)  # woken early by shutdown: one last attempt now
+            if delay is not None:
+                self.log.warning("sending %d spans failed, retrying in %.1fs: %s", len(batch), delay, error)
+                self._stopping.wait(delay)  # woken early by shutdown: one last attempt now
+                continue
+            if draining and error.retryable and not final and self.queue is not None and self.queue.persistent:
+                return KEPT
+            counters.add("exporter_send_failed_spans", len(batch), exporter=self.id)
+            self.log.error("dropping %d spans: %s (%s)", len(batch), error,
+                           "retries exhausted" if error.retryable else "not retryable")
+            if final:
+                raise error
+            return DROPPED

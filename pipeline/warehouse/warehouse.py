@@ -29,7 +29,9 @@ if TYPE_CHECKING:
 
 
 class WarehouseError(Exception):
-    pass
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status  # the query API's HTTP status, when it answered
 
 
 class Warehouse:
@@ -65,7 +67,7 @@ class Warehouse:
                 wh.sql("SELECT 1")
                 return wh
             except WarehouseError as exc:
-                if "401" in str(exc) or "token" in str(exc):
+                if exc.status == 401:  # a collector owns the file: the file itself is locked
                     raise
         return cls.open(path)
 
@@ -105,7 +107,7 @@ class Warehouse:
                 message = orjson.loads(body)["error"]
             except (orjson.JSONDecodeError, KeyError, TypeError):
                 message = body.decode("utf-8", "replace")
-            raise WarehouseError(message) from None
+            raise WarehouseError(message, exc.code) from None
         except (urllib.error.URLError, OSError) as exc:
             raise WarehouseError(f"cannot reach the collector at {self.url}: {exc}") from None
 
