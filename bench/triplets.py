@@ -27,6 +27,7 @@ import pyarrow as pa
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipeline.adapters.triplets import TripletAdapter, spans_to_columns  # noqa: E402
+from pipeline.warehouse.payloads import insert_payloads  # noqa: E402
 from pipeline.warehouse.schema import DDL, SPANS_COLUMNS  # noqa: E402
 from pipeline.warehouse.views import create_views  # noqa: E402
 from pipeline.warehouse.warehouse import Warehouse  # noqa: E402
@@ -116,6 +117,7 @@ def _insert(con: duckdb.DuckDBPyConnection, cols: dict) -> int:
     con.register("__t", table)
     con.execute(f"INSERT INTO spans SELECT {', '.join(cols)} FROM __t")
     con.unregister("__t")
+    insert_payloads(con, table)  # as the duckdb exporter does for every batch
     return table.num_rows
 
 

@@ -32,6 +32,7 @@ from pipeline.exporterhelper import ExporterHelperConfig, QueuedExporter
 from pipeline.registry import Factory
 from pipeline.spanbatch import SpanBatch
 from pipeline.telemetry import counters, gauges
+from pipeline.warehouse import payloads
 from pipeline.warehouse.query_server import QueryServer
 from pipeline import events
 from pipeline.warehouse.schema import DDL, INSERT_COMPLETIONS, INSERT_DEDUPED, INSERT_REWARD_DIMENSIONS, ROLLOUT_SPAN
@@ -243,6 +244,7 @@ class DuckDBExporter(QueuedExporter):
             inserted = writer.execute(INSERT_DEDUPED, {"lo": bounds["min"], "hi": bounds["max"]}).fetchall()
             if dims is not None:
                 writer.execute(INSERT_REWARD_DIMENSIONS)
+            payloads.insert_payloads(writer, table)
             completed = writer.execute(INSERT_COMPLETIONS).fetchall() if ROLLOUT_SPAN in batch.name else []
             writer.execute("COMMIT")
         except duckdb.Error:

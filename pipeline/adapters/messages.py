@@ -16,7 +16,7 @@ from typing import Any, Iterable
 import orjson
 
 from pipeline.adapters.agl_payload import openai_style
-from pipeline.adapters.triplets import TripletAdapter, Triplets
+from pipeline.adapters.triplets import TripletAdapter
 from pipeline.semconv.llm_call import llm_call
 from pipeline.semconv.values import indexed, loose
 from pipeline.warehouse.warehouse import sql_string
@@ -64,17 +64,25 @@ def record(attrs: dict[str, Any], events: list[dict[str, Any]] | None,
     return {"messages": [*messages, answer], "tools": tool_definitions(attrs)}
 
 
+class Messages(list):
+    """Message records with `.reasons` and `.cursor`, as `Triplets` has."""
+
+    def __init__(self, reasons: dict[str, str], cursor: int | None) -> None:
+        super().__init__()
+        self.reasons, self.cursor = reasons, cursor
+
+
 class MessagesAdapter:
     def __init__(self, warehouse: Any, **triplet_options: Any) -> None:
         self.warehouse = warehouse
         self.triplets = TripletAdapter(warehouse, **triplet_options)
 
     def messages(self, rollout_ids: Iterable[str] | None = None, since: int | None = None,
-                 mode: str | None = None) -> Triplets:
+                 mode: str | None = None) -> Messages:
         """Records `{"messages", "tools", "rollout_id", "span_id", "reward"}`, in call order; `.reasons`
         and `.cursor` as for triplets."""
         chosen = self.triplets.triplets(rollout_ids, since=since, mode=mode)
-        out = Triplets(reasons=chosen.reasons, cursor=chosen.cursor)
+        out = Messages(chosen.reasons, chosen.cursor)
         if not chosen:
             return out
         rids = ", ".join(sql_string(r) for r in {t.rollout_id for t in chosen})

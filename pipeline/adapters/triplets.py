@@ -17,6 +17,7 @@ import re
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any, Iterable, Literal
 
 import orjson
@@ -24,20 +25,13 @@ import pyarrow as pa
 
 from pipeline.adapters.agl_payload import payload
 from pipeline.adapters.tree import Tree
-from pipeline.semconv.agents import AGENT_KEYS, agent_name, agent_name_sql
+from pipeline.adapters.bulk import ATTRIBUTE_KEYS_SQL, AGENT_SQL, REWARD_OPERATION_SQL, bulk_triplets, response_id_sql
+from pipeline.semconv.agents import agent_name
 from pipeline.warehouse.warehouse import sql_string as _q
 
 logger = logging.getLogger(__name__)
 
 RewardMatch = Literal["first_occurrence", "first_sibling"]
-
-# Every attribute the tree walk needs, read in one JSON parse per span (`json_extract_string` with a
-# list of paths; DuckDB lists are 1-based).
-_KEYS = [*AGENT_KEYS, "agentlightning.operation.name"]
-_K = {k: i + 1 for i, k in enumerate(_KEYS)}
-_PATHS = "[" + ", ".join("'$.\"" + k + "\"'" for k in _KEYS) + "]"
-_AGENT_SQL = agent_name_sql(lambda k: f"v[{_K[k]}]")
-
 
 @dataclass
 class Triplet:
@@ -55,16 +49,39 @@ class Triplet:
         return asdict(self)
 
 
-class Triplets(list):
-    """A list of Triplet with `.reasons` (rollout_id → why it gave none) and `.cursor` (for `since=`)."""
+class Triplets(Sequence[Triplet]):
+    """Triplets with `.reasons` (rollout_id → why it gave none) and `.cursor` (for `since=`).
+
+    Read from the warehouse, they are held as one Arrow table (`to_arrow()`, token ids as int32
+    lists ready for a tensor) and a `Triplet` object is made only for the rows you index."""
 
     def __init__(self, items: Iterable[Triplet] = (), reasons: dict[str, str] | None = None,
-                 cursor: int | None = None) -> None:
-        super().__init__(items)
+                 cursor: int | None = None, table: pa.Table | None = None) -> None:
+        self._table = table
+        self._items: list[Triplet | None] = list(items) if table is None else [None] * table.num_rows
         self.reasons: dict[str, str] = reasons or {}
         self.cursor = cursor
 
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __getitem__(self, index):  # type: ignore[override]
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        item = self._items[index]
+        if item is None:
+            item = self._items[index] = _triplet_of_row(self._table, range(len(self))[index])
+        return item
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, (list, Sequence)) and list(self) == list(other)
+
+    def __repr__(self) -> str:
+        return f"Triplets({len(self)} triplets, {len(self.reasons)} rollouts without any)"
+
     def to_arrow(self) -> pa.Table:
+        if self._table is not None:
+            return self._table
         return triplets_to_arrow(self)
 
     def to_jsonl(self, path: str | Path) -> int:
@@ -74,11 +91,23 @@ class Triplets(list):
         return len(self)
 
 
+def _triplet_of_row(table: pa.Table, i: int) -> Triplet:
+    row = {name: table.column(name)[i].as_py() for name in TRIPLET_COLUMNS}
+    return Triplet(orjson.loads(row["prompt"]), orjson.loads(row["response"]), row["reward"],
+                   orjson.loads(row["metadata"]), rollout_id=row["rollout_id"], attempt_id=row["attempt_id"],
+                   trace_id=row["trace_id"], span_id=row["span_id"], sequence_id=row["sequence_id"])
+
+
 def _json(v: Any) -> str:
     return orjson.dumps(v).decode()
 
 
-def triplets_to_arrow(triplets: list[Triplet]) -> pa.Table:
+TRIPLET_COLUMNS = ("rollout_id", "attempt_id", "trace_id", "span_id", "sequence_id", "prompt_token_ids",
+                   "response_token_ids", "reward", "prompt", "response", "metadata")
+
+
+def triplets_to_arrow(triplets: Iterable[Triplet]) -> pa.Table:
+    triplets = list(triplets)
     return pa.table({
         "rollout_id": pa.array([t.rollout_id for t in triplets], pa.string()),
         "attempt_id": pa.array([t.attempt_id for t in triplets], pa.string()),
@@ -119,7 +148,7 @@ class TripletAdapter:
                  agent_match: str | None = None, reward_match: RewardMatch = "first_occurrence",
                  exclude_llm_call_in_reward: bool = True, repair_hierarchy: bool = True,
                  skip_empty_token_spans: bool = False, llm_conventions: bool = True, dedup_llm_call: bool = True,
-                 attempts: Literal["latest", "all"] = "latest") -> None:
+                 attempts: Literal["latest", "all"] = "latest", bulk: bool = True) -> None:
         if reward_match not in ("first_occurrence", "first_sibling"):
             raise ValueError(f"reward_match must be 'first_occurrence' or 'first_sibling', got {reward_match!r}")
         if attempts not in ("latest", "all"):
@@ -136,6 +165,7 @@ class TripletAdapter:
         self.llm_conventions = llm_conventions
         self.dedup_llm_call = dedup_llm_call
         self.attempts = attempts
+        self.bulk = bulk  # False: every rollout through the reference tree (tree.Tree), none through forest
 
     # ---- reading the warehouse -------------------------------------------------------------
     def triplets(self, rollout_ids: Iterable[str] | None = None, since: int | None = None,
@@ -166,29 +196,47 @@ class TripletAdapter:
             logger.warning("rollout %s gave no triplet: %s", rid, why)
         return result
 
+    def candidate_sql(self) -> str:
+        by_name = f"regexp_matches(name, {_q(self.llm_call_match)})"
+        return f"(span_type = 'llm' OR {by_name})" if self.llm_conventions else by_name
+
     def _query(self, rollout_ids: list[str]) -> str:
         ids = ", ".join(_q(r) for r in rollout_ids)
-        candidate = f"(span_type = 'llm' OR regexp_matches(name, {_q(self.llm_call_match)}))" \
-            if self.llm_conventions else f"regexp_matches(name, {_q(self.llm_call_match)})"
+        candidate = self.candidate_sql()
         return f"""
 SELECT rollout_id, attempt_id, trace_id, span_id, parent_span_id, name, start_time_unix_nano, end_time_unix_nano,
-       sequence_id, span_type, reward, {_AGENT_SQL} AS agent_name,
-       CASE WHEN {candidate} THEN
-            COALESCE(CASE WHEN json_type(attributes, '$."gen_ai.response.id"') = 'VARCHAR'
-                          THEN attributes->>'gen_ai.response.id' END,
-                     CASE WHEN json_type(attributes, '$."agentlightning.operation.output.id"') = 'VARCHAR'
-                          THEN attributes->>'agentlightning.operation.output.id' END) END AS response_id,
-       COALESCE(name = 'agentlightning.operation'
-                AND v[{_K['agentlightning.operation.name']}] = 'agentlightning.reward', FALSE) AS reward_operation,
+       sequence_id, span_type, reward, {AGENT_SQL} AS agent_name,
+       CASE WHEN {candidate} THEN {response_id_sql()} END AS response_id,
+       {REWARD_OPERATION_SQL} AS reward_operation,
        CASE WHEN {candidate} THEN attributes::VARCHAR END AS attributes,
        CASE WHEN {candidate} THEN events::VARCHAR END AS events
-FROM (SELECT *, json_extract_string(attributes, {_PATHS}) AS v FROM spans WHERE rollout_id IN ({ids}))
+FROM (SELECT *, {ATTRIBUTE_KEYS_SQL} AS v FROM spans WHERE rollout_id IN ({ids}))
 ORDER BY rollout_id, attempt_id, sequence_id NULLS LAST, start_time_unix_nano, span_id"""
 
     def _from_warehouse(self, rollout_ids: list[str]) -> Triplets:
-        out = Triplets()
+        """Well-formed rollouts in bulk (`bulk.py`), the rest — and rollouts without a triplet, to
+        say why — one at a time through the reference tree; merged in the order asked."""
         if not rollout_ids:
-            return out
+            return Triplets()
+        fast = bulk_triplets(self, rollout_ids) if self.bulk else None
+        rest = [r for k, r in enumerate(rollout_ids) if fast is None or k not in fast.decided]
+        slow = self._one_by_one(rest)
+        if fast is None or fast.table.num_rows == 0:
+            return slow
+        if not len(slow):
+            return Triplets(table=fast.table.drop_columns(["_k"]), reasons=slow.reasons)
+        position = {r: k for k, r in enumerate(rollout_ids)}
+        slow_table = slow.to_arrow().append_column("_k", pa.array([position[t.rollout_id] for t in slow], pa.int64()))
+        merged = pa.concat_tables([fast.table, slow_table.cast(fast.table.schema)])
+        merged = merged.append_column("_o", pa.array(range(merged.num_rows), pa.int64()))
+        merged = merged.sort_by([("_k", "ascending"), ("_o", "ascending")]).drop_columns(["_k", "_o"])
+        return Triplets(table=merged, reasons=slow.reasons)
+
+    def _one_by_one(self, rollout_ids: list[str]) -> Triplets:
+        items: list[Triplet] = []
+        reasons: dict[str, str] = {}
+        if not rollout_ids:
+            return Triplets()
         table = self.warehouse.sql(self._query(rollout_ids))
         cols = {name: table.column(name).to_pylist() for name in table.column_names}
         rids, aids = cols["rollout_id"], cols["attempt_id"]
@@ -204,7 +252,7 @@ ORDER BY rollout_id, attempt_id, sequence_id NULLS LAST, start_time_unix_nano, s
         for rid in rollout_ids:
             attempts = groups.get(rid)
             if not attempts:
-                out.reasons[rid] = "no spans stored for this rollout"
+                reasons[rid] = "no spans stored for this rollout"
                 continue
             if self.attempts == "latest" and len(attempts) > 1:
                 attempts = [max(attempts, key=lambda a: max(starts[a[1]:a[2]]))]
@@ -223,10 +271,10 @@ ORDER BY rollout_id, attempt_id, sequence_id NULLS LAST, start_time_unix_nano, s
                     t.rollout_id, t.attempt_id = rid, aid
                 found += triplets
             if found:
-                out.extend(found)
+                items += found
             else:
-                out.reasons[rid] = why or "no LLM call found"
-        return out
+                reasons[rid] = why or "no LLM call found"
+        return Triplets(items, reasons)
 
     # ---- the decisions ---------------------------------------------------------------------
     def adapt_columns(self, s: SpanColumns) -> tuple[list[Triplet], str | None]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pipeline.warehouse import payloads
+
 SPANS_COLUMNS: tuple[tuple[str, str], ...] = (
     ("trace_id", "VARCHAR NOT NULL"),
     ("span_id", "VARCHAR NOT NULL"),
@@ -44,6 +46,7 @@ DDL = [
     "CREATE TABLE IF NOT EXISTS rollout_completions (seq BIGINT PRIMARY KEY, rollout_id VARCHAR NOT NULL, "
     "attempt_id VARCHAR, trace_id VARCHAR, span_id VARCHAR, status VARCHAR, mode VARCHAR, final_reward DOUBLE, "
     "start_time_unix_nano BIGINT, end_time_unix_nano BIGINT)",
+    payloads.DDL,
     "CREATE TABLE IF NOT EXISTS spanpipe_meta (key VARCHAR PRIMARY KEY, value VARCHAR)",
     f"INSERT OR IGNORE INTO spanpipe_meta VALUES ('schema_version', '{SCHEMA_VERSION}')",
 ]

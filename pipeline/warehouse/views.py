@@ -13,6 +13,7 @@ import orjson
 import pyarrow as pa
 
 from pipeline.semconv.agents import agent_name_sql
+from pipeline.warehouse import payloads
 from pipeline.warehouse.schema import COMPLETION_COLUMNS, DDL, ROLLOUT_SPAN, SPANS_COLUMNS
 from pipeline.semconv.llm_call import llm_call
 from pipeline.semconv.span_types import classify
@@ -97,6 +98,9 @@ def register_functions(con: duckdb.DuckDBPyConnection) -> None:
 def create_views(con: duckdb.DuckDBPyConnection, temporary: bool = False) -> None:
     register_functions(con)
     existing = {r[0] for r in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()}
+    tables = {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
+    if "triplet_payloads" not in tables:  # a file from before payloads were materialised, or a lake
+        con.execute(payloads.DDL.replace("CREATE TABLE", "CREATE TEMP TABLE" if temporary else "CREATE TABLE"))
     for name, sql in VIEWS.items():
         if temporary and name in existing:
             continue

@@ -25,6 +25,7 @@ from pipeline.warehouse.query_server import ARROW_STREAM
 from pipeline.warehouse.views import create_lake_views, create_views, sql_string
 
 if TYPE_CHECKING:
+    from pipeline.adapters.messages import Messages
     from pipeline.adapters.triplets import Triplets
 
 
@@ -121,7 +122,7 @@ class Warehouse:
         return TripletAdapter(self, **adapter_options).triplets(rollout_ids, since=since, mode=mode)
 
     def messages(self, rollout_ids: Iterable[str] | None = None, since: int | None = None,
-                 mode: str | None = None, **adapter_options: Any) -> Triplets:
+                 mode: str | None = None, **adapter_options: Any) -> Messages:
         """OpenAI chat fine-tuning records (`messages`, `tools`) of the LLM calls `triplets` keeps."""
         from pipeline.adapters.messages import MessagesAdapter
 

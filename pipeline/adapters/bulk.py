@@ -1,0 +1,218 @@
+"""Triplets of many rollouts in one pass: one SQL query, NumPy decisions (`forest`), payloads
+joined from `triplet_payloads`, one Arrow table out.
+
+The query returns one row per span of the wanted rollouts' chosen attempts with only what the
+decisions need (numbers, flags, the rare agent name), plus — for LLM call candidates only — the
+ids and the stored payload. Rows come back unordered; NumPy orders them (rollout, attempt,
+sequence id, start time). A group where that order has ties (the reference path breaks them by
+span id), or span ids that are not 16 hex digits, is left to the reference path like any other
+group `forest.decide` is unsure of.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from pipeline.adapters import forest
+from pipeline.semconv.agents import AGENT_KEYS, agent_name_sql
+from pipeline.warehouse.payloads import PAYLOAD_VERSION, payload_columns
+from pipeline.warehouse.views import sql_string as _q
+
+if TYPE_CHECKING:
+    from pipeline.adapters.triplets import TripletAdapter
+
+_KEYS = [*AGENT_KEYS, "agentlightning.operation.name"]
+_K = {k: i + 1 for i, k in enumerate(_KEYS)}
+PATHS = "[" + ", ".join("'$.\"" + k + "\"'" for k in _KEYS) + "]"
+AGENT_SQL = agent_name_sql(lambda k: f"v[{_K[k]}]")
+REWARD_OPERATION_SQL = (f"COALESCE(name = 'agentlightning.operation' AND v[{_K['agentlightning.operation.name']}] "
+                        "= 'agentlightning.reward', FALSE)")
+# Text that must occur in a span's attributes for any agent key to be there (a cheap filter
+# before the JSON parse): every key naming "agent" or one of these.
+_HINTS = sorted({"agent" if "agent" in k else k for k in _KEYS})
+ATTRIBUTE_KEYS_SQL = ("CASE WHEN " + " OR ".join(f"contains(attributes::VARCHAR, {_q(h)})" for h in _HINTS)
+                      + f" THEN json_extract_string(attributes, {PATHS}) END")
+
+
+def response_id_sql(column: str = "attributes") -> str:
+    return " ".join(["COALESCE("] + [
+        f"CASE WHEN json_type({column}, '$.\"{k}\"') = 'VARCHAR' THEN {column}->>'{k}' END,"
+        for k in ("gen_ai.response.id", "agentlightning.operation.output.id")])[:-1] + ")"
+
+
+def wanted_sql(rollout_ids: list[str]) -> str:
+    """The rollout ids as a relation (rollout_id, k = position in the list)."""
+    lit = _q(orjson.dumps(rollout_ids).decode())
+    return (f"SELECT unnest(j) AS rollout_id, generate_subscripts(j, 1) - 1 AS k "
+            f"FROM (SELECT from_json({lit}, '[\"VARCHAR\"]') AS j)")
+
+
+def chosen_attempts_sql(relation: str) -> str:
+    """Per rollout, the attempt with the latest span start (ties: the first attempt id)."""
+    return f"""SELECT k, ha FROM (
+    SELECT k, ha, first(attempt_id) AS attempt_id, max(start_time_unix_nano) AS m FROM {relation} GROUP BY k, ha)
+  QUALIFY row_number() OVER (PARTITION BY k ORDER BY m DESC, attempt_id NULLS LAST) = 1"""
+
+
+def forest_query(rollout_ids: list[str], candidate_sql: str, latest_only: bool) -> str:
+    chosen = f", chosen AS ({chosen_attempts_sql('w')})" if latest_only else ""
+    rows = "SELECT w.* FROM w SEMI JOIN chosen USING (k, ha)" if latest_only else "SELECT * FROM w"
+    return f"""
+WITH want AS ({wanted_sql(rollout_ids)}),
+w AS MATERIALIZED (
+  SELECT row_number() OVER () AS r, want.k, hash(s.attempt_id) AS ha, s.attempt_id, s.trace_id, s.span_id, s.name,
+         TRY_CAST('0x' || s.span_id AS UBIGINT) AS sid, TRY_CAST('0x' || s.parent_span_id AS UBIGINT) AS psid,
+         s.parent_span_id IS NOT NULL AND s.parent_span_id <> s.span_id AS has_parent,
+         s.sequence_id, s.start_time_unix_nano, s.end_time_unix_nano,
+         CASE WHEN s.span_type = 'reward' THEN s.reward END AS reward_value,
+         COALESCE({candidate_sql}, FALSE) AS candidate,
+         {ATTRIBUTE_KEYS_SQL} AS v,
+         {AGENT_SQL} AS agent,
+         {REWARD_OPERATION_SQL} AS reward_operation,
+         CASE WHEN candidate THEN {response_id_sql()} END AS response_id
+  FROM spans s JOIN want USING (rollout_id)
+){chosen}, b AS ({rows})
+SELECT b.k, b.ha, b.r, p.r AS pr, b.has_parent, b.sid IS NULL AS odd_id, b.sequence_id,
+       b.start_time_unix_nano, b.end_time_unix_nano, b.candidate, b.reward_value, b.reward_operation, b.agent,
+       b.response_id,
+       CASE WHEN b.candidate THEN b.trace_id END AS trace_id, CASE WHEN b.candidate THEN b.span_id END AS span_id,
+       CASE WHEN b.candidate THEN b.attempt_id END AS attempt_id,
+       tp.prompt_token_ids, tp.response_token_ids, tp.prompt, tp.response, tp.metadata_head,
+       tp.span_id IS NOT NULL AS has_payload
+FROM b LEFT JOIN b p ON p.k = b.k AND p.ha = b.ha AND p.sid = b.psid
+LEFT JOIN (SELECT * FROM triplet_payloads WHERE version = {PAYLOAD_VERSION}) tp
+       ON b.candidate AND tp.trace_id = b.trace_id AND tp.span_id = b.span_id"""
+
+
+def _codes(column: pa.ChunkedArray) -> tuple[np.ndarray, list[Any]]:
+    """Dictionary codes (-1 for null) and the distinct values."""
+    encoded = pc.dictionary_encode(column).combine_chunks()
+    codes = encoded.indices.to_numpy(zero_copy_only=False)
+    codes = np.where(encoded.is_null().to_numpy(zero_copy_only=False), -1, codes).astype(np.int64)
+    return codes, encoded.dictionary.to_pylist()
+
+
+def _ints(table: pa.Table, name: str, null: int) -> np.ndarray:
+    return table.column(name).fill_null(null).to_numpy().astype(np.int64)
+
+
+@dataclass
+class BulkResult:
+    table: pa.Table          # TRIPLET_COLUMNS + `_k` (position of the rollout in the request)
+    decided: set[int]        # positions of rollouts fully decided here (with at least one triplet)
+
+
+def bulk_triplets(adapter: TripletAdapter, rollout_ids: list[str]) -> BulkResult:
+    from pipeline.adapters.triplets import TRIPLET_COLUMNS
+
+    q = forest_query(rollout_ids, adapter.candidate_sql(), adapter.attempts == "latest")
+    t = adapter.warehouse.sql(q)
+    n = t.num_rows
+    empty = BulkResult(pa.table({c: [] for c in (*TRIPLET_COLUMNS, "_k")}), set())
+    if n == 0:
+        return empty
+    k = _ints(t, "k", -1)
+    ha = t.column("ha").to_numpy().view(np.int64)
+    seq = _ints(t, "sequence_id", np.iinfo(np.int64).max)  # NULLS LAST
+    start, end = _ints(t, "start_time_unix_nano", 0), _ints(t, "end_time_unix_nano", 0)
+    order = np.lexsort((start, seq, ha, k))
+    k, ha, seq, start, end = k[order], ha[order], seq[order], start[order], end[order]
+    new_group = np.concatenate([[True], (k[1:] != k[:-1]) | (ha[1:] != ha[:-1])])
+    group = np.cumsum(new_group) - 1
+    tie = np.concatenate([[False], ~new_group[1:] & (seq[1:] == seq[:-1]) & (start[1:] == start[:-1])])
+
+    r = t.column("r").to_numpy()[order]
+    pr = t.column("pr").fill_null(0).to_numpy()[order]
+    pos = np.full(int(r.max()) + 1, -1)
+    pos[r] = np.arange(n)
+    duplicate = np.bincount(r)[r] > 1
+    has_pr = t.column("pr").is_null().to_numpy(zero_copy_only=False)[order] == False  # noqa: E712
+    has_parent = t.column("has_parent").to_numpy(zero_copy_only=False)[order]
+    parent = np.where(has_parent & has_pr, pos[pr], -1)
+    odd = t.column("odd_id").to_numpy(zero_copy_only=False)[order]
+    duplicate = duplicate | odd | tie  # each makes the group one for the reference path
+
+    agent, agent_names = _codes(t.column("agent"))
+    response, _ = _codes(t.column("response_id"))
+    matches = None if adapter.agent_re is None else \
+        np.array([bool(adapter.agent_re.search(a)) for a in agent_names] or [False])
+    rows = forest.Groups(
+        group=group, parent=parent, has_parent=has_parent, duplicate=duplicate, start=start, end=end,
+        candidate=t.column("candidate").to_numpy(zero_copy_only=False)[order],
+        reward=t.column("reward_value").to_numpy(zero_copy_only=False).astype(np.float64)[order],
+        reward_operation=t.column("reward_operation").to_numpy(zero_copy_only=False)[order],
+        agent=agent[order], response=response[order])
+    d = forest.decide(rows, matches, adapter.exclude_llm_call_in_reward, adapter.repair_hierarchy,
+                      adapter.dedup_llm_call)
+    if len(d.calls) == 0:
+        return empty
+
+    source = order[d.calls]  # rows of `t`
+    payloads = _payloads(adapter, t, source)
+    calls, agents = d.calls, d.agents
+    if adapter.skip_empty_token_spans:
+        has_tokens = (pc.fill_null(pc.list_value_length(payloads.column("prompt_token_ids")), 0).to_numpy() > 0) & \
+            (pc.fill_null(pc.list_value_length(payloads.column("response_token_ids")), 0).to_numpy() > 0)
+        calls, agents, source = calls[has_tokens], agents[has_tokens], source[has_tokens]
+        payloads = payloads.filter(pa.array(has_tokens))
+    rewarded = np.flatnonzero(d.sure & ~np.isnan(rows.reward))
+    if adapter.reward_match == "first_occurrence":
+        got = forest.match_rewards(calls, rewarded, rows.reward, start, end, group,
+                                   (d.preorder, start, group))
+    else:
+        positions = np.arange(n)
+        got = forest.match_rewards(calls[d.parent[calls] >= 0], rewarded[d.parent[rewarded] >= 0], rows.reward,
+                                   start, end, d.parent, (positions, d.parent))
+    reward = pa.array([got.get(c) for c in calls.tolist()], pa.float64())
+
+    agent_json = {i: orjson.dumps(a).decode() for i, a in enumerate(agent_names)}
+    agent_json[forest.ANY_AGENT] = '"*"'
+    agent_part = pa.array(['"agent_name":' + agent_json[a] + "}" for a in agents.tolist()], pa.string())
+    ks = k[calls]
+    out = pa.table({
+        "rollout_id": pa.array([rollout_ids[i] for i in ks.tolist()], pa.string()),
+        "attempt_id": t.column("attempt_id").take(source),
+        "trace_id": t.column("trace_id").take(source),
+        "span_id": t.column("span_id").take(source),
+        "sequence_id": pa.array(np.where(seq[calls] == np.iinfo(np.int64).max, None, seq[calls]).tolist(),
+                                pa.int64()),
+        "prompt_token_ids": payloads.column("prompt_token_ids").cast(pa.list_(pa.int32())),
+        "response_token_ids": payloads.column("response_token_ids").cast(pa.list_(pa.int32())),
+        "reward": reward,
+        "prompt": payloads.column("prompt"),
+        "response": payloads.column("response"),
+        "metadata": pc.binary_join_element_wise(payloads.column("metadata_head"), agent_part, ""),
+        "_k": pa.array(ks, pa.int64()),
+    })
+    # A rollout with any attempt the forest was unsure of goes whole to the reference path.
+    decided = set(ks.tolist()) - set(k[np.isin(group, d.unsure)].tolist())
+    return BulkResult(out.filter(pa.array(np.isin(ks, list(decided)))), decided)
+
+
+def _payloads(adapter: TripletAdapter, t: pa.Table, source: np.ndarray) -> pa.Table:
+    """The stored payload columns of rows `source` of `t`, computed here where none is stored."""
+    names = ["prompt_token_ids", "response_token_ids", "prompt", "response", "metadata_head"]
+    stored = t.select(names).take(source)
+    missing = np.flatnonzero(~t.column("has_payload").to_numpy(zero_copy_only=False)[source])
+    if len(missing) == 0:
+        return stored
+    pairs = [[t.column("trace_id")[int(source[i])].as_py(), t.column("span_id")[int(source[i])].as_py()]
+             for i in missing]
+    lit = _q(orjson.dumps(pairs).decode())
+    found = adapter.warehouse.sql(
+        f"SELECT s.trace_id, s.span_id, s.attributes::VARCHAR AS attributes, s.events::VARCHAR AS events "
+        f"FROM spans s JOIN (SELECT p[1] AS trace_id, p[2] AS span_id FROM "
+        f"(SELECT unnest(from_json({lit}, '[[\"VARCHAR\"]]')) AS p)) w USING (trace_id, span_id)").to_pylist()
+    by_id = {(f["trace_id"], f["span_id"]): (f["attributes"], f["events"]) for f in found}
+    computed = pa.table(payload_columns(by_id.get(tuple(p), (None, None)) for p in pairs))
+    computed = computed.cast(stored.schema)
+    combined = pa.concat_tables([stored, computed])
+    index = np.arange(len(source))
+    index[missing] = len(source) + np.arange(len(missing))
+    return combined.take(index)

@@ -1,0 +1,103 @@
+"""Triplet payloads computed once, when an LLM span is written, instead of at every read.
+
+A triplet's prompt, response and metadata (Agent Lightning's shapes, `adapters.agl_payload`) depend
+only on the LLM span's own attributes and events, so the warehouse writer computes them for the LLM
+spans of each batch it inserts and keeps them in `triplet_payloads`, as JSON text and token-id
+arrays. The triplet reader then only decides *which* calls become triplets (the tree decisions)
+and joins. Rows carry `version`: a reader ignores rows of another version and computes those
+payloads itself, as it does for spans written before this table existed, spans its own
+`llm_call_match` finds but the writer did not, and lakes (which have no payload table).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+
+PAYLOAD_VERSION = 1
+
+# The LLM spans the writer prepares payloads for: the collector's classification, and the
+# TripletAdapter's default name pattern.
+DEFAULT_LLM_CALL_MATCH = r"openai\.chat\.completion"
+
+PAYLOAD_FIELDS: dict[str, pa.DataType] = {
+    "prompt_token_ids": pa.list_(pa.int64()),
+    "response_token_ids": pa.list_(pa.int64()),
+    "prompt": pa.string(),         # JSON of {token_ids, raw_content, image_urls}
+    "response": pa.string(),       # JSON of {token_ids, raw_content[, logprobs]}
+    "metadata_head": pa.string(),  # JSON of {request, response, response_id, — the reader appends agent_name
+}
+
+DDL = ("CREATE TABLE IF NOT EXISTS triplet_payloads (trace_id VARCHAR NOT NULL, span_id VARCHAR NOT NULL, "
+       "start_time_unix_nano BIGINT, version INTEGER, prompt_token_ids BIGINT[], response_token_ids BIGINT[], "
+       "prompt VARCHAR, response VARCHAR, metadata_head VARCHAR)")
+
+# Same deduplication as the spans insert: a retried batch finds its rows in its start-time range.
+INSERT = """
+INSERT INTO triplet_payloads
+SELECT * FROM __payloads n
+WHERE NOT EXISTS (
+    SELECT 1 FROM triplet_payloads t
+    WHERE t.start_time_unix_nano BETWEEN $lo AND $hi
+      AND t.trace_id = n.trace_id AND t.span_id = n.span_id
+)
+"""
+
+
+def payload_fields(attributes_json: str | bytes | None, events_json: str | bytes | None) -> dict[str, Any]:
+    """One LLM span's payload columns (PAYLOAD_FIELDS) from its stored attributes and events."""
+    from pipeline.adapters.agl_payload import payload
+
+    attrs = orjson.loads(attributes_json) if attributes_json else {}
+    events = orjson.loads(events_json) if events_json else None
+    prompt, response, metadata = payload(attrs, events, "")
+    head = orjson.dumps({"request": metadata["request"], "response": metadata["response"],
+                         "response_id": metadata["response_id"]})[:-1] + b","
+    return {"prompt_token_ids": [int(i) for i in prompt["token_ids"]],
+            "response_token_ids": [int(i) for i in response["token_ids"]],
+            "prompt": orjson.dumps(prompt).decode(), "response": orjson.dumps(response).decode(),
+            "metadata_head": head.decode()}
+
+
+def payload_columns(rows: Iterable[tuple[Any, Any]]) -> dict[str, pa.Array]:
+    """PAYLOAD_FIELDS as Arrow arrays for (attributes JSON, events JSON) pairs."""
+    cols: dict[str, list[Any]] = {k: [] for k in PAYLOAD_FIELDS}
+    for attrs, events in rows:
+        for k, v in payload_fields(attrs, events).items():
+            cols[k].append(v)
+    return {k: pa.array(v, PAYLOAD_FIELDS[k]) for k, v in cols.items()}
+
+
+def llm_rows(spans: pa.Table, llm_call_match: str = DEFAULT_LLM_CALL_MATCH) -> pa.Array:
+    """A boolean mask of the LLM spans in a `spans`-shaped Arrow table."""
+    by_type = pc.equal(spans.column("span_type"), "llm")
+    by_name = pc.match_substring_regex(spans.column("name"), llm_call_match)  # re.search semantics
+    return pc.fill_null(pc.or_(by_type, by_name), False)
+
+
+def payload_table(spans: pa.Table) -> pa.Table | None:
+    """The `triplet_payloads` rows for the LLM spans of a batch about to be inserted."""
+    llm = spans.filter(llm_rows(spans))
+    if llm.num_rows == 0:
+        return None
+    cols = payload_columns(zip(llm.column("attributes").to_pylist(), llm.column("events").to_pylist()))
+    return pa.table({"trace_id": llm.column("trace_id"), "span_id": llm.column("span_id"),
+                     "start_time_unix_nano": llm.column("start_time_unix_nano"),
+                     "version": pa.array([PAYLOAD_VERSION] * llm.num_rows, pa.int32()), **cols})
+
+
+def insert_payloads(con: Any, spans: pa.Table) -> int:
+    """Compute and insert the payloads of `spans`' LLM spans on `con` (inside the caller's transaction)."""
+    table = payload_table(spans)
+    if table is None:
+        return 0
+    bounds = pc.min_max(table.column("start_time_unix_nano")).as_py()
+    con.register("__payloads", table)
+    try:
+        con.execute(INSERT, {"lo": bounds["min"], "hi": bounds["max"]})
+    finally:
+        con.unregister("__payloads")
+    return table.num_rows
