@@ -11,6 +11,7 @@ group `forest.decide` is unsure of.
 
 from __future__ import annotations
 
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -21,7 +22,8 @@ import pyarrow.compute as pc
 
 from pipeline.adapters import forest
 from pipeline.semconv.agents import AGENT_KEYS, agent_name_sql
-from pipeline.warehouse.payloads import PAYLOAD_VERSION, payload_columns
+from pipeline.warehouse.payloads import PAYLOAD_FIELDS, PAYLOAD_VERSION, payload_columns
+from pipeline.warehouse.warehouse import WarehouseError
 from pipeline.warehouse.views import sql_string as _q
 
 if TYPE_CHECKING:
@@ -41,9 +43,9 @@ ATTRIBUTE_KEYS_SQL = ("CASE WHEN " + " OR ".join(f"contains(attributes::VARCHAR,
 
 
 def response_id_sql(column: str = "attributes") -> str:
-    return " ".join(["COALESCE("] + [
-        f"CASE WHEN json_type({column}, '$.\"{k}\"') = 'VARCHAR' THEN {column}->>'{k}' END,"
-        for k in ("gen_ai.response.id", "agentlightning.operation.output.id")])[:-1] + ")"
+    """The response id Agent Lightning deduplicates by: the first of these keys holding a string."""
+    paths = "['$.\"gen_ai.response.id\"', '$.\"agentlightning.operation.output.id\"']"
+    return f"list_filter(json_extract({column}, {paths}), lambda x: json_type(x) = 'VARCHAR')[1]->>'$'"
 
 
 def wanted_sql(rollout_ids: list[str]) -> str:
@@ -82,12 +84,15 @@ SELECT b.k, b.ha, b.r, p.r AS pr, b.has_parent, b.sid IS NULL AS odd_id, b.seque
        b.start_time_unix_nano, b.end_time_unix_nano, b.candidate, b.reward_value, b.reward_operation, b.agent,
        b.response_id,
        CASE WHEN b.candidate THEN b.trace_id END AS trace_id, CASE WHEN b.candidate THEN b.span_id END AS span_id,
-       CASE WHEN b.candidate THEN b.attempt_id END AS attempt_id,
-       tp.prompt_token_ids, tp.response_token_ids, tp.prompt, tp.response, tp.metadata_head,
-       tp.span_id IS NOT NULL AS has_payload
-FROM b LEFT JOIN b p ON p.k = b.k AND p.ha = b.ha AND p.sid = b.psid
-LEFT JOIN (SELECT * FROM triplet_payloads WHERE version = {PAYLOAD_VERSION}) tp
-       ON b.candidate AND tp.trace_id = b.trace_id AND tp.span_id = b.span_id"""
+       CASE WHEN b.candidate THEN b.attempt_id END AS attempt_id
+FROM b LEFT JOIN b p ON p.k = b.k AND p.ha = b.ha AND p.sid = b.psid"""
+
+
+def _pairs_sql(pairs: list[list[str]]) -> str:
+    """(i, trace_id, span_id) for a list of [trace_id, span_id], i = position in the list."""
+    lit = _q(orjson.dumps(pairs).decode())
+    return (f"SELECT i - 1 AS i, p[1] AS trace_id, p[2] AS span_id FROM (SELECT unnest(j) AS p, "
+            f"generate_subscripts(j, 1) AS i FROM (SELECT from_json({lit}, '[[\"VARCHAR\"]]') AS j))")
 
 
 def _codes(column: pa.ChunkedArray) -> tuple[np.ndarray, list[Any]]:
@@ -111,11 +116,14 @@ class BulkResult:
 def bulk_triplets(adapter: TripletAdapter, rollout_ids: list[str]) -> BulkResult:
     from pipeline.adapters.triplets import TRIPLET_COLUMNS
 
-    q = forest_query(rollout_ids, adapter.candidate_sql(), adapter.attempts == "latest")
-    t = adapter.warehouse.sql(q)
+    # The stored payloads are read meanwhile (DuckDB works outside the GIL): they do not depend on
+    # the decisions, only on the rollouts.
+    stored = adapter.warehouse.sql_in_background(stored_payloads_sql(rollout_ids))
+    t = adapter.warehouse.sql(forest_query(rollout_ids, adapter.candidate_sql(), adapter.attempts == "latest"))
     n = t.num_rows
     empty = BulkResult(pa.table({c: [] for c in (*TRIPLET_COLUMNS, "_k")}), set())
     if n == 0:
+        _stored(stored)
         return empty
     k = _ints(t, "k", -1)
     ha = t.column("ha").to_numpy().view(np.int64)
@@ -151,10 +159,11 @@ def bulk_triplets(adapter: TripletAdapter, rollout_ids: list[str]) -> BulkResult
     d = forest.decide(rows, matches, adapter.exclude_llm_call_in_reward, adapter.repair_hierarchy,
                       adapter.dedup_llm_call)
     if len(d.calls) == 0:
+        _stored(stored)
         return empty
 
     source = order[d.calls]  # rows of `t`
-    payloads = _payloads(adapter, t, source)
+    payloads = _payloads(adapter, _stored(stored), t.column("trace_id").take(source), t.column("span_id").take(source))
     calls, agents = d.calls, d.agents
     if adapter.skip_empty_token_spans:
         has_tokens = (pc.fill_null(pc.list_value_length(payloads.column("prompt_token_ids")), 0).to_numpy() > 0) & \
@@ -176,12 +185,11 @@ def bulk_triplets(adapter: TripletAdapter, rollout_ids: list[str]) -> BulkResult
     agent_part = pa.array(['"agent_name":' + agent_json[a] + "}" for a in agents.tolist()], pa.string())
     ks = k[calls]
     out = pa.table({
-        "rollout_id": pa.array([rollout_ids[i] for i in ks.tolist()], pa.string()),
+        "rollout_id": pa.array(rollout_ids, pa.string()).take(ks),
         "attempt_id": t.column("attempt_id").take(source),
         "trace_id": t.column("trace_id").take(source),
         "span_id": t.column("span_id").take(source),
-        "sequence_id": pa.array(np.where(seq[calls] == np.iinfo(np.int64).max, None, seq[calls]).tolist(),
-                                pa.int64()),
+        "sequence_id": pa.array(seq[calls], pa.int64(), mask=seq[calls] == np.iinfo(np.int64).max),
         "prompt_token_ids": payloads.column("prompt_token_ids").cast(pa.list_(pa.int32())),
         "response_token_ids": payloads.column("response_token_ids").cast(pa.list_(pa.int32())),
         "reward": reward,
@@ -191,28 +199,46 @@ def bulk_triplets(adapter: TripletAdapter, rollout_ids: list[str]) -> BulkResult
         "_k": pa.array(ks, pa.int64()),
     })
     # A rollout with any attempt the forest was unsure of goes whole to the reference path.
-    decided = set(ks.tolist()) - set(k[np.isin(group, d.unsure)].tolist())
-    return BulkResult(out.filter(pa.array(np.isin(ks, list(decided)))), decided)
+    unsure = set(k[new_group][d.unsure].tolist())
+    decided = set(ks.tolist()) - unsure
+    if unsure:
+        out = out.filter(pa.array(~np.isin(ks, list(unsure))))
+    return BulkResult(out, decided)
 
 
-def _payloads(adapter: TripletAdapter, t: pa.Table, source: np.ndarray) -> pa.Table:
-    """The stored payload columns of rows `source` of `t`, computed here where none is stored."""
-    names = ["prompt_token_ids", "response_token_ids", "prompt", "response", "metadata_head"]
-    stored = t.select(names).take(source)
-    missing = np.flatnonzero(~t.column("has_payload").to_numpy(zero_copy_only=False)[source])
+_PAYLOAD_NAMES = ["prompt_token_ids", "response_token_ids", "prompt", "response", "metadata_head"]
+
+
+def stored_payloads_sql(rollout_ids: list[str]) -> str:
+    return (f"SELECT trace_id || '/' || span_id AS key, {', '.join(_PAYLOAD_NAMES)} FROM triplet_payloads "
+            f"WHERE version = {PAYLOAD_VERSION} AND rollout_id IN (SELECT rollout_id FROM ({wanted_sql(rollout_ids)}))")
+
+
+def _stored(future: Future[pa.Table]) -> pa.Table:
+    try:
+        return future.result()
+    except WarehouseError:
+        # A read-only file from before payloads were stored has the table only on the opening
+        # connection (a temporary, empty one): every payload is computed from its span then.
+        return pa.table({"key": pa.array([], pa.string()), **{n: pa.array([], PAYLOAD_FIELDS[n]) for n in _PAYLOAD_NAMES}})
+
+
+def _payloads(adapter: TripletAdapter, stored: pa.Table, trace_ids: pa.Array, span_ids: pa.Array) -> pa.Table:
+    """The payload columns of these LLM spans, in this order: as `stored`, or computed here from the
+    span where none is stored (an older file, a lake, a span only our own llm_call_match finds)."""
+    names = _PAYLOAD_NAMES
+    keys = pc.binary_join_element_wise(trace_ids, span_ids, "/")
+    at = pc.index_in(keys, value_set=stored.column("key"))
+    missing = np.flatnonzero(at.is_null().to_numpy(zero_copy_only=False))
+    stored = stored.select(names)
     if len(missing) == 0:
-        return stored
-    pairs = [[t.column("trace_id")[int(source[i])].as_py(), t.column("span_id")[int(source[i])].as_py()]
-             for i in missing]
-    lit = _q(orjson.dumps(pairs).decode())
+        return stored.take(at)
+    wanted = [[trace_ids[i].as_py(), span_ids[i].as_py()] for i in missing.tolist()]
     found = adapter.warehouse.sql(
         f"SELECT s.trace_id, s.span_id, s.attributes::VARCHAR AS attributes, s.events::VARCHAR AS events "
-        f"FROM spans s JOIN (SELECT p[1] AS trace_id, p[2] AS span_id FROM "
-        f"(SELECT unnest(from_json({lit}, '[[\"VARCHAR\"]]')) AS p)) w USING (trace_id, span_id)").to_pylist()
+        f"FROM spans s JOIN ({_pairs_sql(wanted)}) w USING (trace_id, span_id)").to_pylist()
     by_id = {(f["trace_id"], f["span_id"]): (f["attributes"], f["events"]) for f in found}
-    computed = pa.table(payload_columns(by_id.get(tuple(p), (None, None)) for p in pairs))
-    computed = computed.cast(stored.schema)
-    combined = pa.concat_tables([stored, computed])
-    index = np.arange(len(source))
-    index[missing] = len(source) + np.arange(len(missing))
-    return combined.take(index)
+    computed = pa.table(payload_columns(by_id.get((t, s), (None, None)) for t, s in wanted)).cast(stored.schema)
+    index = at.fill_null(0).to_numpy().copy()
+    index[missing] = stored.num_rows + np.arange(len(missing))
+    return pa.concat_tables([stored, computed]).take(index)

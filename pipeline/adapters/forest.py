@@ -185,10 +185,13 @@ def _repair_would_move(x: Groups, group: np.ndarray, n_groups: int, top: np.ndar
         return np.zeros(n_groups, bool)
     result = np.zeros(n_groups, bool)
     rows = np.flatnonzero(check)
+    # Rows of a group are contiguous: per-group reductions are reduceat over the group starts.
+    firsts = np.flatnonzero(np.concatenate([[True], group[rows][1:] != group[rows][:-1]]))
+    present = group[rows][firsts]
     first_start = np.full(n_groups, np.iinfo(np.int64).max)
-    np.minimum.at(first_start, group[rows], x.start[rows])
+    first_start[present] = np.minimum.reduceat(x.start[rows], firsts)
     span = np.zeros(n_groups, np.int64)
-    np.maximum.at(span, group[rows], x.end[rows] - first_start[group[rows]])
+    span[present] = np.maximum.reduceat(x.end[rows] - first_start[group[rows]], firsts)
     huge = span > 2**60  # implausible times (decades): leave to the tree
     result[huge] = True
     rows = rows[~huge[group[rows]]]
@@ -212,7 +215,7 @@ def _enclosed_kids(x: Groups, group: np.ndarray, rows: np.ndarray, kid: np.ndarr
     offset[groups] = np.concatenate([[0], np.cumsum(span[groups] + 2)[:-1]])
     rel = e - first_start[g]
     key = np.where(on_chain[rows], offset[g] - 1, offset[g] + rel)
-    order = np.lexsort((-e, s, g))
+    order = np.lexsort((-e, offset[g] + (s - first_start[g])))  # (group, start, end descending)
     running = np.maximum.accumulate(key[order])
     gs, ss, es = g[order], s[order], e[order]
     run_start = np.concatenate([[True], (gs[1:] != gs[:-1]) | (ss[1:] != ss[:-1]) | (es[1:] != es[:-1])])
@@ -227,27 +230,28 @@ def match_rewards(calls: np.ndarray, rewards: np.ndarray, reward_value: np.ndarr
     """Agent Lightning's reward matching over call and reward rows: in `order_key` order (last key
     most significant, as np.lexsort), restarting whenever `key` changes, each reward goes to the
     latest finished, still unrewarded call seen so far. Returns {call row: reward}."""
-    rows = np.union1d(calls, rewards)
-    if len(rows) == 0 or len(rewards) == 0:
+    if len(calls) == 0 or len(rewards) == 0:
         return {}
+    is_call = np.zeros(len(key), bool)
+    is_call[calls] = True
+    is_reward = np.zeros(len(key), bool)
+    is_reward[rewards] = True
+    rows = np.flatnonzero(is_call | is_reward)
     rows = rows[np.lexsort(tuple(k[rows] for k in order_key))]
-    is_call = np.isin(rows, calls).tolist()
-    is_reward = np.isin(rows, rewards).tolist()
-    keys, starts, ends, values = key[rows].tolist(), start[rows].tolist(), end[rows].tolist(), \
-        reward_value[rows].tolist()
     out: dict[int, float] = {}
     pending: list[int] = []
     current = None
-    for k, row in enumerate(rows.tolist()):
-        if keys[k] != current:
-            current, pending = keys[k], []
-        if is_call[k]:
-            pending.append(k)
-        if is_reward[k]:
-            st = starts[k]
-            for c in reversed(pending):
-                if ends[c] > st or c in out:
+    for row, k, call, rewarding, st, en, v in zip(rows.tolist(), key[rows].tolist(), is_call[rows].tolist(),
+                                                  is_reward[rows].tolist(), start[rows].tolist(),
+                                                  end[rows].tolist(), reward_value[rows].tolist()):
+        if k != current:
+            current, pending = k, []
+        if call:
+            pending.append((row, en))
+        if rewarding:
+            for c, c_end in reversed(pending):
+                if c_end > st or c in out:
                     continue
-                out[c] = values[k]
+                out[c] = v
                 break
-    return {int(rows[c]): v for c, v in out.items()}
+    return out

@@ -31,7 +31,7 @@ PAYLOAD_FIELDS: dict[str, pa.DataType] = {
     "metadata_head": pa.string(),  # JSON of {request, response, response_id, — the reader appends agent_name
 }
 
-DDL = ("CREATE TABLE IF NOT EXISTS triplet_payloads (trace_id VARCHAR NOT NULL, span_id VARCHAR NOT NULL, "
+DDL = ("CREATE TABLE IF NOT EXISTS triplet_payloads (rollout_id VARCHAR, trace_id VARCHAR NOT NULL, span_id VARCHAR NOT NULL, "
        "start_time_unix_nano BIGINT, version INTEGER, prompt_token_ids BIGINT[], response_token_ids BIGINT[], "
        "prompt VARCHAR, response VARCHAR, metadata_head VARCHAR)")
 
@@ -84,7 +84,7 @@ def payload_table(spans: pa.Table) -> pa.Table | None:
     if llm.num_rows == 0:
         return None
     cols = payload_columns(zip(llm.column("attributes").to_pylist(), llm.column("events").to_pylist()))
-    return pa.table({"trace_id": llm.column("trace_id"), "span_id": llm.column("span_id"),
+    return pa.table({"rollout_id": llm.column("rollout_id"), "trace_id": llm.column("trace_id"), "span_id": llm.column("span_id"),
                      "start_time_unix_nano": llm.column("start_time_unix_nano"),
                      "version": pa.array([PAYLOAD_VERSION] * llm.num_rows, pa.int32()), **cols})
 

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import http.client
 import socket
+import threading
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from concurrent.futures import Future
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
@@ -111,6 +113,30 @@ class Warehouse:
             raise WarehouseError(message, exc.code) from None
         except (urllib.error.URLError, OSError) as exc:
             raise WarehouseError(f"cannot reach the collector at {self.url}: {exc}") from None
+
+    def sql_in_background(self, query: str) -> Future[pa.Table]:
+        """`sql(query)` on another thread (its own DuckDB cursor), to overlap with work here."""
+        def run() -> pa.Table:
+            if self._con is None:
+                return self.sql(query)
+            cursor = self._con.cursor()
+            try:
+                return cursor.sql(query).to_arrow_table()
+            except duckdb.Error as exc:
+                raise WarehouseError(str(exc)) from None
+            finally:
+                cursor.close()
+
+        future: Future[pa.Table] = Future()
+
+        def target() -> None:
+            try:
+                future.set_result(run())
+            except BaseException as exc:  # noqa: BLE001 - handed to whoever waits
+                future.set_exception(exc)
+
+        threading.Thread(target=target, name="warehouse-sql", daemon=True).start()
+        return future
 
     # ---- the algorithm's API -------------------------------------------------------------
     def triplets(self, rollout_ids: Iterable[str] | None = None, since: int | None = None,
