@@ -27,9 +27,8 @@ import pyarrow as pa
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipeline.adapters.triplets import TripletAdapter, spans_to_columns  # noqa: E402
-from pipeline.warehouse.payloads import insert_payloads  # noqa: E402
-from pipeline.warehouse.schema import DDL, SPANS_COLUMNS  # noqa: E402
-from pipeline.warehouse.views import create_views  # noqa: E402
+from pipeline.warehouse.schema import SPANS_COLUMNS  # noqa: E402
+from pipeline.warehouse.writer import create_warehouse, insert_spans  # noqa: E402
 from pipeline.warehouse.warehouse import Warehouse  # noqa: E402
 
 BASE = 1_750_000_000 * 10**9
@@ -72,10 +71,7 @@ def rollout_rows(r: int, n_llm: int = 12, n_other: int = 74, flat: bool = False)
 
 
 def write_warehouse(path: Path, rollouts: int, flat_spans: int) -> int:
-    con = duckdb.connect(str(path))
-    for stmt in DDL:
-        con.execute(stmt)
-    create_views(con)
+    con = create_warehouse(str(path))
     total = 0
     chunk = 500
     names = [c for c, _ in SPANS_COLUMNS]
@@ -113,12 +109,7 @@ def _append(cols: dict, r: int, seq: int, sid: str, parent: str | None, name: st
 
 
 def _insert(con: duckdb.DuckDBPyConnection, cols: dict) -> int:
-    table = pa.table(cols)
-    con.register("__t", table)
-    con.execute(f"INSERT INTO spans SELECT {', '.join(cols)} FROM __t")
-    con.unregister("__t")
-    insert_payloads(con, table)  # as the duckdb exporter does for every batch
-    return table.num_rows
+    return insert_spans(con, pa.table(cols))
 
 
 def best_of(n: int, fn) -> tuple[float, object]:
@@ -151,8 +142,13 @@ def main() -> None:
         secs, res = best_of(3, lambda: wh.triplets(ids))
         print(f"ours: {len(res):,} triplets from {args.rollouts:,} rollouts "
               f"({args.rollouts * 100:,} spans) in {secs:.2f}s (best of 3); reasons: {len(res.reasons)}")
+        secs_o, n_obj = best_of(1, lambda: len(list(wh.triplets(ids))))
+        print(f"ours: the same, every triplet made a Python object (prompt/response/metadata dicts): {secs_o:.2f}s")
         secs_c, res_c = best_of(3, lambda: wh.triplets(since=0))
         print(f"ours: same through the completion cursor (since=0): {len(res_c):,} triplets in {secs_c:.2f}s")
+        secs_r, res_r = best_of(1, lambda: wh.triplets(ids, bulk=False))
+        print(f"ours, reference path only (one rollout at a time through tree.Tree, bulk=False): "
+              f"{len(res_r):,} triplets in {secs_r:.2f}s")
         flat_id = f"ro-{args.rollouts:05d}"
         secs_f, res_f = best_of(3, lambda: wh.triplets([flat_id]))
         print(f"ours: flat {args.flat_spans:,}-span trace: {len(res_f):,} triplets in {secs_f * 1000:.0f} ms "

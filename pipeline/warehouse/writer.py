@@ -1,0 +1,32 @@
+"""Writing spans straight into a warehouse file, without a collector (benchmarks, tests, imports):
+the same rows the duckdb exporter writes, payloads included."""
+
+from __future__ import annotations
+
+import duckdb
+import pyarrow as pa
+
+from pipeline.warehouse.payloads import insert_payloads
+from pipeline.warehouse.schema import DDL, SPANS_COLUMNS
+from pipeline.warehouse.views import create_views
+
+
+def create_warehouse(path: str) -> duckdb.DuckDBPyConnection:
+    con = duckdb.connect(path)
+    for stmt in DDL:
+        con.execute(stmt)
+    create_views(con)
+    return con
+
+
+def insert_spans(con: duckdb.DuckDBPyConnection, table: pa.Table) -> int:
+    """Insert a `spans`-shaped table (missing columns are NULL) and its LLM spans' payloads."""
+    names = [c for c, _ in SPANS_COLUMNS]
+    select = ", ".join(c if c in table.column_names else "NULL" for c in names)
+    con.register("__spans", table)
+    try:
+        con.execute(f"INSERT INTO spans ({', '.join(names)}) SELECT {select} FROM __spans")
+    finally:
+        con.unregister("__spans")
+    insert_payloads(con, table)
+    return table.num_rows

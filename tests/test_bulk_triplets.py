@@ -1,0 +1,154 @@
+"""The bulk path (NumPy decisions over many rollouts, stored payloads) gives exactly the triplets
+of the reference path (one rollout at a time through tree.Tree), on random rollouts of every shape:
+well-formed ones the bulk path decides, malformed ones it must hand over."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pytest
+
+from pipeline.adapters.bulk import bulk_triplets
+from pipeline.adapters.triplets import TripletAdapter, spans_to_columns
+from pipeline.warehouse.warehouse import Warehouse
+from pipeline.warehouse.writer import create_warehouse, insert_spans
+from tests.triplet_cases import BASE_NS, llm, reward
+
+OPTIONS: list[dict[str, Any]] = [
+    {}, {"agent_match": "^a$"}, {"reward_match": "first_sibling"}, {"exclude_llm_call_in_reward": False},
+    {"repair_hierarchy": False}, {"dedup_llm_call": False}, {"skip_empty_token_spans": True},
+    {"llm_call_match": r"^chat ", "llm_conventions": False},
+]
+
+
+def random_rollout(rng: random.Random, r: int, malformed: bool) -> list[dict[str, Any]]:
+    """A rollout's spans: nested agents, LLM calls (some sharing response ids, some without token
+    ids), reward spans (a few wrapping calls), tools; children one after another inside their
+    parent's time. Malformed: a missing parent, a second root, or overlapping siblings."""
+    n = rng.randint(2, 30)
+    kinds = ["agent"] + [rng.choice(["llm", "llm", "llm", "reward", "agent", "tool", "tool", "op_reward"])
+                         for _ in range(n - 1)]
+    parents: list[int | None] = [None]
+    for i in range(1, n):
+        hosts = [j for j in range(i) if kinds[j] in ("agent", "llm") or rng.random() < 0.1] or [0]
+        parents.append(rng.choice(hosts))
+    times: list[tuple[int, int]] = [(0, 0)] * n
+
+    def place(i: int, lo: int, hi: int) -> None:
+        times[i] = (lo, hi)
+        kids = [c for c in range(n) if parents[c] == i]
+        if kids:
+            slot = (hi - lo) // (len(kids) + 1)
+            for k, c in enumerate(kids):
+                place(c, lo + k * slot + rng.choice([0, 1]), lo + (k + 1) * slot)  # 0: starts as the last ends
+
+    place(0, 0, 10**9)
+    spans: list[dict[str, Any]] = []
+    for i, kind in enumerate(kinds):
+        name, attrs = {
+            "llm": (rng.choice(["openai.chat.completion", "chat qwen"]),
+                    llm(i, rid=rng.choice([None, f"r{rng.randrange(4)}", f"u{r}-{i}"]), tokens=rng.random() < 0.8)),
+            "reward": ("agentlightning.annotation", reward(round(rng.random(), 3))),
+            "agent": ("agent.run", {"agent.name": rng.choice(["a", "b"])}),
+            "tool": (f"tool.{rng.choice(['calc', 'search'])}", {"tool.name": "calc"}),
+            "op_reward": ("agentlightning.operation", {"agentlightning.operation.name": "agentlightning.reward"}),
+        }[kind]
+        spans.append({"span_id": f"{r:08x}{i + 1:08x}", "parent": parents[i], "name": name, "attributes": attrs,
+                      "_lo": times[i][0], "_hi": times[i][1]})
+    if malformed and n > 2:
+        victim = spans[rng.randrange(1, n)]
+        trouble = rng.choice(["missing", "second_root", "overlap"])
+        if trouble == "missing":
+            victim["parent"] = -1
+        elif trouble == "second_root":
+            victim["parent"] = None
+        else:
+            victim["_lo"], victim["_hi"] = 0, spans[0]["_hi"] - 1
+    out = []
+    for seq, sp in enumerate(spans, 1):
+        parent = sp["parent"]
+        parent_id = None if parent is None else ("ffffffffffffffff" if parent == -1 else spans[parent]["span_id"])
+        out.append({"trace_id": f"{r:032x}", "span_id": sp["span_id"], "parent_span_id": parent_id,
+                    "name": sp["name"], "attributes": sp["attributes"], "sequence_id": seq,
+                    "start_time_unix_nano": BASE_NS + sp["_lo"], "end_time_unix_nano": BASE_NS + sp["_hi"]})
+    return out
+
+
+def write(path: Path, rollouts: dict[str, list[dict[str, Any]]]) -> None:
+    """The rollouts as the collector would store them (span types and rewards classified)."""
+    rows: dict[str, list[Any]] = {c: [] for c in ("trace_id", "span_id", "parent_span_id", "name",
+                                                 "start_time_unix_nano", "end_time_unix_nano", "attributes",
+                                                 "events", "rollout_id", "attempt_id", "sequence_id",
+                                                 "span_type", "reward")}
+    for rid, spans in rollouts.items():
+        cols = spans_to_columns(spans, TripletAdapter())
+        for i, sp in enumerate(spans):
+            for key in ("trace_id", "span_id", "parent_span_id", "name", "start_time_unix_nano",
+                        "end_time_unix_nano", "sequence_id"):
+                rows[key].append(sp[key])
+            rows["attributes"].append(cols.attributes[i])
+            rows["events"].append("[]")
+            rows["rollout_id"].append(rid)
+            rows["attempt_id"].append("at-1")
+            rows["span_type"].append(cols.span_type[i])
+            rows["reward"].append(cols.reward[i])
+    con = create_warehouse(str(path))
+    insert_spans(con, pa.table(rows))
+    con.close()
+
+
+def comparable(triplets: Any) -> list[tuple[Any, ...]]:
+    return [(t.rollout_id, t.span_id, t.reward, t.prompt, t.response, t.metadata, t.sequence_id) for t in triplets]
+
+
+@pytest.fixture(scope="module")
+def warehouse(tmp_path_factory: pytest.TempPathFactory) -> tuple[Warehouse, list[str]]:
+    rng = random.Random(4)
+    rollouts = {f"ro-{r:04d}": random_rollout(rng, r, malformed=r % 5 == 0) for r in range(400)}
+    path = tmp_path_factory.mktemp("bulk") / "spans.duckdb"
+    write(path, rollouts)
+    return Warehouse.open(path), list(rollouts)
+
+
+@pytest.mark.parametrize("options", OPTIONS, ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()) or "defaults")
+def test_bulk_equals_reference_on_random_rollouts(warehouse: tuple[Warehouse, list[str]],
+                                                  options: dict[str, Any]) -> None:
+    wh, ids = warehouse
+    bulk = TripletAdapter(wh, **options).triplets(ids)
+    reference = TripletAdapter(wh, bulk=False, **options).triplets(ids)
+    assert comparable(bulk) == comparable(reference)
+    assert bulk.reasons == reference.reasons
+    assert bulk.to_arrow().equals(reference.to_arrow())
+    # Both paths were exercised: most well-formed rollouts in bulk, every malformed one handed over.
+    decided = {ids[k] for k in bulk_triplets(TripletAdapter(wh, **options), ids).decided}
+    with_triplets = {t.rollout_id for t in reference}
+    assert len(decided) >= 0.5 * len(with_triplets) > 0
+    handed_over = with_triplets - decided
+    assert handed_over and not decided & {r for i, r in enumerate(ids) if i % 5 == 0 and not _well_formed(wh, r)}
+
+
+def _well_formed(wh: Warehouse, rollout_id: str) -> bool:
+    spans = wh.sql(f"SELECT span_id, parent_span_id FROM spans WHERE rollout_id = '{rollout_id}'").to_pylist()
+    ids = {s["span_id"] for s in spans}
+    roots = [s for s in spans if s["parent_span_id"] is None]
+    return len(roots) == 1 and all(s["parent_span_id"] in ids for s in spans if s["parent_span_id"] is not None)
+
+
+def test_without_stored_payloads_the_same_triplets(tmp_path: Path, warehouse: tuple[Warehouse, list[str]]) -> None:
+    """A file written before payloads were stored (or a lake): every payload is computed on read."""
+    wh, ids = warehouse
+    expected = TripletAdapter(wh).triplets(ids)
+    stored = wh.sql("SELECT count(*) AS n FROM triplet_payloads").column("n")[0].as_py()
+    assert stored > 0
+    path = tmp_path / "old.duckdb"
+    con = create_warehouse(str(path))
+    con.execute("DROP TABLE triplet_payloads")
+    con.register("__old", wh.sql("SELECT * FROM spans"))
+    con.execute("INSERT INTO spans SELECT * FROM __old")
+    con.close()
+    with Warehouse.open(path) as old:
+        got = old.triplets(ids)
+    assert comparable(got) == comparable(expected) and len(got) > 100
