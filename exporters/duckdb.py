@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import duckdb
+import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -35,7 +36,8 @@ from pipeline.telemetry import counters, gauges
 from pipeline.warehouse import payloads
 from pipeline.warehouse.query_server import QueryServer
 from pipeline import events
-from pipeline.warehouse.schema import DDL, INSERT_COMPLETIONS, INSERT_DEDUPED, INSERT_REWARD_DIMENSIONS, ROLLOUT_SPAN
+from pipeline.warehouse.schema import (DDL, INSERT_COMPLETIONS, INSERT_DEDUPED, INSERT_LOGS, INSERT_REWARD_DIMENSIONS,
+                                       ROLLOUT_SPAN)
 from pipeline.warehouse.retention import Archive, apply_retention
 from pipeline.warehouse.views import create_views
 
@@ -213,6 +215,27 @@ class DuckDBExporter(QueuedExporter):
                 raise TransientError(f"{self.id}: insert of {len(batch)} spans into {self.path} failed: "
                                      f"{exc}") from None
 
+    def consume_logs(self, table: pa.Table) -> None:
+        """Log records go straight into `logs` (no queue: they are few and small, and acknowledged
+        once committed); a failed insert is a retryable refusal, the client sends them again."""
+        bounds = pc.min_max(table.column("time_unix_nano")).as_py()
+        with self._write_lock:
+            if self._writer is None:
+                raise TransientError(f"{self.id}: the warehouse is closed")
+            self._writer.register("__logs", table)
+            try:
+                self._writer.execute(INSERT_LOGS, {"lo": bounds["min"], "hi": bounds["max"]})
+            except duckdb.Error as exc:
+                self._writer = self._reconnect(self._writer)
+                raise TransientError(f"{self.id}: insert of {table.num_rows} log records into {self.path} "
+                                     f"failed: {exc}") from None
+            finally:
+                try:
+                    self._writer.unregister("__logs")
+                except duckdb.Error:
+                    pass
+        counters.add("exporter_sent_log_records", table.num_rows, exporter=self.id)
+
     def _reconnect(self, writer: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
         try:
             writer.execute("SELECT 1")
@@ -265,4 +288,4 @@ class DuckDBExporter(QueuedExporter):
 
 
 factory = Factory("duckdb", "exporters", DuckDBExporterConfig,
-                  lambda cid, cfg: DuckDBExporter(cid, cfg))
+                  lambda cid, cfg: DuckDBExporter(cid, cfg), signals=("traces", "logs"))

@@ -10,12 +10,14 @@ from __future__ import annotations
 import logging
 import time
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Callable, Protocol
 
 from pipeline.errors import PipelineError
 from pipeline.telemetry import counters
 
 if TYPE_CHECKING:
+    import pyarrow as pa
+
     from pipeline.spanbatch import SpanBatch
 
 
@@ -46,10 +48,21 @@ class Consumer(ABC):
     def consume(self, batch: SpanBatch) -> None: ...
 
 
+class LogsConsumer(ABC):
+    """Takes log records as an Arrow table of `pipeline.otlp_logs.LOGS_COLUMNS`."""
+
+    @abstractmethod
+    def consume_logs(self, table: pa.Table) -> None: ...
+
+
 class Receiver(Component):
-    def __init__(self, component_id: str, next_consumer: Consumer) -> None:
+    """`next` takes the spans of the receiver's traces pipelines (None: in no traces pipeline);
+    `logs` the records of its logs pipelines (None: in none), for receivers whose factory lists logs."""
+
+    def __init__(self, component_id: str, next_consumer: Consumer | None) -> None:
         super().__init__(component_id)
         self.next = next_consumer
+        self.logs: LogsConsumer | None = None
 
 
 class Processor(Component, Consumer):
@@ -109,25 +122,31 @@ class Extension(Component):
     pass
 
 
-class FanOut(Consumer):
+class FanOut(Consumer, LogsConsumer):
     """Feeds one batch to several consumers (pipelines of a receiver, exporters of a pipeline).
 
     Every consumer gets the batch; the first error is raised after all were tried, so one failing
     exporter does not starve the others.
     """
 
-    def __init__(self, consumers: list[Consumer]) -> None:
+    def __init__(self, consumers: list) -> None:
         self.consumers = consumers
 
-    def consume(self, batch: SpanBatch) -> None:
+    def _each(self, call: Callable[[object], None]) -> None:
         if len(self.consumers) == 1:
-            self.consumers[0].consume(batch)
+            call(self.consumers[0])
             return
         first: Exception | None = None
         for c in self.consumers:
             try:
-                c.consume(batch)
+                call(c)
             except Exception as exc:  # noqa: BLE001 - re-raised below
                 first = first or exc
         if first is not None:
             raise first
+
+    def consume(self, batch: SpanBatch) -> None:
+        self._each(lambda c: c.consume(batch))
+
+    def consume_logs(self, table: pa.Table) -> None:
+        self._each(lambda c: c.consume_logs(table))

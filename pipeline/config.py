@@ -221,6 +221,10 @@ def parse_config(doc: Any, env: dict[str, str] | None = None,
                 if cid not in sections[k]:
                     errors.append(f"{ppath}::{k}: references {k[:-1]} '{cid}' which is not "
                                   f"configured under '{k}'")
+                factory = registry.get(k, component_type(str(cid)))
+                if factory is not None and signal not in factory.signals:
+                    errors.append(f"{ppath}::{k}: {k[:-1]} '{cid}' does not support {signal} "
+                                  f"(it takes: {', '.join(factory.signals)})")
                 used[k].add(cid)
             if len(set(ids)) != len(ids):
                 errors.append(f"{ppath}::{k}: lists the same component twice")

@@ -31,6 +31,9 @@ class DecodedTraces:
     rejected: int
     message: str
 
+    def __len__(self) -> int:
+        return len(self.batch)
+
 
 def any_value(v: Any) -> Any:
     """An OTLP AnyValue as a plain Python value that keeps its type."""
@@ -148,7 +151,7 @@ def decode_traces_protobuf(data: bytes) -> DecodedTraces:
 _ID_KEYS = ("traceId", "spanId", "parentSpanId", "trace_id", "span_id", "parent_span_id")
 
 
-def _hex_ids_to_base64(obj: dict[str, Any]) -> None:
+def hex_ids_to_base64(obj: dict[str, Any]) -> None:
     for key in _ID_KEYS:
         value = obj.get(key)
         if isinstance(value, str) and value:
@@ -167,9 +170,9 @@ def parse_traces_json(data: bytes) -> ExportTraceServiceRequest:
         for rs in doc.get("resourceSpans") or doc.get("resource_spans") or []:
             for ss in rs.get("scopeSpans") or rs.get("scope_spans") or []:
                 for span in ss.get("spans") or []:
-                    _hex_ids_to_base64(span)
+                    hex_ids_to_base64(span)
                     for link in span.get("links") or []:
-                        _hex_ids_to_base64(link)
+                        hex_ids_to_base64(link)
         return json_format.ParseDict(doc, ExportTraceServiceRequest(), ignore_unknown_fields=True)
     except InvalidDataError:
         raise

@@ -24,6 +24,7 @@ class Factory:
     # receivers/processors: create(id, config, next_consumer); exporters/extensions: create(id, config)
     create: Callable[..., Any]
     aliases: tuple[str, ...] = ()
+    signals: tuple[str, ...] = ("traces",)  # the pipelines (otelcol signals) it can be in
 
 
 class Registry:

@@ -56,7 +56,8 @@ class Service:
             for eid in pipe.exporters:
                 if eid not in self.exporters:
                     self.exporters[eid] = self._factory("exporters", eid).create(eid, cfg.exporters[eid])
-        entry_points: dict[str, list[Consumer]] = {}
+        # Each receiver gets one consumer per signal: the fan-out to its pipelines of that signal.
+        entry_points: dict[str, dict[str, list[Consumer]]] = {}
         for pname, pipe in cfg.pipelines.items():
             nxt: Consumer = FanOut([self.exporters[e] for e in pipe.exporters])
             chain: list[Processor] = []
@@ -66,10 +67,13 @@ class Service:
                 nxt = proc
             self.processors.append(chain)
             for rid in pipe.receivers:
-                entry_points.setdefault(rid, []).append(nxt)
-        for rid, consumers in entry_points.items():
-            self.receivers[rid] = self._factory("receivers", rid).create(rid, cfg.receivers[rid],
-                                                                          FanOut(consumers))
+                entry_points.setdefault(rid, {}).setdefault(pipe.signal, []).append(nxt)
+        for rid, by_signal in entry_points.items():
+            traces = FanOut(by_signal["traces"]) if "traces" in by_signal else None
+            receiver = self._factory("receivers", rid).create(rid, cfg.receivers[rid], traces)
+            if "logs" in by_signal:
+                receiver.logs = FanOut(by_signal["logs"])
+            self.receivers[rid] = receiver
 
     def start(self) -> None:
         self.telemetry.start()

@@ -1,4 +1,4 @@
-"""The `otlp` receiver: OTLP traces over gRPC and HTTP, configured as in otelcol.
+"""The `otlp` receiver: OTLP traces and logs over gRPC and HTTP, configured as in otelcol.
 
 ```yaml
 receivers:
@@ -7,13 +7,16 @@ receivers:
       grpc: {endpoint: 127.0.0.1:4317, max_recv_msg_size_mib: 4}
       http: {endpoint: 127.0.0.1:4318, max_request_body_size: 20971520}
 ```
-Both protocols decode each request once into a SpanBatch and hand it to the pipelines. Each may
+Both protocols decode each request once (spans into a SpanBatch, log records into an Arrow
+table) and hand it to the receiver's pipelines of that signal; a signal the receiver is in no
+pipeline of is not served (gRPC UNIMPLEMENTED, HTTP 404), as in otelcol. Each may
 take `tls: {cert_file, key_file, client_ca_file}` and `auth: {authenticator: bearertokenauth}`
 (a request without the token is answered UNAUTHENTICATED / 401 and counted as refused).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -24,7 +27,8 @@ from pipeline.component import Consumer, Receiver
 from pipeline.config import ComponentConfig
 from pipeline.configtypes import Endpoint
 from pipeline.errors import PipelineError
-from pipeline.otlp import DecodedTraces
+from pipeline.otlp import DecodedTraces, decode_traces_json, decode_traces_protobuf, traces_response
+from pipeline.otlp_logs import DecodedLogs, decode_logs_json, decode_logs_protobuf, logs_response
 from pipeline.registry import Factory
 from pipeline.telemetry import counters
 from pipeline.tlsconfig import ServerTLS
@@ -59,6 +63,7 @@ class HttpProtocol(ServerSettings):
     endpoint: Endpoint = "127.0.0.1:4318"
     max_request_body_size: int = Field(20 * 1024 * 1024, gt=0)
     traces_url_path: str = "/v1/traces"
+    logs_url_path: str = "/v1/logs"
     workers: int = Field(4, ge=1, le=256, description="decode threads")
 
 
@@ -89,8 +94,27 @@ class OtlpReceiverConfig(ComponentConfig):
                 if proto is not None and proto.auth is not None}
 
 
+@dataclass(frozen=True)
+class Signal:
+    """How one OTLP signal is served: its gRPC service, HTTP path setting, codecs, counters."""
+
+    name: str
+    grpc_service: str
+    url_path_setting: str
+    items: str  # what otelcol's receiver counters count: spans, log_records
+    decode_protobuf: Callable[[bytes], Any]
+    decode_json: Callable[[bytes], Any]
+    response: Callable[[Any], Any]
+
+
+TRACES = Signal("traces", "opentelemetry.proto.collector.trace.v1.TraceService", "traces_url_path", "spans",
+                decode_traces_protobuf, decode_traces_json, traces_response)
+LOGS = Signal("logs", "opentelemetry.proto.collector.logs.v1.LogsService", "logs_url_path", "log_records",
+              decode_logs_protobuf, decode_logs_json, logs_response)
+
+
 class OtlpReceiver(Receiver):
-    def __init__(self, component_id: str, config: OtlpReceiverConfig, next_consumer: Consumer) -> None:
+    def __init__(self, component_id: str, config: OtlpReceiverConfig, next_consumer: Consumer | None) -> None:
         super().__init__(component_id, next_consumer)
         self.config = config
         self.servers: list[Any] = []
@@ -105,21 +129,31 @@ class OtlpReceiver(Receiver):
         """A request refused before decoding (memory_limit, unauthenticated): its spans are unknown."""
         counters.add("receiver_refused_requests", 1, receiver=self.id, reason=reason)
 
-    def deliver(self, decoded: DecodedTraces) -> None:
+    def signals(self) -> list[Signal]:
+        """The signals this receiver serves: those of the pipelines it is in."""
+        return [sig for sig, consumer in ((TRACES, self.next), (LOGS, self.logs)) if consumer is not None]
+
+    def deliver(self, signal: Signal, decoded: DecodedTraces | DecodedLogs,
+                metadata: dict[str, tuple[str, ...]]) -> None:
         """Hand a decoded request to the pipelines; counts accepted/refused like otelcol."""
-        n = len(decoded.batch)
+        n = len(decoded)
         if decoded.rejected:
-            counters.add("receiver_refused_spans", decoded.rejected, receiver=self.id)
+            counters.add(f"receiver_refused_{signal.items}", decoded.rejected, receiver=self.id)
         if not n:
             return
         try:
-            self.next.consume(decoded.batch)
+            if signal is TRACES:
+                decoded.batch.client_metadata = metadata  # type: ignore[union-attr]
+                self.next.consume(decoded.batch)  # type: ignore[union-attr]
+            else:
+                self.logs.consume_logs(decoded.table)  # type: ignore[union-attr]
         except PipelineError as exc:
-            counters.add("receiver_refused_spans", n, receiver=self.id)
-            events.publish(events.SPANS_REFUSED, receiver=self.id, spans=n, error=type(exc).__name__,
-                           message=str(exc))
+            counters.add(f"receiver_refused_{signal.items}", n, receiver=self.id)
+            if signal is TRACES:
+                events.publish(events.SPANS_REFUSED, receiver=self.id, spans=n, error=type(exc).__name__,
+                               message=str(exc))
             raise
-        counters.add("receiver_accepted_spans", n, receiver=self.id)
+        counters.add(f"receiver_accepted_{signal.items}", n, receiver=self.id)
 
     def start(self) -> None:
         from receivers.otlp_grpc import OtlpGrpcServer
@@ -144,4 +178,4 @@ class OtlpReceiver(Receiver):
 
 
 factory = Factory("otlp", "receivers", OtlpReceiverConfig,
-                  lambda cid, cfg, nxt: OtlpReceiver(cid, cfg, nxt))
+                  lambda cid, cfg, nxt: OtlpReceiver(cid, cfg, nxt), signals=("traces", "logs"))

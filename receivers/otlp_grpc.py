@@ -1,4 +1,5 @@
-"""OTLP/gRPC: `TraceService/Export` on a grpcio server.
+"""OTLP/gRPC: `TraceService/Export` and `LogsService/Export` on a grpcio server (each only when the
+receiver is in a pipeline of that signal; otherwise grpc answers UNIMPLEMENTED).
 
 The method is registered with a raw-bytes deserializer so that the receiver, not grpc, parses the
 request: an undecodable body is answered INVALID_ARGUMENT with a clear message.
@@ -6,6 +7,7 @@ request: an undecodable body is answered INVALID_ARGUMENT with a clear message.
 
 from __future__ import annotations
 
+import functools
 import logging
 from concurrent import futures
 from typing import TYPE_CHECKING
@@ -15,17 +17,12 @@ import grpc
 from pipeline import admission
 from pipeline.configtypes import parse_endpoint
 from pipeline.errors import PipelineError
-from pipeline.otlp import decode_traces_protobuf, traces_response
-
 from receivers.otlp import client_metadata
 
 if TYPE_CHECKING:
-    from receivers.otlp import GrpcProtocol, OtlpReceiver
+    from receivers.otlp import GrpcProtocol, OtlpReceiver, Signal
 
 log = logging.getLogger("spanpipe.receivers.otlp.grpc")
-
-TRACE_SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
-
 
 class OtlpGrpcServer:
     def __init__(self, receiver: OtlpReceiver, config: GrpcProtocol) -> None:
@@ -34,7 +31,7 @@ class OtlpGrpcServer:
         self._server: grpc.Server | None = None
         self._authenticate = None
 
-    def _export(self, request: bytes, context: grpc.ServicerContext):
+    def _export(self, signal: Signal, request: bytes, context: grpc.ServicerContext):
         if self._authenticate is not None:
             token = dict(context.invocation_metadata()).get("authorization")
             if not self._authenticate(token):
@@ -46,16 +43,15 @@ class OtlpGrpcServer:
             except PipelineError:
                 self.receiver.count_refused_request("memory_limit")
                 raise
-            decoded = decode_traces_protobuf(request)
-            if self.config.include_metadata:
-                decoded.batch.client_metadata = client_metadata(context.invocation_metadata())
-            self.receiver.deliver(decoded)
+            decoded = signal.decode_protobuf(request)
+            metadata = client_metadata(context.invocation_metadata()) if self.config.include_metadata else {}
+            self.receiver.deliver(signal, decoded, metadata)
         except PipelineError as exc:
             context.abort(getattr(grpc.StatusCode, exc.grpc_code), str(exc))
         except Exception as exc:  # noqa: BLE001 - never let a request take the server down
             log.exception("unexpected error handling an export")
             context.abort(grpc.StatusCode.INTERNAL, f"internal error: {exc}")
-        return traces_response(decoded)
+        return signal.response(decoded)
 
     def start(self) -> None:
         self._authenticate = self.receiver.authenticator(self.config)
@@ -66,14 +62,14 @@ class OtlpGrpcServer:
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=self.config.workers,
                                                         thread_name_prefix="otlp-grpc"),
                              options=options)
-        handler = grpc.method_handlers_generic_handler(TRACE_SERVICE, {
-            "Export": grpc.unary_unary_rpc_method_handler(
-                self._export,
-                request_deserializer=None,
-                response_serializer=lambda m: m.SerializeToString(),
-            ),
-        })
-        server.add_generic_rpc_handlers((handler,))
+        server.add_generic_rpc_handlers(tuple(
+            grpc.method_handlers_generic_handler(signal.grpc_service, {
+                "Export": grpc.unary_unary_rpc_method_handler(
+                    functools.partial(self._export, signal),
+                    request_deserializer=None,
+                    response_serializer=lambda m: m.SerializeToString(),
+                ),
+            }) for signal in self.receiver.signals()))
         address = f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
         try:
             if self.config.tls is not None:

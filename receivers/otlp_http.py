@@ -1,4 +1,5 @@
-"""OTLP/HTTP: `POST /v1/traces` with protobuf or OTLP/JSON bodies, gzip allowed.
+"""OTLP/HTTP: `POST /v1/traces` and `POST /v1/logs` with protobuf or OTLP/JSON bodies, gzip allowed
+(a path is served only when the receiver is in a pipeline of that signal; otherwise 404).
 
 Status codes as in otelcol and the OTLP spec: 405 wrong method, 415 wrong content type,
 400 undecodable body, 413 body too large (after decompression), 429/503 retryable refusals
@@ -8,6 +9,7 @@ encoding.
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import TYPE_CHECKING
 
@@ -19,12 +21,10 @@ from pipeline import admission
 from pipeline.configtypes import parse_endpoint
 from pipeline.errors import PipelineError
 from pipeline.httpserver import HttpServer
-from pipeline.otlp import decode_traces_json, decode_traces_protobuf, traces_response
-
 from receivers.otlp import client_metadata
 
 if TYPE_CHECKING:
-    from receivers.otlp import HttpProtocol, OtlpReceiver
+    from receivers.otlp import HttpProtocol, OtlpReceiver, Signal
 
 log = logging.getLogger("spanpipe.receivers.otlp.http")
 
@@ -42,7 +42,8 @@ class OtlpHttpServer:
         self.receiver, self.config = receiver, config
         host, port = parse_endpoint(config.endpoint)
         app = web.Application(client_max_size=config.max_request_body_size)
-        app.router.add_route("*", config.traces_url_path, self._traces)
+        for signal in receiver.signals():
+            app.router.add_route("*", getattr(config, signal.url_path_setting), functools.partial(self._export, signal))
         ssl_context = config.tls.ssl_context() if config.tls else None
         self.server = HttpServer(app, host, port, "otlp-http", workers=config.workers, ssl_context=ssl_context)
         self._authenticate = None
@@ -69,16 +70,15 @@ class OtlpHttpServer:
         return web.Response(status=status, body=st.SerializeToString(), content_type=PROTOBUF,
                             headers=headers)
 
-    def _handle(self, body: bytes, content_type: str, metadata: dict[str, tuple[str, ...]]) -> bytes:
-        decoded = (decode_traces_json if content_type == JSON else decode_traces_protobuf)(body)
-        decoded.batch.client_metadata = metadata
-        self.receiver.deliver(decoded)
-        resp = traces_response(decoded)
+    def _handle(self, signal: Signal, body: bytes, content_type: str, metadata: dict[str, tuple[str, ...]]) -> bytes:
+        decoded = (signal.decode_json if content_type == JSON else signal.decode_protobuf)(body)
+        self.receiver.deliver(signal, decoded, metadata)
+        resp = signal.response(decoded)
         if content_type == JSON:
             return json_format.MessageToJson(resp).encode()
         return resp.SerializeToString()
 
-    async def _traces(self, request: web.Request) -> web.Response:
+    async def _export(self, signal: Signal, request: web.Request) -> web.Response:
         ctype = _CONTENT_TYPES.get(request.content_type)
         if request.method != "POST":
             return self._error(405, f"method {request.method} not allowed; use POST", ctype or JSON,
@@ -109,7 +109,7 @@ class OtlpHttpServer:
             return self._error(400, f"cannot read request body: {exc}", ctype, grpc_code=3)
         try:
             metadata = client_metadata(request.headers.items()) if self.config.include_metadata else {}
-            out = await self.server.run_blocking(self._handle, body, ctype, metadata)
+            out = await self.server.run_blocking(self._handle, signal, body, ctype, metadata)
         except PipelineError as exc:
             retry_after = 1 if exc.retryable else None
             return self._error(exc.http_status, str(exc), ctype, retry_after,

@@ -36,23 +36,28 @@ def default_config(db: Path, grpc: int, http: int, query: int, batch: dict | Non
         }}},
         "processors": {"batch": batch or {"timeout": "50ms"}},
         "exporters": {"duckdb": {"path": str(db), "query": {"endpoint": f"127.0.0.1:{query}"}}},
-        "service": {"pipelines": {"traces": {
-            "receivers": ["otlp"], "processors": ["batch"], "exporters": ["duckdb"]}},
+        "service": {"pipelines": {
+            "traces": {"receivers": ["otlp"], "processors": ["batch"], "exporters": ["duckdb"]},
+            "logs": {"receivers": ["otlp"], "exporters": ["duckdb"]}},
             "telemetry": {"metrics": {"address": f"127.0.0.1:{free_port()}"}}},
     }
 
 
 def grpc_export(endpoint: str, request: Any, timeout: float = 10, token: str | None = None,
-                credentials: Any = None) -> tuple[str, Any]:
-    """One OTLP/gRPC Export: (status code name, response or error details)."""
+                credentials: Any = None, signal: str = "traces") -> tuple[str, Any]:
+    """One OTLP/gRPC Export (TraceService, or LogsService with signal="logs"): (status code name,
+    response or error details). `request` may be a message or raw bytes."""
     import grpc
+    from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
+    method, response = {
+        "traces": ("/opentelemetry.proto.collector.trace.v1.TraceService/Export", ExportTraceServiceResponse),
+        "logs": ("/opentelemetry.proto.collector.logs.v1.LogsService/Export", ExportLogsServiceResponse)}[signal]
     channel = grpc.secure_channel(endpoint, credentials) if credentials else grpc.insecure_channel(endpoint)
     with channel:
-        call = channel.unary_unary("/opentelemetry.proto.collector.trace.v1.TraceService/Export",
-                                   request_serializer=lambda r: r.SerializeToString(),
-                                   response_deserializer=ExportTraceServiceResponse.FromString)
+        call = channel.unary_unary(method, request_serializer=lambda r: r if isinstance(r, bytes) else r.SerializeToString(),
+                                   response_deserializer=response.FromString)
         metadata = (("authorization", f"Bearer {token}"),) if token else None
         try:
             return "OK", call(request, timeout=timeout, metadata=metadata)

@@ -41,7 +41,7 @@ def test_real_instrumentations_give_llm_calls(tmp_path: Path) -> None:
             assert (row["input_tokens"], row["output_tokens"]) == (30, 16), kind
         canonical_in = [{"role": "system", "parts": [{"type": "text", "content": SYSTEM}]},
                         {"role": "user", "parts": [{"type": "text", "content": USER}]}]
-        for kind in ("openinference", "openllmetry"):
+        for kind in KINDS:
             ins = json.loads(rows[kind]["input_messages"])
             assert [{"role": m["role"], "parts": [dict(sorted(p.items())) for p in m["parts"]]} for m in ins] == \
                 [{"role": m["role"], "parts": [dict(sorted(p.items())) for p in m["parts"]]} for m in canonical_in]
@@ -49,8 +49,11 @@ def test_real_instrumentations_give_llm_calls(tmp_path: Path) -> None:
             assert outs[0]["role"] == "assistant" and outs[0]["parts"][0]["content"] == answer
         assert rows["openinference"]["convention"] == "openinference"
         assert rows["openllmetry"]["convention"] == "gen_ai"
-        # openai-v2 sends message content as log events, not span attributes: no messages here.
-        assert rows["openai-v2"]["input_messages"] is None and rows["openai-v2"]["convention"] == "unknown"
+        # openai-v2 sends message content as OTLP log events, joined back to its span by id.
+        assert rows["openai-v2"]["convention"] == "gen_ai_events"
+        logged = wh.sql("SELECT l.event_name FROM logs l JOIN llm_calls c USING (trace_id, span_id) "
+                        "WHERE c.rollout_id = 'ro-openai-v2' ORDER BY l.time_unix_nano").column("event_name").to_pylist()
+        assert logged == ["gen_ai.system.message", "gen_ai.user.message", "gen_ai.choice"]
         # Token ids come back from a vLLM-style server inside OpenInference's output.value.
         assert rows["openinference"]["response_token_ids"] == tokens(answer)
         assert rows["openinference"]["prompt_token_ids"] == tokens(f"{SYSTEM}\n{USER}")
@@ -58,6 +61,9 @@ def test_real_instrumentations_give_llm_calls(tmp_path: Path) -> None:
         triplets = wh.triplets([f"ro-{k}" for k in KINDS])
         assert [t.rollout_id for t in triplets] == [f"ro-{k}" for k in KINDS] and not triplets.reasons
         assert all(t.reward == 0.0 for t in triplets)
+        assert triplets[2].prompt["raw_content"] == \
+            [{"role": "system", "content": SYSTEM}, {"role": "user", "content": USER}]
+        assert triplets[2].response["raw_content"][0]["content"] == answer
         oi = triplets[0]
         assert oi.response["token_ids"] == tokens(answer)
         assert oi.prompt["raw_content"] == [{"role": "system", "content": SYSTEM}, {"role": "user", "content": USER}]

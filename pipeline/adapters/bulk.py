@@ -24,7 +24,7 @@ from pipeline.adapters import forest
 from pipeline.semconv.agents import AGENT_KEYS, agent_name_sql
 from pipeline.warehouse.payloads import PAYLOAD_FIELDS, PAYLOAD_VERSION, payload_columns
 from pipeline.warehouse.warehouse import WarehouseError
-from pipeline.warehouse.views import sql_string as _q
+from pipeline.warehouse.views import events_with_logs_sql, sql_string as _q
 
 if TYPE_CHECKING:
     from pipeline.adapters.triplets import TripletAdapter
@@ -210,8 +210,10 @@ _PAYLOAD_NAMES = ["prompt_token_ids", "response_token_ids", "prompt", "response"
 
 
 def stored_payloads_sql(rollout_ids: list[str]) -> str:
-    return (f"SELECT trace_id || '/' || span_id AS key, {', '.join(_PAYLOAD_NAMES)} FROM triplet_payloads "
-            f"WHERE version = {PAYLOAD_VERSION} AND rollout_id IN (SELECT rollout_id FROM ({wanted_sql(rollout_ids)}))")
+    # A span with log records sent for it is not taken as stored: its payload is computed with them.
+    return (f"SELECT trace_id || '/' || span_id AS key, {', '.join(_PAYLOAD_NAMES)} FROM triplet_payloads tp "
+            f"WHERE version = {PAYLOAD_VERSION} AND rollout_id IN (SELECT rollout_id FROM ({wanted_sql(rollout_ids)})) "
+            "AND NOT EXISTS (SELECT 1 FROM logs l WHERE l.trace_id = tp.trace_id AND l.span_id = tp.span_id)")
 
 
 def _stored(future: Future[pa.Table]) -> pa.Table:
@@ -235,7 +237,7 @@ def _payloads(adapter: TripletAdapter, stored: pa.Table, trace_ids: pa.Array, sp
         return stored.take(at)
     wanted = [[trace_ids[i].as_py(), span_ids[i].as_py()] for i in missing.tolist()]
     found = adapter.warehouse.sql(
-        f"SELECT s.trace_id, s.span_id, s.attributes::VARCHAR AS attributes, s.events::VARCHAR AS events "
+        f"SELECT s.trace_id, s.span_id, s.attributes::VARCHAR AS attributes, {events_with_logs_sql('s')} AS events "
         f"FROM spans s JOIN ({_pairs_sql(wanted)}) w USING (trace_id, span_id)").to_pylist()
     by_id = {(f["trace_id"], f["span_id"]): (f["attributes"], f["events"]) for f in found}
     computed = pa.table(payload_columns(by_id.get((t, s), (None, None)) for t, s in wanted)).cast(stored.schema)

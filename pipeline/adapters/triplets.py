@@ -27,6 +27,7 @@ from pipeline.adapters.agl_payload import payload
 from pipeline.adapters.tree import Tree
 from pipeline.adapters.bulk import ATTRIBUTE_KEYS_SQL, AGENT_SQL, REWARD_OPERATION_SQL, bulk_triplets, response_id_sql
 from pipeline.semconv.agents import agent_name
+from pipeline.warehouse.views import events_with_logs_sql
 from pipeline.warehouse.warehouse import sql_string as _q
 
 logger = logging.getLogger(__name__)
@@ -209,8 +210,8 @@ SELECT rollout_id, attempt_id, trace_id, span_id, parent_span_id, name, start_ti
        CASE WHEN {candidate} THEN {response_id_sql()} END AS response_id,
        {REWARD_OPERATION_SQL} AS reward_operation,
        CASE WHEN {candidate} THEN attributes::VARCHAR END AS attributes,
-       CASE WHEN {candidate} THEN events::VARCHAR END AS events
-FROM (SELECT *, {ATTRIBUTE_KEYS_SQL} AS v FROM spans WHERE rollout_id IN ({ids}))
+       CASE WHEN {candidate} THEN {events_with_logs_sql("s")} END AS events
+FROM (SELECT *, {ATTRIBUTE_KEYS_SQL} AS v FROM spans WHERE rollout_id IN ({ids})) s
 ORDER BY rollout_id, attempt_id, sequence_id NULLS LAST, start_time_unix_nano, span_id"""
 
     def _from_warehouse(self, rollout_ids: list[str]) -> Triplets:

@@ -52,7 +52,7 @@ def apply_retention(con: duckdb.DuckDBPyConnection, max_age_s: float, max_rows: 
         lake.write_partitioned(table, archive.fs, archive.root, archive.partition_by)
     con.execute("BEGIN")
     try:
-        for table in ("reward_dimensions", "triplet_payloads"):
+        for table in ("reward_dimensions", "triplet_payloads", "logs"):
             con.execute(f"DELETE FROM {table} WHERE (trace_id, span_id) IN (SELECT (trace_id, span_id) {_DOOMED_SPANS})")
         spans = con.execute(f"DELETE {_DOOMED_SPANS}").fetchall()[0][0]
         con.execute("COMMIT")

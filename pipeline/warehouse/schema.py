@@ -33,6 +33,24 @@ SPANS_COLUMNS: tuple[tuple[str, str], ...] = (
 
 SCHEMA_VERSION = 1
 
+# OTLP log records (pipeline.otlp_logs.LOGS_COLUMNS); the read side joins them to their span.
+LOGS_DDL = ("CREATE TABLE IF NOT EXISTS logs (trace_id VARCHAR, span_id VARCHAR, time_unix_nano BIGINT, "
+            "observed_time_unix_nano BIGINT, event_name VARCHAR, severity_number INTEGER, severity_text VARCHAR, "
+            "body JSON, attributes JSON, resource_attributes JSON, service_name VARCHAR, scope_name VARCHAR)")
+
+# A retried logs export must not show twice: the same record has the same time, ids, name and body.
+INSERT_LOGS = """
+INSERT INTO logs
+SELECT * FROM __logs AS n
+WHERE NOT EXISTS (
+    SELECT 1 FROM logs l
+    WHERE l.time_unix_nano BETWEEN $lo AND $hi AND l.time_unix_nano = n.time_unix_nano
+      AND l.trace_id IS NOT DISTINCT FROM n.trace_id AND l.span_id IS NOT DISTINCT FROM n.span_id
+      AND l.event_name IS NOT DISTINCT FROM n.event_name AND l.body IS NOT DISTINCT FROM n.body
+      AND l.attributes = n.attributes
+)
+"""
+
 DDL = [
     "CREATE TABLE IF NOT EXISTS spans (\n  "
     + ",\n  ".join(f"{name} {typ}" for name, typ in SPANS_COLUMNS)
@@ -47,6 +65,7 @@ DDL = [
     "attempt_id VARCHAR, trace_id VARCHAR, span_id VARCHAR, status VARCHAR, mode VARCHAR, final_reward DOUBLE, "
     "start_time_unix_nano BIGINT, end_time_unix_nano BIGINT)",
     payloads.DDL,
+    LOGS_DDL,
     "CREATE TABLE IF NOT EXISTS spanpipe_meta (key VARCHAR PRIMARY KEY, value VARCHAR)",
     f"INSERT OR IGNORE INTO spanpipe_meta VALUES ('schema_version', '{SCHEMA_VERSION}')",
 ]

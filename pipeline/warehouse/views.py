@@ -14,7 +14,7 @@ import pyarrow as pa
 
 from pipeline.semconv.agents import agent_name_sql
 from pipeline.warehouse import payloads
-from pipeline.warehouse.schema import COMPLETION_COLUMNS, DDL, ROLLOUT_SPAN, SPANS_COLUMNS
+from pipeline.warehouse.schema import COMPLETION_COLUMNS, DDL, LOGS_DDL, ROLLOUT_SPAN, SPANS_COLUMNS
 from pipeline.semconv.llm_call import llm_call
 from pipeline.semconv.span_types import classify
 
@@ -24,6 +24,21 @@ _TOKENS_IN = ("COALESCE(TRY_CAST(attributes->>'gen_ai.usage.input_tokens' AS BIG
 _TOKENS_OUT = ("COALESCE(TRY_CAST(attributes->>'gen_ai.usage.output_tokens' AS BIGINT), "
                "TRY_CAST(attributes->>'gen_ai.usage.completion_tokens' AS BIGINT), "
                "TRY_CAST(attributes->>'llm.token_count.completion' AS BIGINT))")
+def events_with_logs_sql(span: str = "s") -> str:
+    """The events of span alias `span` as JSON text, followed by the OTLP log records sent for it
+    (same trace and span id) as events: `{time_unix_nano, name: event_name, attributes}` where the
+    attributes are the record's, with its body's keys merged in (a non-object body as `content`)
+    — the shape GenAI instrumentations give `gen_ai.*.message` / `gen_ai.choice` events."""
+    return f"""COALESCE((
+    SELECT to_json(list_concat(CAST({span}.events AS JSON[]), list(json_object(
+        'time_unix_nano', l.time_unix_nano, 'name', l.event_name,
+        'attributes', json_merge_patch(COALESCE(l.attributes, '{{}}'),
+                                       CASE WHEN json_type(l.body) = 'OBJECT' THEN l.body
+                                            ELSE json_object('content', l.body) END))
+        ORDER BY l.time_unix_nano)))::VARCHAR
+    FROM logs l WHERE l.trace_id = {span}.trace_id AND l.span_id = {span}.span_id), {span}.events::VARCHAR)"""
+
+
 _IS_LLM = "(span_type = 'llm' OR (span_type IS NULL AND spanpipe_span_type(name, attributes::VARCHAR) = 'llm'))"
 
 VIEWS: dict[str, str] = {
@@ -40,7 +55,8 @@ SELECT s.trace_id, s.span_id, s.parent_span_id, s.rollout_id, s.attempt_id, s.se
        TRY_CAST(c->'response_token_ids' AS INTEGER[]) AS response_token_ids,
        NULLIF(c->'response_logprobs', 'null'::JSON) AS response_logprobs,
        c->>'convention' AS convention
-FROM (SELECT *, spanpipe_llm_call(attributes::VARCHAR, events::VARCHAR)::JSON AS c FROM spans WHERE {_IS_LLM}) s
+FROM (SELECT *, spanpipe_llm_call(attributes::VARCHAR, {events_with_logs_sql("x")})::JSON AS c
+      FROM spans x WHERE {_IS_LLM}) s
 LEFT JOIN spans p ON p.trace_id = s.trace_id AND p.span_id = s.parent_span_id""",
     "rewards": """
 SELECT s.rollout_id, s.attempt_id, s.trace_id, s.span_id, s.sequence_id, s.name AS span_name,
@@ -99,8 +115,9 @@ def create_views(con: duckdb.DuckDBPyConnection, temporary: bool = False) -> Non
     register_functions(con)
     existing = {r[0] for r in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()}
     tables = {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
-    if "triplet_payloads" not in tables:  # a file from before payloads were materialised, or a lake
-        con.execute(payloads.DDL.replace("CREATE TABLE", "CREATE TEMP TABLE" if temporary else "CREATE TABLE"))
+    for name, ddl in (("triplet_payloads", payloads.DDL), ("logs", LOGS_DDL)):
+        if name not in tables:  # a file from before these tables existed, or a lake: empty ones
+            con.execute(ddl.replace("CREATE TABLE", "CREATE TEMP TABLE" if temporary else "CREATE TABLE"))
     for name, sql in VIEWS.items():
         if temporary and name in existing:
             continue

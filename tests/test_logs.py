@@ -1,0 +1,149 @@
+"""OTLP logs: real OTel SDK log exporters (gRPC and HTTP) into a real collector's `logs` table,
+joined to their span on the read side; bad requests refused without losing the good ones."""
+
+from __future__ import annotations
+
+import gzip
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+
+from pipeline.config import parse_config
+from pipeline.errors import ConfigError
+from pipeline.warehouse.warehouse import Warehouse
+from tests.collector import Collector, default_config, free_port, grpc_export
+
+
+def _sdk_logs(endpoint: str, protocol: str):
+    from opentelemetry.sdk._logs import LoggerProvider
+    from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
+
+    if protocol == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
+        exporter = OTLPLogExporter(endpoint=endpoint, insecure=True)
+    else:
+        from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
+        exporter = OTLPLogExporter(endpoint=f"{endpoint}/v1/logs")
+    provider = LoggerProvider()
+    provider.add_log_record_processor(BatchLogRecordProcessor(exporter, max_export_batch_size=64))
+    return provider
+
+
+def test_sdk_log_records_land_by_id_and_join_their_span(tmp_path: Path) -> None:
+    from opentelemetry._logs import LogRecord, SeverityNumber
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    with Collector(tmp_path) as c:
+        tracer_provider = TracerProvider()
+        tracer_provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=c.grpc_endpoint, insecure=True)))
+        tracer = tracer_provider.get_tracer("t")
+        sent: dict[str, tuple[str, str]] = {}
+        for protocol, endpoint in (("grpc", c.grpc_endpoint), ("http", c.http_url)):
+            provider = _sdk_logs(endpoint, protocol)
+            logger = provider.get_logger("agent")
+            for i in range(150):
+                with tracer.start_as_current_span("chat fake-model") as span:
+                    span.set_attribute("gen_ai.operation.name", "chat")
+                    span.set_attribute("gen_ai.system", "openai")
+                    key = f"{protocol}-{i}"
+                    logger.emit(LogRecord(event_name="gen_ai.user.message", body={"content": f"q {key}"},
+                                          attributes={"gen_ai.system": "openai"}, severity_number=SeverityNumber.INFO))
+                    logger.emit(LogRecord(event_name="gen_ai.choice", attributes={"gen_ai.system": "openai"},
+                                          body={"index": 0, "finish_reason": "stop",
+                                                "message": {"role": "assistant", "content": f"a {key}"}}))
+                    ctx = span.get_span_context()
+                    sent[key] = (f"{ctx.trace_id:032x}", f"{ctx.span_id:016x}")
+            provider.shutdown()
+        tracer_provider.shutdown()
+        wh = Warehouse.connect(c.query_url)
+        rows = wh.sql("SELECT trace_id, span_id, event_name, body->>'content' AS content, "
+                      "body->'message'->>'content' AS answer, severity_number FROM logs").to_pylist()
+        assert len(rows) == 2 * len(sent) == 600
+        by_key = {(r["content"] or r["answer"])[2:]: r for r in rows}
+        for key, ids in sent.items():
+            assert (by_key[key]["trace_id"], by_key[key]["span_id"]) == ids
+        # The read side joins the records to their span: llm_calls has the messages.
+        deadline = time.monotonic() + 20
+        while wh.sql("SELECT count(*) AS n FROM llm_calls").column("n")[0].as_py() < len(sent):
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        calls = {(r["trace_id"], r["span_id"]): r for r in wh.sql(
+            "SELECT trace_id, span_id, input_messages, output_messages, convention FROM llm_calls").to_pylist()}
+        for key, ids in sent.items():
+            call = calls[ids]
+            assert call["convention"] == "gen_ai_events"
+            assert f'"q {key}"' in call["input_messages"] and f'"a {key}"' in call["output_messages"]
+        assert c.stop() == 0
+
+
+def test_bad_log_requests_are_refused_and_good_ones_kept(tmp_path: Path) -> None:
+    with Collector(tmp_path) as c:
+        good = ExportLogsServiceRequest()
+        rec = good.resource_logs.add().scope_logs.add().log_records.add()
+        rec.time_unix_nano, rec.event_name = 1_700_000_000_000_000_000, "gen_ai.user.message"
+        rec.trace_id, rec.span_id = bytes(range(16)), bytes(range(8))
+        rec.body.string_value = "kept"
+        bad = rec.__class__()
+        bad.CopyFrom(rec)
+        bad.span_id, bad.body.string_value = b"\x01\x02", "bad id"
+        good.resource_logs[0].scope_logs[0].log_records.append(bad)
+
+        code, resp = grpc_export(c.grpc_endpoint, good, signal="logs")
+        assert code == "OK" and resp.partial_success.rejected_log_records == 1
+        assert "span_id" in resp.partial_success.error_message
+        code, details = grpc_export(c.grpc_endpoint, b"\xff\x00garbage", signal="logs")
+        assert code == "INVALID_ARGUMENT" and "ExportLogsServiceRequest" in details
+
+        def post(body: bytes, ctype: str, encoding: str | None = None) -> tuple[int, bytes]:
+            headers = {"Content-Type": ctype, **({"Content-Encoding": encoding} if encoding else {})}
+            req = urllib.request.Request(f"{c.http_url}/v1/logs", data=body, headers=headers, method="POST")
+            try:
+                with urllib.request.urlopen(req, timeout=10) as r:
+                    return r.status, r.read()
+            except urllib.error.HTTPError as exc:
+                return exc.code, exc.read()
+
+        assert post(b"not json", "application/json")[0] == 400
+        assert post(b"x", "text/plain")[0] == 415
+        json_body = (b'{"resourceLogs":[{"scopeLogs":[{"logRecords":[{"timeUnixNano":"1700000000000000001",'
+                     b'"traceId":"000102030405060708090a0b0c0d0e0f","spanId":"0001020304050607",'
+                     b'"eventName":"gen_ai.choice","body":{"stringValue":"json kept"}}]}]}]}')
+        assert post(gzip.compress(json_body), "application/json", "gzip")[0] == 200
+        # A retried export is stored once.
+        assert post(json_body, "application/json")[0] == 200
+        wh = Warehouse.connect(c.query_url)
+        bodies = sorted(r["b"] for r in wh.sql("SELECT body->>'$' AS b FROM logs").to_pylist())
+        assert bodies == ["json kept", "kept"]
+        assert c.stop() == 0
+
+
+def test_a_receiver_in_no_logs_pipeline_does_not_serve_logs(tmp_path: Path) -> None:
+    collector = Collector(tmp_path)
+    del collector.config["service"]["pipelines"]["logs"]
+    with collector.rewrite() as c:
+        code, _ = grpc_export(c.grpc_endpoint, ExportLogsServiceRequest(), signal="logs")
+        assert code == "UNIMPLEMENTED"
+        req = urllib.request.Request(f"{c.http_url}/v1/logs", data=b"{}", method="POST",
+                                     headers={"Content-Type": "application/json"})
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(req, timeout=10)
+        assert err.value.code == 404
+        assert c.stop() == 0
+
+
+def test_logs_pipeline_refuses_components_without_logs(tmp_path: Path) -> None:
+    cfg = default_config(tmp_path / "spans.duckdb", free_port(), free_port(), free_port())
+    cfg["exporters"]["file"] = {"path": str(tmp_path / "out.jsonl")}
+    cfg["service"]["pipelines"]["logs"] = {"receivers": ["otlp"], "processors": ["batch"],
+                                           "exporters": ["duckdb", "file"]}
+    with pytest.raises(ConfigError) as err:
+        parse_config(cfg)
+    text = str(err.value)
+    assert "service::pipelines::logs::processors: processor 'batch' does not support logs" in text
+    assert "service::pipelines::logs::exporters: exporter 'file' does not support logs" in text
