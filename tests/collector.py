@@ -37,8 +37,7 @@ def default_config(db: Path, grpc: int, http: int, query: int, batch: dict | Non
         "processors": {"batch": batch or {"timeout": "50ms"}},
         "exporters": {"duckdb": {"path": str(db), "query": {"endpoint": f"127.0.0.1:{query}"}}},
         "service": {"pipelines": {
-            "traces": {"receivers": ["otlp"], "processors": ["batch"], "exporters": ["duckdb"]},
-            "logs": {"receivers": ["otlp"], "exporters": ["duckdb"]}},
+            "traces": {"receivers": ["otlp"], "processors": ["batch"], "exporters": ["duckdb"]}},
             "telemetry": {"metrics": {"address": f"127.0.0.1:{free_port()}"}}},
     }
 
@@ -69,8 +68,10 @@ class Collector:
     """A collector subprocess. `ports` are the ones it was configured with."""
 
     def __init__(self, tmp: Path, config: dict[str, Any] | None = None, wait_ports: list[int] | None = None,
-                 env: dict[str, str] | None = None, processors: dict[str, Any] | None = None) -> None:
-        """`processors`: the default config's pipeline with these processors (in order) instead of batch."""
+                 env: dict[str, str] | None = None, processors: dict[str, Any] | None = None,
+                 logs: bool = False) -> None:
+        """`processors`: the default config's pipeline with these processors (in order) instead of batch;
+        `logs`: add a logs pipeline (otlp → duckdb)."""
         self.tmp = tmp
         self.db = tmp / "spans.duckdb"
         self.grpc_port, self.http_port, self.query_port = free_port(), free_port(), free_port()
@@ -78,6 +79,8 @@ class Collector:
         if processors is not None:
             self.config["processors"] = processors
             self.config["service"]["pipelines"]["traces"]["processors"] = list(processors)
+        if logs:
+            self.config["service"]["pipelines"]["logs"] = {"receivers": ["otlp"], "exporters": ["duckdb"]}
         self.config_path = tmp / "config.yaml"
         self.config_path.write_text(yaml.safe_dump(self.config))
         self.wait_ports = wait_ports

@@ -20,7 +20,7 @@ SYSTEM, USER = "Answer exactly.", "What is 2 + 3?"
 
 def test_real_instrumentations_give_llm_calls(tmp_path: Path) -> None:
     with FakeOpenAI() as srv, Collector(tmp_path, processors={"rollout": {}, "reward": {},
-                                                               "batch": {"timeout": "20ms"}}) as c:
+                                                               "batch": {"timeout": "20ms"}}, logs=True) as c:
         reply_ids = {}
         for kind in KINDS:
             env = {**os.environ, "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://{c.grpc_endpoint}",
@@ -67,4 +67,61 @@ def test_real_instrumentations_give_llm_calls(tmp_path: Path) -> None:
         oi = triplets[0]
         assert oi.response["token_ids"] == tokens(answer)
         assert oi.prompt["raw_content"] == [{"role": "system", "content": SYSTEM}, {"role": "user", "content": USER}]
+        assert c.stop() == 0
+
+
+def test_logfire_streamed_call_is_one_llm_call(tmp_path: Path) -> None:
+    """Logfire records a streamed completion as the call span plus a sibling `streaming response …`
+    span with the same request_data holding the answer: one LLM call, one triplet, answer included."""
+    import grpc
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2_grpc import TraceServiceStub
+
+    from tests.triplet_cases import BASE_NS, otlp_request_for
+
+    def request(question: str, stream: bool) -> str:
+        return json.dumps({"model": "gpt-4o", "stream": stream, "messages": [{"role": "user", "content": question}]})
+
+    def span(sid: int, parent: int | None, name: str, start: int, end: int, attrs: dict) -> dict:
+        return {"span_id": f"{sid:016x}", "parent_span_id": None if parent is None else f"{parent:016x}",
+                "name": name, "start_time_unix_nano": BASE_NS + start, "end_time_unix_nano": BASE_NS + end,
+                "attributes": attrs}
+
+    streamed = {"gen_ai.system": "openai", "gen_ai.request.model": "gpt-4o", "request_data": request("Capital?", True),
+                "logfire.msg_template": "Chat Completion with {request_data[model]!r}"}
+    spans = [
+        span(1, None, "agent run", 0, 1000, {"agent.name": "solver"}),
+        span(2, 1, "Chat Completion with 'gpt-4o'", 10, 20, streamed),
+        span(3, 1, "streaming response from 'gpt-4o' took 0.52s", 20, 540, {
+            "gen_ai.system": "openai", "request_data": streamed["request_data"], "duration": 0.52,
+            "logfire.msg_template": "streaming response from {request_data[model]!r} took {duration:.2f}s",
+            "response_data": json.dumps({"message": {"role": "assistant", "content": "Paris."}, "usage": None})}),
+        span(4, 1, "Chat Completion with 'gpt-4o'", 600, 700, {
+            "gen_ai.system": "openai", "gen_ai.request.model": "gpt-4o", "request_data": request("And Spain?", False),
+            "response_data": json.dumps({"message": {"role": "assistant", "content": "Madrid."},
+                                         "usage": {"prompt_tokens": 9, "completion_tokens": 2}})}),
+        span(5, 1, "agentlightning.annotation", 800, 800,
+             {"agentlightning.reward.0.name": "primary", "agentlightning.reward.0.value": 1.0}),
+    ]
+    with Collector(tmp_path, processors={"rollout": {}, "reward": {}, "batch": {"timeout": "20ms"}}) as c:
+        with grpc.insecure_channel(c.grpc_endpoint) as ch:
+            TraceServiceStub(ch).Export(otlp_request_for(spans, "ro-logfire", "ab" * 16), timeout=10)
+        wh = Warehouse.connect(c.query_url)
+        deadline = __import__("time").monotonic() + 20
+        while wh.sql("SELECT count(*) AS n FROM spans").column("n")[0].as_py() < len(spans):
+            assert __import__("time").monotonic() < deadline
+        calls = wh.sql("SELECT span_id, input_messages, output_messages, convention FROM llm_calls "
+                       "ORDER BY start_time_unix_nano").to_pylist()
+        assert [r["span_id"] for r in calls] == [f"{2:016x}", f"{4:016x}"]
+        assert all(r["convention"] == "logfire" for r in calls)
+        assert json.loads(calls[0]["output_messages"])[0]["parts"][0]["content"] == "Paris."
+        assert json.loads(calls[0]["input_messages"])[0]["parts"][0]["content"] == "Capital?"
+        for bulk in (True, False):
+            triplets = wh.triplets(["ro-logfire"], bulk=bulk)
+            assert [t.response["raw_content"] for t in triplets] == \
+                [[{"role": "assistant", "content": "Paris."}], [{"role": "assistant", "content": "Madrid."}]]
+            assert [t.prompt["raw_content"] for t in triplets] == \
+                [[{"role": "user", "content": "Capital?"}], [{"role": "user", "content": "And Spain?"}]]
+            assert [t.reward for t in triplets] == [None, 1.0]
+        records = wh.messages(["ro-logfire"])
+        assert [r["messages"][-1]["content"] for r in records] == ["Paris.", "Madrid."]
         assert c.stop() == 0

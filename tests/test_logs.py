@@ -39,7 +39,7 @@ def test_sdk_log_records_land_by_id_and_join_their_span(tmp_path: Path) -> None:
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-    with Collector(tmp_path) as c:
+    with Collector(tmp_path, logs=True) as c:
         tracer_provider = TracerProvider()
         tracer_provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=c.grpc_endpoint, insecure=True)))
         tracer = tracer_provider.get_tracer("t")
@@ -83,7 +83,7 @@ def test_sdk_log_records_land_by_id_and_join_their_span(tmp_path: Path) -> None:
 
 
 def test_bad_log_requests_are_refused_and_good_ones_kept(tmp_path: Path) -> None:
-    with Collector(tmp_path) as c:
+    with Collector(tmp_path, logs=True) as c:
         good = ExportLogsServiceRequest()
         rec = good.resource_logs.add().scope_logs.add().log_records.add()
         rec.time_unix_nano, rec.event_name = 1_700_000_000_000_000_000, "gen_ai.user.message"
@@ -124,9 +124,7 @@ def test_bad_log_requests_are_refused_and_good_ones_kept(tmp_path: Path) -> None
 
 
 def test_a_receiver_in_no_logs_pipeline_does_not_serve_logs(tmp_path: Path) -> None:
-    collector = Collector(tmp_path)
-    del collector.config["service"]["pipelines"]["logs"]
-    with collector.rewrite() as c:
+    with Collector(tmp_path) as c:  # a traces pipeline only
         code, _ = grpc_export(c.grpc_endpoint, ExportLogsServiceRequest(), signal="logs")
         assert code == "UNIMPLEMENTED"
         req = urllib.request.Request(f"{c.http_url}/v1/logs", data=b"{}", method="POST",

@@ -24,7 +24,8 @@ from pipeline.adapters import forest
 from pipeline.semconv.agents import AGENT_KEYS, agent_name_sql
 from pipeline.warehouse.payloads import PAYLOAD_FIELDS, PAYLOAD_VERSION, payload_columns
 from pipeline.warehouse.warehouse import WarehouseError
-from pipeline.warehouse.views import events_with_logs_sql, sql_string as _q
+from pipeline.semconv.span_types import LOGFIRE_STREAM_PREFIX
+from pipeline.warehouse.views import events_with_logs_sql, llm_attributes_sql, sql_string as _q
 
 if TYPE_CHECKING:
     from pipeline.adapters.triplets import TripletAdapter
@@ -210,10 +211,17 @@ _PAYLOAD_NAMES = ["prompt_token_ids", "response_token_ids", "prompt", "response"
 
 
 def stored_payloads_sql(rollout_ids: list[str]) -> str:
-    # A span with log records sent for it is not taken as stored: its payload is computed with them.
-    return (f"SELECT trace_id || '/' || span_id AS key, {', '.join(_PAYLOAD_NAMES)} FROM triplet_payloads tp "
-            f"WHERE version = {PAYLOAD_VERSION} AND rollout_id IN (SELECT rollout_id FROM ({wanted_sql(rollout_ids)})) "
-            "AND NOT EXISTS (SELECT 1 FROM logs l WHERE l.trace_id = tp.trace_id AND l.span_id = tp.span_id)")
+    # A payload stored from the span alone is not taken when the span has log records sent for it, or
+    # is a streamed Logfire call with its answer in a sibling span: it is computed with those instead.
+    wanted = f"SELECT rollout_id FROM ({wanted_sql(rollout_ids)})"
+    return f"""SELECT trace_id || '/' || span_id AS key, {', '.join(_PAYLOAD_NAMES)} FROM triplet_payloads tp
+WHERE version = {PAYLOAD_VERSION} AND rollout_id IN ({wanted})
+  AND NOT EXISTS (SELECT 1 FROM logs l WHERE l.trace_id = tp.trace_id AND l.span_id = tp.span_id)
+  AND (trace_id, span_id) NOT IN (
+      SELECT (c.trace_id, c.span_id) FROM spans st JOIN spans c
+        ON c.trace_id = st.trace_id AND c.parent_span_id IS NOT DISTINCT FROM st.parent_span_id
+       AND c.span_id <> st.span_id AND json_extract(c.attributes, '$.request_data') = json_extract(st.attributes, '$.request_data')
+      WHERE st.name LIKE '{LOGFIRE_STREAM_PREFIX}%' AND st.rollout_id IN ({wanted}))"""
 
 
 def _stored(future: Future[pa.Table]) -> pa.Table:
@@ -237,7 +245,7 @@ def _payloads(adapter: TripletAdapter, stored: pa.Table, trace_ids: pa.Array, sp
         return stored.take(at)
     wanted = [[trace_ids[i].as_py(), span_ids[i].as_py()] for i in missing.tolist()]
     found = adapter.warehouse.sql(
-        f"SELECT s.trace_id, s.span_id, s.attributes::VARCHAR AS attributes, {events_with_logs_sql('s')} AS events "
+        f"SELECT s.trace_id, s.span_id, {llm_attributes_sql('s')} AS attributes, {events_with_logs_sql('s')} AS events "
         f"FROM spans s JOIN ({_pairs_sql(wanted)}) w USING (trace_id, span_id)").to_pylist()
     by_id = {(f["trace_id"], f["span_id"]): (f["attributes"], f["events"]) for f in found}
     computed = pa.table(payload_columns(by_id.get((t, s), (None, None)) for t, s in wanted)).cast(stored.schema)

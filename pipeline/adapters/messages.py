@@ -19,7 +19,7 @@ from pipeline.adapters.agl_payload import openai_style
 from pipeline.adapters.triplets import TripletAdapter
 from pipeline.semconv.llm_call import llm_call
 from pipeline.semconv.values import indexed, loose
-from pipeline.warehouse.views import events_with_logs_sql
+from pipeline.warehouse.views import events_with_logs_sql, llm_attributes_sql
 from pipeline.warehouse.warehouse import sql_string
 
 
@@ -89,7 +89,7 @@ class MessagesAdapter:
         rids = ", ".join(sql_string(r) for r in {t.rollout_id for t in chosen})
         sids = ", ".join(sql_string(t.span_id) for t in chosen)
         spans = {(r["trace_id"], r["span_id"]): r for r in self.warehouse.sql(
-            f"SELECT trace_id, span_id, attributes::VARCHAR AS attributes, {events_with_logs_sql('s')} AS events "
+            f"SELECT trace_id, span_id, {llm_attributes_sql('s')} AS attributes, {events_with_logs_sql('s')} AS events "
             f"FROM spans s WHERE rollout_id IN ({rids}) AND span_id IN ({sids})").to_pylist()}
         tools: dict[tuple[str, str], list[tuple[str, str, dict[str, Any]]]] = {}
         for r in self.warehouse.sql(

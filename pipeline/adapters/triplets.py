@@ -27,7 +27,7 @@ from pipeline.adapters.agl_payload import payload
 from pipeline.adapters.tree import Tree
 from pipeline.adapters.bulk import ATTRIBUTE_KEYS_SQL, AGENT_SQL, REWARD_OPERATION_SQL, bulk_triplets, response_id_sql
 from pipeline.semconv.agents import agent_name
-from pipeline.warehouse.views import events_with_logs_sql
+from pipeline.warehouse.views import events_with_logs_sql, llm_attributes_sql
 from pipeline.warehouse.warehouse import sql_string as _q
 
 logger = logging.getLogger(__name__)
@@ -71,8 +71,21 @@ class Triplets(Sequence[Triplet]):
             return [self[i] for i in range(*index.indices(len(self)))]
         item = self._items[index]
         if item is None:
-            item = self._items[index] = _triplet_of_row(self._table, range(len(self))[index])
+            i = range(len(self))[index]
+            self._materialise(i - i % _BLOCK)
+            item = self._items[i]
         return item
+
+    def _materialise(self, lo: int) -> None:
+        """Make the Triplet objects of rows lo .. lo + _BLOCK at once (column-wise conversion)."""
+        block = self._table.slice(lo, _BLOCK)
+        cols = {name: block.column(name).to_pylist() for name in TRIPLET_COLUMNS if not name.endswith("token_ids")}
+        loads = orjson.loads
+        for k in range(block.num_rows):
+            self._items[lo + k] = Triplet(
+                loads(cols["prompt"][k]), loads(cols["response"][k]), cols["reward"][k], loads(cols["metadata"][k]),
+                rollout_id=cols["rollout_id"][k], attempt_id=cols["attempt_id"][k], trace_id=cols["trace_id"][k],
+                span_id=cols["span_id"][k], sequence_id=cols["sequence_id"][k])
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, (list, Sequence)) and list(self) == list(other)
@@ -92,11 +105,7 @@ class Triplets(Sequence[Triplet]):
         return len(self)
 
 
-def _triplet_of_row(table: pa.Table, i: int) -> Triplet:
-    row = {name: table.column(name)[i].as_py() for name in TRIPLET_COLUMNS}
-    return Triplet(orjson.loads(row["prompt"]), orjson.loads(row["response"]), row["reward"],
-                   orjson.loads(row["metadata"]), rollout_id=row["rollout_id"], attempt_id=row["attempt_id"],
-                   trace_id=row["trace_id"], span_id=row["span_id"], sequence_id=row["sequence_id"])
+_BLOCK = 4096
 
 
 def _json(v: Any) -> str:
@@ -209,7 +218,7 @@ SELECT rollout_id, attempt_id, trace_id, span_id, parent_span_id, name, start_ti
        sequence_id, span_type, reward, {AGENT_SQL} AS agent_name,
        CASE WHEN {candidate} THEN {response_id_sql()} END AS response_id,
        {REWARD_OPERATION_SQL} AS reward_operation,
-       CASE WHEN {candidate} THEN attributes::VARCHAR END AS attributes,
+       CASE WHEN {candidate} THEN {llm_attributes_sql("s")} END AS attributes,
        CASE WHEN {candidate} THEN {events_with_logs_sql("s")} END AS events
 FROM (SELECT *, {ATTRIBUTE_KEYS_SQL} AS v FROM spans WHERE rollout_id IN ({ids})) s
 ORDER BY rollout_id, attempt_id, sequence_id NULLS LAST, start_time_unix_nano, span_id"""

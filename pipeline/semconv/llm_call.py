@@ -208,6 +208,8 @@ def output_messages(attrs: dict[str, Any], events: list[dict[str, Any]] | None) 
                     for c in choices if isinstance(c, dict)], conv
         if isinstance(value.get("message"), dict):
             return [from_openai({"role": "assistant", **value["message"]}, "assistant")], conv
+        if isinstance(value.get("combined_chunk_content"), str):  # an older Logfire's streamed answer
+            return [from_openai({"role": "assistant", "content": value["combined_chunk_content"]}, "assistant")], conv
     return None, None
 
 

@@ -12,6 +12,7 @@ from typing import Any
 DEFAULT_LLM_NAME = re.compile(r"openai\.chat\.completion")
 LLM_OPERATIONS = {"chat", "text_completion", "generate_content"}
 AGENT_KINDS = {"agent", "session", "workflow", "task"}
+LOGFIRE_STREAM_PREFIX = "streaming response from"
 
 # The spans `pipeline.emit` (and Agent Lightning's emitters) make; a reward annotation becomes 'reward'.
 AGL_SPAN_TYPES = {
@@ -58,6 +59,8 @@ def classify(name: str, attrs: dict[str, Any], llm_name: re.Pattern[str] = DEFAU
     if op in LLM_OPERATIONS or attrs.get("llm.request.type") in ("chat", "completion") \
             or attrs.get("gen_ai.request.type") == "chat" or llm_name.search(name):
         return "llm"
+    if "request_data" in attrs and "gen_ai.system" in attrs and not name.startswith(LOGFIRE_STREAM_PREFIX):
+        return "llm"  # Logfire's OpenAI/Anthropic call span (its `streaming response …` sibling is merged into it)
     if name.startswith(("tool.", "execute_tool")):
         return "tool"
     if name.startswith("invoke_agent") or "agent.name" in attrs:

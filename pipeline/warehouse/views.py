@@ -16,7 +16,7 @@ from pipeline.semconv.agents import agent_name_sql
 from pipeline.warehouse import payloads
 from pipeline.warehouse.schema import COMPLETION_COLUMNS, DDL, LOGS_DDL, ROLLOUT_SPAN, SPANS_COLUMNS
 from pipeline.semconv.llm_call import llm_call
-from pipeline.semconv.span_types import classify
+from pipeline.semconv.span_types import LOGFIRE_STREAM_PREFIX, classify
 
 _TOKENS_IN = ("COALESCE(TRY_CAST(attributes->>'gen_ai.usage.input_tokens' AS BIGINT), "
               "TRY_CAST(attributes->>'gen_ai.usage.prompt_tokens' AS BIGINT), "
@@ -39,6 +39,17 @@ def events_with_logs_sql(span: str = "s") -> str:
     FROM logs l WHERE l.trace_id = {span}.trace_id AND l.span_id = {span}.span_id), {span}.events::VARCHAR)"""
 
 
+def llm_attributes_sql(span: str = "s") -> str:
+    """The attributes of span alias `span` as JSON text. A streamed Logfire call is two spans: the
+    call, and a sibling `streaming response from …` span (same trace, parent and `request_data`)
+    holding the answer; the call gets that sibling's `response_data`, so the pair is one LLM call."""
+    return f"""COALESCE((
+    SELECT first(json_merge_patch({span}.attributes, json_object('response_data', json_extract(st.attributes, '$.response_data'))))::VARCHAR
+    FROM spans st WHERE st.trace_id = {span}.trace_id AND st.parent_span_id IS NOT DISTINCT FROM {span}.parent_span_id
+      AND st.name LIKE '{LOGFIRE_STREAM_PREFIX}%' AND st.span_id <> {span}.span_id
+      AND json_extract(st.attributes, '$.request_data') = json_extract({span}.attributes, '$.request_data')), {span}.attributes::VARCHAR)"""
+
+
 _IS_LLM = "(span_type = 'llm' OR (span_type IS NULL AND spanpipe_span_type(name, attributes::VARCHAR) = 'llm'))"
 
 VIEWS: dict[str, str] = {
@@ -55,7 +66,7 @@ SELECT s.trace_id, s.span_id, s.parent_span_id, s.rollout_id, s.attempt_id, s.se
        TRY_CAST(c->'response_token_ids' AS INTEGER[]) AS response_token_ids,
        NULLIF(c->'response_logprobs', 'null'::JSON) AS response_logprobs,
        c->>'convention' AS convention
-FROM (SELECT *, spanpipe_llm_call(attributes::VARCHAR, {events_with_logs_sql("x")})::JSON AS c
+FROM (SELECT *, spanpipe_llm_call({llm_attributes_sql("x")}, {events_with_logs_sql("x")})::JSON AS c
       FROM spans x WHERE {_IS_LLM}) s
 LEFT JOIN spans p ON p.trace_id = s.trace_id AND p.span_id = s.parent_span_id""",
     "rewards": """
