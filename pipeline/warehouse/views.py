@@ -123,6 +123,8 @@ def register_functions(con: duckdb.DuckDBPyConnection) -> None:
 
 
 def create_views(con: duckdb.DuckDBPyConnection, temporary: bool = False) -> None:
+    # A library must not draw DuckDB's progress bar on the caller's terminal during long queries.
+    con.execute("SET enable_progress_bar = false")
     register_functions(con)
     existing = {r[0] for r in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()}
     tables = {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}

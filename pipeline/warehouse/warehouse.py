@@ -120,6 +120,7 @@ class Warehouse:
             if self._con is None:
                 return self.sql(query)
             cursor = self._con.cursor()
+            cursor.execute("SET enable_progress_bar = false")
             try:
                 return cursor.sql(query).to_arrow_table()
             except duckdb.Error as exc:
