@@ -111,6 +111,7 @@ class DuckDBExporter(QueuedExporter):
         self.query_server: QueryServer | None = None
         self._retention_stop = threading.Event()
         self._retention_thread: threading.Thread | None = None
+        self._indexer: payloads.PayloadIndexer | None = None
 
     # lifecycle -----------------------------------------------------------------------------
     def open(self) -> None:
@@ -119,6 +120,7 @@ class DuckDBExporter(QueuedExporter):
         self._writer = self._con.cursor()
         self._rows = self._con.execute("SELECT count(*) FROM spans").fetchall()[0][0]
         gauges.set_function("warehouse_rows", lambda: self._rows, exporter=self.id)
+        self._indexer = payloads.PayloadIndexer(self.id, self._busy, self._write_payloads)
         if self.config.query is not None:
             host, port = parse_endpoint(self.config.query.endpoint)
             auth = self.config.query.auth
@@ -150,6 +152,18 @@ class DuckDBExporter(QueuedExporter):
         assert self._con is not None, "warehouse is closed"
         return self._con.cursor()
 
+    def _busy(self) -> bool:
+        return self.queue is not None and (self.queue.size() > 0 or self.queue.in_flight() > 0)
+
+    def _write_payloads(self, table: pa.Table) -> None:
+        with self._write_lock:
+            if self._writer is None:
+                return
+            try:
+                payloads.insert_payload_table(self._writer, table)
+            except duckdb.Error as exc:  # the reader computes what is not stored
+                self.log.warning("storing %d triplet payloads failed: %s", table.num_rows, exc)
+
     def shutdown(self) -> None:
         self._retention_stop.set()
         if self._retention_thread is not None:
@@ -161,6 +175,9 @@ class DuckDBExporter(QueuedExporter):
         super().shutdown()
 
     def close(self) -> None:
+        if self._indexer is not None:
+            self._indexer.stop()  # what it had not done is computed by readers
+            self._indexer = None
         if self._writer is not None:
             self._writer.close()
             self._writer = None
@@ -267,7 +284,6 @@ class DuckDBExporter(QueuedExporter):
             inserted = writer.execute(INSERT_DEDUPED, {"lo": bounds["min"], "hi": bounds["max"]}).fetchall()
             if dims is not None:
                 writer.execute(INSERT_REWARD_DIMENSIONS)
-            payloads.insert_payloads(writer, table)
             completed = writer.execute(INSERT_COMPLETIONS).fetchall() if ROLLOUT_SPAN in batch.name else []
             writer.execute("COMMIT")
         except duckdb.Error:
@@ -281,6 +297,8 @@ class DuckDBExporter(QueuedExporter):
             if dims is not None:
                 writer.unregister("__dims")
         self._rows += inserted[0][0] if inserted else 0
+        if self._indexer is not None:
+            self._indexer.submit(table)
         counters.add("rollouts_completed", len(completed), exporter=self.id)
         for seq, rollout_id, attempt_id, status, mode, final_reward in completed:
             events.publish(events.ROLLOUT_COMPLETED, seq=seq, rollout_id=rollout_id, attempt_id=attempt_id,

@@ -152,3 +152,34 @@ def test_without_stored_payloads_the_same_triplets(tmp_path: Path, warehouse: tu
     with Warehouse.open(path) as old:
         got = old.triplets(ids)
     assert comparable(got) == comparable(expected) and len(got) > 100
+
+
+def test_payload_indexer_works_in_idle_time_and_bounds_its_backlog(warehouse: tuple[Warehouse, list[str]]) -> None:
+    import threading
+    import time
+
+    from pipeline.warehouse.payloads import PayloadIndexer
+
+    wh, ids = warehouse
+    spans = wh.sql(f"SELECT * EXCLUDE (attributes, events), attributes::VARCHAR AS attributes, "
+                   f"events::VARCHAR AS events FROM spans WHERE rollout_id IN ('{ids[1]}', '{ids[2]}', '{ids[3]}')")
+    llm = wh.sql(f"SELECT count(*) AS n FROM triplet_payloads WHERE rollout_id IN ('{ids[1]}', '{ids[2]}', '{ids[3]}')"
+                 ).column("n")[0].as_py()
+    busy = threading.Event()
+    busy.set()
+    written: list[pa.Table] = []
+    indexer = PayloadIndexer("test", busy.is_set, written.append, max_rows=llm)
+    for _ in range(3):  # three times the backlog it may hold, while the writer is busy
+        indexer.submit(spans)
+    time.sleep(0.2)
+    assert written == [] and indexer.pending() == llm and indexer.skipped == 2 * llm
+    busy.clear()
+    deadline = time.monotonic() + 10
+    while indexer.pending():
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    indexer.stop()
+    assert sum(t.num_rows for t in written) == llm > 0
+    assert set(written[0].column("span_id").to_pylist()) == set(wh.sql(
+        f"SELECT span_id FROM triplet_payloads WHERE rollout_id IN ('{ids[1]}', '{ids[2]}', '{ids[3]}')").column(
+        "span_id").to_pylist())

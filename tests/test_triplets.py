@@ -53,11 +53,13 @@ def test_same_triplets_through_a_collector(tmp_path: Path) -> None:
         while wh.sql("SELECT count(*) AS n FROM spans").column("n")[0].as_py() < expected_rows:
             assert time.monotonic() < deadline
             time.sleep(0.05)
-        # The writer stored a payload for every LLM span, so reads only join them.
+        # In its idle time the writer stores a payload for every LLM span, so reads only join them.
         llm_spans = wh.sql("SELECT count(*) AS n FROM spans WHERE span_type = 'llm' OR "
                            "regexp_matches(name, 'openai\\.chat\\.completion')").column("n")[0].as_py()
-        stored = wh.sql("SELECT count(*) AS n FROM triplet_payloads").column("n")[0].as_py()
-        assert stored == llm_spans > 40
+        while wh.sql("SELECT count(*) AS n FROM triplet_payloads").column("n")[0].as_py() < llm_spans:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert wh.sql("SELECT count(*) AS n FROM triplet_payloads").column("n")[0].as_py() == llm_spans > 40
         for case in CASES:
             got = wh.triplets([f"ro-{case}"], **options_of(case))
             assert agl_view(got) == EXPECTED[case], case

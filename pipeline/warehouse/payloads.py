@@ -1,8 +1,8 @@
 """Triplet payloads computed once, when an LLM span is written, instead of at every read.
 
 A triplet's prompt, response and metadata (Agent Lightning's shapes, `adapters.agl_payload`) depend
-only on the LLM span's own attributes and events, so the warehouse writer computes them for the LLM
-spans of each batch it inserts and keeps them in `triplet_payloads`, as JSON text and token-id
+only on the LLM span's own attributes and events, so the duckdb exporter computes them for the LLM
+spans it writes (`PayloadIndexer`, in idle time) and keeps them in `triplet_payloads`, as JSON text and token-id
 arrays. The triplet reader then only decides *which* calls become triplets (the tree decisions)
 and joins. Rows carry `version`: a reader ignores rows of another version and computes those
 payloads itself, as it does for spans written before this table existed, spans its own
@@ -11,7 +11,11 @@ payloads itself, as it does for spans written before this table existed, spans i
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+import logging
+import threading
+import time
+from collections import deque
+from typing import Any, Callable, Iterable
 
 import orjson
 import pyarrow as pa
@@ -79,21 +83,28 @@ def llm_rows(spans: pa.Table, llm_call_match: str = DEFAULT_LLM_CALL_MATCH) -> p
 
 
 def payload_table(spans: pa.Table) -> pa.Table | None:
-    """The `triplet_payloads` rows for the LLM spans of a batch about to be inserted."""
-    llm = spans.filter(llm_rows(spans))
+    """The `triplet_payloads` rows for the LLM spans of a `spans`-shaped table."""
+    return _payloads_of(spans.filter(llm_rows(spans)))
+
+
+def _payloads_of(llm: pa.Table) -> pa.Table | None:
     if llm.num_rows == 0:
         return None
     cols = payload_columns(zip(llm.column("attributes").to_pylist(), llm.column("events").to_pylist()))
-    return pa.table({"rollout_id": llm.column("rollout_id"), "trace_id": llm.column("trace_id"), "span_id": llm.column("span_id"),
-                     "start_time_unix_nano": llm.column("start_time_unix_nano"),
+    return pa.table({"rollout_id": llm.column("rollout_id"), "trace_id": llm.column("trace_id"),
+                     "span_id": llm.column("span_id"), "start_time_unix_nano": llm.column("start_time_unix_nano"),
                      "version": pa.array([PAYLOAD_VERSION] * llm.num_rows, pa.int32()), **cols})
 
 
 def insert_payloads(con: Any, spans: pa.Table) -> int:
-    """Compute and insert the payloads of `spans`' LLM spans on `con` (inside the caller's transaction)."""
+    """Compute and insert the payloads of `spans`' LLM spans on `con`."""
     table = payload_table(spans)
     if table is None:
         return 0
+    return insert_payload_table(con, table)
+
+
+def insert_payload_table(con: Any, table: pa.Table) -> int:
     bounds = pc.min_max(table.column("start_time_unix_nano")).as_py()
     con.register("__payloads", table)
     try:
@@ -101,3 +112,70 @@ def insert_payloads(con: Any, spans: pa.Table) -> int:
     finally:
         con.unregister("__payloads")
     return table.num_rows
+
+
+class PayloadIndexer:
+    """Computes the payloads of written LLM spans on its own thread, in the writer's idle time.
+
+    Payloads are Python work (~0.1 ms per LLM span); done inline they would cap ingest. The writer
+    hands over the LLM rows it inserted; this thread computes and stores their payloads while the
+    exporter has nothing queued. Work waiting is bounded (`max_rows`): when ingest outruns it, the
+    oldest is dropped — those spans simply have no stored payload and the reader computes theirs.
+    """
+
+    def __init__(self, name: str, busy: Callable[[], bool], write: Callable[[pa.Table], None],
+                 max_rows: int = 50_000) -> None:
+        self._busy, self._write, self._max_rows = busy, write, max_rows
+        self._pending: deque[pa.Table] = deque()
+        self._rows = 0
+        self._cond = threading.Condition()
+        self._stop = False
+        self.skipped = 0
+        self._thread = threading.Thread(target=self._run, name=f"{name}-payloads", daemon=True)
+        self._thread.start()
+
+    def submit(self, spans: pa.Table) -> None:
+        llm = spans.filter(llm_rows(spans)).select(["rollout_id", "trace_id", "span_id", "start_time_unix_nano",
+                                                    "attributes", "events"])
+        if llm.num_rows == 0:
+            return
+        with self._cond:
+            self._pending.append(llm)
+            self._rows += llm.num_rows
+            while self._rows > self._max_rows and len(self._pending) > 1:
+                dropped = self._pending.popleft()
+                self._rows -= dropped.num_rows
+                self.skipped += dropped.num_rows
+            self._cond.notify()
+
+    def pending(self) -> int:
+        return self._rows
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._pending and not self._stop:
+                    self._cond.wait()
+                if self._stop:
+                    return
+            if self._busy():
+                time.sleep(0.05)
+                continue
+            with self._cond:
+                if not self._pending:
+                    continue
+                work = self._pending.popleft()
+                self._rows -= work.num_rows
+            try:
+                table = _payloads_of(work)
+                if table is not None:
+                    self._write(table)
+            except Exception:  # noqa: BLE001 - a bad span must not stop indexing; readers compute it
+                logging.getLogger("spanpipe.payloads").exception("computing %d triplet payloads failed",
+                                                                  work.num_rows)
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stop = True
+            self._cond.notify()
+        self._thread.join()

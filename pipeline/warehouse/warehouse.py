@@ -120,8 +120,8 @@ class Warehouse:
             if self._con is None:
                 return self.sql(query)
             cursor = self._con.cursor()
-            cursor.execute("SET enable_progress_bar = false")
             try:
+                create_views(cursor, temporary=True)  # an older file's missing tables are per connection
                 return cursor.sql(query).to_arrow_table()
             except duckdb.Error as exc:
                 raise WarehouseError(str(exc)) from None
