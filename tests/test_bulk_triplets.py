@@ -11,7 +11,7 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
-from pipeline.adapters.bulk import bulk_triplets
+from pipeline.adapters.bulk import bulk_triplets, stored_payloads_sql
 from pipeline.adapters.triplets import TripletAdapter, spans_to_columns
 from pipeline.warehouse.warehouse import Warehouse
 from pipeline.warehouse.writer import create_warehouse, insert_spans
@@ -142,7 +142,8 @@ def test_without_stored_payloads_the_same_triplets(tmp_path: Path, warehouse: tu
     wh, ids = warehouse
     expected = TripletAdapter(wh).triplets(ids)
     stored = wh.sql("SELECT count(*) AS n FROM triplet_payloads").column("n")[0].as_py()
-    assert stored > 0
+    # The bulk path reads them on a second cursor: it must find every one (not fall back to computing).
+    assert wh.sql_in_background(stored_payloads_sql(ids)).result().num_rows == stored > 0
     path = tmp_path / "old.duckdb"
     con = create_warehouse(str(path))
     con.execute("DROP TABLE triplet_payloads")

@@ -118,8 +118,8 @@ def register_functions(con: duckdb.DuckDBPyConnection) -> None:
                              ("spanpipe_span_type", _span_type_udf, ["VARCHAR", "VARCHAR"])):
         try:
             con.create_function(name, fn, params, "VARCHAR", type="arrow", side_effects=False)
-        except duckdb.NotImplementedException:
-            pass  # already registered on this connection
+        except (duckdb.NotImplementedException, duckdb.CatalogException):
+            pass  # already registered on this connection (or on the database, for a cursor)
 
 
 def create_views(con: duckdb.DuckDBPyConnection, temporary: bool = False) -> None:
