@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.adapters import forest
+from pipeline.adapters.agl_payload import RESPONSE_ID
 from pipeline.semconv.agents import AGENT_KEYS, agent_name_sql
 from pipeline.warehouse.payloads import PAYLOAD_FIELDS, PAYLOAD_VERSION, payload_columns
 from pipeline.warehouse.warehouse import WarehouseError
@@ -44,8 +45,8 @@ ATTRIBUTE_KEYS_SQL = ("CASE WHEN " + " OR ".join(f"contains(attributes::VARCHAR,
 
 
 def response_id_sql(column: str = "attributes") -> str:
-    """The response id Agent Lightning deduplicates by: the first of these keys holding a string."""
-    paths = "['$.\"gen_ai.response.id\"', '$.\"agentlightning.operation.output.id\"']"
+    """`agl_payload.response_id` in SQL: the first of its keys holding a string."""
+    paths = "[" + ", ".join(f"'$.\"{k}\"'" for k in RESPONSE_ID) + "]"
     return f"list_filter(json_extract({column}, {paths}), lambda x: json_type(x) = 'VARCHAR')[1]->>'$'"
 
 
@@ -207,7 +208,7 @@ def bulk_triplets(adapter: TripletAdapter, rollout_ids: list[str]) -> BulkResult
     return BulkResult(out, decided)
 
 
-_PAYLOAD_NAMES = ["prompt_token_ids", "response_token_ids", "prompt", "response", "metadata_head"]
+_PAYLOAD_NAMES = list(PAYLOAD_FIELDS)
 
 
 def stored_payloads_sql(rollout_ids: list[str]) -> str:
