@@ -11,6 +11,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2_grpc import TraceS
 
 from pipeline.warehouse.warehouse import Warehouse
 from tests.collector import Collector
+from tests.messages_cases import CASES as MESSAGE_CASES, case_spans, messages_view
 from tests.triplet_cases import BASE_NS, otlp_request_for, reward, sid
 
 SEARCH = {"type": "object", "properties": {"q": {"type": "string"}}}
@@ -70,3 +71,19 @@ def test_messages_records_through_a_collector(tmp_path: Path) -> None:
         {"role": "assistant", "content": "x is 42"}]
     assert second["tools"] == [{"type": "function", "function": {"name": "search", "parameters": SEARCH}}]
     assert [r["span_id"] for r in records] == [sid(2), sid(4)]
+
+
+def test_messages_equal_agentlightning_fixture(tmp_path: Path) -> None:
+    """Each hand-built rollout through a real collector gives, field by field, the `messages` and `tools`
+    Agent Lightning 0.3's TraceToMessages gives on the same spans (fixture checked by `make compat`)."""
+    expected = json.loads((Path(__file__).parent / "fixtures" / "messages_agl.json").read_text())
+    assert set(expected) == set(MESSAGE_CASES)
+    with Collector(tmp_path, processors={"rollout": {}, "reward": {}, "batch": {"timeout": "20ms"}}) as c:
+        with grpc.insecure_channel(c.grpc_endpoint) as ch:
+            for n, case_id in enumerate(MESSAGE_CASES):
+                TraceServiceStub(ch).Export(otlp_request_for(case_spans(case_id), f"ro-{case_id}", f"{n + 1:032x}"),
+                                            timeout=10)
+        assert c.stop() == 0
+    with Warehouse.open(c.db) as wh:
+        for case_id in MESSAGE_CASES:
+            assert messages_view(wh.messages([f"ro-{case_id}"])) == expected[case_id], case_id

@@ -1,8 +1,8 @@
 """MessagesAdapter: OpenAI chat fine-tuning records (`{"messages": [...], "tools": [...]}`), one per
 LLM call that the TripletAdapter would keep (same options, same decisions).
 
-`messages` is the call's prompt then its answer, in OpenAI chat shape, whatever instrumentation
-recorded it. When the answer carries no tool calls but the call has child `tool.*` spans (how
+`messages` is the call's prompt then its (first) answer when it has one, in OpenAI chat shape,
+whatever instrumentation recorded it. When the answer carries no tool calls but the call has child `tool.*` spans (how
 several agent frameworks record the tools an answer invoked), those become the assistant's
 `tool_calls` (`tool.name`, `tool.parameters`, `tool.call.id`). `tools` are the function definitions
 the request offered: OpenLLMetry `gen_ai.request.functions.<i>.*`, OpenInference
@@ -56,13 +56,15 @@ def record(attrs: dict[str, Any], events: list[dict[str, Any]] | None,
            child_tools: list[tuple[str, str, dict[str, Any]]]) -> dict[str, Any]:
     call = llm_call(attrs, events)
     messages = openai_style(call["input_messages"]) or []
-    answer = (openai_style(call["output_messages"]) or [{"role": "assistant", "content": ""}])[0]
-    answer = {k: v for k, v in answer.items() if k in ("role", "content", "tool_calls")}
-    if not answer.get("tool_calls") and child_tools:
-        answer["tool_calls"] = [_tool_call(sid, name, a) for sid, name, a in child_tools]
     for m in messages:
         m.pop("finish_reason", None)
-    return {"messages": [*messages, answer], "tools": tool_definitions(attrs)}
+    answers = openai_style(call["output_messages"])
+    if answers:
+        answer = {k: v for k, v in answers[0].items() if k in ("role", "content", "tool_calls")}
+        if not answer.get("tool_calls") and child_tools:
+            answer["tool_calls"] = [_tool_call(sid, name, a) for sid, name, a in child_tools]
+        messages.append(answer)
+    return {"messages": messages, "tools": tool_definitions(attrs)}
 
 
 class Messages(list):
