@@ -109,9 +109,11 @@ def test_logfire_streamed_call_is_one_llm_call(tmp_path: Path) -> None:
         deadline = __import__("time").monotonic() + 20
         while wh.sql("SELECT count(*) AS n FROM spans").column("n")[0].as_py() < len(spans):
             assert __import__("time").monotonic() < deadline
-        calls = wh.sql("SELECT span_id, input_messages, output_messages, convention FROM llm_calls "
-                       "ORDER BY start_time_unix_nano").to_pylist()
+            __import__("time").sleep(0.05)
+        calls = wh.sql("SELECT span_id, input_messages, output_messages, convention, end_time_unix_nano AS end "
+                       "FROM llm_calls ORDER BY start_time_unix_nano").to_pylist()
         assert [r["span_id"] for r in calls] == [f"{2:016x}", f"{4:016x}"]
+        assert [r["end"] - BASE_NS for r in calls] == [540, 700]  # the streamed call ends with its stream
         assert all(r["convention"] == "logfire" for r in calls)
         assert json.loads(calls[0]["output_messages"])[0]["parts"][0]["content"] == "Paris."
         assert json.loads(calls[0]["input_messages"])[0]["parts"][0]["content"] == "Capital?"

@@ -39,15 +39,26 @@ def events_with_logs_sql(span: str = "s") -> str:
     FROM logs l WHERE l.trace_id = {span}.trace_id AND l.span_id = {span}.span_id), {span}.events::VARCHAR)"""
 
 
-def llm_attributes_sql(span: str = "s") -> str:
-    """The attributes of span alias `span` as JSON text. A streamed Logfire call is two spans: the
-    call, and a sibling `streaming response from …` span (same trace, parent and `request_data`)
-    holding the answer; the call gets that sibling's `response_data`, so the pair is one LLM call."""
-    return f"""COALESCE((
-    SELECT first(json_merge_patch({span}.attributes, json_object('response_data', json_extract(st.attributes, '$.response_data'))))::VARCHAR
-    FROM spans st WHERE st.trace_id = {span}.trace_id AND st.parent_span_id IS NOT DISTINCT FROM {span}.parent_span_id
+def _stream_sibling_sql(span: str, value: str) -> str:
+    """`value` (over alias `st`) of span `span`'s Logfire stream sibling: a streamed Logfire call is
+    two spans, the call and a sibling `streaming response from …` span (same trace, parent and
+    `request_data`) holding the answer. NULL when there is none."""
+    return f"""(SELECT first({value}) FROM spans st
+    WHERE st.trace_id = {span}.trace_id AND st.parent_span_id IS NOT DISTINCT FROM {span}.parent_span_id
       AND st.name LIKE '{LOGFIRE_STREAM_PREFIX}%' AND st.span_id <> {span}.span_id
-      AND json_extract(st.attributes, '$.request_data') = json_extract({span}.attributes, '$.request_data')), {span}.attributes::VARCHAR)"""
+      AND json_extract(st.attributes, '$.request_data') = json_extract({span}.attributes, '$.request_data'))"""
+
+
+def llm_attributes_sql(span: str = "s") -> str:
+    """The attributes of span alias `span` as JSON text; a streamed Logfire call gets its stream
+    sibling's `response_data`, so the pair is one LLM call."""
+    merged = f"json_merge_patch({span}.attributes, json_object('response_data', json_extract(st.attributes, '$.response_data')))::VARCHAR"
+    return f"COALESCE({_stream_sibling_sql(span, merged)}, {span}.attributes::VARCHAR)"
+
+
+def llm_end_sql(span: str = "s") -> str:
+    """When the call of span alias `span` ended: a streamed Logfire call ends with its stream."""
+    return f"GREATEST({span}.end_time_unix_nano, {_stream_sibling_sql(span, 'st.end_time_unix_nano')})"
 
 
 _IS_LLM = "(span_type = 'llm' OR (span_type IS NULL AND spanpipe_span_type(name, attributes::VARCHAR) = 'llm'))"
@@ -55,7 +66,7 @@ _IS_LLM = "(span_type = 'llm' OR (span_type IS NULL AND spanpipe_span_type(name,
 VIEWS: dict[str, str] = {
     "llm_calls": f"""
 SELECT s.trace_id, s.span_id, s.parent_span_id, s.rollout_id, s.attempt_id, s.sequence_id, s.name,
-       s.start_time_unix_nano, s.end_time_unix_nano,
+       s.start_time_unix_nano, s.call_end AS end_time_unix_nano,
        COALESCE(c->>'agent_name', {agent_name_sql(lambda k: f"p.attributes->>'{k}'", 'p.name')}) AS agent_name,
        c->>'provider' AS provider, c->>'request_model' AS request_model, c->>'response_model' AS response_model,
        COALESCE(c->>'response_id', s.response_id) AS response_id,
@@ -66,7 +77,8 @@ SELECT s.trace_id, s.span_id, s.parent_span_id, s.rollout_id, s.attempt_id, s.se
        TRY_CAST(c->'response_token_ids' AS INTEGER[]) AS response_token_ids,
        NULLIF(c->'response_logprobs', 'null'::JSON) AS response_logprobs,
        c->>'convention' AS convention
-FROM (SELECT *, spanpipe_llm_call({llm_attributes_sql("x")}, {events_with_logs_sql("x")})::JSON AS c
+FROM (SELECT *, spanpipe_llm_call({llm_attributes_sql("x")}, {events_with_logs_sql("x")})::JSON AS c,
+             {llm_end_sql("x")} AS call_end
       FROM spans x WHERE {_IS_LLM}) s
 LEFT JOIN spans p ON p.trace_id = s.trace_id AND p.span_id = s.parent_span_id""",
     "rewards": """
