@@ -1,7 +1,7 @@
 """The `reward` processor: finds rewards and classifies spans, into typed columns.
 
 Fills `span_type` (llm / reward / agent / tool / message / other), `reward` (the primary value
-on reward spans), `response_id` (`gen_ai.response.id`, what rewards and triplets are matched
+on reward spans), `response_id` (`semconv.llm_call.response_id`: what triplets are deduplicated
 on), and a `reward_dimensions` column (every dimension, kept by the DuckDB exporter in the
 `reward_dimensions` table).
 
@@ -29,6 +29,7 @@ from pipeline import events
 from pipeline.component import BatchTransform, Consumer
 from pipeline.config import ComponentConfig
 from pipeline.registry import Factory
+from pipeline.semconv.llm_call import response_id as response_id_of
 from pipeline.semconv.span_types import classify
 from pipeline.spanbatch import SpanBatch
 from pipeline.telemetry import counters
@@ -171,9 +172,7 @@ class RewardProcessor(BatchTransform):
                 span_type[i] = kind if only_eval and kind == "llm" else "reward"
             else:
                 span_type[i] = kind
-            rid = attrs.get("gen_ai.response.id")
-            if rid is not None:
-                response_id[i] = str(rid)
+            response_id[i] = response_id_of(attrs)
         if extracted:
             counters.add("rewards_extracted", extracted, processor=self.id)
             if events.bus.subscribers():

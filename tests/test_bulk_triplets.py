@@ -82,8 +82,8 @@ def write(path: Path, rollouts: dict[str, list[dict[str, Any]]]) -> None:
     rows: dict[str, list[Any]] = {c: [] for c in ("trace_id", "span_id", "parent_span_id", "name",
                                                  "start_time_unix_nano", "end_time_unix_nano", "attributes",
                                                  "events", "rollout_id", "attempt_id", "sequence_id",
-                                                 "span_type", "reward")}
-    for rid, spans in rollouts.items():
+                                                 "span_type", "reward", "response_id")}
+    for n, (rid, spans) in enumerate(rollouts.items()):
         cols = spans_to_columns(spans, TripletAdapter())
         for i, sp in enumerate(spans):
             for key in ("trace_id", "span_id", "parent_span_id", "name", "start_time_unix_nano",
@@ -95,6 +95,8 @@ def write(path: Path, rollouts: dict[str, list[dict[str, Any]]]) -> None:
             rows["attempt_id"].append("at-1")
             rows["span_type"].append(cols.span_type[i])
             rows["reward"].append(cols.reward[i])
+            # Half the rollouts as if written without the reward processor (no response_id column).
+            rows["response_id"].append(cols.response_id[i] if n % 2 else None)
     con = create_warehouse(str(path))
     insert_spans(con, pa.table(rows))
     con.close()
@@ -105,18 +107,29 @@ def comparable(triplets: Any) -> list[tuple[Any, ...]]:
 
 
 @pytest.fixture(scope="module")
-def warehouse(tmp_path_factory: pytest.TempPathFactory) -> tuple[Warehouse, list[str]]:
+def warehouse(tmp_path_factory: pytest.TempPathFactory) -> tuple[Warehouse, dict[str, Any]]:
     rng = random.Random(4)
     rollouts = {f"ro-{r:04d}": random_rollout(rng, r, malformed=r % 5 == 0) for r in range(400)}
     path = tmp_path_factory.mktemp("bulk") / "spans.duckdb"
     write(path, rollouts)
-    return Warehouse.open(path), list(rollouts)
+    return Warehouse.open(path), rollouts
+
+
+def test_warehouse_reference_equals_in_memory_adapter(warehouse: tuple[Warehouse, dict[str, Any]]) -> None:
+    """The SQL both paths share (response ids from the column or the attributes, agent names
+    from a regex-filtered parse) agrees with the pure-Python adapter on the same spans."""
+    wh, rollouts = warehouse
+    for rid in list(rollouts)[:120]:
+        stored = [(t.span_id, t.reward, t.prompt, t.response, t.metadata)
+                  for t in TripletAdapter(wh, bulk=False).triplets([rid])]
+        assert stored == [(t.span_id, t.reward, t.prompt, t.response, t.metadata)
+                          for t in TripletAdapter().adapt(rollouts[rid])], rid
 
 
 @pytest.mark.parametrize("options", OPTIONS, ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()) or "defaults")
-def test_bulk_equals_reference_on_random_rollouts(warehouse: tuple[Warehouse, list[str]],
+def test_bulk_equals_reference_on_random_rollouts(warehouse: tuple[Warehouse, dict[str, Any]],
                                                   options: dict[str, Any]) -> None:
-    wh, ids = warehouse
+    wh, ids = warehouse[0], list(warehouse[1])
     bulk = TripletAdapter(wh, **options).triplets(ids)
     reference = TripletAdapter(wh, bulk=False, **options).triplets(ids)
     assert comparable(bulk) == comparable(reference)
@@ -137,9 +150,9 @@ def _well_formed(wh: Warehouse, rollout_id: str) -> bool:
     return len(roots) == 1 and all(s["parent_span_id"] in ids for s in spans if s["parent_span_id"] is not None)
 
 
-def test_without_stored_payloads_the_same_triplets(tmp_path: Path, warehouse: tuple[Warehouse, list[str]]) -> None:
+def test_without_stored_payloads_the_same_triplets(tmp_path: Path, warehouse: tuple[Warehouse, dict[str, Any]]) -> None:
     """A file written before payloads were stored (or a lake): every payload is computed on read."""
-    wh, ids = warehouse
+    wh, ids = warehouse[0], list(warehouse[1])
     expected = TripletAdapter(wh).triplets(ids)
     stored = wh.sql("SELECT count(*) AS n FROM triplet_payloads").column("n")[0].as_py()
     # The bulk path reads them on a second cursor: it must find every one (not fall back to computing).
@@ -155,13 +168,13 @@ def test_without_stored_payloads_the_same_triplets(tmp_path: Path, warehouse: tu
     assert comparable(got) == comparable(expected) and len(got) > 100
 
 
-def test_payload_indexer_works_in_idle_time_and_bounds_its_backlog(warehouse: tuple[Warehouse, list[str]]) -> None:
+def test_payload_indexer_works_in_idle_time_and_bounds_its_backlog(warehouse: tuple[Warehouse, dict[str, Any]]) -> None:
     import threading
     import time
 
     from pipeline.warehouse.payloads import PayloadIndexer
 
-    wh, ids = warehouse
+    wh, ids = warehouse[0], list(warehouse[1])
     spans = wh.sql(f"SELECT * EXCLUDE (attributes, events), attributes::VARCHAR AS attributes, "
                    f"events::VARCHAR AS events FROM spans WHERE rollout_id IN ('{ids[1]}', '{ids[2]}', '{ids[3]}')")
     llm = wh.sql(f"SELECT count(*) AS n FROM triplet_payloads WHERE rollout_id IN ('{ids[1]}', '{ids[2]}', '{ids[3]}')"

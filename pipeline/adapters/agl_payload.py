@@ -11,13 +11,12 @@ from typing import Any
 import orjson
 
 from pipeline.emit.attributes import unflatten
-from pipeline.semconv.llm_call import llm_call
+from pipeline.semconv.llm_call import llm_call, response_id
 
 PROMPT_IDS = ("prompt_token_ids", "agentlightning.operation.output.prompt_token_ids")
 RESPONSE_IDS = ("response_token_ids", "agentlightning.operation.output.response_token_ids.0",
                 "agentlightning.operation.output.choices.0.token_ids",
                 "agentlightning.operation.output.choices.0.provider_specific_fields.token_ids")
-RESPONSE_ID = ("gen_ai.response.id", "agentlightning.operation.output.id")
 
 
 _INT_TYPES = ({int}, {bool}, {int, bool}, set())
@@ -28,13 +27,6 @@ def _ids(attrs: dict[str, Any], keys: tuple[str, ...]) -> list[int] | None:
         v = attrs.get(key)
         if isinstance(v, (list, tuple)) and set(map(type, v)) in _INT_TYPES:
             return list(v)
-    return None
-
-
-def response_id(attrs: dict[str, Any]) -> str | None:
-    for key in RESPONSE_ID:
-        if isinstance(attrs.get(key), str):
-            return attrs[key]
     return None
 
 

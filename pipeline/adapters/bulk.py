@@ -11,6 +11,7 @@ group `forest.decide` is unsure of.
 
 from __future__ import annotations
 
+import re
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -21,8 +22,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.adapters import forest
-from pipeline.adapters.agl_payload import RESPONSE_ID
 from pipeline.semconv.agents import AGENT_KEYS, agent_name_sql
+from pipeline.semconv.llm_call import RESPONSE_ID
 from pipeline.warehouse.payloads import PAYLOAD_FIELDS, PAYLOAD_VERSION, payload_columns
 from pipeline.warehouse.warehouse import WarehouseError
 from pipeline.semconv.span_types import LOGFIRE_STREAM_PREFIX
@@ -37,17 +38,20 @@ PATHS = "[" + ", ".join("'$.\"" + k + "\"'" for k in _KEYS) + "]"
 AGENT_SQL = agent_name_sql(lambda k: f"v[{_K[k]}]")
 REWARD_OPERATION_SQL = (f"COALESCE(name = 'agentlightning.operation' AND v[{_K['agentlightning.operation.name']}] "
                         "= 'agentlightning.reward', FALSE)")
-# Text that must occur in a span's attributes for any agent key to be there (a cheap filter
-# before the JSON parse): every key naming "agent" or one of these.
-_HINTS = sorted({"agent" if "agent" in k else k for k in _KEYS})
-ATTRIBUTE_KEYS_SQL = ("CASE WHEN " + " OR ".join(f"contains(attributes::VARCHAR, {_q(h)})" for h in _HINTS)
-                      + f" THEN json_extract_string(attributes, {PATHS}) END")
+# The values of `_KEYS`, parsed only from spans whose JSON text holds one of them as a quoted
+# string (one regex pass is far cheaper than parsing every span's attributes).
+_KEY_PATTERN = '"(' + "|".join(re.escape(k) for k in _KEYS) + ')"'
+ATTRIBUTE_KEYS_SQL = (f"CASE WHEN regexp_matches(attributes::VARCHAR, {_q(_KEY_PATTERN)}) "
+                      f"THEN json_extract_string(attributes, {PATHS}) END")
 
 
-def response_id_sql(column: str = "attributes") -> str:
-    """`agl_payload.response_id` in SQL: the first of its keys holding a string."""
+def response_id_sql(candidate: str, span: str = "s") -> str:
+    """The response id of LLM-call candidates, NULL for other spans: the `response_id` column the
+    reward processor fills (`semconv.llm_call.response_id`), else that rule applied here."""
     paths = "[" + ", ".join(f"'$.\"{k}\"'" for k in RESPONSE_ID) + "]"
-    return f"list_filter(json_extract({column}, {paths}), lambda x: json_type(x) = 'VARCHAR')[1]->>'$'"
+    return (f"CASE WHEN NOT COALESCE({candidate}, FALSE) THEN NULL WHEN {span}.response_id IS NOT NULL "
+            f"THEN {span}.response_id ELSE list_filter(json_extract({span}.attributes, {paths}), "
+            "lambda x: json_type(x) = 'VARCHAR')[1]->>'$' END")
 
 
 def wanted_sql(rollout_ids: list[str]) -> str:
@@ -79,7 +83,7 @@ w AS MATERIALIZED (
          {ATTRIBUTE_KEYS_SQL} AS v,
          {AGENT_SQL} AS agent,
          {REWARD_OPERATION_SQL} AS reward_operation,
-         CASE WHEN candidate THEN {response_id_sql()} END AS response_id
+         {response_id_sql('candidate')} AS response_id
   FROM spans s JOIN want USING (rollout_id)
 ){chosen}, b AS ({rows})
 SELECT b.k, b.ha, b.r, p.r AS pr, b.has_parent, b.sid IS NULL AS odd_id, b.sequence_id,

@@ -27,6 +27,7 @@ from pipeline.adapters.agl_payload import payload
 from pipeline.adapters.tree import Tree
 from pipeline.adapters.bulk import ATTRIBUTE_KEYS_SQL, AGENT_SQL, REWARD_OPERATION_SQL, bulk_triplets, response_id_sql
 from pipeline.semconv.agents import agent_name
+from pipeline.semconv.llm_call import response_id
 from pipeline.warehouse.views import events_with_logs_sql, llm_attributes_sql
 from pipeline.warehouse.warehouse import sql_string as _q
 
@@ -216,7 +217,7 @@ class TripletAdapter:
         return f"""
 SELECT rollout_id, attempt_id, trace_id, span_id, parent_span_id, name, start_time_unix_nano, end_time_unix_nano,
        sequence_id, span_type, reward, {AGENT_SQL} AS agent_name,
-       CASE WHEN {candidate} THEN {response_id_sql()} END AS response_id,
+       {response_id_sql(candidate)} AS response_id,
        {REWARD_OPERATION_SQL} AS reward_operation,
        CASE WHEN {candidate} THEN {llm_attributes_sql("s")} END AS attributes,
        CASE WHEN {candidate} THEN {events_with_logs_sql("s")} END AS events
@@ -425,8 +426,7 @@ def spans_to_columns(spans: list[dict[str, Any]], adapter: TripletAdapter) -> Sp
         reward = get_reward_value({"name": name, "attributes": attrs})
         kind = "reward" if reward is not None else classify(name, attrs)
         agent = agent_name(name, attrs)
-        rid = next((attrs[k] for k in ("gen_ai.response.id", "agentlightning.operation.output.id")
-                    if isinstance(attrs.get(k), str)), None)
+        rid = response_id(attrs)
         cols.span_id.append(sp["span_id"])
         cols.parent_span_id.append(sp.get("parent_span_id", sp.get("parent_id")))
         cols.name.append(name)

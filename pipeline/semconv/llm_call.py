@@ -15,6 +15,18 @@ from pipeline.semconv.values import first_present, indexed, int_list, loose
 
 Message = dict[str, Any]
 
+# Agent Lightning's response id: the first of these keys holding a string (what triplets are
+# deduplicated on, what the reward processor stores in the `response_id` column).
+RESPONSE_ID = ("gen_ai.response.id", "agentlightning.operation.output.id")
+
+
+def response_id(attrs: dict[str, Any]) -> str | None:
+    for key in RESPONSE_ID:
+        if isinstance(attrs.get(key), str):
+            return attrs[key]
+    return None
+
+
 INPUT_EVENTS = {"gen_ai.system.message": "system", "gen_ai.user.message": "user",
                 "gen_ai.assistant.message": "assistant", "gen_ai.tool.message": "tool"}
 
