@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING, Callable, Protocol
 from pipeline.errors import PipelineError
 from pipeline.telemetry import counters
 
-if TYPE_CHECKING:
-    import pyarrow as pa
+import pyarrow as pa
 
+if TYPE_CHECKING:
     from pipeline.spanbatch import SpanBatch
 
 
@@ -66,6 +66,8 @@ class Receiver(Component):
 
 
 class Processor(Component, Consumer):
+    """A processor in a logs pipeline (its factory lists "logs") also implements `consume_logs`."""
+
     def __init__(self, component_id: str, next_consumer: Consumer) -> None:
         super().__init__(component_id)
         self.next = next_consumer
@@ -76,25 +78,33 @@ class Processor(Component, Consumer):
     def count_out(self, spans: int) -> None:
         counters.add("processor_outgoing_items", spans, processor=self.id)
 
-    def send_downstream(self, batch: SpanBatch) -> None:
+    def forward(self, item: SpanBatch | pa.Table) -> None:
+        """Hand spans (a SpanBatch) or log records (an Arrow table) to the next stage."""
+        if isinstance(item, pa.Table):
+            self.next.consume_logs(item)  # type: ignore[attr-defined]
+        else:
+            self.next.consume(item)
+
+    def send_downstream(self, batch: SpanBatch | pa.Table) -> None:
         """For processors that send from their own thread (batch, tail_sampling): retry a
         retryable refusal with backoff, so back-pressure builds up here instead of losing data;
         drop (counted, logged) only what downstream refuses for good."""
         delay = 0.05
+        what = "log_records" if isinstance(batch, pa.Table) else "spans"
         while True:
             try:
-                self.next.consume(batch)
+                self.forward(batch)
                 self.count_out(len(batch))
                 return
             except PipelineError as exc:
                 if not exc.retryable:
-                    counters.add("processor_dropped_spans", len(batch), processor=self.id)
-                    self.log.error("dropping %d spans: downstream refused them for good: %s", len(batch), exc)
+                    counters.add(f"processor_dropped_{what}", len(batch), processor=self.id)
+                    self.log.error("dropping %d %s: downstream refused them for good: %s", len(batch), what, exc)
                     return
                 self.log.warning("downstream busy (%s); retrying in %.2fs", exc, delay)
             except Exception:  # noqa: BLE001 - a bug downstream must not kill the sending thread
-                counters.add("processor_dropped_spans", len(batch), processor=self.id)
-                self.log.exception("dropping %d spans after an unexpected downstream error", len(batch))
+                counters.add(f"processor_dropped_{what}", len(batch), processor=self.id)
+                self.log.exception("dropping %d %s after an unexpected downstream error", len(batch), what)
                 return
             time.sleep(delay)
             delay = min(delay * 2, 2.0)

@@ -1,4 +1,5 @@
-"""The `batch` processor: groups spans so exporters write few large batches.
+"""The `batch` processor: groups spans (or, in a logs pipeline, log records) so exporters write few
+large batches.
 
 otelcol's keys and defaults: `send_batch_size` 8192 (flush when this many are pending),
 `timeout` 200ms (flush at the latest this long after the first pending span; 0 = pass through),
@@ -15,6 +16,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+import pyarrow as pa
 from pydantic import Field
 
 from pipeline import admission
@@ -42,11 +44,16 @@ class BatchConfig(ComponentConfig):
 
 @dataclass
 class _Group:
-    """Spans pending for one combination of metadata_keys values."""
+    """Spans (or log records) pending for one combination of metadata_keys values."""
 
     first_at: float
-    batches: list[SpanBatch] = field(default_factory=list)
+    batches: list[SpanBatch | pa.Table] = field(default_factory=list)
     spans: int = 0
+
+    def merged(self) -> SpanBatch | pa.Table:
+        if isinstance(self.batches[0], pa.Table):
+            return pa.concat_tables(self.batches)
+        return SpanBatch.concat(self.batches)
 
 
 class BatchProcessor(Processor):
@@ -66,12 +73,18 @@ class BatchProcessor(Processor):
         admission.register_buffer(f"processor/{self.id}/{id(self)}", lambda: self._pending_spans)
 
     def consume(self, batch: SpanBatch) -> None:
+        self._add(batch, tuple(batch.client_metadata.get(k, ()) for k in self.metadata_keys))
+
+    def consume_logs(self, table: pa.Table) -> None:
+        self._add(table, ())  # log records carry no client metadata: one group
+
+    def _add(self, batch: SpanBatch | pa.Table, key: tuple[tuple[str, ...], ...]) -> None:
         n = len(batch)
         if not n:
             return
         self.count_in(n)
         if self.config.timeout == 0 and self.config.send_batch_max_size == 0:
-            self.next.consume(batch)
+            self.forward(batch)
             self.count_out(n)
             return
         deadline = time.monotonic() + self.config.block_timeout
@@ -79,12 +92,11 @@ class BatchProcessor(Processor):
             while self._pending_spans + n > self.max_pending and self._pending_spans and not self._stopping:
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise BackPressureError(f"{self.id}: {self._pending_spans} spans pending; "
+                    raise BackPressureError(f"{self.id}: {self._pending_spans} items pending; "
                                             "the next stage is not keeping up")
                 self._cond.wait(left)
             if self._stopping:
                 raise BackPressureError(f"{self.id}: shutting down")
-            key = tuple(batch.client_metadata.get(k, ()) for k in self.metadata_keys)
             group = self._groups.get(key)
             if group is None:
                 if len(self._groups) >= self.config.metadata_cardinality_limit:
@@ -97,7 +109,7 @@ class BatchProcessor(Processor):
             if len(group.batches) == 1 or group.spans >= self.config.send_batch_size:
                 self._cond.notify_all()
 
-    def _take(self) -> SpanBatch | None:
+    def _take(self) -> SpanBatch | pa.Table | None:
         """Wait until a group is due (full, timed out, or stopping), then take it whole."""
         with self._cond:
             while True:
@@ -107,7 +119,7 @@ class BatchProcessor(Processor):
                     left = group.first_at + self.config.timeout - now
                     if self._stopping or group.spans >= self.config.send_batch_size or left <= 0:
                         del self._groups[key]
-                        return SpanBatch.concat(group.batches)
+                        return group.merged()
                     wait = left if wait is None else min(wait, left)
                 if self._stopping:
                     return None
@@ -139,4 +151,4 @@ class BatchProcessor(Processor):
 
 
 factory = Factory("batch", "processors", BatchConfig,
-                  lambda cid, cfg, nxt: BatchProcessor(cid, cfg, nxt))
+                  lambda cid, cfg, nxt: BatchProcessor(cid, cfg, nxt), signals=("traces", "logs"))

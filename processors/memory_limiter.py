@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import threading
 
+import pyarrow as pa
 from pydantic import Field
 
 from pipeline import events
@@ -112,13 +113,19 @@ class MemoryLimiterProcessor(Processor):
             self.check()
 
     def consume(self, batch: SpanBatch) -> None:
+        self._admit(batch, "spans")
+
+    def consume_logs(self, table: pa.Table) -> None:
+        self._admit(table, "log_records")
+
+    def _admit(self, batch: SpanBatch | pa.Table, what: str) -> None:
         self.count_in(len(batch))
         if self._refusing:
-            counters.add("processor_refused_spans", len(batch), processor=self.id)
+            counters.add(f"processor_refused_{what}", len(batch), processor=self.id)
             raise BackPressureError(f"{self.id}: memory usage is above the soft limit; retry later")
-        self.next.consume(batch)
+        self.forward(batch)
         self.count_out(len(batch))
 
 
 factory = Factory("memory_limiter", "processors", MemoryLimiterConfig,
-                  lambda cid, cfg, nxt: MemoryLimiterProcessor(cid, cfg, nxt))
+                  lambda cid, cfg, nxt: MemoryLimiterProcessor(cid, cfg, nxt), signals=("traces", "logs"))

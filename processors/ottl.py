@@ -1,12 +1,16 @@
-"""A small, documented subset of OTTL (the OpenTelemetry Transformation Language) for span conditions.
+"""A small, documented subset of OTTL (the OpenTelemetry Transformation Language) for span and log
+record conditions.
 
 Supported, as in otelcol's filter processor:
-* paths: `name`, `kind`, `status.code`, `status.message`, `trace_id.string`, `span_id.string`,
+* span paths: `name`, `kind`, `status.code`, `status.message`, `trace_id.string`, `span_id.string`,
   `parent_span_id.string`, `trace_state`, `start_time_unix_nano`, `end_time_unix_nano`,
   `duration_ns` (ours), `attributes["key"]`, `resource.attributes["key"]`,
   `instrumentation_scope.name`, `instrumentation_scope.version`;
+* log record paths: `body`, `body["key"]` (a map body), `severity_number`, `severity_text`,
+  `event_name`, `time_unix_nano`, `observed_time_unix_nano`, `trace_id.string`, `span_id.string`,
+  `attributes["key"]`, `resource.attributes["key"]`, `instrumentation_scope.name`;
 * literals: strings in double quotes, ints, floats, `true`, `false`, `nil`, and the enums
-  `SPAN_KIND_*`, `STATUS_CODE_*`;
+  `SPAN_KIND_*`, `STATUS_CODE_*` (spans), `SEVERITY_NUMBER_*` (log records);
 * operators: `==`, `!=`, `<`, `<=`, `>`, `>=`, `and`, `or`, `not`, parentheses;
 * functions: `IsMatch(target, "regex")`, `IsString(x)`, `IsInt(x)`, `IsDouble(x)`, `IsBool(x)`.
 Comparing values of different types is false (never an error), as in OTTL. Anything else is a
@@ -22,6 +26,8 @@ import re
 import tokenize
 from dataclasses import dataclass
 from typing import Any, Callable
+
+import orjson
 
 from pipeline.spanbatch import KIND_NAMES, STATUS_NAMES, SpanBatch
 
@@ -72,7 +78,67 @@ PATHS: dict[str, Callable[[SpanView], Any]] = {
     "instrumentation_scope.version": lambda s: s.scope_version,
 }
 
-Evaluator = Callable[[SpanView], Any]
+
+
+@dataclass(slots=True)
+class LogView:
+    """What a condition can see of one log record (a row of `pipeline.otlp_logs.LOGS_COLUMNS`)."""
+
+    body: Any
+    severity_number: int
+    severity_text: str
+    event_name: str
+    time: int
+    observed_time: int
+    trace_id: str
+    span_id: str
+    attributes: dict[str, Any]
+    resource: dict[str, Any]
+    scope_name: str
+
+    @classmethod
+    def rows(cls, table: Any) -> list[LogView]:
+        def parsed(text: str | None) -> Any:
+            return orjson.loads(text) if text else None
+
+        return [cls(parsed(r["body"]), r["severity_number"] or 0, r["severity_text"] or "", r["event_name"] or "",
+                    r["time_unix_nano"] or 0, r["observed_time_unix_nano"] or 0, r["trace_id"] or "",
+                    r["span_id"] or "", parsed(r["attributes"]) or {}, parsed(r["resource_attributes"]) or {},
+                    r["scope_name"] or "") for r in table.to_pylist()]
+
+
+LOG_PATHS: dict[str, Callable[[LogView], Any]] = {
+    "body": lambda r: r.body,
+    "severity_number": lambda r: r.severity_number,
+    "severity_text": lambda r: r.severity_text,
+    "event_name": lambda r: r.event_name,
+    "time_unix_nano": lambda r: r.time,
+    "observed_time_unix_nano": lambda r: r.observed_time,
+    "trace_id.string": lambda r: r.trace_id,
+    "span_id.string": lambda r: r.span_id,
+    "instrumentation_scope.name": lambda r: r.scope_name,
+}
+_SEVERITIES = ("TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL")
+LOG_CONSTANTS = {"true": True, "false": False, "nil": None, "SEVERITY_NUMBER_UNSPECIFIED": 0}
+LOG_CONSTANTS.update({f"SEVERITY_NUMBER_{s}{'' if k == 0 else k + 1}": 1 + 4 * i + k
+                      for i, s in enumerate(_SEVERITIES) for k in range(4)})
+
+
+@dataclass(frozen=True)
+class Context:
+    """The paths, maps (`base["key"]`) and constants a condition may name (OTTL's span or log context)."""
+
+    paths: dict[str, Callable[[Any], Any]]
+    maps: dict[str, Callable[[Any], dict[str, Any]]]
+    constants: dict[str, Any]
+
+
+SPAN = Context(PATHS, {"attributes": lambda s: s.attributes, "resource.attributes": lambda s: s.resource},
+               CONSTANTS)
+LOG = Context(LOG_PATHS, {"attributes": lambda r: r.attributes, "resource.attributes": lambda r: r.resource,
+                          "body": lambda r: r.body if isinstance(r.body, dict) else {}}, LOG_CONSTANTS)
+
+Evaluator = Callable[[Any], Any]
 
 
 class ConditionError(ValueError):
@@ -118,14 +184,14 @@ _CMP = {
 }
 
 
-def _compile(node: ast.AST) -> Evaluator:
+def _compile(node: ast.AST, ctx: Context) -> Evaluator:
     if isinstance(node, ast.BoolOp):
-        parts = [_compile(v) for v in node.values]
+        parts = [_compile(v, ctx) for v in node.values]
         if isinstance(node.op, ast.And):
             return lambda s: all(p(s) for p in parts)
         return lambda s: any(p(s) for p in parts)
     if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not):
-        inner = _compile(node.operand)
+        inner = _compile(node.operand, ctx)
         return lambda s: not inner(s)
     if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub) and isinstance(node.operand, ast.Constant):
         value = -node.operand.value
@@ -136,7 +202,7 @@ def _compile(node: ast.AST) -> Evaluator:
         op = _CMP.get(type(node.ops[0]))
         if op is None:
             raise ConditionError(f"unsupported operator {type(node.ops[0]).__name__}")
-        left, right = _compile(node.left), _compile(node.comparators[0])
+        left, right = _compile(node.left, ctx), _compile(node.comparators[0], ctx)
         return lambda s: bool(op(left(s), right(s)))
     if isinstance(node, ast.Constant) and isinstance(node.value, (str, int, float)):
         value = node.value
@@ -147,14 +213,13 @@ def _compile(node: ast.AST) -> Evaluator:
         if not (isinstance(key, ast.Constant) and isinstance(key.value, str)):
             raise ConditionError("attribute keys must be string literals")
         k = key.value
-        if base == "attributes":
-            return lambda s: s.attributes.get(k)
-        if base == "resource.attributes":
-            return lambda s: s.resource.get(k)
-        raise ConditionError(f"unknown map '{base}'")
+        the_map = ctx.maps.get(base or "")
+        if the_map is None:
+            raise ConditionError(f"unknown map '{base}'")
+        return lambda s: the_map(s).get(k)
     if isinstance(node, ast.Call):
         fname = _dotted(node.func)
-        args = [_compile(a) for a in node.args]
+        args = [_compile(a, ctx) for a in node.args]
         if fname == "IsMatch":
             if len(node.args) != 2 or not (isinstance(node.args[1], ast.Constant) and isinstance(node.args[1].value, str)):
                 raise ConditionError('IsMatch(target, "regex") takes a target and a string pattern')
@@ -170,18 +235,18 @@ def _compile(node: ast.AST) -> Evaluator:
         raise ConditionError(f"unknown function '{fname}'")
     dotted = _dotted(node)
     if dotted is not None:
-        if dotted in CONSTANTS:
-            value = CONSTANTS[dotted]
+        if dotted in ctx.constants:
+            value = ctx.constants[dotted]
             return lambda s: value
-        if dotted in PATHS:
-            return PATHS[dotted]
+        if dotted in ctx.paths:
+            return ctx.paths[dotted]
         raise ConditionError(f"unknown path or name '{dotted}'")
     raise ConditionError(f"unsupported expression: {ast.dump(node)[:60]}")
 
 
-def compile_condition(text: str) -> Evaluator:
+def compile_condition(text: str, ctx: Context = SPAN) -> Evaluator:
     try:
         tree = ast.parse(_translate(text).strip(), mode="eval")
     except SyntaxError as exc:
         raise ConditionError(f"cannot parse: {exc.msg}") from None
-    return _compile(tree.body)
+    return _compile(tree.body, ctx)

@@ -138,10 +138,87 @@ def test_a_receiver_in_no_logs_pipeline_does_not_serve_logs(tmp_path: Path) -> N
 def test_logs_pipeline_refuses_components_without_logs(tmp_path: Path) -> None:
     cfg = default_config(tmp_path / "spans.duckdb", free_port(), free_port(), free_port())
     cfg["exporters"]["file"] = {"path": str(tmp_path / "out.jsonl")}
-    cfg["service"]["pipelines"]["logs"] = {"receivers": ["otlp"], "processors": ["batch"],
+    cfg["processors"]["rollout"] = {}
+    cfg["service"]["pipelines"]["logs"] = {"receivers": ["otlp"], "processors": ["batch", "rollout"],
                                            "exporters": ["duckdb", "file"]}
     with pytest.raises(ConfigError) as err:
         parse_config(cfg)
     text = str(err.value)
-    assert "service::pipelines::logs::processors: processor 'batch' does not support logs" in text
+    assert "service::pipelines::logs::processors: processor 'rollout' does not support logs" in text
+    assert "'batch'" not in text
     assert "service::pipelines::logs::exporters: exporter 'file' does not support logs" in text
+
+
+def _logs_config(tmp_path: Path, processors: dict, order: list[str]) -> Collector:
+    c = Collector(tmp_path, logs=True)
+    c.config["processors"].update(processors)
+    c.config["service"]["pipelines"]["logs"]["processors"] = order
+    return c.rewrite()
+
+
+def test_logs_pipeline_memory_limiter_filter_batch(tmp_path: Path) -> None:
+    """otelcol's usual logs pipeline: records matching the filter's log_record conditions are
+    dropped, the rest land (by id), batched; the processors count what went through."""
+    from opentelemetry._logs import LogRecord, SeverityNumber
+
+    from tests.test_operations import metric
+    from tests.test_delivery import scrape
+
+    processors = {"memory_limiter": {"check_interval": "100ms", "limit_mib": 4000},
+                  "filter": {"logs": {"log_record": ['severity_number < SEVERITY_NUMBER_WARN',
+                                                     'body["drop"] == true',
+                                                     'IsMatch(attributes["tenant"], "^test-")']}},
+                  "batch/logs": {"timeout": "100ms", "send_batch_size": 50}}
+    with _logs_config(tmp_path, processors, list(processors)) as c:
+        provider = _sdk_logs(c.grpc_endpoint, "grpc")
+        logger = provider.get_logger("agent")
+        levels = [SeverityNumber.INFO, SeverityNumber.WARN, SeverityNumber.ERROR, SeverityNumber.DEBUG]
+        kept = set()
+        for i in range(400):
+            level = levels[i % 4]
+            drop_body, test_tenant = i % 7 == 0, i % 11 == 0
+            logger.emit(LogRecord(body={"n": i, "drop": drop_body}, severity_number=level,
+                                  attributes={"tenant": "test-a" if test_tenant else "prod"}))
+            if level.value >= SeverityNumber.WARN.value and not drop_body and not test_tenant:
+                kept.add(i)
+        assert provider.force_flush(30_000)
+        provider.shutdown()
+        deadline = time.monotonic() + 20
+        while metric(scrape(c), "otelcol_processor_outgoing_items_total", processor="batch/logs") < len(kept):
+            assert time.monotonic() < deadline, "the batch processor did not pass the records on"
+            time.sleep(0.1)
+        text = scrape(c)
+        assert metric(text, "otelcol_processor_incoming_items_total", processor="memory_limiter") == 400
+        assert metric(text, "otelcol_processor_incoming_items_total", processor="filter") == 400
+        assert metric(text, "otelcol_processor_filter_logs_filtered_total", processor="filter") == 400 - len(kept)
+        assert metric(text, "otelcol_processor_incoming_items_total", processor="batch/logs") == len(kept)
+        assert c.stop() == 0
+    with Warehouse.open(c.db) as wh:
+        got = [int(b) for b in wh.sql("SELECT body->>'n' AS n FROM logs").column("n").to_pylist()]
+    assert sorted(got) == sorted(kept) and 100 < len(kept) < 200
+
+
+def test_logs_refused_while_over_the_memory_limit(tmp_path: Path) -> None:
+    request = ExportLogsServiceRequest()
+    request.resource_logs.add().scope_logs.add().log_records.add().time_unix_nano = 1
+    limiter = {"memory_limiter": {"check_interval": "100ms", "limit_mib": 10, "spike_limit_mib": 2}}
+    with _logs_config(tmp_path, limiter, ["memory_limiter"]) as c:
+        assert grpc_export(c.grpc_endpoint, request, signal="logs")[0] == "RESOURCE_EXHAUSTED"
+        req = urllib.request.Request(f"{c.http_url}/v1/logs", data=request.SerializeToString(), method="POST",
+                                     headers={"Content-Type": "application/x-protobuf"})
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(req, timeout=10)
+        assert err.value.code == 429
+        assert c.stop() == 0
+    with Warehouse.open(c.db) as wh:
+        assert wh.sql("SELECT count(*) AS n FROM logs").column("n")[0].as_py() == 0
+
+
+def test_filter_log_conditions_are_checked_at_load(tmp_path: Path) -> None:
+    cfg = default_config(tmp_path / "spans.duckdb", free_port(), free_port(), free_port())
+    cfg["processors"]["filter"] = {"logs": {"log_record": ['severity_number < SEVERITY_NUMBER_WARN',
+                                                           'kind == SPAN_KIND_SERVER']}}
+    cfg["service"]["pipelines"]["logs"] = {"receivers": ["otlp"], "processors": ["filter"], "exporters": ["duckdb"]}
+    with pytest.raises(ConfigError) as err:
+        parse_config(cfg)
+    assert "logs::log_record::1: unknown path or name 'kind'" in str(err.value)
