@@ -11,6 +11,7 @@ import threading
 import time
 from typing import Literal, TextIO
 
+import pyarrow as pa
 from pydantic import Field
 
 from pipeline.component import Exporter
@@ -54,6 +55,20 @@ class DebugExporter(Exporter):
             self.out.write("\n".join(lines) + "\n")
             self.out.flush()
 
+    def consume_logs(self, table: pa.Table) -> None:
+        with self._lock:
+            if not self._sampled():
+                return
+            lines = [f"{self.id}: Logs: {table.num_rows} log records"]
+            if self.config.verbosity != "basic":
+                for r in table.to_pylist():
+                    lines.append(f"  {r['event_name'] or '-'} severity={r['severity_number']} "
+                                 f"trace={r['trace_id'] or '-'} span={r['span_id'] or '-'} body={r['body']}")
+                    if self.config.verbosity == "detailed":
+                        lines.append(f"    attributes: {r['attributes']}\n    resource: {r['resource_attributes']}")
+            self.out.write("\n".join(lines) + "\n")
+            self.out.flush()
+
     def _span_line(self, b: SpanBatch, i: int) -> str:
         dur_ms = (b.end_time_unix_nano[i] - b.start_time_unix_nano[i]) / 1e6
         line = (f"  {b.name[i]} trace={b.trace_id[i]} span={b.span_id[i]} "
@@ -70,4 +85,4 @@ class DebugExporter(Exporter):
 
 
 factory = Factory("debug", "exporters", DebugExporterConfig,
-                  lambda cid, cfg: DebugExporter(cid, cfg))
+                  lambda cid, cfg: DebugExporter(cid, cfg), signals=("traces", "logs"))

@@ -1,4 +1,5 @@
-"""The `file` exporter: OTLP/JSON lines, one request per line, rotated by size.
+"""The `file` exporter: OTLP/JSON lines, one request per line, rotated by size. In a logs pipeline
+it writes log requests (`resourceLogs`) the same way, into the same file.
 
 ```yaml
 exporters:
@@ -21,11 +22,12 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import orjson
+import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field
 
 from pipeline.errors import TransientError
 from pipeline.exporterhelper import ExporterHelperConfig, QueuedExporter
-from pipeline.otlp_encode import to_otlp_json
+from pipeline.otlp_encode import logs_to_otlp_json, to_otlp_json
 from pipeline.registry import Factory
 from pipeline.spanbatch import SpanBatch
 
@@ -83,7 +85,12 @@ class FileExporter(QueuedExporter):
         self._fh = open(self.path, "ab")
 
     def send(self, batch: SpanBatch, timeout: float) -> None:
-        line = orjson.dumps(to_otlp_json(batch)) + b"\n"
+        self._write_line(orjson.dumps(to_otlp_json(batch)) + b"\n")
+
+    def send_logs(self, table: pa.Table, timeout: float) -> None:
+        self._write_line(orjson.dumps(logs_to_otlp_json(table)) + b"\n")
+
+    def _write_line(self, line: bytes) -> None:
         with self._lock:
             if self._fh is None:
                 raise TransientError(f"{self.id}: not started")
@@ -114,4 +121,4 @@ class FileExporter(QueuedExporter):
 
 
 factory = Factory("file", "exporters", FileExporterConfig,
-                  lambda cid, cfg: FileExporter(cid, cfg))
+                  lambda cid, cfg: FileExporter(cid, cfg), signals=("traces", "logs"))

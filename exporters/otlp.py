@@ -1,4 +1,5 @@
-"""The `otlp` exporter (alias `otlp_grpc`): forward spans to any OTLP/gRPC backend.
+"""The `otlp` exporter (alias `otlp_grpc`): forward spans (and, in a logs pipeline, log records) to
+any OTLP/gRPC backend.
 
 ```yaml
 exporters:
@@ -14,7 +15,8 @@ Error handling as in otelcol: CANCELLED, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED, 
 OUT_OF_RANGE, UNAVAILABLE and DATA_LOSS are retried (honouring a server's RetryInfo); every other
 code is permanent. (otelcol retries RESOURCE_EXHAUSTED only with RetryInfo; a collector under
 memory pressure sends none, and we would rather wait than drop.) A partial success is logged and
-its rejected spans counted as failed, not retried.
+its rejected spans counted as failed, not retried. Log records bypass the sending queue (see
+pipeline.exporterhelper.exporter).
 """
 
 from __future__ import annotations
@@ -24,19 +26,21 @@ from typing import Any
 
 import grpc
 from google.rpc import error_details_pb2, status_pb2
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 from pydantic import Field
 
 from extensions.bearertokenauth import AuthSettings
 from pipeline.errors import PermanentError, PipelineError, TransientError
 from pipeline.exporterhelper import ExporterHelperConfig, QueuedExporter
-from pipeline.otlp_encode import to_request
+from pipeline.otlp_encode import logs_to_request, to_request
 from pipeline.registry import Factory
 from pipeline.spanbatch import SpanBatch
 from pipeline.telemetry import counters
 from pipeline.tlsconfig import ClientTLS
 
 EXPORT_METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+EXPORT_LOGS_METHOD = "/opentelemetry.proto.collector.logs.v1.LogsService/Export"
 RETRYABLE = {grpc.StatusCode.CANCELLED, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED,
              grpc.StatusCode.ABORTED, grpc.StatusCode.OUT_OF_RANGE, grpc.StatusCode.UNAVAILABLE,
              grpc.StatusCode.DATA_LOSS}
@@ -87,11 +91,15 @@ class OtlpClientExporter(QueuedExporter):
             headers["authorization"] = self.host.extension(self.config.auth.authenticator).header()  # type: ignore[attr-defined]
         return headers
 
-    def check_partial_success(self, response: ExportTraceServiceResponse, sent: int) -> None:
+    def check_partial_success(self, response: ExportTraceServiceResponse | ExportLogsServiceResponse,
+                              sent: int) -> None:
         partial = response.partial_success
-        if partial.rejected_spans or partial.error_message:
-            counters.add("exporter_send_failed_spans", partial.rejected_spans, exporter=self.id)
-            self.log.warning("backend accepted %d of %d spans: %s", sent - partial.rejected_spans, sent,
+        logs = isinstance(response, ExportLogsServiceResponse)
+        rejected = partial.rejected_log_records if logs else partial.rejected_spans
+        what = "log_records" if logs else "spans"
+        if rejected or partial.error_message:
+            counters.add(f"exporter_send_failed_{what}", rejected, exporter=self.id)
+            self.log.warning("backend accepted %d of %d %s: %s", sent - rejected, sent, what.replace("_", " "),
                              partial.error_message or "no reason given")
 
 
@@ -113,6 +121,7 @@ class OtlpGrpcExporter(OtlpClientExporter):
         super().__init__(component_id, config)
         self._channel: grpc.Channel | None = None
         self._export: Any = None
+        self._export_logs: Any = None
         self._lock = threading.Lock()
 
     def open(self) -> None:
@@ -130,6 +139,9 @@ class OtlpGrpcExporter(OtlpClientExporter):
                                                 compression=compression)
         self._export = self._channel.unary_unary(EXPORT_METHOD, request_serializer=lambda r: r.SerializeToString(),
                                                  response_deserializer=ExportTraceServiceResponse.FromString)
+        self._export_logs = self._channel.unary_unary(
+            EXPORT_LOGS_METHOD, request_serializer=lambda r: r.SerializeToString(),
+            response_deserializer=ExportLogsServiceResponse.FromString)
 
     def close(self) -> None:
         if self._channel is not None:
@@ -137,10 +149,14 @@ class OtlpGrpcExporter(OtlpClientExporter):
             self._channel = None
 
     def send(self, batch: SpanBatch, timeout: float) -> None:
-        request = to_request(batch)
+        self._call(self._export, to_request(batch), len(batch), timeout)
+
+    def send_logs(self, table: Any, timeout: float) -> None:
+        self._call(self._export_logs, logs_to_request(table), table.num_rows, timeout)
+
+    def _call(self, export: Any, request: Any, items: int, timeout: float) -> None:
         try:
-            response = self._export(request, timeout=timeout or None,
-                                    metadata=tuple(self.request_headers().items()))
+            response = export(request, timeout=timeout or None, metadata=tuple(self.request_headers().items()))
         except grpc.RpcError as exc:
             code, detail = exc.code(), exc.details()  # type: ignore[attr-defined]
             message = f"{self.id}: {self.config.endpoint} answered {code.name}: {detail}"
@@ -149,8 +165,8 @@ class OtlpGrpcExporter(OtlpClientExporter):
                 error.retry_after = _retry_delay(exc)  # type: ignore[attr-defined]
                 raise error from None
             raise PermanentError(message) from None
-        self.check_partial_success(response, len(batch))
+        self.check_partial_success(response, items)
 
 
 factory = Factory("otlp", "exporters", OtlpGrpcExporterConfig,
-                  lambda cid, cfg: OtlpGrpcExporter(cid, cfg), aliases=("otlp_grpc",))
+                  lambda cid, cfg: OtlpGrpcExporter(cid, cfg), aliases=("otlp_grpc",), signals=("traces", "logs"))

@@ -1,10 +1,12 @@
-"""The `otlphttp` exporter (alias `otlp_http`): forward spans as OTLP/HTTP.
+"""The `otlphttp` exporter (alias `otlp_http`): forward spans (and log records, in a logs pipeline)
+as OTLP/HTTP.
 
 ```yaml
 exporters:
   otlphttp:
     endpoint: http://collector.example:4318    # POSTs to <endpoint>/v1/traces
     traces_endpoint: https://x/otel/v1/traces  # optional, used as is
+    logs_endpoint: https://x/otel/v1/logs      # optional; default <endpoint>/v1/logs
     encoding: proto                            # proto | json
     headers: {x-api-key: "..."}
     compression: gzip
@@ -18,17 +20,19 @@ every other status is permanent.
 from __future__ import annotations
 
 import gzip
+from typing import Any
 from email.utils import parsedate_to_datetime
 from datetime import datetime, timezone
 
 import orjson
 import urllib3
 from google.protobuf import json_format
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
 from exporters.otlp import OtlpClientConfig, OtlpClientExporter
 from pipeline.errors import PermanentError, PipelineError, TransientError
-from pipeline.otlp_encode import to_otlp_json, to_request
+from pipeline.otlp_encode import logs_to_otlp_json, logs_to_request, to_otlp_json, to_request
 from pipeline.registry import Factory
 from pipeline.spanbatch import SpanBatch
 
@@ -37,11 +41,12 @@ RETRYABLE_STATUS = {429, 502, 503, 504}
 
 class OtlpHttpExporterConfig(OtlpClientConfig):
     traces_endpoint: str | None = None
+    logs_endpoint: str | None = None
     encoding: str = "proto"
 
     def validate_config(self) -> None:
         super().validate_config()
-        for key in ("endpoint", "traces_endpoint"):
+        for key in ("endpoint", "traces_endpoint", "logs_endpoint"):
             url = getattr(self, key)
             if url and not url.startswith(("http://", "https://")):
                 raise ValueError(f"{key}: expected an http:// or https:// URL, got '{url}'")
@@ -51,6 +56,10 @@ class OtlpHttpExporterConfig(OtlpClientConfig):
     @property
     def url(self) -> str:
         return self.traces_endpoint or self.endpoint.rstrip("/") + "/v1/traces"
+
+    @property
+    def logs_url(self) -> str:
+        return self.logs_endpoint or self.endpoint.rstrip("/") + "/v1/logs"
 
 
 def _retry_after(value: str | None) -> float | None:
@@ -86,26 +95,35 @@ class OtlpHttpExporter(OtlpClientExporter):
             self._pool.clear()
             self._pool = None
 
-    def _body(self, batch: SpanBatch) -> tuple[bytes, str]:
-        if self.config.encoding == "json":
-            return orjson.dumps(to_otlp_json(batch)), "application/json"
-        return to_request(batch).SerializeToString(), "application/x-protobuf"
-
     def send(self, batch: SpanBatch, timeout: float) -> None:
+        if self.config.encoding == "json":
+            self._post(self.config.url, orjson.dumps(to_otlp_json(batch)), len(batch), timeout,
+                       ExportTraceServiceResponse)
+        else:
+            self._post(self.config.url, to_request(batch).SerializeToString(), len(batch), timeout,
+                       ExportTraceServiceResponse)
+
+    def send_logs(self, table: Any, timeout: float) -> None:
+        if self.config.encoding == "json":
+            body = orjson.dumps(logs_to_otlp_json(table))
+        else:
+            body = logs_to_request(table).SerializeToString()
+        self._post(self.config.logs_url, body, table.num_rows, timeout, ExportLogsServiceResponse)
+
+    def _post(self, url: str, body: bytes, items: int, timeout: float, response_class: type) -> None:
         assert self._pool is not None, "exporter not started"
-        body, ctype = self._body(batch)
+        ctype = "application/json" if self.config.encoding == "json" else "application/x-protobuf"
         headers = {**self.request_headers(), "content-type": ctype}
         if self.config.compression == "gzip":
             body = gzip.compress(body, compresslevel=5)
             headers["content-encoding"] = "gzip"
-        url = self.config.url
         try:
             resp = self._pool.request("POST", url, body=body, headers=headers,
                                       timeout=urllib3.Timeout(total=timeout or None))
         except urllib3.exceptions.HTTPError as exc:
             raise TransientError(f"{self.id}: cannot reach {url}: {exc}") from None
         if resp.status == 200:
-            self._partial_success(resp.data, ctype, len(batch))
+            self._partial_success(resp.data, ctype, items, response_class)
             return
         message = f"{self.id}: {url} answered HTTP {resp.status}: {resp.data[:200].decode(errors='replace')}"
         if resp.status in RETRYABLE_STATUS:
@@ -114,10 +132,10 @@ class OtlpHttpExporter(OtlpClientExporter):
             raise error
         raise PermanentError(message)
 
-    def _partial_success(self, data: bytes, ctype: str, sent: int) -> None:
+    def _partial_success(self, data: bytes, ctype: str, sent: int, response_class: type) -> None:
         if not data:
             return
-        response = ExportTraceServiceResponse()
+        response = response_class()
         try:
             if ctype == "application/json":
                 json_format.Parse(data, response, ignore_unknown_fields=True)
@@ -129,4 +147,4 @@ class OtlpHttpExporter(OtlpClientExporter):
 
 
 factory = Factory("otlphttp", "exporters", OtlpHttpExporterConfig,
-                  lambda cid, cfg: OtlpHttpExporter(cid, cfg), aliases=("otlp_http",))
+                  lambda cid, cfg: OtlpHttpExporter(cid, cfg), aliases=("otlp_http",), signals=("traces", "logs"))

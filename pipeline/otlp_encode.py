@@ -1,6 +1,7 @@
-"""A SpanBatch back into OTLP: protobuf requests (for forwarding) and OTLP/JSON (for files).
+"""Spans (a SpanBatch) and log records (an Arrow table of `otlp_logs.LOGS_COLUMNS`) back into OTLP:
+protobuf requests (for forwarding) and OTLP/JSON (for files).
 
-Spans are grouped by resource and scope, as OTLP expects.
+Items are grouped by resource and scope, as OTLP expects.
 """
 
 from __future__ import annotations
@@ -8,7 +9,10 @@ from __future__ import annotations
 import base64
 from typing import Any
 
+import orjson
+import pyarrow as pa
 from google.protobuf import json_format
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
@@ -107,4 +111,45 @@ def to_otlp_json(batch: SpanBatch) -> dict[str, Any]:
                 _b64_to_hex(sp, ("traceId", "spanId", "parentSpanId"))
                 for lk in sp.get("links", []):
                     _b64_to_hex(lk, ("traceId", "spanId"))
+    return doc
+
+
+def logs_to_request(table: pa.Table) -> ExportLogsServiceRequest:
+    req = ExportLogsServiceRequest()
+    groups: dict[tuple[str, str], Any] = {}
+    resource_logs: dict[str, Any] = {}
+    for rec in table.to_pylist():
+        res_json = rec["resource_attributes"] or "{}"
+        key = (res_json, rec["scope_name"] or "")
+        sl = groups.get(key)
+        if sl is None:
+            rl = resource_logs.get(res_json)
+            if rl is None:
+                rl = resource_logs[res_json] = req.resource_logs.add()
+                _fill_attributes(rl.resource.attributes, orjson.loads(res_json))
+            sl = groups[key] = rl.scope_logs.add()
+            sl.scope.name = key[1]
+        lr = sl.log_records.add()
+        lr.time_unix_nano = rec["time_unix_nano"] or 0
+        lr.observed_time_unix_nano = rec["observed_time_unix_nano"] or 0
+        lr.severity_number = rec["severity_number"] or 0
+        lr.severity_text = rec["severity_text"] or ""
+        lr.event_name = rec["event_name"] or ""
+        if rec["trace_id"]:
+            lr.trace_id = bytes.fromhex(rec["trace_id"])
+        if rec["span_id"]:
+            lr.span_id = bytes.fromhex(rec["span_id"])
+        if rec["body"] is not None:
+            to_any_value(orjson.loads(rec["body"]), lr.body)
+        _fill_attributes(lr.attributes, orjson.loads(rec["attributes"] or "{}"))
+    return req
+
+
+def logs_to_otlp_json(table: pa.Table) -> dict[str, Any]:
+    """OTLP/JSON (hex ids, integer enums, int64 as strings) of the log records."""
+    doc = json_format.MessageToDict(logs_to_request(table), use_integers_for_enums=True)
+    for rl in doc.get("resourceLogs", []):
+        for sl in rl.get("scopeLogs", []):
+            for lr in sl.get("logRecords", []):
+                _b64_to_hex(lr, ("traceId", "spanId"))
     return doc

@@ -222,3 +222,64 @@ def test_filter_log_conditions_are_checked_at_load(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as err:
         parse_config(cfg)
     assert "logs::log_record::1: unknown path or name 'kind'" in str(err.value)
+
+
+def _collector_with_logs(tmp: Path) -> Collector:
+    tmp.mkdir()
+    return Collector(tmp, logs=True)
+
+
+def test_logs_forwarded_by_otlp_otlphttp_and_file_exporters(tmp_path: Path) -> None:
+    """Collector A forwards its log records over OTLP/gRPC to B, OTLP/HTTP (JSON) to C and into an
+    OTLP/JSON file; every record lands in B and C with the same fields as in A's own warehouse."""
+    import json
+
+    from opentelemetry._logs import LogRecord, SeverityNumber
+    from opentelemetry.sdk.trace import TracerProvider
+
+    with _collector_with_logs(tmp_path / "b") as b, _collector_with_logs(tmp_path / "c") as c:
+        a = _collector_with_logs(tmp_path / "a")
+        a.config["exporters"].update({
+            "otlp": {"endpoint": b.grpc_endpoint, "tls": {"insecure": True}},
+            "otlphttp": {"endpoint": c.http_url, "encoding": "json"},
+            "file": {"path": str(tmp_path / "a" / "logs.jsonl")},
+            "debug": {}})
+        a.config["service"]["pipelines"]["logs"]["exporters"] = ["duckdb", "otlp", "otlphttp", "file", "debug"]
+        with a.rewrite():
+            provider = _sdk_logs(a.grpc_endpoint, "grpc")
+            logger = provider.get_logger("agent")
+            tracer = TracerProvider().get_tracer("t")
+            for i in range(200):
+                with tracer.start_as_current_span("chat"):
+                    body = {"n": i, "message": {"role": "assistant", "content": f"a{i}"}} if i % 2 else f"line {i}"
+                    logger.emit(LogRecord(event_name="gen_ai.choice" if i % 2 else None, body=body,
+                                          severity_number=SeverityNumber.WARN, attributes={"i": i, "ok": True}))
+            assert provider.force_flush(30_000)
+            provider.shutdown()
+            assert a.stop() == 0
+        assert b.stop() == 0 and c.stop() == 0
+    columns = ("trace_id, span_id, time_unix_nano, event_name, severity_number, body::VARCHAR AS body, "
+               "attributes::VARCHAR AS attributes, resource_attributes::VARCHAR AS resource, scope_name")
+    rows = {}
+    for name, coll in (("a", a), ("b", b), ("c", c)):
+        with Warehouse.open(coll.db) as wh:
+            rows[name] = sorted(wh.sql(f"SELECT {columns} FROM logs").to_pylist(), key=lambda r: r["time_unix_nano"])
+    assert len(rows["a"]) == 200 and len({r["span_id"] for r in rows["a"]}) == 200
+    assert rows["b"] == rows["a"] and rows["c"] == rows["a"]
+    records = [lr for line in (tmp_path / "a" / "logs.jsonl").read_text().splitlines()
+               for rl in json.loads(line)["resourceLogs"] for sl in rl["scopeLogs"] for lr in sl["logRecords"]]
+    assert sorted(r["spanId"] for r in records) == sorted(r["span_id"] for r in rows["a"])
+    assert "debug: Logs: " in a.log()
+
+
+def test_logs_exporter_downstream_down_refuses_with_unavailable(tmp_path: Path) -> None:
+    c = Collector(tmp_path, logs=True)
+    c.config["exporters"]["otlp"] = {"endpoint": f"127.0.0.1:{free_port()}", "tls": {"insecure": True},
+                                     "retry_on_failure": {"enabled": False}, "timeout": "2s"}
+    c.config["service"]["pipelines"]["logs"]["exporters"] = ["otlp"]
+    request = ExportLogsServiceRequest()
+    request.resource_logs.add().scope_logs.add().log_records.add().time_unix_nano = 1
+    with c.rewrite():
+        code, detail = grpc_export(c.grpc_endpoint, request, signal="logs")
+        assert code == "UNAVAILABLE" and "UNAVAILABLE" in detail
+        assert c.stop() == 0

@@ -6,6 +6,10 @@ request is acknowledged once it is queued, in memory or on disk. Consumer thread
 as retryable. With the queue disabled, `consume` sends in the caller's thread and returns the
 final error to the receiver.
 
+Log records (`consume_logs`, for exporters whose factory lists "logs") are sent in the caller's
+thread with the same retry settings, bypassing the queue: a failure reaches the client, which
+retries as OTLP clients do.
+
 Shutdown drains: each queued request gets one last attempt within `drain_timeout`; what is left
 stays on disk (persistent queue) or is counted and logged as lost (memory queue).
 """
@@ -16,6 +20,8 @@ import threading
 import time
 from abc import abstractmethod
 from pathlib import Path
+
+import pyarrow as pa
 
 from pipeline import admission, events
 from pipeline.component import Exporter
@@ -51,6 +57,10 @@ class QueuedExporter(Exporter):
     @abstractmethod
     def send(self, batch: SpanBatch, timeout: float) -> None:
         """Deliver the batch or raise a PipelineError (retryable or not)."""
+
+    def send_logs(self, table: pa.Table, timeout: float) -> None:
+        """Deliver log records (exporters that take logs) or raise a PipelineError."""
+        raise NotImplementedError(f"{self.id} does not export logs")
 
     # lifecycle --------------------------------------------------------------------------------
     def start(self) -> None:
@@ -111,6 +121,11 @@ class QueuedExporter(Exporter):
             counters.add("exporter_enqueue_failed_spans", len(batch), exporter=self.id)
             raise TransientError(f"{self.id}: cannot write to the persistent queue: {exc}") from None
 
+    def consume_logs(self, table: pa.Table) -> None:
+        if self._stopping.is_set():
+            raise TransientError(f"{self.id}: shutting down")
+        self._send_with_retry(table, final=True)
+
     def _consume_loop(self) -> None:
         assert self.queue is not None
         batching = self.config.sending_queue.batch
@@ -131,19 +146,24 @@ class QueuedExporter(Exporter):
             else:
                 self.queue.done(keys)
 
-    def _send_with_retry(self, batch: SpanBatch, final: bool) -> str:
+    def _send_with_retry(self, batch: SpanBatch | pa.Table, final: bool) -> str:
         """SENT, KEPT (draining a persistent queue: left on disk) or DROPPED (counted and logged;
-        with `final`, also raised to the caller)."""
+        with `final`, also raised to the caller). `batch`: spans, or log records as a table."""
         backoff = Backoff(self.config.retry_on_failure)
+        logs = isinstance(batch, pa.Table)
+        what = "log_records" if logs else "spans"
         while True:
             try:
-                self.send(batch, self.config.timeout)
-                counters.add("exporter_sent_spans", len(batch), exporter=self.id)
+                if logs:
+                    self.send_logs(batch, self.config.timeout)
+                else:
+                    self.send(batch, self.config.timeout)
+                counters.add(f"exporter_sent_{what}", len(batch), exporter=self.id)
                 return SENT
             except PipelineError as exc:
                 error = exc
             except Exception as exc:  # noqa: BLE001 - a bug in one exporter must not kill its sender
-                self.log.exception("unexpected error sending %d spans", len(batch))
+                self.log.exception("unexpected error sending %d %s", len(batch), what)
                 error = TransientError(str(exc))
             draining = self._stopping.is_set()
             delay = backoff.next_delay(getattr(error, "retry_after", None)) if error.retryable else None
@@ -152,13 +172,13 @@ class QueuedExporter(Exporter):
             events.publish(events.EXPORT_FAILED, exporter=self.id, spans=len(batch), error=str(error),
                            retry_in_s=delay)
             if delay is not None:
-                self.log.warning("sending %d spans failed, retrying in %.1fs: %s", len(batch), delay, error)
+                self.log.warning("sending %d %s failed, retrying in %.1fs: %s", len(batch), what, delay, error)
                 self._stopping.wait(delay)  # woken early by shutdown: one last attempt now
                 continue
             if draining and error.retryable and not final and self.queue is not None and self.queue.persistent:
                 return KEPT
-            counters.add("exporter_send_failed_spans", len(batch), exporter=self.id)
-            self.log.error("dropping %d spans: %s (%s)", len(batch), error,
+            counters.add(f"exporter_send_failed_{what}", len(batch), exporter=self.id)
+            self.log.error("dropping %d %s: %s (%s)", len(batch), what, error,
                            "retries exhausted" if error.retryable else "not retryable")
             if final:
                 raise error
