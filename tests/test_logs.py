@@ -137,16 +137,16 @@ def test_a_receiver_in_no_logs_pipeline_does_not_serve_logs(tmp_path: Path) -> N
 
 def test_logs_pipeline_refuses_components_without_logs(tmp_path: Path) -> None:
     cfg = default_config(tmp_path / "spans.duckdb", free_port(), free_port(), free_port())
-    cfg["exporters"]["file"] = {"path": str(tmp_path / "out.jsonl")}
+    cfg["exporters"]["parquet"] = {"path": str(tmp_path / "lake")}
     cfg["processors"]["rollout"] = {}
     cfg["service"]["pipelines"]["logs"] = {"receivers": ["otlp"], "processors": ["batch", "rollout"],
-                                           "exporters": ["duckdb", "file"]}
+                                           "exporters": ["duckdb", "parquet"]}
     with pytest.raises(ConfigError) as err:
         parse_config(cfg)
     text = str(err.value)
     assert "service::pipelines::logs::processors: processor 'rollout' does not support logs" in text
     assert "'batch'" not in text
-    assert "service::pipelines::logs::exporters: exporter 'file' does not support logs" in text
+    assert "service::pipelines::logs::exporters: exporter 'parquet' does not support logs" in text
 
 
 def _logs_config(tmp_path: Path, processors: dict, order: list[str]) -> Collector:
