@@ -169,13 +169,15 @@ def bulk_triplets(adapter: TripletAdapter, rollout_ids: list[str]) -> BulkResult
         return empty
 
     source = order[d.calls]  # rows of `t`
-    payloads = _payloads(adapter, _stored(stored), t.column("trace_id").take(source), t.column("span_id").take(source))
+    trace_ids, span_ids = t.column("trace_id").take(source), t.column("span_id").take(source)
+    payloads = _payloads(adapter, _stored(stored), trace_ids, span_ids)
     calls, agents = d.calls, d.agents
     if adapter.skip_empty_token_spans:
         has_tokens = (pc.fill_null(pc.list_value_length(payloads.column("prompt_token_ids")), 0).to_numpy() > 0) & \
             (pc.fill_null(pc.list_value_length(payloads.column("response_token_ids")), 0).to_numpy() > 0)
         calls, agents, source = calls[has_tokens], agents[has_tokens], source[has_tokens]
-        payloads = payloads.filter(pa.array(has_tokens))
+        kept = pa.array(has_tokens)
+        payloads, trace_ids, span_ids = payloads.filter(kept), trace_ids.filter(kept), span_ids.filter(kept)
     rewarded = np.flatnonzero(d.sure & ~np.isnan(rows.reward))
     if adapter.reward_match == "first_occurrence":
         got = forest.match_rewards(calls, rewarded, rows.reward, start, end, group,
@@ -193,8 +195,8 @@ def bulk_triplets(adapter: TripletAdapter, rollout_ids: list[str]) -> BulkResult
     out = pa.table({
         "rollout_id": pa.array(rollout_ids, pa.string()).take(ks),
         "attempt_id": t.column("attempt_id").take(source),
-        "trace_id": t.column("trace_id").take(source),
-        "span_id": t.column("span_id").take(source),
+        "trace_id": trace_ids,
+        "span_id": span_ids,
         "sequence_id": pa.array(seq[calls], pa.int64(), mask=seq[calls] == np.iinfo(np.int64).max),
         "prompt_token_ids": payloads.column("prompt_token_ids").cast(pa.list_(pa.int32())),
         "response_token_ids": payloads.column("response_token_ids").cast(pa.list_(pa.int32())),
