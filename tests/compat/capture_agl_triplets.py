@@ -14,12 +14,13 @@ from agentlightning.types import Span  # noqa: E402
 from tests.triplet_cases import CASES, agl_view, options_of, spans_of  # noqa: E402
 
 
-def agl_spans(case_id: str) -> list[Span]:
+def to_agl_spans(spans: list[dict]) -> list[Span]:
+    """Hand-built span dicts (tests/triplet_cases.py shape) as Agent Lightning Spans."""
     return [Span.from_attributes(attributes=s["attributes"], rollout_id="ro-case", attempt_id="at-1",
                                  sequence_id=s["sequence_id"], name=s["name"], trace_id=s["trace_id"],
                                  span_id=s["span_id"], parent_id=s["parent_span_id"],
                                  start_time=s["start_time_unix_nano"] / 1e9, end_time=s["end_time_unix_nano"] / 1e9)
-            for s in spans_of(case_id)]
+            for s in spans]
 
 
 def main() -> None:
@@ -27,7 +28,7 @@ def main() -> None:
     for case_id in CASES:
         adapter = TracerTraceToTriplet(**{("_skip_empty_token_spans" if k == "skip_empty_token_spans" else k): v
                                           for k, v in options_of(case_id).items()})
-        out[case_id] = agl_view(adapter.adapt(agl_spans(case_id)))
+        out[case_id] = agl_view(adapter.adapt(to_agl_spans(spans_of(case_id))))
     print(json.dumps(out, indent=1, sort_keys=True))
 
 
