@@ -21,7 +21,6 @@ pipeline.exporterhelper.exporter).
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 import grpc
@@ -122,7 +121,6 @@ class OtlpGrpcExporter(OtlpClientExporter):
         self._channel: grpc.Channel | None = None
         self._export: Any = None
         self._export_logs: Any = None
-        self._lock = threading.Lock()
 
     def open(self) -> None:
         cfg = self.config

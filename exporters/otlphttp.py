@@ -97,11 +97,10 @@ class OtlpHttpExporter(OtlpClientExporter):
 
     def send(self, batch: SpanBatch, timeout: float) -> None:
         if self.config.encoding == "json":
-            self._post(self.config.url, orjson.dumps(to_otlp_json(batch)), len(batch), timeout,
-                       ExportTraceServiceResponse)
+            body = orjson.dumps(to_otlp_json(batch))
         else:
-            self._post(self.config.url, to_request(batch).SerializeToString(), len(batch), timeout,
-                       ExportTraceServiceResponse)
+            body = to_request(batch).SerializeToString()
+        self._post(self.config.url, body, len(batch), timeout, ExportTraceServiceResponse)
 
     def send_logs(self, table: Any, timeout: float) -> None:
         if self.config.encoding == "json":

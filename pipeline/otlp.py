@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable, Iterable, Iterator, TypeVar
 
 import orjson
 from google.protobuf import json_format
@@ -23,6 +23,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 
 from pipeline.errors import InvalidDataError
 from pipeline.spanbatch import Resource, SpanBatch
+
+M = TypeVar("M")
 
 
 @dataclass(slots=True)
@@ -162,23 +164,33 @@ def hex_ids_to_base64(obj: dict[str, Any]) -> None:
             obj[key] = base64.b64encode(raw).decode("ascii")
 
 
-def parse_traces_json(data: bytes) -> ExportTraceServiceRequest:
+def parse_otlp_json(data: bytes, message: M, id_holders: Callable[[dict[str, Any]], Iterable[dict[str, Any]]]) -> M:
+    """An OTLP/JSON body into `message` (an empty request). OTLP/JSON writes ids in hex where
+    protobuf's JSON mapping expects base64: the objects `id_holders(doc)` yields are converted first."""
     try:
         doc = orjson.loads(data)
         if not isinstance(doc, dict):
             raise InvalidDataError("OTLP/JSON body must be a JSON object")
-        for rs in doc.get("resourceSpans") or doc.get("resource_spans") or []:
-            for ss in rs.get("scopeSpans") or rs.get("scope_spans") or []:
-                for span in ss.get("spans") or []:
-                    hex_ids_to_base64(span)
-                    for link in span.get("links") or []:
-                        hex_ids_to_base64(link)
-        return json_format.ParseDict(doc, ExportTraceServiceRequest(), ignore_unknown_fields=True)
+        for obj in id_holders(doc):
+            hex_ids_to_base64(obj)
+        return json_format.ParseDict(doc, message, ignore_unknown_fields=True)
     except InvalidDataError:
         raise
     except (orjson.JSONDecodeError, json_format.ParseError, AttributeError, TypeError,
             ValueError, binascii.Error) as exc:
-        raise InvalidDataError(f"cannot decode OTLP/JSON ExportTraceServiceRequest: {exc}") from None
+        raise InvalidDataError(f"cannot decode OTLP/JSON {type(message).__name__}: {exc}") from None
+
+
+def _span_id_holders(doc: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    for rs in doc.get("resourceSpans") or doc.get("resource_spans") or []:
+        for ss in rs.get("scopeSpans") or rs.get("scope_spans") or []:
+            for span in ss.get("spans") or []:
+                yield span
+                yield from span.get("links") or []
+
+
+def parse_traces_json(data: bytes) -> ExportTraceServiceRequest:
+    return parse_otlp_json(data, ExportTraceServiceRequest(), _span_id_holders)
 
 
 def decode_traces_json(data: bytes) -> DecodedTraces:

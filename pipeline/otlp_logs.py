@@ -10,11 +10,9 @@ span context are kept (they are still logs).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterator
 
-import orjson
 import pyarrow as pa
-from google.protobuf import json_format
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
     ExportLogsServiceRequest,
@@ -22,7 +20,7 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
 )
 
 from pipeline.errors import InvalidDataError
-from pipeline.otlp import hex_ids_to_base64, any_value, attributes
+from pipeline.otlp import any_value, attributes, parse_otlp_json
 from pipeline.spanbatch import dumps
 
 LOGS_COLUMNS: dict[str, pa.DataType] = {
@@ -85,21 +83,14 @@ def decode_logs_protobuf(data: bytes) -> DecodedLogs:
     return decode_logs(request)
 
 
+def _log_id_holders(doc: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    for rl in doc.get("resourceLogs") or doc.get("resource_logs") or []:
+        for sl in rl.get("scopeLogs") or rl.get("scope_logs") or []:
+            yield from sl.get("logRecords") or sl.get("log_records") or []
+
+
 def decode_logs_json(data: bytes) -> DecodedLogs:
-    try:
-        doc = orjson.loads(data)
-        if not isinstance(doc, dict):
-            raise InvalidDataError("OTLP/JSON body must be a JSON object")
-        for rl in doc.get("resourceLogs") or doc.get("resource_logs") or []:
-            for sl in rl.get("scopeLogs") or rl.get("scope_logs") or []:
-                for rec in sl.get("logRecords") or sl.get("log_records") or []:
-                    hex_ids_to_base64(rec)
-        request = json_format.ParseDict(doc, ExportLogsServiceRequest(), ignore_unknown_fields=True)
-    except InvalidDataError:
-        raise
-    except (orjson.JSONDecodeError, json_format.ParseError, AttributeError, TypeError, ValueError) as exc:
-        raise InvalidDataError(f"cannot decode OTLP/JSON ExportLogsServiceRequest: {exc}") from None
-    return decode_logs(request)
+    return decode_logs(parse_otlp_json(data, ExportLogsServiceRequest(), _log_id_holders))
 
 
 def logs_response(decoded: DecodedLogs) -> ExportLogsServiceResponse:

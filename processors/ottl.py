@@ -31,7 +31,8 @@ import orjson
 
 from pipeline.spanbatch import KIND_NAMES, STATUS_NAMES, SpanBatch
 
-CONSTANTS = {"true": True, "false": False, "nil": None}
+LITERALS = {"true": True, "false": False, "nil": None}
+CONSTANTS = dict(LITERALS)
 CONSTANTS.update({f"SPAN_KIND_{k}": i for i, k in enumerate(KIND_NAMES)})
 CONSTANTS.update({f"STATUS_CODE_{s}": i for i, s in enumerate(STATUS_NAMES)})
 
@@ -119,7 +120,7 @@ LOG_PATHS: dict[str, Callable[[LogView], Any]] = {
     "instrumentation_scope.name": lambda r: r.scope_name,
 }
 _SEVERITIES = ("TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL")
-LOG_CONSTANTS = {"true": True, "false": False, "nil": None, "SEVERITY_NUMBER_UNSPECIFIED": 0}
+LOG_CONSTANTS = {**LITERALS, "SEVERITY_NUMBER_UNSPECIFIED": 0}
 LOG_CONSTANTS.update({f"SEVERITY_NUMBER_{s}{'' if k == 0 else k + 1}": 1 + 4 * i + k
                       for i, s in enumerate(_SEVERITIES) for k in range(4)})
 

@@ -27,7 +27,7 @@ from pipeline.semconv.llm_call import RESPONSE_ID
 from pipeline.warehouse.payloads import PAYLOAD_FIELDS, PAYLOAD_VERSION, payload_columns
 from pipeline.warehouse.warehouse import WarehouseError
 from pipeline.semconv.span_types import LOGFIRE_STREAM_PREFIX
-from pipeline.warehouse.views import events_with_logs_sql, llm_attributes_sql, sql_string as _q
+from pipeline.warehouse.views import events_with_logs_sql, is_stream_sibling_sql, llm_attributes_sql, sql_string as _q
 
 if TYPE_CHECKING:
     from pipeline.adapters.triplets import TripletAdapter
@@ -225,9 +225,7 @@ def stored_payloads_sql(rollout_ids: list[str]) -> str:
 WHERE version = {PAYLOAD_VERSION} AND rollout_id IN ({wanted})
   AND NOT EXISTS (SELECT 1 FROM logs l WHERE l.trace_id = tp.trace_id AND l.span_id = tp.span_id)
   AND (trace_id, span_id) NOT IN (
-      SELECT (c.trace_id, c.span_id) FROM spans st JOIN spans c
-        ON c.trace_id = st.trace_id AND c.parent_span_id IS NOT DISTINCT FROM st.parent_span_id
-       AND c.span_id <> st.span_id AND json_extract(c.attributes, '$.request_data') = json_extract(st.attributes, '$.request_data')
+      SELECT (c.trace_id, c.span_id) FROM spans st JOIN spans c ON {is_stream_sibling_sql('c', 'st')}
       WHERE st.name LIKE '{LOGFIRE_STREAM_PREFIX}%' AND st.rollout_id IN ({wanted}))"""
 
 

@@ -39,14 +39,19 @@ def events_with_logs_sql(span: str = "s") -> str:
     FROM logs l WHERE l.trace_id = {span}.trace_id AND l.span_id = {span}.span_id), {span}.events::VARCHAR)"""
 
 
+def is_stream_sibling_sql(call: str, stream: str) -> str:
+    """SQL condition: span alias `stream` is the Logfire stream sibling of span alias `call`. A
+    streamed Logfire call is two spans, the call and a sibling `streaming response from …` span
+    (same trace, parent and `request_data`) holding the answer."""
+    return (f"{stream}.trace_id = {call}.trace_id AND {stream}.parent_span_id IS NOT DISTINCT FROM "
+            f"{call}.parent_span_id AND {stream}.name LIKE '{LOGFIRE_STREAM_PREFIX}%' AND {stream}.span_id <> "
+            f"{call}.span_id AND json_extract({stream}.attributes, '$.request_data') = "
+            f"json_extract({call}.attributes, '$.request_data')")
+
+
 def _stream_sibling_sql(span: str, value: str) -> str:
-    """`value` (over alias `st`) of span `span`'s Logfire stream sibling: a streamed Logfire call is
-    two spans, the call and a sibling `streaming response from …` span (same trace, parent and
-    `request_data`) holding the answer. NULL when there is none."""
-    return f"""(SELECT first({value}) FROM spans st
-    WHERE st.trace_id = {span}.trace_id AND st.parent_span_id IS NOT DISTINCT FROM {span}.parent_span_id
-      AND st.name LIKE '{LOGFIRE_STREAM_PREFIX}%' AND st.span_id <> {span}.span_id
-      AND json_extract(st.attributes, '$.request_data') = json_extract({span}.attributes, '$.request_data'))"""
+    """`value` (over alias `st`) of span `span`'s Logfire stream sibling; NULL when there is none."""
+    return f"(SELECT first({value}) FROM spans st WHERE {is_stream_sibling_sql(span, 'st')})"
 
 
 def llm_attributes_sql(span: str = "s") -> str:
