@@ -17,7 +17,7 @@ from pydantic import Field
 from pipeline.component import Exporter
 from pipeline.config import ComponentConfig
 from pipeline.registry import Factory
-from pipeline.spanbatch import KIND_NAMES, STATUS_NAMES, SpanBatch, dumps
+from pipeline.spanbatch import KIND_NAMES, STATUS_NAMES, SpanBatch, dumps, enum_name
 
 
 class DebugExporterConfig(ComponentConfig):
@@ -72,8 +72,8 @@ class DebugExporter(Exporter):
     def _span_line(self, b: SpanBatch, i: int) -> str:
         dur_ms = (b.end_time_unix_nano[i] - b.start_time_unix_nano[i]) / 1e6
         line = (f"  {b.name[i]} trace={b.trace_id[i]} span={b.span_id[i]} "
-                f"parent={b.parent_span_id[i] or '-'} kind={KIND_NAMES[b.kind[i]]} "
-                f"status={STATUS_NAMES[b.status_code[i]]} {dur_ms:.3f}ms "
+                f"parent={b.parent_span_id[i] or '-'} kind={enum_name(KIND_NAMES, b.kind[i])} "
+                f"status={enum_name(STATUS_NAMES, b.status_code[i])} {dur_ms:.3f}ms "
                 f"service={b.resources[b.resource_index[i]].service_name or '-'}")
         if self.config.verbosity == "detailed":
             line += (f"\n    attributes: {dumps(b.attributes[i]).decode()}"

@@ -16,6 +16,7 @@ meanwhile. On shutdown the queue is drained into the file before it is checkpoin
 
 from __future__ import annotations
 
+import shutil
 import threading
 from pathlib import Path
 from typing import Any, ClassVar
@@ -28,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from extensions.bearertokenauth import AuthSettings
 from pipeline import lake
 from pipeline.configtypes import Duration, Endpoint, parse_endpoint
-from pipeline.errors import TransientError
+from pipeline.errors import TransientError, UnwritableDataError
 from pipeline.exporterhelper import ExporterHelperConfig, QueuedExporter
 from pipeline.registry import Factory
 from pipeline.spanbatch import SpanBatch
@@ -94,6 +95,19 @@ class DuckDBExporterConfig(ExporterHelperConfig):
         return refs
 
 
+# DuckDB errors that say the data itself cannot be stored (retrying the same rows cannot help).
+DATA_ERRORS = (duckdb.ConversionException, duckdb.ConstraintException, duckdb.OutOfRangeException)
+
+
+def _out_of_space(path: Path, exc: Exception) -> bool:
+    if "No space left on device" in str(exc):
+        return True
+    try:
+        return shutil.disk_usage(path.parent).free < 1024 * 1024
+    except OSError:
+        return False
+
+
 def endpoint_file(db_path: str | Path) -> Path:
     return Path(f"{db_path}.endpoint")
 
@@ -107,6 +121,7 @@ class DuckDBExporter(QueuedExporter):
         self._con: duckdb.DuckDBPyConnection | None = None
         self._writer: duckdb.DuckDBPyConnection | None = None
         self._write_lock = threading.Lock()
+        self._closed = False
         self._rows = 0
         self.query_server: QueryServer | None = None
         self._retention_stop = threading.Event()
@@ -116,22 +131,36 @@ class DuckDBExporter(QueuedExporter):
     # lifecycle -----------------------------------------------------------------------------
     def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._con = self._open()
-        self._writer = self._con.cursor()
-        self._rows = self._con.execute("SELECT count(*) FROM spans").fetchall()[0][0]
+        try:
+            self._connect()
+        except RuntimeError as exc:
+            if not _out_of_space(self.path, exc):
+                raise
+            # Start anyway: what arrives is queued (then refused, retryably, once the queue is
+            # full) and the sender opens the file when space returns.
+            self.log.error("%s; writing starts when space returns", exc)
         gauges.set_function("warehouse_rows", lambda: self._rows, exporter=self.id)
-        self._indexer = payloads.PayloadIndexer(self.id, self._busy, self._write_payloads)
         if self.config.query is not None:
             host, port = parse_endpoint(self.config.query.endpoint)
             auth = self.config.query.auth
             authenticate = self.host.extension(auth.authenticator).authenticate if auth else None  # type: ignore[attr-defined]
             self.query_server = QueryServer(self._reader, host, port, self.config.query.max_rows, authenticate)
             self.query_server.start()
-            endpoint_file(self.path).write_text(self.query_server.url + "\n")
+            try:
+                endpoint_file(self.path).write_text(self.query_server.url + "\n")
+            except OSError as exc:
+                self.log.error("cannot write %s (%s): `spanpipe sql --db` will need --endpoint %s",
+                               endpoint_file(self.path), exc, self.query_server.url)
         if self.config.retention is not None:
             self._retention_thread = threading.Thread(target=self._retention_loop, name=f"{self.id}-retention",
                                                       daemon=True)
             self._retention_thread.start()
+
+    def _connect(self) -> None:
+        self._con = self._open()
+        self._writer = self._con.cursor()
+        self._rows = self._con.execute("SELECT count(*) FROM spans").fetchall()[0][0]
+        self._indexer = payloads.PayloadIndexer(self.id, self._busy, self._write_payloads)
 
     def _open(self) -> duckdb.DuckDBPyConnection:
         settings = {"checkpoint_threshold": self.config.checkpoint_threshold}
@@ -143,13 +172,18 @@ class DuckDBExporter(QueuedExporter):
             con = duckdb.connect(str(self.path), config=settings)
         except duckdb.IOException as exc:
             raise RuntimeError(f"{self.id}: cannot open {self.path}: {exc}") from None
-        for stmt in DDL:
-            con.execute(stmt)
-        create_views(con)
+        try:
+            for stmt in DDL:
+                con.execute(stmt)
+            create_views(con)
+        except duckdb.Error as exc:
+            con.close()
+            raise RuntimeError(f"{self.id}: cannot prepare {self.path}: {exc}") from None
         return con
 
     def _reader(self) -> duckdb.DuckDBPyConnection:
-        assert self._con is not None, "warehouse is closed"
+        if self._con is None:
+            raise duckdb.ConnectionException(f"the warehouse {self.path} is not open (see the collector's log)")
         return self._con.cursor()
 
     def _busy(self) -> bool:
@@ -175,6 +209,7 @@ class DuckDBExporter(QueuedExporter):
         super().shutdown()
 
     def close(self) -> None:
+        self._closed = True
         if self._indexer is not None:
             self._indexer.stop()  # what it had not done is computed by readers
             self._indexer = None
@@ -222,11 +257,23 @@ class DuckDBExporter(QueuedExporter):
 
     # data path ------------------------------------------------------------------------------
     def send(self, batch: SpanBatch, timeout: float) -> None:
+        try:
+            table = batch.to_arrow()
+        except (pa.ArrowException, OverflowError, TypeError, ValueError) as exc:
+            raise UnwritableDataError(f"{self.id}: {len(batch)} spans cannot be converted: {exc}") from None
         with self._write_lock:
-            if self._writer is None:
+            if self._closed:
                 raise TransientError(f"{self.id}: the warehouse is closed")
+            if self._writer is None:
+                try:
+                    self._connect()
+                except RuntimeError as exc:
+                    raise TransientError(str(exc)) from None
+                self.log.info("opened %s; writing", self.path)
             try:
-                self._insert(self._writer, batch)
+                self._insert(self._writer, batch, table)
+            except DATA_ERRORS as exc:
+                raise UnwritableDataError(f"{self.id}: {len(batch)} spans cannot be stored: {exc}") from None
             except duckdb.Error as exc:
                 self._writer = self._reconnect(self._writer)
                 raise TransientError(f"{self.id}: insert of {len(batch)} spans into {self.path} failed: "
@@ -254,9 +301,16 @@ class DuckDBExporter(QueuedExporter):
         counters.add("exporter_sent_log_records", table.num_rows, exporter=self.id)
 
     def _reconnect(self, writer: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
+        """A usable writer after a failed statement: a fresh cursor (the failed one may hold an
+        unfinished result), or, when the database was invalidated, a reopened file."""
         try:
-            writer.execute("SELECT 1")
-            return writer
+            writer.close()
+        except duckdb.Error:
+            pass
+        try:
+            fresh = self._con.cursor()  # type: ignore[union-attr]
+            fresh.execute("SELECT 1").fetchall()
+            return fresh
         except duckdb.Error:
             pass
         # A fatal error invalidates the database instance: reopen it (the WAL has what was committed).
@@ -271,8 +325,7 @@ class DuckDBExporter(QueuedExporter):
             self.log.error("reopening %s failed: %s", self.path, exc)
             return writer
 
-    def _insert(self, writer: duckdb.DuckDBPyConnection, batch: SpanBatch) -> None:
-        table = batch.to_arrow()
+    def _insert(self, writer: duckdb.DuckDBPyConnection, batch: SpanBatch, table: pa.Table) -> None:
         starts = table.column("start_time_unix_nano")
         bounds = pc.min_max(starts).as_py()
         dims = batch.reward_dimensions_arrow()

@@ -8,6 +8,8 @@ exporters:
     tls: {insecure: false, ca_file: ca.crt, cert_file: c.crt, key_file: c.key}
     headers: {x-tenant: rl-team}
     compression: gzip                    # gzip (default) | none
+    max_request_size_mib: 4              # larger requests are sent in parts (otelcol's default
+                                         # receiver limit: max_recv_msg_size_mib 4)
     auth: {authenticator: bearertokenauth}
     # + timeout, sending_queue, retry_on_failure (the exporter helper)
 ```
@@ -16,7 +18,9 @@ OUT_OF_RANGE, UNAVAILABLE and DATA_LOSS are retried (honouring a server's RetryI
 code is permanent. (otelcol retries RESOURCE_EXHAUSTED only with RetryInfo; a collector under
 memory pressure sends none, and we would rather wait than drop.) A partial success is logged and
 its rejected spans counted as failed, not retried. Log records bypass the sending queue (see
-pipeline.exporterhelper.exporter).
+pipeline.exporterhelper.exporter). A request is never sent larger than `max_request_size_mib`
+(uncompressed, the size a receiver limits), and one the backend refuses for its size
+(RESOURCE_EXHAUSTED "larger than max", HTTP 413) is sent in halves, never retried unchanged.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from pydantic import Field
 
 from extensions.bearertokenauth import AuthSettings
-from pipeline.errors import PermanentError, PipelineError, TransientError
+from pipeline.errors import PermanentError, RequestTooLargeError, TransientError
 from pipeline.exporterhelper import ExporterHelperConfig, QueuedExporter
 from pipeline.otlp_encode import logs_to_request, to_request
 from pipeline.registry import Factory
@@ -53,6 +57,11 @@ class OtlpClientConfig(ExporterHelperConfig):
     compression: str = "gzip"
     tls: ClientTLS = Field(default_factory=ClientTLS)
     auth: AuthSettings | None = None
+    max_request_size_mib: float = Field(4, gt=0)
+
+    @property
+    def max_request_bytes(self) -> int:
+        return int(self.max_request_size_mib * 1024 * 1024)
 
     def validate_config(self) -> None:
         if not self.endpoint:
@@ -89,6 +98,12 @@ class OtlpClientExporter(QueuedExporter):
         if self.config.auth:
             headers["authorization"] = self.host.extension(self.config.auth.authenticator).header()  # type: ignore[attr-defined]
         return headers
+
+    def check_size(self, size: int, items: int) -> None:
+        """Refuse to send a request larger than the backend takes: the helper sends it in halves."""
+        if size > self.config.max_request_bytes and items > 1:
+            raise RequestTooLargeError(f"{self.id}: a request of {items} items is {size} bytes, over "
+                                       f"max_request_size_mib ({self.config.max_request_size_mib})")
 
     def check_partial_success(self, response: ExportTraceServiceResponse | ExportLogsServiceResponse,
                               sent: int) -> None:
@@ -153,14 +168,17 @@ class OtlpGrpcExporter(OtlpClientExporter):
         self._call(self._export_logs, logs_to_request(table), table.num_rows, timeout)
 
     def _call(self, export: Any, request: Any, items: int, timeout: float) -> None:
+        self.check_size(request.ByteSize(), items)
         try:
             response = export(request, timeout=timeout or None, metadata=tuple(self.request_headers().items()))
         except grpc.RpcError as exc:
             code, detail = exc.code(), exc.details()  # type: ignore[attr-defined]
             message = f"{self.id}: {self.config.endpoint} answered {code.name}: {detail}"
+            if code == grpc.StatusCode.RESOURCE_EXHAUSTED and "larger than max" in (detail or ""):
+                raise RequestTooLargeError(message) from None
             if code in RETRYABLE:
-                error: PipelineError = TransientError(message)
-                error.retry_after = _retry_delay(exc)  # type: ignore[attr-defined]
+                error = TransientError(message)
+                error.retry_after = _retry_delay(exc)
                 raise error from None
             raise PermanentError(message) from None
         self.check_partial_success(response, items)

@@ -31,7 +31,7 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
 from exporters.otlp import OtlpClientConfig, OtlpClientExporter
-from pipeline.errors import PermanentError, PipelineError, TransientError
+from pipeline.errors import PermanentError, RequestTooLargeError, TransientError
 from pipeline.otlp_encode import logs_to_otlp_json, logs_to_request, to_otlp_json, to_request
 from pipeline.registry import Factory
 from pipeline.spanbatch import SpanBatch
@@ -100,6 +100,7 @@ class OtlpHttpExporter(OtlpClientExporter):
             body = orjson.dumps(to_otlp_json(batch))
         else:
             body = to_request(batch).SerializeToString()
+        self.check_size(len(body), len(batch))
         self._post(self.config.url, body, len(batch), timeout, ExportTraceServiceResponse)
 
     def send_logs(self, table: Any, timeout: float) -> None:
@@ -107,6 +108,7 @@ class OtlpHttpExporter(OtlpClientExporter):
             body = orjson.dumps(logs_to_otlp_json(table))
         else:
             body = logs_to_request(table).SerializeToString()
+        self.check_size(len(body), table.num_rows)
         self._post(self.config.logs_url, body, table.num_rows, timeout, ExportLogsServiceResponse)
 
     def _post(self, url: str, body: bytes, items: int, timeout: float, response_class: type) -> None:
@@ -125,9 +127,11 @@ class OtlpHttpExporter(OtlpClientExporter):
             self._partial_success(resp.data, ctype, items, response_class)
             return
         message = f"{self.id}: {url} answered HTTP {resp.status}: {resp.data[:200].decode(errors='replace')}"
+        if resp.status == 413:
+            raise RequestTooLargeError(message)
         if resp.status in RETRYABLE_STATUS:
-            error: PipelineError = TransientError(message)
-            error.retry_after = _retry_after(resp.headers.get("Retry-After"))  # type: ignore[attr-defined]
+            error = TransientError(message)
+            error.retry_after = _retry_after(resp.headers.get("Retry-After"))
             raise error
         raise PermanentError(message)
 

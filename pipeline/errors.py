@@ -11,6 +11,7 @@ class PipelineError(Exception):
     grpc_code = "INTERNAL"
     http_status = 500
     retryable = False
+    retry_after: float | None = None  # seconds a downstream asked us to wait, when it said
 
 
 class BackPressureError(PipelineError):
@@ -41,6 +42,15 @@ class PermanentError(PipelineError):
 
     grpc_code = "INTERNAL"
     http_status = 500
+
+
+class UnwritableDataError(PermanentError):
+    """Some items of the request can never be written by this exporter (the data is at fault,
+    not the destination). The exporter helper splits the request to find and drop only those."""
+
+
+class RequestTooLargeError(PermanentError):
+    """The destination refuses the request for its size: the exporter helper sends it in halves."""
 
 
 class ConfigError(Exception):

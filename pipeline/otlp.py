@@ -91,7 +91,10 @@ def parse_traces_protobuf(data: bytes) -> ExportTraceServiceRequest:
         raise InvalidDataError(f"cannot decode ExportTraceServiceRequest: {exc}") from None
 
 
-def _id_problem(tid: bytes, sid: bytes, pid: bytes) -> str:
+INT64_LIMIT = 2**63  # the warehouse keeps times as BIGINT nanoseconds (until the year 2262)
+
+
+def _span_problem(tid: bytes, sid: bytes, pid: bytes, start: int, end: int) -> str:
     problems = []
     if len(tid) != 16:
         problems.append(f"trace_id must be 16 bytes (got {len(tid)})")
@@ -99,6 +102,9 @@ def _id_problem(tid: bytes, sid: bytes, pid: bytes) -> str:
         problems.append(f"span_id must be 8 bytes (got {len(sid)})")
     if pid and len(pid) != 8:
         problems.append(f"parent_span_id must be empty or 8 bytes (got {len(pid)})")
+    for key, t in (("start_time_unix_nano", start), ("end_time_unix_nano", end)):
+        if t >= INT64_LIMIT:
+            problems.append(f"{key} must be below 2^63 (got {t})")
     return ", ".join(problems)
 
 
@@ -116,10 +122,12 @@ def decode_traces(request: ExportTraceServiceRequest) -> DecodedTraces:
             scope_name, scope_version = ss.scope.name, ss.scope.version
             for span in ss.spans:
                 tid, sid, pid = span.trace_id, span.span_id, span.parent_span_id
-                if len(tid) != 16 or len(sid) != 8 or (pid and len(pid) != 8):
+                start, end = span.start_time_unix_nano, span.end_time_unix_nano
+                if (len(tid) != 16 or len(sid) != 8 or (pid and len(pid) != 8)
+                        or start >= INT64_LIMIT or end >= INT64_LIMIT):
                     rejected += 1
                     if not first_reason:
-                        first_reason = f"span {span.name!r}: " + _id_problem(tid, sid, pid)
+                        first_reason = f"span {span.name!r}: " + _span_problem(tid, sid, pid, start, end)
                     continue
                 used = True
                 trace_ids.append(tid.hex())
@@ -128,8 +136,8 @@ def decode_traces(request: ExportTraceServiceRequest) -> DecodedTraces:
                 b.trace_state.append(span.trace_state)
                 b.name.append(span.name)
                 b.kind.append(span.kind)
-                b.start_time_unix_nano.append(span.start_time_unix_nano)
-                b.end_time_unix_nano.append(span.end_time_unix_nano)
+                b.start_time_unix_nano.append(start)
+                b.end_time_unix_nano.append(end)
                 st = span.status
                 b.status_code.append(st.code)
                 b.status_message.append(st.message)

@@ -20,7 +20,7 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
 )
 
 from pipeline.errors import InvalidDataError
-from pipeline.otlp import any_value, attributes, parse_otlp_json
+from pipeline.otlp import INT64_LIMIT, any_value, attributes, parse_otlp_json
 from pipeline.spanbatch import dumps
 
 LOGS_COLUMNS: dict[str, pa.DataType] = {
@@ -55,6 +55,10 @@ def decode_logs(request: ExportLogsServiceRequest) -> DecodedLogs:
                     rejected += 1
                     first_reason = first_reason or (f"trace_id must be empty or 16 bytes (got {len(tid)}), "
                                                     f"span_id empty or 8 bytes (got {len(sid)})")
+                    continue
+                if rec.time_unix_nano >= INT64_LIMIT or rec.observed_time_unix_nano >= INT64_LIMIT:
+                    rejected += 1
+                    first_reason = first_reason or "time_unix_nano and observed_time_unix_nano must be below 2^63"
                     continue
                 attrs = attributes(rec.attributes)
                 # The event name: LogRecord.event_name, or the older `event.name` attribute.

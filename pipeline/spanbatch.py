@@ -35,6 +35,22 @@ _KIND_DICT = pa.array(KIND_NAMES)
 _STATUS_DICT = pa.array(STATUS_NAMES)
 
 
+def enum_name(names: tuple[str, ...], value: int) -> str:
+    """The name of an OTLP enum value; a value outside the enum (valid protobuf: proto3 enums are
+    open) keeps its number, as otelcol passes it through."""
+    return names[value] if 0 <= value < len(names) else str(value)
+
+
+def _enum_column(values: list[int], names: tuple[str, ...], dictionary: pa.Array) -> pa.DictionaryArray:
+    if not values or (min(values) >= 0 and max(values) < len(names)):
+        return pa.DictionaryArray.from_arrays(pa.array(values, pa.int32()), dictionary)
+    odd = sorted({v for v in values if not 0 <= v < len(names)})
+    code = {v: len(names) + i for i, v in enumerate(odd)}
+    indices = [v if 0 <= v < len(names) else code[v] for v in values]
+    return pa.DictionaryArray.from_arrays(pa.array(indices, pa.int32()),
+                                          pa.array([*names, *(str(v) for v in odd)]))
+
+
 @dataclass(slots=True)
 class Resource:
     attributes: dict[str, Any]
@@ -169,12 +185,11 @@ class SpanBatch:
             "parent_span_id": pa.array(self.parent_span_id, pa.string()),
             "trace_state": pa.array(self.trace_state, pa.string()),
             "name": pa.array(self.name, pa.string()),
-            "kind": pa.DictionaryArray.from_arrays(pa.array(self.kind, pa.int8()), _KIND_DICT),
+            "kind": _enum_column(self.kind, KIND_NAMES, _KIND_DICT),
             "start_time_unix_nano": start,
             "end_time_unix_nano": end,
             "duration_ns": pc.subtract(end, start),
-            "status_code": pa.DictionaryArray.from_arrays(
-                pa.array(self.status_code, pa.int8()), _STATUS_DICT),
+            "status_code": _enum_column(self.status_code, STATUS_NAMES, _STATUS_DICT),
             "status_message": pa.array(self.status_message, pa.string()),
             "service_name": pa.DictionaryArray.from_arrays(res_index, res_service),
             "scope_name": pa.array(self.scope_name, pa.string()),

@@ -25,7 +25,8 @@ import pyarrow as pa
 
 from pipeline import admission, events
 from pipeline.component import Exporter
-from pipeline.errors import BackPressureError, PipelineError, TransientError
+from pipeline.errors import (BackPressureError, PipelineError, RequestTooLargeError, TransientError,
+                             UnwritableDataError)
 from pipeline.exporterhelper.config import ExporterHelperConfig
 from pipeline.exporterhelper.queue import FileStore, MemoryStore, QueueFull, SendingQueue
 from pipeline.exporterhelper.retry import Backoff
@@ -134,7 +135,7 @@ class QueuedExporter(Exporter):
             if stopping and (time.monotonic() > self._drain_deadline or not self.queue.size()):
                 return
             if batching is None:
-                item = self.queue.take(0.2)
+                item = self.queue.take(0.2, merge=False)  # one request per send, as queued
             else:
                 item = self.queue.take(0.2, batching.max_size, 0 if stopping else batching.min_size,
                                        batching.flush_timeout)
@@ -148,7 +149,12 @@ class QueuedExporter(Exporter):
 
     def _send_with_retry(self, batch: SpanBatch | pa.Table, final: bool) -> str:
         """SENT, KEPT (draining a persistent queue: left on disk) or DROPPED (counted and logged;
-        with `final`, also raised to the caller). `batch`: spans, or log records as a table."""
+        with `final`, also raised to the caller). `batch`: spans, or log records as a table.
+
+        An error that can never succeed is permanent: it is not retried. When the data is at fault
+        (UnwritableDataError, or an exception the exporter did not expect) or the request is too
+        large for the destination, the request is sent in halves, so only what cannot be written
+        is dropped and nothing queued behind it waits."""
         backoff = Backoff(self.config.retry_on_failure)
         logs = isinstance(batch, pa.Table)
         what = "log_records" if logs else "spans"
@@ -164,9 +170,11 @@ class QueuedExporter(Exporter):
                 error = exc
             except Exception as exc:  # noqa: BLE001 - a bug in one exporter must not kill its sender
                 self.log.exception("unexpected error sending %d %s", len(batch), what)
-                error = TransientError(str(exc))
+                error = UnwritableDataError(f"{type(exc).__name__}: {exc}")
+            if isinstance(error, (UnwritableDataError, RequestTooLargeError)) and len(batch) > 1:
+                return self._send_halves(batch, final, error)
             draining = self._stopping.is_set()
-            delay = backoff.next_delay(getattr(error, "retry_after", None)) if error.retryable else None
+            delay = backoff.next_delay(error.retry_after) if error.retryable else None
             if draining:
                 delay = None  # that was the last attempt
             events.publish(events.EXPORT_FAILED, exporter=self.id, spans=len(batch), error=str(error),
@@ -183,3 +191,13 @@ class QueuedExporter(Exporter):
             if final:
                 raise error
             return DROPPED
+
+    def _send_halves(self, batch: SpanBatch | pa.Table, final: bool, error: PipelineError) -> str:
+        n = len(batch)
+        self.log.warning("sending %d items failed (%s); sending them in two halves", n, error)
+        if isinstance(batch, pa.Table):
+            halves: list[SpanBatch | pa.Table] = [batch.slice(0, n // 2), batch.slice(n // 2)]
+        else:
+            halves = [batch.take(list(range(n // 2))), batch.take(list(range(n // 2, n)))]
+        results = [self._send_with_retry(half, final) for half in halves]
+        return KEPT if KEPT in results else SENT if results == [SENT, SENT] else DROPPED

@@ -163,9 +163,10 @@ class SendingQueue:
             self._cond.notify_all()
 
     def take(self, timeout: float, max_spans: int = 0, min_spans: int = 0,
-             flush_timeout: float = 0.0) -> tuple[list[int], SpanBatch] | None:
-        """Wait up to `timeout` for an item; then merge more pending ones up to `max_spans`,
-        waiting up to `flush_timeout` for `min_spans`. Returns (keys, merged batch) or None."""
+             flush_timeout: float = 0.0, merge: bool = True) -> tuple[list[int], SpanBatch] | None:
+        """Wait up to `timeout` for an item; then (with `merge`) merge more pending ones up to
+        `max_spans`, waiting up to `flush_timeout` for `min_spans`. Returns (keys, merged batch)
+        or None."""
         with self._take_lock:
             keys: list[int] = []
             spans = 0
@@ -173,15 +174,15 @@ class SendingQueue:
             flush_deadline: float | None = None
             with self._cond:
                 while True:
-                    while self._pending and (not keys or not max_spans
-                                             or spans + self.store.spans(self._pending[0]) <= max_spans):
+                    while self._pending and (not keys or merge and (
+                            not max_spans or spans + self.store.spans(self._pending[0]) <= max_spans)):
                         key = self._pending.popleft()
                         keys.append(key)
                         self._in_flight.add(key)
                         spans += self.store.spans(key)
                         if max_spans and spans >= max_spans:
                             break
-                    full = bool(max_spans and self._pending) or spans >= max(min_spans, 1)
+                    full = not merge or bool(max_spans and self._pending) or spans >= max(min_spans, 1)
                     if keys and (full or not min_spans):
                         break
                     now = time.monotonic()

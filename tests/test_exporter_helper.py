@@ -1,0 +1,104 @@
+"""The exporter helper's error semantics, in-process: what can never succeed is permanent (counted,
+dropped, never blocking what queues behind it), and only the items at fault are dropped."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from otlp_requests import make_request
+from pipeline.errors import RequestTooLargeError, TransientError
+from pipeline.exporterhelper import ExporterHelperConfig, QueuedExporter
+from pipeline.otlp import decode_traces
+from pipeline.spanbatch import SpanBatch
+from pipeline.telemetry import counters
+
+
+class RecordingExporter(QueuedExporter):
+    """Refuses any batch holding a span named 'poison' (with an exception it did not expect), and
+    batches of more than `max_spans` spans as too large."""
+
+    def __init__(self, config: ExporterHelperConfig, max_spans: int = 0) -> None:
+        super().__init__("recording", config)
+        self.max_spans = max_spans
+        self.stored: list[str] = []
+        self.calls = 0
+        self.lock = threading.Lock()
+
+    def send(self, batch: SpanBatch, timeout: float) -> None:
+        with self.lock:
+            self.calls += 1
+        if "poison" in batch.name:
+            raise ValueError("cannot encode this span")
+        if self.max_spans and len(batch) > self.max_spans:
+            raise RequestTooLargeError(f"{len(batch)} spans is over {self.max_spans}")
+        with self.lock:
+            self.stored.extend(batch.span_id)
+
+
+def spans(n: int, poison: int | None = None) -> SpanBatch:
+    req, _ = make_request(n)
+    if poison is not None:
+        req.resource_spans[0].scope_spans[0].spans[poison].name = "poison"
+    return decode_traces(req).batch
+
+
+def config(**queue: object) -> ExporterHelperConfig:
+    return ExporterHelperConfig.model_validate({
+        "sending_queue": {"num_consumers": 1, "queue_size": 100, **queue},
+        "retry_on_failure": {"initial_interval": "10ms", "max_interval": "50ms", "max_elapsed_time": "0s"}})
+
+
+def wait_until(predicate, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def test_a_span_no_exporter_can_write_is_dropped_alone_and_never_blocks_the_queue():
+    exp = RecordingExporter(config(batch={"max_size": 10_000, "flush_timeout": "50ms", "min_size": 300}))
+    before = counters.value("exporter_send_failed_spans", exporter="recording")
+    exp.start()
+    batches = [spans(100), spans(100, poison=37), spans(100)]
+    for b in batches:
+        exp.consume(b)
+    wait_until(lambda: len(exp.stored) == 299)
+    exp.consume(after := spans(50))  # what queues behind it goes through
+    wait_until(lambda: len(exp.stored) == 349)
+    exp.shutdown()
+    expected = [s for b in (*batches, after) for s in b.span_id if s != batches[1].span_id[37]]
+    assert sorted(exp.stored) == sorted(expected)
+    assert counters.value("exporter_send_failed_spans", exporter="recording") - before == 1
+    assert exp.calls < 40  # found by halving, not span by span
+
+
+def test_a_request_too_large_for_the_destination_is_split_never_retried_unchanged():
+    exp = RecordingExporter(config(batch={"max_size": 0, "flush_timeout": "20ms"}), max_spans=64)
+    exp.start()
+    for _ in range(10):
+        exp.consume(spans(50))
+    wait_until(lambda: len(exp.stored) == 500)
+    exp.shutdown()
+    assert len(set(exp.stored)) == 500
+
+
+def test_without_queue_batching_requests_are_sent_one_by_one():
+    """No `sending_queue::batch`: a backlog is never merged into one request (it once grew to
+    55,000 spans that the downstream refused for ever)."""
+    sizes: list[int] = []
+
+    class Sizes(RecordingExporter):
+        def send(self, batch: SpanBatch, timeout: float) -> None:
+            if not sizes:
+                sizes.append(-1)
+                raise TransientError("downstream paused")
+            sizes.append(len(batch))
+
+    exp = Sizes(config())
+    exp.start()
+    for _ in range(20):
+        exp.consume(spans(30))
+    wait_until(lambda: len(sizes) == 21)
+    exp.shutdown()
+    assert sizes[1:] == [30] * 20
