@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from extensions.bearertokenauth import AuthSettings
 from pipeline import lake
 from pipeline.configtypes import Duration, Endpoint, parse_endpoint
+from pipeline.procmem import MIB
 from pipeline.errors import TransientError, UnwritableDataError
 from pipeline.exporterhelper import ExporterHelperConfig, QueuedExporter
 from pipeline.registry import Factory
@@ -43,9 +44,12 @@ from pipeline.warehouse.retention import Archive, apply_retention
 from pipeline.warehouse.views import create_views
 
 class QueryApiConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", validate_default=True)
     endpoint: Endpoint = "127.0.0.1:4319"
     max_rows: int = Field(5_000_000, gt=0)
+    max_result_size_mib: int = Field(256, gt=0, description="Arrow bytes of one result")
+    timeout: Duration = Field("30s", description="a query running longer is interrupted")  # type: ignore[assignment]
+    workers: int = Field(4, ge=1, le=64, description="queries running at once")
     auth: AuthSettings | None = None
 
 
@@ -144,7 +148,10 @@ class DuckDBExporter(QueuedExporter):
             host, port = parse_endpoint(self.config.query.endpoint)
             auth = self.config.query.auth
             authenticate = self.host.extension(auth.authenticator).authenticate if auth else None  # type: ignore[attr-defined]
-            self.query_server = QueryServer(self._reader, host, port, self.config.query.max_rows, authenticate)
+            q = self.config.query
+            self.query_server = QueryServer(self._reader, host, port, q.max_rows, authenticate,
+                                            timeout=q.timeout, max_result_bytes=q.max_result_size_mib * MIB,
+                                            workers=q.workers)
             self.query_server.start()
             try:
                 endpoint_file(self.path).write_text(self.query_server.url + "\n")
@@ -163,7 +170,10 @@ class DuckDBExporter(QueuedExporter):
         self._indexer = payloads.PayloadIndexer(self.id, self._busy, self._write_payloads)
 
     def _open(self) -> duckdb.DuckDBPyConnection:
-        settings = {"checkpoint_threshold": self.config.checkpoint_threshold}
+        # No statement on this database reaches the filesystem (the query API reads through it),
+        # and no query can switch that back on.
+        settings: dict[str, Any] = {"checkpoint_threshold": self.config.checkpoint_threshold,
+                                    "enable_external_access": False}
         if self.config.memory_limit:
             settings["memory_limit"] = self.config.memory_limit
         if self.config.threads:
@@ -176,6 +186,7 @@ class DuckDBExporter(QueuedExporter):
             for stmt in DDL:
                 con.execute(stmt)
             create_views(con)
+            con.execute("SET lock_configuration = true")
         except duckdb.Error as exc:
             con.close()
             raise RuntimeError(f"{self.id}: cannot prepare {self.path}: {exc}") from None

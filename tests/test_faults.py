@@ -184,3 +184,73 @@ def test_a_paused_downstream_gets_its_backlog_in_requests_it_accepts(tmp_path, q
     got = stored_ids(b.db)
     assert len(got) == len(set(got)) and set(got) == set(acked)
     assert "larger than max" not in a.log()
+
+
+def test_the_query_api_cannot_read_files_or_write(tmp_path):
+    secret = tmp_path / "creds.json"
+    secret.write_text('{"password": "hunter2"}\n')
+    (tmp_path / "creds.csv").write_text("password\nhunter2\n")
+    with Collector(tmp_path) as c:
+        assert grpc_export(c.grpc_endpoint, make_request(3)[0])[0] == "OK"
+        wait_for(lambda: count_stored(c) == 3, 20, "spans")
+
+        def sql(q: str) -> requests.Response:
+            return requests.post(c.query_url + "/v1/sql", json={"sql": q, "format": "json"}, timeout=30)
+
+        attempts = [
+            f'SELECT (WITH "{secret}" AS (SELECT 1) SELECT 1) AS x, * FROM \'{secret}\'',
+            f'SELECT * FROM (WITH "{tmp_path}/creds.csv" AS (SELECT 1) SELECT 1) a, \'{tmp_path}/creds.csv\'',
+            f"SELECT * FROM '{tmp_path}/*.csv'",
+            f"SELECT * FROM read_text('{secret}')",
+        ]
+        for q in attempts:
+            r = sql(q)
+            assert r.status_code in (400, 403), (q, r.status_code, r.text)
+            assert "hunter2" not in r.text
+        in_scope = sql(f'WITH "{tmp_path}/*.json" AS (SELECT 1 AS one) SELECT * FROM \'{tmp_path}/*.json\'')
+        assert in_scope.json() == [{"one": 1}], "a CTE in scope is the CTE, not the file"
+        seq = sql("SELECT currval('rollout_completion_seq') AS v")
+        r = sql("SELECT nextval('rollout_completion_seq') FROM range(1000)")
+        assert r.status_code == 403 and "nextval" in r.text
+        assert sql("SELECT currval('rollout_completion_seq') AS v").text == seq.text
+        # The CLI's --token path uses the same API: a CTE in scope is still fine.
+        ok = sql("WITH s AS (SELECT span_id FROM spans) SELECT count(*) AS n FROM s")
+        assert ok.status_code == 200 and ok.json() == [{"n": 3}]
+        assert c.stop() == 0
+
+
+def peak_rss_mib(c: Collector) -> float:
+    status = Path(f"/proc/{c.proc.pid}/status").read_text()
+    return int(next(x for x in status.splitlines() if x.startswith("VmHWM")).split()[1]) / 1024
+
+
+def test_the_query_api_times_out_caps_results_and_drains(tmp_path):
+    c = Collector(tmp_path)
+    c.config["exporters"]["duckdb"]["query"].update(timeout="3s", max_result_size_mib=16, workers=2)
+    with c.rewrite():
+        def sql(q: str, timeout: float = 30) -> requests.Response:
+            return requests.post(c.query_url + "/v1/sql", json={"sql": q, "format": "json"}, timeout=timeout)
+
+        t0 = time.monotonic()
+        slow = sql("SELECT count(*) FROM range(1000000000000)")
+        assert slow.status_code == 408 and "longer than 3 s" in slow.text
+        assert time.monotonic() - t0 < 10
+        big = sql("SELECT repeat('x', 300000000) AS s")
+        assert big.status_code in (408, 413), big.text[:200]
+        assert peak_rss_mib(c) < 1500, "memory stayed bounded"  # was 3.3 GB
+        # A client that gives up frees its worker: two abandoned runaway queries, then SELECT 1.
+        for _ in range(2):
+            try:
+                sql("SELECT count(*) FROM range(1000000000000) a", timeout=0.5)
+            except requests.exceptions.ReadTimeout:
+                pass
+        t0 = time.monotonic()
+        assert sql("SELECT 1 AS one", timeout=5).json() == [{"one": 1}]
+        assert time.monotonic() - t0 < 2.5, "the abandoned queries were interrupted"
+        # A drain interrupts a running query.
+        import threading
+        threading.Thread(target=lambda: sql("SELECT count(*) FROM range(1000000000000)"), daemon=True).start()
+        time.sleep(0.5)
+        t0 = time.monotonic()
+        assert c.stop(timeout=20) == 0
+        assert time.monotonic() - t0 < 10

@@ -8,12 +8,17 @@ naming it or format=arrow) or a JSON array of objects. Refused queries get 403 w
 `GET /v1/events[?type=rollout_completed&type=...]` streams the collector's event bus as
 Server-Sent Events (`event: <type>` / `data: <json>`); the first line, `: subscribed`, tells the
 client its subscription is live (so it can then check what already happened without a gap).
+
+A query runs on its own cursor and is interrupted (DuckDB's `interrupt`) when it outlives
+`timeout` (408), when its client disconnects, or when the collector drains; its result is capped
+in rows and bytes (413). The database itself has no filesystem access (see the duckdb exporter).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from typing import Any, Callable
 
 import duckdb
@@ -25,6 +30,10 @@ from pipeline import events
 from pipeline.httpserver import HttpServer
 from pipeline.telemetry import counters
 from pipeline.warehouse.readonly import QueryRefused, check_read_only
+
+
+class QueryInterrupted(Exception):
+    pass
 
 log = logging.getLogger("spanpipe.query")
 
@@ -42,17 +51,39 @@ def arrow_to_json(table: pa.Table) -> bytes:
     return orjson.dumps(table.to_pylist(), default=str)
 
 
+class QueryTooLarge(QueryRefused):
+    pass
+
+
+class Query:
+    """One running query: its cursor, so that another thread can interrupt it, and why it was."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
+        self.con = con
+        self.stopped_because: str | None = None
+
+    def interrupt(self, why: str) -> None:
+        if self.stopped_because is None:
+            self.stopped_because = why
+        self.con.interrupt()
+
+
 class QueryServer:
     def __init__(self, connect: Callable[[], duckdb.DuckDBPyConnection], host: str, port: int,
-                 max_rows: int = 5_000_000, authenticate: Callable[[str | None], bool] | None = None) -> None:
+                 max_rows: int = 5_000_000, authenticate: Callable[[str | None], bool] | None = None,
+                 timeout: float = 30.0, max_result_bytes: int = 256 * 1024 * 1024, workers: int = 4) -> None:
         self._connect = connect
         self.max_rows = max_rows
+        self.timeout = timeout
+        self.max_result_bytes = max_result_bytes
+        self._running: set[Query] = set()
+        self._running_lock = threading.Lock()
         self._authenticate = authenticate
         app = web.Application(client_max_size=1024 * 1024, middlewares=[self._auth])
         app.router.add_route("*", "/v1/sql", self._sql)
         app.router.add_get("/v1/events", self._events)
         self._streams: set[asyncio.Queue[events.Event | None]] = set()
-        self.server = HttpServer(app, host, port, "query-api", workers=2, shutdown_timeout=10)
+        self.server = HttpServer(app, host, port, "query-api", workers=workers, shutdown_timeout=10)
 
     @web.middleware
     async def _auth(self, request: web.Request, handler: Callable[..., Any]) -> web.StreamResponse:
@@ -74,27 +105,56 @@ class QueryServer:
             for q in list(self._streams):
                 q.put_nowait(None)
         self.server.loop.call_soon_threadsafe(close_streams)
+        with self._running_lock:
+            for query in self._running:
+                query.interrupt("the collector is shutting down")
         self.server.stop()
 
-    def run_query(self, sql: str) -> pa.Table:
-        con = self._connect()
+    def start_query(self) -> Query:
+        query = Query(self._connect())
+        with self._running_lock:
+            self._running.add(query)
+        return query
+
+    def finish_query(self, query: Query) -> None:
+        with self._running_lock:
+            self._running.discard(query)
+        query.con.close()
+
+    def run_query(self, sql: str, query: Query | None = None) -> pa.Table:
+        """Run `sql` read-only; `query` (from start_query) lets another thread interrupt it."""
+        own = query is None
+        query = query or self.start_query()
+        con = query.con
+        timer = threading.Timer(self.timeout, query.interrupt, (f"it ran longer than {self.timeout:g} s",))
+        timer.daemon = True
+        timer.start()
         try:
             readable = {r[0].lower() for r in con.execute(
                 "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database() "
                 "UNION SELECT view_name FROM duckdb_views() WHERE NOT internal "
                 "AND database_name = current_database()").fetchall()}
             check_read_only(con, sql, readable)
-            reader = con.sql(sql).to_arrow_reader(batch_size=65536)
-            batches, rows = [], 0
+            reader = con.sql(sql).to_arrow_reader(batch_size=8192)
+            batches, rows, size = [], 0, 0
             for b in reader:
                 rows += b.num_rows
+                size += b.nbytes
                 if rows > self.max_rows:
-                    raise QueryRefused(f"result larger than {self.max_rows} rows; add a LIMIT "
-                                       "or aggregate")
+                    raise QueryTooLarge(f"result larger than {self.max_rows} rows; add a LIMIT or aggregate")
+                if size > self.max_result_bytes:
+                    raise QueryTooLarge(f"result larger than {self.max_result_bytes // (1024 * 1024)} MiB; "
+                                        "select fewer columns or rows")
                 batches.append(b)
             return pa.Table.from_batches(batches, schema=reader.schema)
+        except (duckdb.InterruptException, OSError, pa.ArrowException):
+            if query.stopped_because is None:  # an Arrow stream error of its own
+                raise
+            raise QueryInterrupted(f"query interrupted: {query.stopped_because or 'cancelled'}") from None
         finally:
-            con.close()
+            timer.cancel()
+            if own:
+                self.finish_query(query)
 
     async def _sql(self, request: web.Request) -> web.Response:
         if request.method != "POST":
@@ -113,17 +173,36 @@ class QueryServer:
             fmt = "arrow" if ARROW_STREAM in request.headers.get("Accept", "") else "json"
         if fmt not in ("arrow", "json"):
             return web.json_response({"error": f"unknown format '{fmt}' (arrow or json)"}, status=400)
+        query = self.start_query()
         try:
-            table = await self.server.run_blocking(self.run_query, sql)
+            table = await self._until_done_or_gone(request, query, self.run_query, sql, query)
             if fmt == "arrow":
                 return web.Response(body=await self.server.run_blocking(arrow_to_ipc, table),
                                     content_type=ARROW_STREAM)
             return web.Response(body=await self.server.run_blocking(arrow_to_json, table),
                                 content_type="application/json")
+        except QueryInterrupted as exc:
+            return web.json_response({"error": str(exc)}, status=408)
+        except QueryTooLarge as exc:
+            return web.json_response({"error": str(exc)}, status=413)
         except QueryRefused as exc:
             return web.json_response({"error": str(exc)}, status=403)
-        except duckdb.Error as exc:
+        except (duckdb.Error, OSError, pa.ArrowException) as exc:
             return web.json_response({"error": str(exc)}, status=400)
+        finally:
+            self.finish_query(query)
+
+    async def _until_done_or_gone(self, request: web.Request, query: Query, fn: Callable[..., Any],
+                                  *args: Any) -> Any:
+        """Run the query in the pool; interrupt it if the client goes away meanwhile."""
+        fut = asyncio.ensure_future(self.server.run_blocking(fn, *args))
+        while True:
+            done, _ = await asyncio.wait({fut}, timeout=0.25)
+            if done:
+                return fut.result()
+            transport = request.transport
+            if transport is None or transport.is_closing():
+                query.interrupt("the client disconnected")
 
     async def _events(self, request: web.Request) -> web.StreamResponse:
         types = request.query.getall("type", []) or [events.ANY]

@@ -2,8 +2,9 @@
 
 Only a single SELECT is allowed, and it may read only the warehouse's own tables and views: no
 table functions (read_csv, read_parquet, ...), no file paths or Python objects as tables, no
-functions that reach outside (getenv, ...). DuckDB's own parser gives us the statement type and
-the query tree (json_serialize_sql), which we walk; we do not parse SQL ourselves.
+functions that reach outside (getenv, ...) or have effects (nextval). DuckDB's own parser gives us
+the statement type and the query tree (json_serialize_sql), which we walk; we do not parse SQL
+ourselves. This is the second wall: the database the API reads has no filesystem access at all.
 """
 
 from __future__ import annotations
@@ -15,21 +16,29 @@ import orjson
 
 # Table functions that only compute (no I/O).
 ALLOWED_TABLE_FUNCTIONS = {"range", "generate_series", "unnest", "json_each", "json_tree"}
-DENIED_FUNCTIONS = {"getenv", "current_setting", "read_text", "read_blob", "query", "query_table"}
+# Functions with effects outside the query (a sequence moves, the session changes) or that reach out.
+DENIED_FUNCTIONS = {"getenv", "current_setting", "read_text", "read_blob", "query", "query_table",
+                    "nextval", "setseed"}
 
 
 class QueryRefused(Exception):
     pass
 
 
-def _walk(node: Any) -> Iterator[dict[str, Any]]:
+def _walk_scoped(node: Any, ctes: frozenset[str] = frozenset()) -> Iterator[tuple[dict[str, Any], frozenset[str]]]:
+    """Every node with the CTE names in scope there: a query node's CTEs are visible in that node
+    (its CTE bodies included), not beside it."""
     if isinstance(node, dict):
-        yield node
+        cte_map = node.get("cte_map")
+        if isinstance(cte_map, dict):
+            names = {str(e["key"]).lower() for e in cte_map.get("map", []) if isinstance(e, dict) and "key" in e}
+            ctes = ctes | names
+        yield node, ctes
         for v in node.values():
-            yield from _walk(v)
+            yield from _walk_scoped(v, ctes)
     elif isinstance(node, list):
         for v in node:
-            yield from _walk(v)
+            yield from _walk_scoped(v, ctes)
 
 
 def check_read_only(con: duckdb.DuckDBPyConnection, sql: str, readable: set[str]) -> None:
@@ -47,14 +56,7 @@ def check_read_only(con: duckdb.DuckDBPyConnection, sql: str, readable: set[str]
     tree = orjson.loads(con.execute("SELECT json_serialize_sql($q)", {"q": sql}).fetchall()[0][0])
     if tree.get("error"):
         raise QueryRefused(f"query refused: {tree.get('error_message')}")
-    ctes: set[str] = set()
-    for node in _walk(tree):
-        cte_map = node.get("cte_map")
-        if isinstance(cte_map, dict):
-            for entry in cte_map.get("map", []):
-                if isinstance(entry, dict) and "key" in entry:
-                    ctes.add(str(entry["key"]).lower())
-    for node in _walk(tree):
+    for node, ctes in _walk_scoped(tree):
         ntype = node.get("type")
         if ntype == "TABLE_FUNCTION":
             fname = (node.get("function") or {}).get("function_name", "")
