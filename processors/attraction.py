@@ -9,7 +9,6 @@ Actions, applied in config order: `insert` (only if absent), `update` (only if p
 from __future__ import annotations
 
 import hashlib
-import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, model_validator
@@ -40,16 +39,13 @@ class Action(BaseModel):
         elif a == "extract":
             if not self.key or not self.pattern:
                 raise ValueError("action 'extract' needs 'key' and 'pattern'")
-            if not re.compile(self.pattern).groupindex:
+            if not compile_regex(self.pattern).groupindex:
                 raise ValueError("action 'extract': 'pattern' needs named groups, e.g. (?P<name>...)")
         elif a == "convert":
             if not self.key or not self.converted_type:
                 raise ValueError("action 'convert' needs 'key' and 'converted_type'")
         if self.pattern is not None:
-            try:
-                re.compile(self.pattern)
-            except re.error as exc:
-                raise ValueError(f"invalid pattern: {exc}") from None
+            compile_regex(self.pattern)
         return self
 
 
@@ -80,7 +76,7 @@ class Actions:
 
     def __init__(self, actions: list[Action]) -> None:
         self.actions = actions
-        self.patterns = [re.compile(a.pattern) if a.pattern else None for a in actions]
+        self.patterns = [compile_regex(a.pattern) if a.pattern else None for a in actions]
 
     def apply(self, attrs: dict[str, Any]) -> dict[str, Any]:
         out = dict(attrs)

@@ -14,12 +14,14 @@ A span matches when every property given matches (names/services/kinds: any of t
 
 from __future__ import annotations
 
-import re
+import functools
+
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
 from pipeline.spanbatch import KIND_NAMES
+from pipeline.userregex import compile_regex
 
 
 class KeyValue(BaseModel):
@@ -42,10 +44,14 @@ class Matcher:
     def __init__(self, props: MatchProperties) -> None:
         self.p = props
         regexp = props.match_type == "regexp"
-        compile_ = (lambda s: re.compile(s)) if regexp else None
+        compile_ = compile_regex if regexp else None
         self.names = [compile_(n) for n in props.span_names] if regexp else set(props.span_names)
         self.services = [compile_(n) for n in props.services] if regexp else set(props.services)
         self.kinds = {KIND_NAMES.index(k.removeprefix("SPAN_KIND_")) for k in props.span_kinds}
+
+    @functools.lru_cache(maxsize=256)
+    def _value_regex(self, pattern: str) -> Any:
+        return compile_regex(pattern)
 
     def _in(self, value: Any, accepted: Any) -> bool:
         if isinstance(accepted, set):
@@ -60,7 +66,7 @@ class Matcher:
                 continue
             v = attrs[kv.key]
             if self.p.match_type == "regexp":
-                if not (isinstance(v, str) and re.fullmatch(str(kv.value), v)):
+                if not (isinstance(v, str) and self._value_regex(str(kv.value)).fullmatch(v)):
                     return False
             elif v != kv.value:
                 return False

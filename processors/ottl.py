@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import ast
 import io
-import re
 import tokenize
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -30,6 +29,7 @@ from typing import Any, Callable
 import orjson
 
 from pipeline.spanbatch import KIND_NAMES, STATUS_NAMES, SpanBatch
+from pipeline.userregex import RegexError, compile_regex
 
 LITERALS = {"true": True, "false": False, "nil": None}
 CONSTANTS = dict(LITERALS)
@@ -224,7 +224,10 @@ def _compile(node: ast.AST, ctx: Context) -> Evaluator:
         if fname == "IsMatch":
             if len(node.args) != 2 or not (isinstance(node.args[1], ast.Constant) and isinstance(node.args[1].value, str)):
                 raise ConditionError('IsMatch(target, "regex") takes a target and a string pattern')
-            rx = re.compile(node.args[1].value)
+            try:
+                rx = compile_regex(node.args[1].value)
+            except RegexError as exc:
+                raise ConditionError(str(exc)) from None
             target = args[0]
             return lambda s: isinstance(v := target(s), str) and rx.search(v) is not None
         checks = {"IsString": str, "IsInt": int, "IsDouble": float, "IsBool": bool}

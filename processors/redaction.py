@@ -24,6 +24,7 @@ from pipeline.config import ComponentConfig
 from pipeline.registry import Factory
 from pipeline.spanbatch import SpanBatch
 from pipeline.telemetry import counters
+from pipeline.userregex import RegexError, compile_regex
 
 MASK = "****"
 
@@ -63,9 +64,9 @@ class RedactionConfig(ComponentConfig):
         for field in ("blocked_key_patterns", "blocked_values", "allowed_values"):
             for i, pattern in enumerate(getattr(self, field)):
                 try:
-                    re.compile(pattern)
-                except re.error as exc:
-                    raise ValueError(f"{field}::{i}: invalid regex '{pattern}': {exc}") from None
+                    compile_regex(pattern)
+                except RegexError as exc:
+                    raise ValueError(f"{field}::{i}: {exc}") from None
 
 
 class RedactionProcessor(BatchTransform):
@@ -74,9 +75,9 @@ class RedactionProcessor(BatchTransform):
         self.config = config
         self.allowed = set(config.allowed_keys)
         self.ignored = set(config.ignored_keys)
-        self.blocked_keys = [re.compile(p) for p in config.blocked_key_patterns]
-        self.blocked_values = [(re.compile(p), required_literal(p)) for p in config.blocked_values]
-        self.allowed_values = [re.compile(p) for p in config.allowed_values]
+        self.blocked_keys = [compile_regex(p) for p in config.blocked_key_patterns]
+        self.blocked_values = [(compile_regex(p), required_literal(p)) for p in config.blocked_values]
+        self.allowed_values = [compile_regex(p) for p in config.allowed_values]
         self._key_action: dict[str, str] = {}
 
     def _mask(self, value: Any) -> tuple[Any, bool]:

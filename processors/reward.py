@@ -33,6 +33,7 @@ from pipeline.semconv.llm_call import response_id as response_id_of
 from pipeline.semconv.span_types import classify
 from pipeline.spanbatch import SpanBatch
 from pipeline.telemetry import counters
+from pipeline.userregex import RegexError, compile_regex
 
 ANNOTATION = "agentlightning.annotation"
 AGL_REWARD_PREFIX = "agentlightning.reward"
@@ -48,9 +49,9 @@ class RewardConfig(ComponentConfig):
 
     def validate_config(self) -> None:
         try:
-            re.compile(self.llm_span_name_pattern)
-        except re.error as exc:
-            raise ValueError(f"llm_span_name_pattern: invalid regex: {exc}") from None
+            compile_regex(self.llm_span_name_pattern)
+        except RegexError as exc:
+            raise ValueError(f"llm_span_name_pattern: {exc}") from None
 
 
 class Malformed(ValueError):
@@ -123,7 +124,7 @@ class RewardProcessor(BatchTransform):
     def __init__(self, component_id: str, config: RewardConfig, next_consumer: Consumer) -> None:
         super().__init__(component_id, next_consumer)
         self.config = config
-        self.llm_name = re.compile(config.llm_span_name_pattern)
+        self.llm_name = compile_regex(config.llm_span_name_pattern)
 
     def rewards_of(self, name: str, attrs: dict[str, Any], events: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
         dims: list[dict[str, Any]] = []

@@ -20,7 +20,6 @@ evicted (dropped), counted and logged.
 
 from __future__ import annotations
 
-import re
 import threading
 import time
 from collections import OrderedDict
@@ -37,6 +36,7 @@ from pipeline.spanbatch import STATUS_NAMES, SpanBatch
 from pipeline.telemetry import counters
 from processors.ottl import ConditionError, SpanView, compile_condition
 from processors.probabilistic_sampler import fnv1a_32
+from pipeline.userregex import compile_regex
 
 ROLLOUT_SPAN = "agentlightning.rollout"
 
@@ -189,7 +189,7 @@ class Evaluator:
         self._refill = time.monotonic()
         if p.type == "string_attribute":
             sa = p.string_attribute
-            self.rx = [re.compile(v) for v in sa.values] if sa.enabled_regex_matching else None
+            self.rx = [compile_regex(v) for v in sa.values] if sa.enabled_regex_matching else None
         if isinstance(p, PolicyConfig):
             self.subs = [Evaluator(s) for s in (p.and_.and_sub_policy if p.and_ else p.drop.drop_sub_policy if p.drop
                                                 else p.composite.composite_sub_policy if p.composite else [])]

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 import requests
+import yaml
 
-from collector import Collector, grpc_export
+from collector import Collector, grpc_export, run_cli
 from otlp_requests import make_request
 from test_delivery import Sender, backend, forwarder, stored_ids, wait_for
 from pipeline.warehouse import Warehouse
@@ -254,3 +255,43 @@ def test_the_query_api_times_out_caps_results_and_drains(tmp_path):
         t0 = time.monotonic()
         assert c.stop(timeout=20) == 0
         assert time.monotonic() - t0 < 10
+
+
+EMAIL = "[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\\.[A-Za-z]{2,}"
+
+
+def test_a_hostile_attribute_cannot_freeze_the_redaction_regex(tmp_path):
+    """`"a"*200000 + "@"` against the e-mail pattern took ~48 s with a backtracking engine and
+    froze every endpoint; RE2 matches in linear time."""
+    c = Collector(tmp_path, processors={"redaction": {"allow_all_keys": True, "blocked_values": [EMAIL]},
+                                        "batch": {"timeout": "50ms"}})
+    with c:
+        req, ids = make_request(2)
+        span = req.resource_spans[0].scope_spans[0].spans[0]
+        span.attributes.add(key="hostile").value.string_value = "a" * 3_000_000 + "@"
+        span.attributes.add(key="mail").value.string_value = "write to ann@example.org"
+        t0 = time.monotonic()
+        assert grpc_export(c.grpc_endpoint, req, timeout=20)[0] == "OK"
+        wait_for(lambda: count_stored(c) == 2, 20, "the spans")
+        assert time.monotonic() - t0 < 10
+        with Warehouse.connect(c.query_url) as wh:
+            mail = wh.sql(f"SELECT attributes->>'mail' AS m FROM spans WHERE span_id = '{ids[0][1]}'").to_pylist()
+        assert mail == [{"m": "write to ****"}]
+        assert c.stop() == 0
+
+
+def test_a_pattern_re2_cannot_run_is_a_config_error(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "receivers": {"otlp": {"protocols": {"grpc": {"endpoint": "127.0.0.1:0"}}}},
+        "processors": {"redaction": {"allow_all_keys": True, "blocked_values": ["(a+)\\1"]},
+                       "filter": {"traces": {"span": ['IsMatch(name, "(?=x)y")']}}},
+        "exporters": {"debug": {}},
+        "service": {"pipelines": {"traces": {"receivers": ["otlp"], "processors": ["redaction"],
+                                             "exporters": ["debug"]}}}}))
+    out = run_cli("validate", "--config", str(cfg))
+    assert out.returncode != 0
+    assert "processors::redaction" in out.stderr and "blocked_values::0" in out.stderr and "RE2" in out.stderr
+    cfg.write_text(cfg.read_text().replace("processors: [redaction]", "processors: [filter]"))
+    out = run_cli("validate", "--config", str(cfg))
+    assert out.returncode != 0 and "processors::filter" in out.stderr and "RE2" in out.stderr, out.stderr

@@ -13,7 +13,6 @@ parsed; the tree is built from plain columns.
 from __future__ import annotations
 
 import logging
-import re
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -30,6 +29,7 @@ from pipeline.semconv.agents import agent_name
 from pipeline.semconv.llm_call import response_id
 from pipeline.warehouse.views import events_with_logs_sql, llm_attributes_sql
 from pipeline.warehouse.warehouse import sql_string as _q
+from pipeline.userregex import compile_regex
 
 logger = logging.getLogger(__name__)
 
@@ -166,9 +166,9 @@ class TripletAdapter:
             raise ValueError(f"attempts must be 'latest' or 'all', got {attempts!r}")
         self.warehouse = warehouse
         self.llm_call_match = llm_call_match
-        self.llm_re = re.compile(llm_call_match)
+        self.llm_re = compile_regex(llm_call_match)
         self.agent_match = agent_match
-        self.agent_re = re.compile(agent_match) if agent_match is not None else None
+        self.agent_re = compile_regex(agent_match) if agent_match is not None else None
         self.reward_match = reward_match
         self.exclude_llm_call_in_reward = exclude_llm_call_in_reward
         self.repair_hierarchy = repair_hierarchy

@@ -1,0 +1,26 @@
+"""Regular expressions written by users (redaction, filter, OTTL IsMatch, attributes, sampling,
+span-name rules), compiled by RE2: matching is linear in the text, so an attribute value can never
+freeze the collector (Python's `re` backtracks), and the syntax is otelcol's (Go's regexp is RE2).
+A pattern RE2 cannot run (backreferences, lookaround) is a config error."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import re2
+
+_OPTIONS = re2.Options()
+_OPTIONS.log_errors = False  # the error is raised to the caller, with the YAML path
+
+
+class RegexError(ValueError):
+    pass
+
+
+def compile_regex(pattern: str) -> Any:
+    """An RE2 pattern object (search / match / fullmatch / sub / groupindex, as `re`'s)."""
+    try:
+        return re2.compile(pattern, _OPTIONS)
+    except re2.error as exc:
+        reason = exc.args[0].decode(errors="replace") if exc.args and isinstance(exc.args[0], bytes) else str(exc)
+        raise RegexError(f"invalid regular expression '{pattern}' (RE2 syntax, as otelcol's): {reason}") from None
