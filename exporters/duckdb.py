@@ -91,6 +91,17 @@ class DuckDBExporterConfig(ExporterHelperConfig):
     def validate_config(self) -> None:
         if not self.path:
             raise ValueError("path: must name the database file")
+        for key in ("checkpoint_threshold", "memory_limit"):
+            value = getattr(self, key)
+            if value is None:
+                continue
+            if value.strip().startswith("-"):
+                raise ValueError(f"{key}: must not be negative, got '{value}'")
+            try:  # DuckDB's own parser decides what it accepts, at validate time rather than at run
+                duckdb.connect(":memory:", config={key: value}).close()
+            except duckdb.Error as exc:
+                raise ValueError(f"{key}: '{value}' is not a size DuckDB accepts (e.g. 512MB, 2GiB): "
+                                 f"{exc}") from None
 
     def extension_refs(self) -> dict[str, str]:
         refs = super().extension_refs()

@@ -11,6 +11,7 @@ pipelines when a receiver fans out); build a new list and use `with_columns`/`ta
 from __future__ import annotations
 
 import base64
+import math
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -67,9 +68,33 @@ def _json_default(value: Any) -> Any:
 _OPT = orjson.OPT_NON_STR_KEYS
 
 
+def _with_nonfinite_as_text(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if value != value else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, dict):
+        return {k: _with_nonfinite_as_text(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_with_nonfinite_as_text(v) for v in value]
+    return value
+
+
+def _has_nonfinite(value: Any) -> bool:
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, dict):
+        return any(_has_nonfinite(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(_has_nonfinite(v) for v in value)
+    return False
+
+
 def dumps(value: Any) -> bytes:
-    """JSON as stored in the warehouse: exact ints, doubles as doubles, bytes as base64."""
-    return orjson.dumps(value, default=_json_default, option=_OPT)
+    """JSON as stored in the warehouse: exact ints, doubles as doubles, bytes as base64, and NaN /
+    ±Infinity (which JSON cannot hold) as the OTLP/JSON strings "NaN", "Infinity", "-Infinity"."""
+    out = orjson.dumps(value, default=_json_default, option=_OPT)
+    if b"null" in out and _has_nonfinite(value):  # orjson wrote them as null
+        out = orjson.dumps(_with_nonfinite_as_text(value), default=_json_default, option=_OPT)
+    return out
 
 
 @dataclass(slots=True)

@@ -295,3 +295,43 @@ def test_a_pattern_re2_cannot_run_is_a_config_error(tmp_path):
     cfg.write_text(cfg.read_text().replace("processors: [redaction]", "processors: [filter]"))
     out = run_cli("validate", "--config", str(cfg))
     assert out.returncode != 0 and "processors::filter" in out.stderr and "RE2" in out.stderr, out.stderr
+
+
+def test_yaml_alias_bomb_and_deep_nesting_are_clear_config_errors(tmp_path):
+    bomb = tmp_path / "bomb.yaml"
+    lines = ['a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    for prev, name in zip("abcdefgh", "bcdefghi"):
+        lines.append(f"{name}: &{name} [" + ",".join([f"*{prev}"] * 9) + "]")
+    bomb.write_text("\n".join(lines) + "\n")
+    deep = tmp_path / "deep.yaml"
+    deep.write_text("receivers: " + "[" * 10_000 + "]" * 10_000 + "\n")
+    for path, message in ((bomb, "aliases repeated too often"), (deep, "nested more than")):
+        out = run_cli("validate", "--config", str(path), timeout=30)
+        assert out.returncode != 0
+        assert message in out.stderr and "Traceback" not in out.stderr, out.stderr[-500:]
+
+
+@pytest.mark.parametrize("key,value", [("memory_limit", "-1GB"), ("checkpoint_threshold", "abc"),
+                                       ("memory_limit", "lots")])
+def test_duckdb_sizes_are_checked_by_validate(tmp_path, key, value):
+    c = Collector(tmp_path)
+    c.config["exporters"]["duckdb"][key] = value
+    out = run_cli("validate", "--config", str(c.rewrite().config_path))
+    assert out.returncode != 0 and f"exporters::duckdb" in out.stderr and key in out.stderr, out.stderr
+
+
+def test_nan_and_infinity_attributes_keep_their_meaning(tmp_path):
+    from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+    req, ids = make_request(1)
+    span = req.resource_spans[0].scope_spans[0].spans[0]
+    for key, v in (("nan", float("nan")), ("inf", float("inf")), ("ninf", float("-inf"))):
+        span.attributes.add(key=key).value.double_value = v
+    arr = span.attributes.add(key="arr").value.array_value
+    arr.values.extend([AnyValue(double_value=float("nan")), AnyValue(double_value=1.5)])
+    with Collector(tmp_path) as c:
+        assert grpc_export(c.grpc_endpoint, req)[0] == "OK"
+        assert c.stop() == 0
+    with Warehouse.open(c.db) as wh:
+        row = wh.sql("SELECT attributes->'nan' AS nan, attributes->'inf' AS inf, attributes->'ninf' AS ninf, "
+                     "attributes->'arr' AS arr, attributes->'double' AS d FROM spans").to_pylist()[0]
+    assert row == {"nan": '"NaN"', "inf": '"Infinity"', "ninf": '"-Infinity"', "arr": '["NaN",1.5]', "d": "0.1"}
