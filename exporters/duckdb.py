@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import shutil
 import threading
+import time
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -27,7 +28,7 @@ import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from extensions.bearertokenauth import AuthSettings
-from pipeline import lake
+from pipeline import admission, lake
 from pipeline.configtypes import Duration, Endpoint, parse_endpoint
 from pipeline.procmem import MIB
 from pipeline.errors import TransientError, UnwritableDataError
@@ -137,6 +138,7 @@ class DuckDBExporter(QueuedExporter):
         self._writer: duckdb.DuckDBPyConnection | None = None
         self._write_lock = threading.Lock()
         self._closed = False
+        self._memory, self._memory_read_at = 0, 0.0
         self._rows = 0
         self.query_server: QueryServer | None = None
         self._retention_stop = threading.Event()
@@ -155,6 +157,7 @@ class DuckDBExporter(QueuedExporter):
             # full) and the sender opens the file when space returns.
             self.log.error("%s; writing starts when space returns", exc)
         gauges.set_function("warehouse_rows", lambda: self._rows, exporter=self.id)
+        admission.register_buffer(f"exporter/{self.id}/duckdb", self._duckdb_memory)
         if self.config.query is not None:
             host, port = parse_endpoint(self.config.query.endpoint)
             auth = self.config.query.auth
@@ -220,7 +223,30 @@ class DuckDBExporter(QueuedExporter):
             except duckdb.Error as exc:  # the reader computes what is not stored
                 self.log.warning("storing %d triplet payloads failed: %s", table.num_rows, exc)
 
+    def _duckdb_memory(self) -> int:
+        """DuckDB's working memory (hash tables, sorts, results being built — what its statements
+        hold and free when done), read at most twice a second, for the memory limiter. Table data is
+        not counted — blocks it caches, and rows written since the last checkpoint
+        (IN_MEMORY_TABLE, up to `checkpoint_threshold`): refusing spans would not shrink them, so
+        counting them refused for ever. `memory_limit` and `checkpoint_threshold` bound them."""
+        now = time.monotonic()
+        if now - self._memory_read_at > 0.5 and self._con is not None:
+            self._memory_read_at = now
+            try:
+                cur = self._con.cursor()
+                try:
+                    self._memory = cur.execute("SELECT sum(memory_usage_bytes)::BIGINT FROM duckdb_memory() "
+                                               "WHERE tag IN ('HASH_TABLE', 'ORDER_BY', 'COLUMN_DATA', 'WINDOW', "
+                                               "'TRANSACTION')"
+                                               ).fetchall()[0][0] or 0
+                finally:
+                    cur.close()
+            except duckdb.Error:
+                pass
+        return self._memory
+
     def shutdown(self) -> None:
+        admission.unregister_buffer(f"exporter/{self.id}/duckdb")
         self._retention_stop.set()
         if self._retention_thread is not None:
             self._retention_thread.join()

@@ -1,16 +1,41 @@
-"""Process-wide admission gate, so receivers can refuse data *before* decoding it.
+"""Process-wide memory accounting and admission, so receivers can refuse data *before* decoding it.
 
-The memory_limiter processor registers itself here; a receiver asks `check()` before it parses
-a request and answers with a retryable refusal when memory is short. Memory is a property of the
-process, not of one pipeline, so one gate serves all receivers.
+Components that hold accepted data (the batch processor, exporter queues, the DuckDB warehouse)
+report the bytes they hold (`register_buffer`); a receiver reserves the worst-case cost of
+decoding a request (`decoding`) before it parses it, with at most `MAX_CONCURRENT_DECODES`
+requests decoding at once. The memory_limiter processor registers itself as a gate and compares
+what is held (plus the process's idle footprint) with its limits — not RSS, which allocators keep
+high long after the data is gone. Memory is a property of the process, not of one pipeline, so
+one gate serves all receivers.
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from typing import Callable, Protocol
+from typing import Callable, Iterator, Protocol
 
-from pipeline.errors import BackPressureError
+from pipeline.errors import BackPressureError, PermanentError
+
+# What decoding a request may cost. Ordinary spans: upb's parse plus the decoded columns take
+# ~4-8x the wire size. Degenerate requests — many empty sub-messages — take up to 37x (measured:
+# 10 MiB of empty ResourceSpans → 340 MiB): each costs ~220 bytes and holds a zero length byte, so
+# zero bytes (a C-speed count) price them.
+TYPICAL_EXPANSION = 8
+BYTES_PER_ZERO_BYTE = 224
+WORST_EXPANSION = 40
+MAX_CONCURRENT_DECODES = 2
+
+
+def decode_cost(body: bytes) -> int:
+    """The memory decoding `body` may take, at worst."""
+    n = len(body)
+    return min(n * WORST_EXPANSION, n * TYPICAL_EXPANSION + body.count(0) * BYTES_PER_ZERO_BYTE)
+
+
+class RequestTooLargeForMemory(PermanentError):
+    grpc_code = "RESOURCE_EXHAUSTED"
+    http_status = 413
 
 
 class Gate(Protocol):
@@ -18,16 +43,22 @@ class Gate(Protocol):
 
     def refusing(self) -> bool: ...
 
+    def room(self) -> tuple[int, int]:
+        """(bytes that may still be reserved now, bytes that could ever be reserved)."""
+        ...
+
 
 _gates: list[Gate] = []
 _buffers: dict[str, Callable[[], int]] = {}
 _lock = threading.Lock()
+_reserved = 0
+_decode_slots = threading.BoundedSemaphore(MAX_CONCURRENT_DECODES)
 
 
-def register_buffer(name: str, spans_held: Callable[[], int]) -> None:
-    """A component that holds accepted spans (batch processor, exporter queues) reports how many."""
+def register_buffer(name: str, bytes_held: Callable[[], int]) -> None:
+    """A component that holds accepted data reports how many bytes it holds."""
     with _lock:
-        _buffers[name] = spans_held
+        _buffers[name] = bytes_held
 
 
 def unregister_buffer(name: str) -> None:
@@ -35,10 +66,12 @@ def unregister_buffer(name: str) -> None:
         _buffers.pop(name, None)
 
 
-def buffered_spans() -> int:
+def held_bytes() -> int:
+    """What accepted data holds now: buffers plus requests being decoded."""
     with _lock:
         fns = list(_buffers.values())
-    return sum(fn() for fn in fns)
+        reserved = _reserved
+    return reserved + sum(fn() for fn in fns)
 
 
 def register(gate: Gate) -> None:
@@ -56,3 +89,31 @@ def check() -> None:
     for gate in _gates:
         if gate.refusing():
             raise BackPressureError(f"{gate.id}: memory usage is above the soft limit; retry later")
+
+
+@contextlib.contextmanager
+def decoding(body: bytes, timeout: float = 5.0) -> Iterator[None]:
+    """Hold a decode slot and reserve the request's worst-case decoding cost while decoding."""
+    global _reserved
+    request_bytes, need = len(body), decode_cost(body)
+    with _lock:
+        gates = list(_gates)
+    for gate in gates:
+        now, ever = gate.room()
+        if need > ever:
+            raise RequestTooLargeForMemory(
+                f"{gate.id}: a request of {request_bytes / 2**20:.1f} MiB may take {need / 2**20:.0f} MiB to "
+                f"decode, more than the memory limit allows; send smaller requests")
+        if need > now:
+            raise BackPressureError(f"{gate.id}: not enough memory to decode a request of "
+                                    f"{request_bytes / 2**20:.1f} MiB now; retry later")
+    if not _decode_slots.acquire(timeout=timeout):
+        raise BackPressureError("too many requests decoding at once; retry later")
+    with _lock:
+        _reserved += need
+    try:
+        yield
+    finally:
+        with _lock:
+            _reserved -= need
+        _decode_slots.release()

@@ -22,7 +22,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 
 from pipeline.errors import InvalidDataError
-from pipeline.spanbatch import Resource, SpanBatch
+from pipeline.spanbatch import DECODED_BYTES_PER_WIRE_BYTE, Resource, SpanBatch
 
 M = TypeVar("M")
 
@@ -151,6 +151,8 @@ def decode_traces(request: ExportTraceServiceRequest) -> DecodedTraces:
             b.resources.append(Resource(res_attrs, service if isinstance(service, str) else None,
                                         rs.schema_url))
     message = f"{rejected} span(s) rejected; first: {first_reason}" if rejected else ""
+    if b.span_id:
+        b.nbytes = request.ByteSize() * DECODED_BYTES_PER_WIRE_BYTE * len(b.span_id) // (len(b.span_id) + rejected)
     return DecodedTraces(b, rejected, message)
 
 

@@ -59,6 +59,16 @@ class Resource:
     schema_url: str = ""
 
 
+# Decoded into Python objects, a span request takes about 8x its protobuf size (measured with
+# tracemalloc on SDK-like spans: 7.0 MB for 0.87 MB of protobuf).
+DECODED_BYTES_PER_WIRE_BYTE = 8
+
+
+def held_bytes(item: SpanBatch | pa.Table) -> int:
+    """The memory a batch of spans or a table of log records holds."""
+    return item.nbytes
+
+
 def _json_default(value: Any) -> Any:
     if isinstance(value, (bytes, bytearray)):
         return base64.b64encode(value).decode("ascii")
@@ -121,6 +131,8 @@ class SpanBatch:
     # The sending client's gRPC metadata / HTTP headers (lower-case keys), kept by receivers with
     # `include_metadata: true`, for the batch processor's `metadata_keys`.
     client_metadata: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    # Memory the batch holds, estimated once when it is decoded (the memory limiter's unit).
+    nbytes: int = 0
 
     CORE = (
         "trace_id", "span_id", "parent_span_id", "trace_state", "name", "kind",
@@ -149,7 +161,8 @@ class SpanBatch:
                 resources.append(self.resources[r])
             new_index.append(res_map[r])
         return SpanBatch(**cols, resource_index=new_index, resources=resources, extra=extra,
-                         client_metadata=self.client_metadata)
+                         client_metadata=self.client_metadata,
+                         nbytes=self.nbytes * len(indices) // max(len(self), 1))
 
     @staticmethod
     def concat(batches: list[SpanBatch]) -> SpanBatch:
@@ -162,6 +175,7 @@ class SpanBatch:
         for b in batches:
             extra_keys.update(b.extra)
         out.extra = {k: [] for k in extra_keys}
+        out.nbytes = sum(b.nbytes for b in batches)
         for b in batches:
             for c in SpanBatch.CORE:
                 getattr(out, c).extend(getattr(b, c))

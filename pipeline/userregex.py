@@ -23,4 +23,4 @@ def compile_regex(pattern: str) -> Any:
         return re2.compile(pattern, _OPTIONS)
     except re2.error as exc:
         reason = exc.args[0].decode(errors="replace") if exc.args and isinstance(exc.args[0], bytes) else str(exc)
-        raise RegexError(f"invalid regular expression '{pattern}' (RE2 syntax, as otelcol's): {reason}") from None
+        raise RegexError(f"invalid regex '{pattern}' (RE2 syntax, as otelcol's): {reason}") from None

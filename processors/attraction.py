@@ -15,6 +15,8 @@ from pydantic import BaseModel, ConfigDict, model_validator
 
 import orjson
 
+from pipeline.userregex import compile_regex
+
 
 class Action(BaseModel):
     model_config = ConfigDict(extra="forbid")

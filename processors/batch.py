@@ -25,7 +25,7 @@ from pipeline.config import ComponentConfig
 from pipeline.configtypes import Duration
 from pipeline.errors import BackPressureError
 from pipeline.registry import Factory
-from pipeline.spanbatch import SpanBatch
+from pipeline.spanbatch import SpanBatch, held_bytes
 
 
 class BatchConfig(ComponentConfig):
@@ -64,13 +64,14 @@ class BatchProcessor(Processor):
         self.metadata_keys = [k.lower() for k in config.metadata_keys]
         self._groups: dict[tuple[tuple[str, ...], ...], _Group] = {}
         self._pending_spans = 0
+        self._pending_bytes = 0
         self._cond = threading.Condition()
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name=f"{component_id}-flush", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
-        admission.register_buffer(f"processor/{self.id}/{id(self)}", lambda: self._pending_spans)
+        admission.register_buffer(f"processor/{self.id}/{id(self)}", lambda: self._pending_bytes)
 
     def consume(self, batch: SpanBatch) -> None:
         self._add(batch, tuple(batch.client_metadata.get(k, ()) for k in self.metadata_keys))
@@ -106,6 +107,7 @@ class BatchProcessor(Processor):
             group.batches.append(batch)
             group.spans += n
             self._pending_spans += n
+            self._pending_bytes += held_bytes(batch)
             if len(group.batches) == 1 or group.spans >= self.config.send_batch_size:
                 self._cond.notify_all()
 
@@ -125,9 +127,10 @@ class BatchProcessor(Processor):
                     return None
                 self._cond.wait(wait)
 
-    def _release(self, n: int) -> None:
+    def _release(self, n: int, nbytes: int = 0) -> None:
         with self._cond:
             self._pending_spans -= n
+            self._pending_bytes -= nbytes
             self._cond.notify_all()
 
     def _run(self) -> None:
@@ -139,6 +142,7 @@ class BatchProcessor(Processor):
             for part in parts:
                 self.send_downstream(part)
                 self._release(len(part))
+            self._release(0, held_bytes(merged))
 
 
     def shutdown(self) -> None:

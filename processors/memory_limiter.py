@@ -1,16 +1,18 @@
-"""The `memory_limiter` processor: refuses data while the collector uses too much memory.
+"""The `memory_limiter` processor: refuses data while the collector holds too much of it.
 
 otelcol's keys: `check_interval` (required), `limit_mib`, `spike_limit_mib` (default 20% of the
 limit), or `limit_percentage` / `spike_limit_percentage` of the machine's (or cgroup's) memory.
-Every check_interval the collector's RSS is read. Above the soft limit (limit − spike) new data is
-refused with the retryable code (gRPC RESOURCE_EXHAUSTED, HTTP 429) — by the receivers before
-they decode it (pipeline.admission) and by this processor for anything already decoded; below
-it, data is accepted again. Above the soft limit the collector first collects garbage and returns freed heap to the OS
-(malloc_trim), then measures again. While no accepted span is held anywhere (batch processor,
-exporter queues), RSS above the soft limit is allocator caches that new data reuses: then only
-the hard limit refuses (otelcol measures the Go heap in use, not RSS, for the same reason).
-Each transition
-is logged once; refused spans are counted (`otelcol_processor_refused_spans`).
+
+What is measured is what the collector holds, as otelcol measures the Go heap in use rather than
+RSS: the process's idle footprint (RSS when the limiter starts) plus the bytes accounted in
+pipeline.admission — batches waiting in the batch processor, exporter queues, DuckDB's own
+buffers, and requests being decoded (reserved at their worst-case cost before parsing). RSS is
+not used: allocators keep it high long after the data is gone, and a limiter reading it refused
+for ever while idle. Above the soft limit (limit − spike) new data is refused with the retryable
+code (gRPC RESOURCE_EXHAUSTED, HTTP 429), by the receivers before they decode and by this
+processor; with nothing held, nothing is refused. A request whose decoding alone could never fit
+is refused for good (RESOURCE_EXHAUSTED / 413). Each transition is logged once; refused spans are
+counted (`otelcol_processor_refused_spans`).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from pipeline.component import Consumer, Processor
 from pipeline.config import ComponentConfig
 from pipeline.configtypes import Duration
 from pipeline.errors import BackPressureError
-from pipeline.procmem import MIB, current_rss, release_memory, total_memory
+from pipeline.procmem import MIB, current_rss, total_memory
 from pipeline.registry import Factory
 from pipeline.spanbatch import SpanBatch
 from pipeline.telemetry import counters, gauges
@@ -66,6 +68,7 @@ class MemoryLimiterProcessor(Processor):
         self.config = config
         self.hard, self.soft = config.limits()
         self._refusing = False
+        self.baseline = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, name=f"{component_id}-watch", daemon=True)
 
@@ -73,10 +76,15 @@ class MemoryLimiterProcessor(Processor):
         return self._refusing
 
     def start(self) -> None:
+        self.baseline = current_rss()
+        if self.baseline >= self.soft:
+            self.log.error("the collector's idle footprint (%d MiB) is already above the soft limit (%d MiB): "
+                           "every request will be refused; raise limit_mib", self.baseline // MIB, self.soft // MIB)
         self.check()
         self._thread.start()
         admission.register(self)
-        self.log.info("memory limits: soft %d MiB, hard %d MiB", self.soft // MIB, self.hard // MIB)
+        self.log.info("memory limits: soft %d MiB, hard %d MiB (idle footprint %d MiB)",
+                      self.soft // MIB, self.hard // MIB, self.baseline // MIB)
 
     def shutdown(self) -> None:
         admission.unregister(self)
@@ -84,29 +92,24 @@ class MemoryLimiterProcessor(Processor):
         if self._thread.is_alive():
             self._thread.join()
 
+    def room(self) -> tuple[int, int]:
+        ever = self.hard - self.baseline
+        return max(ever - admission.held_bytes(), 0), max(ever, 0)
+
     def check(self) -> None:
-        rss = current_rss()
-        if rss > self.soft:
-            release_memory()
-            before, rss = rss, current_rss()
-            self.log.debug("rss %d MiB above the soft limit; %d MiB after releasing memory", before // MIB, rss // MIB)
-        above = rss > self.soft
-        if above and not admission.buffered_spans():
-            # Nothing accepted is waiting anywhere: what RSS still holds is allocator caches
-            # (pymalloc arenas, DuckDB's, gRPC's) that new data reuses. Refusing could not lower
-            # it and would refuse for ever (otelcol limits the Go heap in use, not RSS, for this
-            # reason); the hard limit still refuses.
-            above = rss > self.hard
+        held = admission.held_bytes()
+        usage = self.baseline + held
+        above = usage > self.soft and (held > 0 or self.baseline >= self.soft)
         if above != self._refusing:
             self._refusing = above
             gauges.set("memory_limiter_state", int(above), processor=self.id)
-            events.publish(events.MEMORY_PRESSURE, processor=self.id, refusing=above, rss_bytes=rss,
-                           soft_limit_bytes=self.soft, hard_limit_bytes=self.hard)
+            events.publish(events.MEMORY_PRESSURE, processor=self.id, refusing=above, held_bytes=held,
+                           usage_bytes=usage, soft_limit_bytes=self.soft, hard_limit_bytes=self.hard)
             if above:
-                self.log.warning("Memory usage is above soft limit. Refusing data. (rss %d MiB, soft limit %d MiB)",
-                                 rss // MIB, self.soft // MIB)
+                self.log.warning("Memory usage is above soft limit. Refusing data. (held %d MiB + idle %d MiB, "
+                                 "soft limit %d MiB)", held // MIB, self.baseline // MIB, self.soft // MIB)
             else:
-                self.log.info("Memory usage back within limits. Accepting data. (rss %d MiB)", rss // MIB)
+                self.log.info("Memory usage back within limits. Accepting data. (held %d MiB)", held // MIB)
 
     def _watch(self) -> None:
         while not self._stop.wait(self.config.check_interval):

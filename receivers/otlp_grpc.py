@@ -43,7 +43,8 @@ class OtlpGrpcServer:
             except PipelineError:
                 self.receiver.count_refused_request("memory_limit")
                 raise
-            decoded = signal.decode_protobuf(request)
+            with admission.decoding(request):
+                decoded = signal.decode_protobuf(request)
             metadata = client_metadata(context.invocation_metadata()) if self.config.include_metadata else {}
             self.receiver.deliver(signal, decoded, metadata)
         except PipelineError as exc:

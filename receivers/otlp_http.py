@@ -71,7 +71,8 @@ class OtlpHttpServer:
                             headers=headers)
 
     def _handle(self, signal: Signal, body: bytes, content_type: str, metadata: dict[str, tuple[str, ...]]) -> bytes:
-        decoded = (signal.decode_json if content_type == JSON else signal.decode_protobuf)(body)
+        with admission.decoding(body):
+            decoded = (signal.decode_json if content_type == JSON else signal.decode_protobuf)(body)
         self.receiver.deliver(signal, decoded, metadata)
         resp = signal.response(decoded)
         if content_type == JSON:

@@ -97,9 +97,9 @@ def test_sampler_in_a_real_collector_keeps_exactly_the_decided_traces(tmp_path):
     assert stored == expected
 
 
-def test_memory_limiter_transitions_are_logged_once(monkeypatch, caplog):
+def test_memory_limiter_measures_what_is_held_not_rss(monkeypatch, caplog):
     rss = [100 * ml.MIB]
-    held = [5000]  # spans waiting in some queue
+    held = [50 * ml.MIB]  # bytes waiting in some queue
     monkeypatch.setattr(ml, "current_rss", lambda: rss[0])
     admission.register_buffer("test-queue", lambda: held[0])
     try:
@@ -107,26 +107,38 @@ def test_memory_limiter_transitions_are_logged_once(monkeypatch, caplog):
         assert cfg.limits() == (300 * ml.MIB, 240 * ml.MIB)
         p = ml.MemoryLimiterProcessor("memory_limiter", cfg, None)
         caplog.set_level(logging.INFO)
+        p.baseline = 100 * ml.MIB  # the idle footprint, measured at start
         p.check()
         assert not p.refusing()
-        rss[0] = 250 * ml.MIB
+        held[0] = 150 * ml.MIB  # 100 idle + 150 held > 240
         p.check(); p.check()
         assert p.refusing()
-        rss[0] = 200 * ml.MIB
+        held[0] = 100 * ml.MIB
         p.check(); p.check()
         assert not p.refusing()
         msgs = [r.getMessage() for r in caplog.records]
         assert sum("Memory usage is above soft limit. Refusing data." in m for m in msgs) == 1
         assert sum("back within limits" in m for m in msgs) == 1
-        # Above the soft limit with nothing held anywhere: RSS is allocator caches that new data
-        # reuses, so refusing could not help (otelcol limits heap in use, not RSS). The hard limit holds.
+        # RSS kept by allocators after an overload does not count: nothing held, nothing refused.
         held[0] = 0
-        rss[0] = 270 * ml.MIB
+        rss[0] = 900 * ml.MIB
         p.check()
         assert not p.refusing()
-        rss[0] = 310 * ml.MIB
-        p.check()
-        assert p.refusing()
+        # A request is admitted for decoding only if its worst case fits what is left.
+        admission.register(p)
+        try:
+            held[0] = 100 * ml.MIB
+            with admission.decoding(b"\x01" * ml.MIB):  # ordinary bytes: 8 MiB reserved
+                assert admission.held_bytes() == 108 * ml.MIB
+            with pytest.raises(admission.BackPressureError):
+                with admission.decoding(b"\x01" * 13 * ml.MIB):  # 104 MiB: 100 + 100 + 104 > 300
+                    pass
+            with pytest.raises(admission.RequestTooLargeForMemory):  # empty sub-messages: 40x
+                with admission.decoding(b"\x0a\x00" * (4 * ml.MIB)):  # could never fit under 300 MiB
+                    pass
+            assert admission.held_bytes() == 100 * ml.MIB
+        finally:
+            admission.unregister(p)
     finally:
         admission.unregister_buffer("test-queue")
 

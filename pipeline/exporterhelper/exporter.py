@@ -76,7 +76,7 @@ class QueuedExporter(Exporter):
         self.queue = SendingQueue(qcfg.queue_size, store)
         if self.queue.recovered:
             self.log.info("found %d queued requests from a previous run; sending them", self.queue.recovered)
-        admission.register_buffer(f"exporter/{self.id}", self.queue.pending_spans)
+        admission.register_buffer(f"exporter/{self.id}", self.queue.held_bytes)
         gauges.set_function("exporter_queue_size", self.queue.size, exporter=self.id)
         gauges.set_function("exporter_queue_capacity", lambda: qcfg.queue_size, exporter=self.id)
         for i in range(qcfg.num_consumers):

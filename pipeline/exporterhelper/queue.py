@@ -130,6 +130,7 @@ class SendingQueue:
         self._take_lock = threading.Lock()
         self._pending: collections.deque[int] = collections.deque(store.recover())
         self._in_flight: set[int] = set()
+        self._bytes: dict[int, int] = {}  # memory held per item: queued in memory, or read to be sent
         self.released = 0
         self._next = (self._pending[-1] + 1) if self._pending else 1
         self.recovered = len(self._pending)
@@ -143,6 +144,10 @@ class SendingQueue:
 
     def in_flight(self) -> int:
         return len(self._in_flight)
+
+    def held_bytes(self) -> int:
+        with self._cond:
+            return sum(self._bytes.values())
 
     def pending_spans(self) -> int:
         with self._cond:
@@ -160,6 +165,8 @@ class SendingQueue:
             self._next += 1
             self.store.write(key, batch)  # under the lock: keys reach disk in order
             self._pending.append(key)
+            if not self.persistent:
+                self._bytes[key] = batch.nbytes
             self._cond.notify_all()
 
     def take(self, timeout: float, max_spans: int = 0, min_spans: int = 0,
@@ -199,6 +206,8 @@ class SendingQueue:
         for key in keys:
             try:
                 batches.append(self.store.read(key))
+                with self._cond:
+                    self._bytes[key] = batches[-1].nbytes
             except Exception as exc:  # noqa: BLE001 - one bad file must not stop the queue
                 where = self.store.quarantine(key)
                 log.error("cannot read queued request %d (%s); moved to %s, not sent", key, exc, where)
@@ -212,6 +221,7 @@ class SendingQueue:
         with self._cond:
             for key in keys:
                 self._in_flight.discard(key)
+                self._bytes.pop(key, None)
                 self.store.remove(key)
 
     def release(self, keys: Iterable[int]) -> None:
@@ -219,6 +229,7 @@ class SendingQueue:
         with self._cond:
             for key in keys:
                 self._in_flight.discard(key)
+                self._bytes.pop(key, None)
                 self.released += 1
 
     def wake(self) -> None:
