@@ -143,6 +143,26 @@ def make_config(workdir: Path, base: Path | None) -> tuple[Path, Path, int]:
     return path, db, grpc_port
 
 
+def idle_probe(endpoint: str, pid: int, seconds: float) -> list[tuple[float, str, int]]:
+    """(seconds after the load, status code, collector RSS) of one 8-span request a second."""
+    from bench.workload import build_request
+    rng = random.Random(99)
+    out = []
+    t0 = time.time()
+    with grpc.insecure_channel(endpoint) as channel:
+        export = channel.unary_unary("/opentelemetry.proto.collector.trace.v1.TraceService/Export")
+        while time.time() - t0 < seconds:
+            time.sleep(1.0)
+            body, _ = build_request(8, rng, f"probe-{len(out)}")
+            try:
+                export(body, timeout=5)
+                code = "OK"
+            except grpc.RpcError as exc:
+                code = exc.code().name
+            out.append((time.time() - t0, code, current_rss(pid)))
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--duration", type=float, default=20.0, help="seconds of load")
@@ -152,6 +172,9 @@ def main() -> int:
     ap.add_argument("--spans-per-request", type=int, default=512)
     ap.add_argument("--config", type=Path, help="collector config to bench (ports and paths are rewritten)")
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
+    ap.add_argument("--idle-probe", type=float, default=0.0,
+                    help="after the load, stay idle and send one small request a second for this long "
+                         "(does the memory limiter accept again once nothing is held?)")
     args = ap.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="spanpipe-bench-"))
@@ -194,12 +217,13 @@ def main() -> int:
     load_end = time.time()
     cpu1, peak_now = proc_stats(coll.pid)
     peak = max(peak, peak_now)
+    probes = idle_probe(f"127.0.0.1:{port}", coll.pid, args.idle_probe) if args.idle_probe else []
     coll.send_signal(signal.SIGTERM)
     rc = coll.wait(600)
     drained = time.time()
 
     import duckdb
-    acked = sum(r["acked"] for r in results)
+    acked = sum(r["acked"] for r in results) + sum(8 for _, code, _ in probes if code == "OK")
     con = duckdb.connect(str(db), read_only=True)
     stored = con.execute("SELECT count(*) FROM spans").fetchall()[0][0]
     sample = [i for r in results for i in r["sample_ids"]]
@@ -221,6 +245,8 @@ def main() -> int:
     print(f"collector peak RSS       {peak / 2**20:.0f} MiB")
     marks = [timeline[int(len(timeline) * q) - 1] for q in (0.1, 0.25, 0.5, 0.75, 1.0)] if timeline else []
     print("collector RSS over time  " + ", ".join(f"{t:.0f}s {r / 2**20:.0f}MiB" for t, r in marks))
+    if probes:
+        print("idle probes              " + ", ".join(f"{t:.0f}s {code} {rss / 2**20:.0f}MiB" for t, code, rss in probes))
     ok = rc == 0 and stored == acked and found == len(sample)
     print("zero loss                ", "yes" if ok else "NO")
     if not args.keep:

@@ -157,7 +157,7 @@ class DuckDBExporter(QueuedExporter):
             # full) and the sender opens the file when space returns.
             self.log.error("%s; writing starts when space returns", exc)
         gauges.set_function("warehouse_rows", lambda: self._rows, exporter=self.id)
-        admission.register_buffer(f"exporter/{self.id}/duckdb", self._duckdb_memory)
+        admission.register_cache(f"exporter/{self.id}/duckdb", self._duckdb_memory)
         if self.config.query is not None:
             host, port = parse_endpoint(self.config.query.endpoint)
             auth = self.config.query.auth
@@ -224,20 +224,15 @@ class DuckDBExporter(QueuedExporter):
                 self.log.warning("storing %d triplet payloads failed: %s", table.num_rows, exc)
 
     def _duckdb_memory(self) -> int:
-        """DuckDB's working memory (hash tables, sorts, results being built — what its statements
-        hold and free when done), read at most twice a second, for the memory limiter. Table data is
-        not counted — blocks it caches, and rows written since the last checkpoint
-        (IN_MEMORY_TABLE, up to `checkpoint_threshold`): refusing spans would not shrink them, so
-        counting them refused for ever. `memory_limit` and `checkpoint_threshold` bound them."""
+        """DuckDB's memory in use (rows not yet checkpointed, cached blocks, working memory), read
+        at most twice a second, for the memory limiter."""
         now = time.monotonic()
         if now - self._memory_read_at > 0.5 and self._con is not None:
             self._memory_read_at = now
             try:
                 cur = self._con.cursor()
                 try:
-                    self._memory = cur.execute("SELECT sum(memory_usage_bytes)::BIGINT FROM duckdb_memory() "
-                                               "WHERE tag IN ('HASH_TABLE', 'ORDER_BY', 'COLUMN_DATA', 'WINDOW', "
-                                               "'TRANSACTION')"
+                    self._memory = cur.execute("SELECT sum(memory_usage_bytes)::BIGINT FROM duckdb_memory()"
                                                ).fetchall()[0][0] or 0
                 finally:
                     cur.close()

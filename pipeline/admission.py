@@ -50,6 +50,7 @@ class Gate(Protocol):
 
 _gates: list[Gate] = []
 _buffers: dict[str, Callable[[], int]] = {}
+_caches: dict[str, Callable[[], int]] = {}
 _lock = threading.Lock()
 _reserved = 0
 _decode_slots = threading.BoundedSemaphore(MAX_CONCURRENT_DECODES)
@@ -61,9 +62,24 @@ def register_buffer(name: str, bytes_held: Callable[[], int]) -> None:
         _buffers[name] = bytes_held
 
 
+def register_cache(name: str, bytes_held: Callable[[], int]) -> None:
+    """Memory that counts towards the limit but that refusing data would not free (DuckDB's table
+    data until its next checkpoint): it makes the limiter refuse sooner while data is held, never
+    while nothing is."""
+    with _lock:
+        _caches[name] = bytes_held
+
+
 def unregister_buffer(name: str) -> None:
     with _lock:
         _buffers.pop(name, None)
+        _caches.pop(name, None)
+
+
+def cache_bytes() -> int:
+    with _lock:
+        fns = list(_caches.values())
+    return sum(fn() for fn in fns)
 
 
 def held_bytes() -> int:

@@ -5,8 +5,9 @@ limit), or `limit_percentage` / `spike_limit_percentage` of the machine's (or cg
 
 What is measured is what the collector holds, as otelcol measures the Go heap in use rather than
 RSS: the process's idle footprint (RSS when the limiter starts) plus the bytes accounted in
-pipeline.admission — batches waiting in the batch processor, exporter queues, DuckDB's own
-buffers, and requests being decoded (reserved at their worst-case cost before parsing). RSS is
+pipeline.admission — batches waiting in the batch processor, exporter queues, requests being
+decoded (reserved at their worst-case cost before parsing), and DuckDB's memory (which refusing
+does not free, so it only makes the limiter refuse sooner while data is held). RSS is
 not used: allocators keep it high long after the data is gone, and a limiter reading it refused
 for ever while idle. Above the soft limit (limit − spike) new data is refused with the retryable
 code (gRPC RESOURCE_EXHAUSTED, HTTP 429), by the receivers before they decode and by this
@@ -98,7 +99,7 @@ class MemoryLimiterProcessor(Processor):
 
     def check(self) -> None:
         held = admission.held_bytes()
-        usage = self.baseline + held
+        usage = self.baseline + held + admission.cache_bytes()
         above = usage > self.soft and (held > 0 or self.baseline >= self.soft)
         if above != self._refusing:
             self._refusing = above
@@ -106,8 +107,9 @@ class MemoryLimiterProcessor(Processor):
             events.publish(events.MEMORY_PRESSURE, processor=self.id, refusing=above, held_bytes=held,
                            usage_bytes=usage, soft_limit_bytes=self.soft, hard_limit_bytes=self.hard)
             if above:
-                self.log.warning("Memory usage is above soft limit. Refusing data. (held %d MiB + idle %d MiB, "
-                                 "soft limit %d MiB)", held // MIB, self.baseline // MIB, self.soft // MIB)
+                self.log.warning("Memory usage is above soft limit. Refusing data. (%d MiB: held %d MiB, idle %d MiB, "
+                                 "DuckDB %d MiB; soft limit %d MiB)", usage // MIB, held // MIB, self.baseline // MIB,
+                                 (usage - held - self.baseline) // MIB, self.soft // MIB)
             else:
                 self.log.info("Memory usage back within limits. Accepting data. (held %d MiB)", held // MIB)
 
