@@ -228,7 +228,8 @@ def main() -> int:
     stored = con.execute("SELECT count(*) FROM spans").fetchall()[0][0]
     sample = [i for r in results for i in r["sample_ids"]]
     con.execute("CREATE TEMP TABLE sample (trace_id VARCHAR, span_id VARCHAR)")
-    con.executemany("INSERT INTO sample VALUES (?, ?)", sample)
+    if sample:
+        con.executemany("INSERT INTO sample VALUES (?, ?)", sample)
     found = con.execute("SELECT count(*) FROM sample JOIN spans USING (trace_id, span_id)").fetchall()[0][0]
     con.close()
     elapsed = drained - start_at

@@ -27,22 +27,22 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from extensions.bearertokenauth import AuthSettings
-from pipeline import admission, lake
-from pipeline.configtypes import Duration, Endpoint, parse_endpoint
-from pipeline.procmem import MIB
-from pipeline.errors import TransientError, UnwritableDataError
-from pipeline.exporterhelper import ExporterHelperConfig, QueuedExporter
-from pipeline.registry import Factory
-from pipeline.spanbatch import SpanBatch
-from pipeline.telemetry import counters, gauges
-from pipeline.warehouse import payloads
-from pipeline.warehouse.query_server import QueryServer
-from pipeline import events
-from pipeline.warehouse.schema import (DDL, INSERT_COMPLETIONS, INSERT_DEDUPED, INSERT_LOGS, INSERT_REWARD_DIMENSIONS,
+from spanpipe.extensions.bearertokenauth import AuthSettings
+from spanpipe import admission, lake
+from spanpipe.configtypes import Duration, Endpoint, parse_endpoint
+from spanpipe.procmem import MIB
+from spanpipe.errors import TransientError, UnwritableDataError
+from spanpipe.exporterhelper import ExporterHelperConfig, QueuedExporter
+from spanpipe.registry import Factory
+from spanpipe.spanbatch import SpanBatch
+from spanpipe.telemetry import counters, gauges
+from spanpipe.warehouse import payloads
+from spanpipe.warehouse.query_server import QueryServer
+from spanpipe import events
+from spanpipe.warehouse.schema import (DDL, INSERT_COMPLETIONS, INSERT_DEDUPED, INSERT_LOGS, INSERT_REWARD_DIMENSIONS,
                                        ROLLOUT_SPAN)
-from pipeline.warehouse.retention import Archive, apply_retention
-from pipeline.warehouse.views import create_views
+from spanpipe.warehouse.retention import Archive, apply_retention
+from spanpipe.warehouse.views import create_views
 
 class QueryApiConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_default=True)
@@ -113,6 +113,13 @@ class DuckDBExporterConfig(ExporterHelperConfig):
 
 # DuckDB errors that say the data itself cannot be stored (retrying the same rows cannot help).
 DATA_ERRORS = (duckdb.ConversionException, duckdb.ConstraintException, duckdb.OutOfRangeException)
+
+
+# DuckDB memory that statements hold and free when done (hash tables, sorts, results). Table data
+# (cached blocks, rows not yet checkpointed) is left out: refusing spans would not shrink it, so
+# counting it made the limiter refuse while nothing was held; `memory_limit` and
+# `checkpoint_threshold` bound it.
+WORKING_MEMORY_TAGS = ("HASH_TABLE", "ORDER_BY", "COLUMN_DATA", "WINDOW", "TRANSACTION")
 
 
 def _out_of_space(path: Path, exc: Exception) -> bool:
@@ -224,15 +231,15 @@ class DuckDBExporter(QueuedExporter):
                 self.log.warning("storing %d triplet payloads failed: %s", table.num_rows, exc)
 
     def _duckdb_memory(self) -> int:
-        """DuckDB's memory in use (rows not yet checkpointed, cached blocks, working memory), read
-        at most twice a second, for the memory limiter."""
+        """DuckDB's working memory, read at most twice a second, for the memory limiter."""
         now = time.monotonic()
         if now - self._memory_read_at > 0.5 and self._con is not None:
             self._memory_read_at = now
             try:
                 cur = self._con.cursor()
                 try:
-                    self._memory = cur.execute("SELECT sum(memory_usage_bytes)::BIGINT FROM duckdb_memory()"
+                    self._memory = cur.execute("SELECT sum(memory_usage_bytes)::BIGINT FROM duckdb_memory() "
+                                               f"WHERE tag IN {WORKING_MEMORY_TAGS}"
                                                ).fetchall()[0][0] or 0
                 finally:
                     cur.close()

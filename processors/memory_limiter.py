@@ -5,7 +5,7 @@ limit), or `limit_percentage` / `spike_limit_percentage` of the machine's (or cg
 
 What is measured is what the collector holds, as otelcol measures the Go heap in use rather than
 RSS: the process's idle footprint (RSS when the limiter starts) plus the bytes accounted in
-pipeline.admission — batches waiting in the batch processor, exporter queues, requests being
+spanpipe.admission — batches waiting in the batch processor, exporter queues, requests being
 decoded (reserved at their worst-case cost before parsing), and DuckDB's memory (which refusing
 does not free, so it only makes the limiter refuse sooner while data is held). RSS is
 not used: allocators keep it high long after the data is gone, and a limiter reading it refused
@@ -23,16 +23,16 @@ import threading
 import pyarrow as pa
 from pydantic import Field
 
-from pipeline import events
-from pipeline import admission
-from pipeline.component import Consumer, Processor
-from pipeline.config import ComponentConfig
-from pipeline.configtypes import Duration
-from pipeline.errors import BackPressureError
-from pipeline.procmem import MIB, current_rss, total_memory
-from pipeline.registry import Factory
-from pipeline.spanbatch import SpanBatch
-from pipeline.telemetry import counters, gauges
+from spanpipe import events
+from spanpipe import admission
+from spanpipe.component import Consumer, Processor
+from spanpipe.component import ComponentConfig
+from spanpipe.configtypes import Duration
+from spanpipe.errors import BackPressureError
+from spanpipe.procmem import MIB, current_rss, total_memory
+from spanpipe.registry import Factory
+from spanpipe.spanbatch import SpanBatch
+from spanpipe.telemetry import counters, gauges
 
 class MemoryLimiterConfig(ComponentConfig):
     check_interval: Duration
