@@ -26,10 +26,10 @@ import pyarrow as pa
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.adapters.triplets import TripletAdapter, spans_to_columns  # noqa: E402
-from pipeline.warehouse.schema import SPANS_COLUMNS  # noqa: E402
-from pipeline.warehouse.writer import create_warehouse, insert_spans  # noqa: E402
-from pipeline.warehouse.warehouse import Warehouse  # noqa: E402
+from spanpipe.adapters.triplets import TripletAdapter, spans_to_columns  # noqa: E402
+from spanpipe.warehouse.schema import SPANS_COLUMNS  # noqa: E402
+from spanpipe.warehouse.writer import create_warehouse, insert_spans  # noqa: E402
+from spanpipe.warehouse.warehouse import Warehouse  # noqa: E402
 
 BASE = 1_750_000_000 * 10**9
 

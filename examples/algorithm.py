@@ -13,7 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from pipeline.warehouse import Warehouse
+from spanpipe.warehouse import Warehouse
 
 AGENT = Path(__file__).with_name("math_agent.py")
 

@@ -17,7 +17,7 @@ import re
 import openai
 from openinference.instrumentation.openai import OpenAIInstrumentor
 
-from pipeline import emit
+from spanpipe import emit
 
 
 def ask(client: openai.OpenAI, messages: list[dict[str, str]]) -> str:

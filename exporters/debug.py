@@ -14,10 +14,11 @@ from typing import Literal, TextIO
 import pyarrow as pa
 from pydantic import Field
 
-from pipeline.component import Exporter
-from pipeline.config import ComponentConfig
-from pipeline.registry import Factory
-from pipeline.spanbatch import KIND_NAMES, STATUS_NAMES, SpanBatch, dumps, enum_name
+from spanpipe.component import Exporter
+from spanpipe.component import ComponentConfig
+from spanpipe.registry import Factory
+from spanpipe.telemetry import counters
+from spanpipe.spanbatch import KIND_NAMES, STATUS_NAMES, SpanBatch, dumps, enum_name
 
 
 class DebugExporterConfig(ComponentConfig):
@@ -45,6 +46,7 @@ class DebugExporter(Exporter):
         return (self._count - self.config.sampling_initial) % self.config.sampling_thereafter == 0
 
     def consume(self, batch: SpanBatch) -> None:
+        counters.add("exporter_sent_spans", len(batch), exporter=self.id)
         with self._lock:
             if not self._sampled():
                 return
@@ -56,6 +58,7 @@ class DebugExporter(Exporter):
             self.out.flush()
 
     def consume_logs(self, table: pa.Table) -> None:
+        counters.add("exporter_sent_log_records", table.num_rows, exporter=self.id)
         with self._lock:
             if not self._sampled():
                 return

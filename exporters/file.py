@@ -25,11 +25,11 @@ import orjson
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field
 
-from pipeline.errors import TransientError
-from pipeline.exporterhelper import ExporterHelperConfig, QueuedExporter
-from pipeline.otlp_encode import logs_to_otlp_json, to_otlp_json
-from pipeline.registry import Factory
-from pipeline.spanbatch import SpanBatch
+from spanpipe.errors import TransientError
+from spanpipe.exporterhelper import ExporterHelperConfig, QueuedExporter
+from spanpipe.otlp_encode import logs_to_otlp_json, to_otlp_json
+from spanpipe.registry import Factory
+from spanpipe.spanbatch import SpanBatch
 
 
 class RotationConfig(BaseModel):

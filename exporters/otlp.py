@@ -18,7 +18,7 @@ OUT_OF_RANGE, UNAVAILABLE and DATA_LOSS are retried (honouring a server's RetryI
 code is permanent. (otelcol retries RESOURCE_EXHAUSTED only with RetryInfo; a collector under
 memory pressure sends none, and we would rather wait than drop.) A partial success is logged and
 its rejected spans counted as failed, not retried. Log records bypass the sending queue (see
-pipeline.exporterhelper.exporter). A request is never sent larger than `max_request_size_mib`
+spanpipe.exporterhelper.exporter). A request is never sent larger than `max_request_size_mib`
 (uncompressed, the size a receiver limits), and one the backend refuses for its size
 (RESOURCE_EXHAUSTED "larger than max", HTTP 413) is sent in halves, never retried unchanged.
 """
@@ -33,14 +33,14 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 from pydantic import Field
 
-from extensions.bearertokenauth import AuthSettings
-from pipeline.errors import PermanentError, RequestTooLargeError, TransientError
-from pipeline.exporterhelper import ExporterHelperConfig, QueuedExporter
-from pipeline.otlp_encode import logs_to_request, to_request
-from pipeline.registry import Factory
-from pipeline.spanbatch import SpanBatch
-from pipeline.telemetry import counters
-from pipeline.tlsconfig import ClientTLS
+from spanpipe.extensions.bearertokenauth import AuthSettings
+from spanpipe.errors import PermanentError, RequestTooLargeError, TransientError
+from spanpipe.exporterhelper import ExporterHelperConfig, QueuedExporter
+from spanpipe.otlp_encode import logs_to_request, to_request
+from spanpipe.registry import Factory
+from spanpipe.spanbatch import SpanBatch
+from spanpipe.telemetry import counters
+from spanpipe.tlsconfig import ClientTLS
 
 EXPORT_METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 EXPORT_LOGS_METHOD = "/opentelemetry.proto.collector.logs.v1.LogsService/Export"

@@ -30,11 +30,11 @@ from google.protobuf import json_format
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
-from exporters.otlp import OtlpClientConfig, OtlpClientExporter
-from pipeline.errors import PermanentError, RequestTooLargeError, TransientError
-from pipeline.otlp_encode import logs_to_otlp_json, logs_to_request, to_otlp_json, to_request
-from pipeline.registry import Factory
-from pipeline.spanbatch import SpanBatch
+from spanpipe.exporters.otlp import OtlpClientConfig, OtlpClientExporter
+from spanpipe.errors import PermanentError, RequestTooLargeError, TransientError
+from spanpipe.otlp_encode import logs_to_otlp_json, logs_to_request, to_otlp_json, to_request
+from spanpipe.registry import Factory
+from spanpipe.spanbatch import SpanBatch
 
 RETRYABLE_STATUS = {429, 502, 503, 504}
 

@@ -9,7 +9,7 @@ exporters:
     sending_queue:                     # files roll by size/time through the queue's batching:
       batch: {min_size: 50000, max_size: 500000, flush_timeout: 30s}
 ```
-The columns are the warehouse `spans` columns (pipeline.lake). Files appear whole or not at all;
+The columns are the warehouse `spans` columns (spanpipe.lake). Files appear whole or not at all;
 a failed write (disk full) removes what it started and is retried by the exporter helper, for
 ever by default, while the pipeline's other exporters go on. `Warehouse.open_lake(path)`
 queries the lake; so can DuckDB (`read_parquet('<path>/**/*.parquet', hive_partitioning=true)`),
@@ -23,11 +23,11 @@ from typing import Any, ClassVar
 import pyarrow.fs as pafs
 from pydantic import Field
 
-from pipeline import lake
-from pipeline.errors import TransientError
-from pipeline.exporterhelper import ExporterHelperConfig, QueuedExporter
-from pipeline.registry import Factory
-from pipeline.spanbatch import SpanBatch
+from spanpipe import lake
+from spanpipe.errors import TransientError
+from spanpipe.exporterhelper import ExporterHelperConfig, QueuedExporter
+from spanpipe.registry import Factory
+from spanpipe.spanbatch import SpanBatch
 
 
 class ParquetExporterConfig(ExporterHelperConfig):

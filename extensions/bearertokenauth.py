@@ -18,9 +18,9 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
-from pipeline.component import Extension
-from pipeline.config import ComponentConfig
-from pipeline.registry import Factory
+from spanpipe.component import Extension
+from spanpipe.component import ComponentConfig
+from spanpipe.registry import Factory
 
 
 class AuthSettings(BaseModel):

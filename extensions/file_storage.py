@@ -17,9 +17,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.component import Extension
-from pipeline.config import ComponentConfig
-from pipeline.registry import Factory
+from spanpipe.component import Extension
+from spanpipe.component import ComponentConfig
+from spanpipe.registry import Factory
 
 
 class FileStorageConfig(ComponentConfig):

@@ -8,11 +8,11 @@ from datetime import datetime, timezone
 
 from aiohttp import web
 
-from pipeline.component import Extension
-from pipeline.config import ComponentConfig
-from pipeline.configtypes import Endpoint, parse_endpoint
-from pipeline.httpserver import HttpServer
-from pipeline.registry import Factory
+from spanpipe.component import Extension
+from spanpipe.component import ComponentConfig
+from spanpipe.configtypes import Endpoint, parse_endpoint
+from spanpipe.httpserver import HttpServer
+from spanpipe.registry import Factory
 
 
 class HealthCheckConfig(ComponentConfig):

@@ -15,7 +15,7 @@ import contextlib
 import threading
 from typing import Callable, Iterator, Protocol
 
-from pipeline.errors import BackPressureError, PermanentError
+from spanpipe.errors import BackPressureError, PermanentError
 
 # What decoding a request may cost. Ordinary spans: upb's parse plus the decoded columns take
 # ~4-8x the wire size. Degenerate requests — many empty sub-messages — take up to 37x (measured:

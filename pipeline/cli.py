@@ -11,19 +11,28 @@ import sys
 
 import orjson
 
-from pipeline.errors import ConfigError
+from spanpipe.errors import ConfigError
 
 DEFAULT_CONFIG = "config/default.yaml"
 DEFAULT_DB = "./data/spans.duckdb"
 
 
+def default_registry():
+    """Every component installed here (the built-ins and any package's), from entry points: the
+    one place a registry is built."""
+    from spanpipe.registry import Registry
+
+    return Registry.from_entry_points()
+
+
 def _load(path: str):
     """The config at `path`, or None after printing why it is invalid."""
-    from pipeline.config import load_config
+    from spanpipe.config import load_config
+    from spanpipe.registry import RegistryError
 
     try:
-        return load_config(path)
-    except ConfigError as exc:
+        return load_config(path, default_registry())
+    except (ConfigError, RegistryError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return None
 
@@ -37,16 +46,16 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from pipeline.service import Service
+    from spanpipe.service import Service
 
     cfg = _load(args.config)
     if cfg is None:
         return 1
-    from pipeline.selftelemetry import configure_logging
+    from spanpipe.selftelemetry import configure_logging
 
     configure_logging(cfg.telemetry.logs)
     try:
-        Service(cfg).run()
+        Service(cfg, default_registry()).run()
     except Exception as exc:  # noqa: BLE001 - start-up failure: one clear line, exit 1
         logging.getLogger("spanpipe").debug("start-up failed", exc_info=True)
         print(f"error: {exc}", file=sys.stderr)
@@ -74,7 +83,7 @@ def _format_table(table, fmt: str) -> str:
 
 
 def _warehouse(args: argparse.Namespace):
-    from pipeline.warehouse import Warehouse
+    from spanpipe.warehouse import Warehouse
 
     if args.lake:
         return Warehouse.open_lake(args.lake)
@@ -84,7 +93,7 @@ def _warehouse(args: argparse.Namespace):
 
 def _print_query(args: argparse.Namespace, query) -> int:
     """Run `query(warehouse)` and print the table it returns in `--format`."""
-    from pipeline.warehouse import WarehouseError
+    from spanpipe.warehouse import WarehouseError
 
     try:
         with _warehouse(args) as wh:
@@ -109,7 +118,7 @@ def cmd_triplets(args: argparse.Namespace) -> int:
     the next cursor go to stderr so stdout stays data."""
     import pyarrow.parquet as pq
 
-    from pipeline.warehouse import WarehouseError
+    from spanpipe.warehouse import WarehouseError
 
     if args.format == "parquet" and not args.out:
         print("error: --format parquet needs --out FILE", file=sys.stderr)

@@ -12,13 +12,27 @@ import time
 from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, Callable, Protocol
 
-from pipeline.errors import PipelineError
-from pipeline.telemetry import counters
-
 import pyarrow as pa
+from pydantic import BaseModel, ConfigDict
+
+from spanpipe.errors import PipelineError
+from spanpipe.telemetry import counters
 
 if TYPE_CHECKING:
-    from pipeline.spanbatch import SpanBatch
+    from spanpipe.spanbatch import SpanBatch
+
+
+class ComponentConfig(BaseModel):
+    """Base of every component's typed config: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+    def validate_config(self) -> None:
+        """Cross-field checks a component needs beyond types; raise ValueError with a message."""
+
+    def extension_refs(self) -> dict[str, str]:
+        """Extensions this component uses: {YAML sub-path: extension id} (storage, auth)."""
+        return {}
 
 
 class Host(Protocol):
@@ -42,14 +56,14 @@ class Component(ABC):
 
 
 class Consumer(ABC):
-    """Takes a SpanBatch. May raise a PipelineError (see pipeline.errors) to refuse it."""
+    """Takes a SpanBatch. May raise a PipelineError (see spanpipe.errors) to refuse it."""
 
     @abstractmethod
     def consume(self, batch: SpanBatch) -> None: ...
 
 
 class LogsConsumer(ABC):
-    """Takes log records as an Arrow table of `pipeline.otlp_logs.LOGS_COLUMNS`."""
+    """Takes log records as an Arrow table of `spanpipe.otlp_logs.LOGS_COLUMNS`."""
 
     @abstractmethod
     def consume_logs(self, table: pa.Table) -> None: ...

@@ -17,9 +17,10 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from pipeline.errors import ConfigError
-from pipeline.registry import KINDS, Registry, default_registry
-from pipeline.selftelemetry import TelemetryConfig
+from spanpipe.errors import ConfigError
+from spanpipe.component import ComponentConfig
+from spanpipe.registry import KINDS, Registry
+from spanpipe.selftelemetry import TelemetryConfig
 
 TOP_LEVEL = ("receivers", "processors", "exporters", "extensions", "connectors", "service")
 SIGNALS = ("traces", "logs")
@@ -27,19 +28,6 @@ PIPELINE_KEYS = ("receivers", "processors", "exporters")
 
 _ENV = re.compile(r"\$\$|\$\{(?:env:)?([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _ID = re.compile(r"^[A-Za-z][A-Za-z0-9_]*(/[^/\s]+)?$")
-
-
-class ComponentConfig(BaseModel):
-    """Base of every component's typed config: unknown keys are errors."""
-
-    model_config = ConfigDict(extra="forbid", validate_default=True)
-
-    def validate_config(self) -> None:
-        """Cross-field checks a component needs beyond types; raise ValueError with a message."""
-
-    def extension_refs(self) -> dict[str, str]:
-        """Extensions this component uses: {YAML sub-path: extension id} (storage, auth)."""
-        return {}
 
 
 @dataclass
@@ -159,9 +147,7 @@ def _as_list(value: Any, path: str, errors: list[str]) -> list[str]:
     return value
 
 
-def parse_config(doc: Any, env: dict[str, str] | None = None,
-                 registry: Registry | None = None) -> Config:
-    registry = registry or default_registry()
+def parse_config(doc: Any, registry: Registry, env: dict[str, str] | None = None) -> Config:
     env = dict(os.environ) if env is None else env
     errors: list[str] = []
     if doc is None:
@@ -254,8 +240,7 @@ def parse_config(doc: Any, env: dict[str, str] | None = None,
     return cfg
 
 
-def load_config(path: str | Path, env: dict[str, str] | None = None,
-                registry: Registry | None = None) -> Config:
+def load_config(path: str | Path, registry: Registry, env: dict[str, str] | None = None) -> Config:
     try:
         text = Path(path).read_text()
     except OSError as exc:
@@ -269,7 +254,7 @@ def load_config(path: str | Path, env: dict[str, str] | None = None,
         raise ConfigError(f"{path}: invalid YAML{where}: {problem}") from None
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
-    return parse_config(doc, env, registry)
+    return parse_config(doc, registry, env)
 
 
 MAX_YAML_NODES = 100_000  # after aliases are expanded: a config is a few hundred

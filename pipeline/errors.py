@@ -1,6 +1,6 @@
 """Errors that cross component boundaries, and how each maps onto the wire.
 
-The mapping follows the OpenTelemetry Collector (DESIGN §3): a receiver turns these into a gRPC
+The mapping follows the OpenTelemetry Collector (ARCHITECTURE.md#error-semantics): a receiver turns these into a gRPC
 status or an HTTP status code, so a client knows whether to retry.
 """
 

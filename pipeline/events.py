@@ -1,6 +1,6 @@
 """The collector's event bus: typed events that components publish and anyone can subscribe to.
 
-    from pipeline import events
+    from spanpipe import events
     sid = events.subscribe("rollout_completed", lambda ev: print(ev.data["rollout_id"]))
     events.unsubscribe(sid)
 
@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from pipeline.telemetry import counters
+from spanpipe.telemetry import counters
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from pipeline.warehouse.schema import SPANS_COLUMNS
+from spanpipe.warehouse.schema import SPANS_COLUMNS
 
 _ARROW_TYPES = {"VARCHAR": pa.string(), "JSON": pa.string(), "BIGINT": pa.int64(), "DOUBLE": pa.float64()}
 LAKE_SCHEMA = pa.schema([(name, _ARROW_TYPES[typ.split()[0]]) for name, typ in SPANS_COLUMNS])

@@ -21,8 +21,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 
-from pipeline.errors import InvalidDataError
-from pipeline.spanbatch import DECODED_BYTES_PER_WIRE_BYTE, Resource, SpanBatch
+from spanpipe.errors import InvalidDataError
+from spanpipe.spanbatch import DECODED_BYTES_PER_WIRE_BYTE, Resource, SpanBatch
 
 M = TypeVar("M")
 

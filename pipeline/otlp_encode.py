@@ -16,7 +16,7 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
-from pipeline.spanbatch import SpanBatch
+from spanpipe.spanbatch import SpanBatch
 
 
 def to_any_value(value: Any, out: AnyValue) -> None:

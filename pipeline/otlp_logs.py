@@ -2,7 +2,7 @@
 
 Older OTel GenAI instrumentations (openai-v2 among them) send prompts and completions as log
 records — events named `gen_ai.user.message`, `gen_ai.choice`, … — tied to the LLM span by trace
-and span id; the read side joins them back to their span (`pipeline.warehouse.views`). Records
+and span id; the read side joins them back to their span (`spanpipe.warehouse.views`). Records
 with a malformed trace or span id are rejected one by one (OTLP partial success); records with no
 span context are kept (they are still logs).
 """
@@ -19,9 +19,9 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
     ExportLogsServiceResponse,
 )
 
-from pipeline.errors import InvalidDataError
-from pipeline.otlp import INT64_LIMIT, any_value, attributes, parse_otlp_json
-from pipeline.spanbatch import dumps
+from spanpipe.errors import InvalidDataError
+from spanpipe.otlp import INT64_LIMIT, any_value, attributes, parse_otlp_json
+from spanpipe.spanbatch import dumps
 
 LOGS_COLUMNS: dict[str, pa.DataType] = {
     "trace_id": pa.string(), "span_id": pa.string(), "time_unix_nano": pa.int64(),

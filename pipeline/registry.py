@@ -1,19 +1,23 @@
-"""Factories, one per component type, registered per kind.
+"""Factories, one per component type, registered per kind, found through Python entry points.
 
-Adding a component = one module that defines `factory = Factory(...)` plus one line in
-`pipeline/components.py`.
+A component package declares, in its `pyproject.toml`, one entry point per component in the
+group of its kind — `spanpipe.receivers`, `spanpipe.processors`, `spanpipe.exporters`,
+`spanpipe.extensions` — named after the component type, pointing at its `Factory`. The built-in
+components are registered the same way. Only the CLI (and tests) build a registry; the rest of
+the core takes the one it is given.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
+from importlib.metadata import EntryPoint, entry_points
 from typing import TYPE_CHECKING, Any, Callable
 
 if TYPE_CHECKING:
-    from pipeline.config import ComponentConfig
+    from spanpipe.component import ComponentConfig
 
 KINDS = ("receivers", "processors", "exporters", "extensions")
+ENTRY_POINT_GROUP = "spanpipe.{kind}"
 
 
 @dataclass(frozen=True)
@@ -27,11 +31,24 @@ class Factory:
     signals: tuple[str, ...] = ("traces",)  # the pipelines (otelcol signals) it can be in
 
 
+class RegistryError(Exception):
+    pass
+
+
 class Registry:
-    def __init__(self, factories: list[Factory]) -> None:
+    def __init__(self, factories: list[Factory], origins: dict[int, str] | None = None) -> None:
+        """`origins`: id(factory) → the distribution that provides it, for error messages."""
         self._by_kind: dict[str, dict[str, Factory]] = {k: {} for k in KINDS}
+        origins = origins or {}
         for f in factories:
+            if f.kind not in self._by_kind:
+                raise RegistryError(f"factory '{f.type}' has unknown kind '{f.kind}' (one of {', '.join(KINDS)})")
             for name in (f.type, *f.aliases):
+                other = self._by_kind[f.kind].get(name)
+                if other is not None and other is not f:
+                    raise RegistryError(
+                        f"two {f.kind} are named '{name}': one from {origins.get(id(other), 'an unknown package')}, "
+                        f"one from {origins.get(id(f), 'an unknown package')}; uninstall one of them")
                 self._by_kind[f.kind][name] = f
 
     def get(self, kind: str, type_name: str) -> Factory | None:
@@ -40,9 +57,37 @@ class Registry:
     def types(self, kind: str) -> list[str]:
         return list(self._by_kind[kind])
 
+    def factories(self) -> list[Factory]:
+        """Every factory once (aliases not repeated)."""
+        seen: dict[int, Factory] = {}
+        for by_name in self._by_kind.values():
+            for f in by_name.values():
+                seen.setdefault(id(f), f)
+        return list(seen.values())
 
-@lru_cache(maxsize=1)
-def default_registry() -> Registry:
-    from pipeline.components import FACTORIES
+    @classmethod
+    def from_entry_points(cls) -> Registry:
+        """Every component installed in this environment."""
+        factories: list[Factory] = []
+        origins: dict[int, str] = {}
+        for kind in KINDS:
+            for ep in entry_points(group=ENTRY_POINT_GROUP.format(kind=kind)):
+                factory = _load(ep, kind)
+                factories.append(factory)
+                origins[id(factory)] = f"package '{ep.dist.name if ep.dist else '?'}' ({ep.value})"
+        return cls(factories, origins)
 
-    return Registry(FACTORIES)
+
+def _load(ep: EntryPoint, kind: str) -> Factory:
+    where = (f"entry point '{ep.name}' = '{ep.value}' in group '{ep.group}' "
+             f"(package '{ep.dist.name if ep.dist else '?'}')")
+    try:
+        factory = ep.load()
+    except Exception as exc:  # noqa: BLE001 - a broken plug-in must say which one
+        raise RegistryError(f"cannot load {where}: {type(exc).__name__}: {exc}") from None
+    if not isinstance(factory, Factory):
+        raise RegistryError(f"{where} is not a spanpipe Factory (got {type(factory).__name__})")
+    if factory.kind != kind or factory.type != ep.name:
+        raise RegistryError(f"{where} names a {factory.kind} factory of type '{factory.type}'; "
+                            f"the entry point must be named after the type, in the group of its kind")
+    return factory

@@ -22,9 +22,9 @@ import orjson
 from prometheus_client import start_http_server
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from pipeline.configtypes import Duration, Endpoint, parse_endpoint
-from pipeline.procmem import MIB, current_rss
-from pipeline.telemetry import REGISTRY, counters, gauges
+from spanpipe.configtypes import Duration, Endpoint, parse_endpoint
+from spanpipe.procmem import MIB, current_rss
+from spanpipe.telemetry import REGISTRY, counters, gauges
 
 log = logging.getLogger("spanpipe.telemetry")
 

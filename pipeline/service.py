@@ -14,18 +14,18 @@ import logging
 import signal
 import threading
 
-from pipeline.component import Component, Consumer, Exporter, Extension, FanOut, Processor, Receiver
-from pipeline.config import Config, component_type
-from pipeline.registry import Registry, default_registry
-from pipeline.selftelemetry import SelfTelemetry
+from spanpipe.component import Component, Consumer, Exporter, Extension, FanOut, Processor, Receiver
+from spanpipe.config import Config, component_type
+from spanpipe.registry import Registry
+from spanpipe.selftelemetry import SelfTelemetry
 
 log = logging.getLogger("spanpipe.service")
 
 
 class Service:
-    def __init__(self, config: Config, registry: Registry | None = None) -> None:
+    def __init__(self, config: Config, registry: Registry) -> None:
         self.config = config
-        self.registry = registry or default_registry()
+        self.registry = registry
         self.extensions: dict[str, Extension] = {}
         self.exporters: dict[str, Exporter] = {}
         self.processors: list[list[Processor]] = []

@@ -210,7 +210,7 @@ class SpanBatch:
                          for k, v in rows.items()})
 
     def to_arrow(self) -> pa.Table:
-        """The batch as an Arrow table with the warehouse `spans` columns (DESIGN §7)."""
+        """The batch as an Arrow table with the warehouse `spans` columns (ARCHITECTURE.md#the-warehouse)."""
         n = len(self)
         res_index = pa.array(self.resource_index, pa.int32())
         res_json = pa.array([dumps(r.attributes) for r in self.resources], pa.string())

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, model_validator
 
 import orjson
 
-from pipeline.userregex import compile_regex
+from spanpipe.userregex import compile_regex
 
 
 class Action(BaseModel):

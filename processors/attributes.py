@@ -6,12 +6,12 @@ from dataclasses import replace
 
 from pydantic import Field
 
-from pipeline.component import BatchTransform, Consumer
-from pipeline.config import ComponentConfig
-from pipeline.registry import Factory
-from pipeline.spanbatch import SpanBatch
-from processors.attraction import Action, Actions
-from processors.matching import Matcher, MatchProperties, validate_kinds
+from spanpipe.component import BatchTransform, Consumer
+from spanpipe.component import ComponentConfig
+from spanpipe.registry import Factory
+from spanpipe.spanbatch import SpanBatch
+from spanpipe.processors.attraction import Action, Actions
+from spanpipe.processors.matching import Matcher, MatchProperties, validate_kinds
 
 
 class AttributesConfig(ComponentConfig):

@@ -19,13 +19,13 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 from pydantic import Field
 
-from pipeline import admission
-from pipeline.component import Consumer, Processor
-from pipeline.config import ComponentConfig
-from pipeline.configtypes import Duration
-from pipeline.errors import BackPressureError
-from pipeline.registry import Factory
-from pipeline.spanbatch import SpanBatch, held_bytes
+from spanpipe import admission
+from spanpipe.component import Consumer, Processor
+from spanpipe.component import ComponentConfig
+from spanpipe.configtypes import Duration
+from spanpipe.errors import BackPressureError
+from spanpipe.registry import Factory
+from spanpipe.spanbatch import SpanBatch, held_bytes
 
 
 class BatchConfig(ComponentConfig):
@@ -74,10 +74,10 @@ class BatchProcessor(Processor):
         admission.register_buffer(f"processor/{self.id}/{id(self)}", lambda: self._pending_bytes)
 
     def consume(self, batch: SpanBatch) -> None:
-        self._add(batch, tuple(batch.client_metadata.get(k, ()) for k in self.metadata_keys))
+        self._add(batch, (("traces",), *(batch.client_metadata.get(k, ()) for k in self.metadata_keys)))
 
     def consume_logs(self, table: pa.Table) -> None:
-        self._add(table, ())  # log records carry no client metadata: one group
+        self._add(table, (("logs",),))  # log records carry no client metadata: one group, never merged with spans
 
     def _add(self, batch: SpanBatch | pa.Table, key: tuple[tuple[str, ...], ...]) -> None:
         n = len(batch)

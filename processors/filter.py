@@ -22,13 +22,13 @@ from typing import Any, Callable, Literal
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict
 
-from pipeline.component import BatchTransform, Consumer
-from pipeline.config import ComponentConfig
-from pipeline.errors import PermanentError
-from pipeline.registry import Factory
-from pipeline.spanbatch import SpanBatch
-from pipeline.telemetry import counters
-from processors.ottl import LOG, SPAN, ConditionError, Context, LogView, SpanView, compile_condition
+from spanpipe.component import BatchTransform, Consumer
+from spanpipe.component import ComponentConfig
+from spanpipe.errors import PermanentError
+from spanpipe.registry import Factory
+from spanpipe.spanbatch import SpanBatch
+from spanpipe.telemetry import counters
+from spanpipe.processors.ottl import LOG, SPAN, ConditionError, Context, LogView, SpanView, compile_condition
 
 
 class TraceConditions(BaseModel):

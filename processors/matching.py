@@ -20,8 +20,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from pipeline.spanbatch import KIND_NAMES
-from pipeline.userregex import compile_regex
+from spanpipe.spanbatch import KIND_NAMES
+from spanpipe.userregex import compile_regex
 
 
 class KeyValue(BaseModel):

@@ -28,8 +28,8 @@ from typing import Any, Callable
 
 import orjson
 
-from pipeline.spanbatch import KIND_NAMES, STATUS_NAMES, SpanBatch
-from pipeline.userregex import RegexError, compile_regex
+from spanpipe.spanbatch import KIND_NAMES, STATUS_NAMES, SpanBatch
+from spanpipe.userregex import RegexError, compile_regex
 
 LITERALS = {"true": True, "false": False, "nil": None}
 CONSTANTS = dict(LITERALS)
@@ -83,7 +83,7 @@ PATHS: dict[str, Callable[[SpanView], Any]] = {
 
 @dataclass(slots=True)
 class LogView:
-    """What a condition can see of one log record (a row of `pipeline.otlp_logs.LOGS_COLUMNS`)."""
+    """What a condition can see of one log record (a row of `spanpipe.otlp_logs.LOGS_COLUMNS`)."""
 
     body: Any
     severity_number: int

@@ -22,11 +22,11 @@ from typing import Literal
 
 from pydantic import Field
 
-from pipeline.component import BatchTransform, Consumer
-from pipeline.config import ComponentConfig
-from pipeline.registry import Factory
-from pipeline.spanbatch import SpanBatch
-from pipeline.telemetry import counters
+from spanpipe.component import BatchTransform, Consumer
+from spanpipe.component import ComponentConfig
+from spanpipe.registry import Factory
+from spanpipe.spanbatch import SpanBatch
+from spanpipe.telemetry import counters
 
 FNV_OFFSET = 0x811C9DC5
 FNV_PRIME = 0x01000193

@@ -19,12 +19,12 @@ import re._parser as sre_parse
 from dataclasses import replace
 from typing import Any, Literal
 
-from pipeline.component import BatchTransform, Consumer
-from pipeline.config import ComponentConfig
-from pipeline.registry import Factory
-from pipeline.spanbatch import SpanBatch
-from pipeline.telemetry import counters
-from pipeline.userregex import RegexError, compile_regex
+from spanpipe.component import BatchTransform, Consumer
+from spanpipe.component import ComponentConfig
+from spanpipe.registry import Factory
+from spanpipe.spanbatch import SpanBatch
+from spanpipe.telemetry import counters
+from spanpipe.userregex import RegexError, compile_regex
 
 MASK = "****"
 

@@ -25,15 +25,15 @@ from typing import Any
 import orjson
 from pydantic import Field
 
-from pipeline import events
-from pipeline.component import BatchTransform, Consumer
-from pipeline.config import ComponentConfig
-from pipeline.registry import Factory
-from pipeline.semconv.llm_call import response_id as response_id_of
-from pipeline.semconv.span_types import classify
-from pipeline.spanbatch import SpanBatch
-from pipeline.telemetry import counters
-from pipeline.userregex import RegexError, compile_regex
+from spanpipe import events
+from spanpipe.component import BatchTransform, Consumer
+from spanpipe.component import ComponentConfig
+from spanpipe.registry import Factory
+from spanpipe.semconv.llm_call import response_id as response_id_of
+from spanpipe.semconv.span_types import classify
+from spanpipe.spanbatch import SpanBatch
+from spanpipe.telemetry import counters
+from spanpipe.userregex import RegexError, compile_regex
 
 ANNOTATION = "agentlightning.annotation"
 AGL_REWARD_PREFIX = "agentlightning.reward"

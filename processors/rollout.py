@@ -28,13 +28,13 @@ from typing import Any, Literal
 import orjson
 from pydantic import Field
 
-from pipeline import events
-from pipeline.component import BatchTransform, Consumer
-from pipeline.config import ComponentConfig
-from pipeline.registry import Factory
-from pipeline.semconv.values import first_present
-from pipeline.spanbatch import SpanBatch
-from pipeline.telemetry import counters
+from spanpipe import events
+from spanpipe.component import BatchTransform, Consumer
+from spanpipe.component import ComponentConfig
+from spanpipe.registry import Factory
+from spanpipe.semconv.values import first_present
+from spanpipe.spanbatch import SpanBatch
+from spanpipe.telemetry import counters
 
 
 class RolloutConfig(ComponentConfig):

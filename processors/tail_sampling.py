@@ -8,7 +8,7 @@ policy says drop (an `invert_match` hit or a `drop` policy), else kept if any po
 `group_by: rollout` decides per rollout instead of per trace (spans need `rollout_id`, so put
 the `rollout` processor first; spans without one fall back to their trace). A group is decided
 when its end span arrives (`rollout_end.span_names`, default the `agentlightning.rollout` span
-that `pipeline.emit.rollout()` opens, or any span matching `rollout_end.condition`, an OTTL
+that `spanpipe.emit.rollout()` opens, or any span matching `rollout_end.condition`, an OTTL
 condition) plus `completion_grace`, or after `decision_wait` without a new span. Attribute
 policies also see the promoted columns (`reward`, `span_type`, `rollout_id`, ...) when an
 earlier processor set them.
@@ -28,15 +28,15 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from pipeline.component import Consumer, Processor
-from pipeline.config import ComponentConfig
-from pipeline.configtypes import Duration
-from pipeline.registry import Factory
-from pipeline.spanbatch import STATUS_NAMES, SpanBatch
-from pipeline.telemetry import counters
-from processors.ottl import ConditionError, SpanView, compile_condition
-from processors.probabilistic_sampler import fnv1a_32
-from pipeline.userregex import compile_regex
+from spanpipe.component import Consumer, Processor
+from spanpipe.component import ComponentConfig
+from spanpipe.configtypes import Duration
+from spanpipe.registry import Factory
+from spanpipe.spanbatch import STATUS_NAMES, SpanBatch
+from spanpipe.telemetry import counters
+from spanpipe.processors.ottl import ConditionError, SpanView, compile_condition
+from spanpipe.processors.probabilistic_sampler import fnv1a_32
+from spanpipe.userregex import compile_regex
 
 ROLLOUT_SPAN = "agentlightning.rollout"
 

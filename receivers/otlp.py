@@ -21,17 +21,17 @@ from typing import Any, Callable, Iterable
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from pipeline import events
-from extensions.bearertokenauth import AuthSettings
-from pipeline.component import Consumer, Receiver
-from pipeline.config import ComponentConfig
-from pipeline.configtypes import Endpoint
-from pipeline.errors import PipelineError
-from pipeline.otlp import DecodedTraces, decode_traces_json, decode_traces_protobuf, traces_response
-from pipeline.otlp_logs import DecodedLogs, decode_logs_json, decode_logs_protobuf, logs_response
-from pipeline.registry import Factory
-from pipeline.telemetry import counters
-from pipeline.tlsconfig import ServerTLS
+from spanpipe import events
+from spanpipe.extensions.bearertokenauth import AuthSettings
+from spanpipe.component import Consumer, Receiver
+from spanpipe.component import ComponentConfig
+from spanpipe.configtypes import Endpoint
+from spanpipe.errors import PipelineError
+from spanpipe.otlp import DecodedTraces, decode_traces_json, decode_traces_protobuf, traces_response
+from spanpipe.otlp_logs import DecodedLogs, decode_logs_json, decode_logs_protobuf, logs_response
+from spanpipe.registry import Factory
+from spanpipe.telemetry import counters
+from spanpipe.tlsconfig import ServerTLS
 
 
 class ServerSettings(BaseModel):
@@ -156,8 +156,8 @@ class OtlpReceiver(Receiver):
         counters.add(f"receiver_accepted_{signal.items}", n, receiver=self.id)
 
     def start(self) -> None:
-        from receivers.otlp_grpc import OtlpGrpcServer
-        from receivers.otlp_http import OtlpHttpServer
+        from spanpipe.receivers.otlp_grpc import OtlpGrpcServer
+        from spanpipe.receivers.otlp_http import OtlpHttpServer
 
         protocols = self.config.protocols
         try:

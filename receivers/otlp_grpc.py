@@ -14,13 +14,13 @@ from typing import TYPE_CHECKING
 
 import grpc
 
-from pipeline import admission
-from pipeline.configtypes import parse_endpoint
-from pipeline.errors import PipelineError
-from receivers.otlp import client_metadata
+from spanpipe import admission
+from spanpipe.configtypes import parse_endpoint
+from spanpipe.errors import PipelineError
+from spanpipe.receivers.otlp import client_metadata
 
 if TYPE_CHECKING:
-    from receivers.otlp import GrpcProtocol, OtlpReceiver, Signal
+    from spanpipe.receivers.otlp import GrpcProtocol, OtlpReceiver, Signal
 
 log = logging.getLogger("spanpipe.receivers.otlp.grpc")
 

@@ -17,14 +17,14 @@ from aiohttp import web
 from google.protobuf import json_format
 from google.rpc import status_pb2
 
-from pipeline import admission
-from pipeline.configtypes import parse_endpoint
-from pipeline.errors import PipelineError
-from pipeline.httpserver import HttpServer
-from receivers.otlp import client_metadata
+from spanpipe import admission
+from spanpipe.configtypes import parse_endpoint
+from spanpipe.errors import PipelineError
+from spanpipe.httpserver import HttpServer
+from spanpipe.receivers.otlp import client_metadata
 
 if TYPE_CHECKING:
-    from receivers.otlp import HttpProtocol, OtlpReceiver, Signal
+    from spanpipe.receivers.otlp import HttpProtocol, OtlpReceiver, Signal
 
 log = logging.getLogger("spanpipe.receivers.otlp.http")
 

@@ -2,7 +2,7 @@
 
 `capture(api, provider_exporter)` runs every case and returns, per case, the spans it produced
 (name, status, attributes) or the error it raised. `make compat` runs it against agentlightning
-0.3.0 and against `pipeline.emit` and compares; `tests/fixtures/emit_attributes.json` keeps
+0.3.0 and against `spanpipe.emit` and compares; `tests/fixtures/emit_attributes.json` keeps
 Agent Lightning's answers for `make test`.
 """
 

@@ -7,7 +7,7 @@ import sys
 
 import openai
 
-from pipeline import emit
+from spanpipe import emit
 
 INSTRUMENTORS = {
     "openinference": "openinference.instrumentation.openai",

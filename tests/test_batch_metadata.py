@@ -11,9 +11,9 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
 from collector import Collector
 from otlp_requests import make_request
-from pipeline.errors import BackPressureError
-from pipeline.otlp import decode_traces_protobuf
-from processors.batch import BatchConfig, BatchProcessor
+from spanpipe.errors import BackPressureError
+from spanpipe.otlp import decode_traces_protobuf
+from spanpipe.processors.batch import BatchConfig, BatchProcessor
 
 
 def tenant_exporter(protocol: str, c: Collector, tenant: str):

@@ -11,10 +11,10 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
-from pipeline.adapters.bulk import bulk_triplets, stored_payloads_sql
-from pipeline.adapters.triplets import TripletAdapter, spans_to_columns
-from pipeline.warehouse.warehouse import Warehouse
-from pipeline.warehouse.writer import create_warehouse, insert_spans
+from spanpipe.adapters.bulk import bulk_triplets, stored_payloads_sql
+from spanpipe.adapters.triplets import TripletAdapter, spans_to_columns
+from spanpipe.warehouse.warehouse import Warehouse
+from spanpipe.warehouse.writer import create_warehouse, insert_spans
 from tests.triplet_cases import BASE_NS, llm, reward
 
 OPTIONS: list[dict[str, Any]] = [
@@ -172,7 +172,7 @@ def test_payload_indexer_works_in_idle_time_and_bounds_its_backlog(warehouse: tu
     import threading
     import time
 
-    from pipeline.warehouse.payloads import PayloadIndexer
+    from spanpipe.warehouse.payloads import PayloadIndexer
 
     wh, ids = warehouse[0], list(warehouse[1])
     spans = wh.sql(f"SELECT * EXCLUDE (attributes, events), attributes::VARCHAR AS attributes, "

@@ -8,8 +8,11 @@ import pytest
 import yaml
 
 from collector import run_cli
-from pipeline.config import load_config, parse_config
-from pipeline.errors import ConfigError
+from spanpipe.registry import Registry
+from spanpipe.config import load_config, parse_config
+from spanpipe.errors import ConfigError
+
+REGISTRY = Registry.from_entry_points()
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -75,7 +78,7 @@ def test_env_substitution_types_defaults_and_dollar_escape():
     doc = yaml.safe_load(BASE.replace("timeout: 1s", "timeout: ${env:T:-250ms}\n    send_batch_size: ${env:N}")
                          .replace("exporters:\n  debug:", "exporters:\n  file:\n    path: /tmp/$$HOME/${N}.jsonl"))
     doc["service"]["pipelines"]["traces"]["exporters"] = ["file"]
-    cfg = parse_config(doc, env={"N": "100"})
+    cfg = parse_config(doc, REGISTRY, env={"N": "100"})
     assert cfg.processors["batch"].timeout == 0.25
     assert cfg.processors["batch"].send_batch_size == 100
     assert cfg.exporters["file"].path == "/tmp/$HOME/100.jsonl"
@@ -86,7 +89,7 @@ def test_several_pipelines_share_a_receiver_and_unused_components_are_not_built(
     doc["exporters"]["file"] = {"path": "/tmp/x.jsonl"}
     doc["exporters"]["duckdb/unused"] = {"path": "/tmp/never.duckdb"}
     doc["service"]["pipelines"]["traces/2"] = {"receivers": ["otlp"], "exporters": ["file", "debug"]}
-    cfg = parse_config(doc, env={})
+    cfg = parse_config(doc, REGISTRY, env={})
     assert set(cfg.exporters) == {"debug", "file"}
     assert cfg.pipelines["traces/2"].exporters == ["file", "debug"]
 
@@ -94,7 +97,7 @@ def test_several_pipelines_share_a_receiver_and_unused_components_are_not_built(
 def test_all_errors_are_reported_at_once():
     doc = yaml.safe_load(BASE.replace("timeout: 1s", "timeout: soon\n    bogus: 1"))
     with pytest.raises(ConfigError) as err:
-        parse_config(doc, env={})
+        parse_config(doc, REGISTRY, env={})
     assert "processors::batch::timeout" in str(err.value) and "unknown key 'bogus'" in str(err.value)
 
 
@@ -136,7 +139,7 @@ service:
 """
     p = tmp_path / "otelcol.yaml"
     p.write_text(text)
-    cfg = load_config(p, env={})
+    cfg = load_config(p, REGISTRY, env={})
     assert cfg.processors["batch"].timeout == 10.0
     assert cfg.receivers["otlp"].protocols.grpc.max_recv_msg_size_mib == 16
 

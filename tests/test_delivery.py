@@ -10,7 +10,7 @@ from typing import Any
 
 from collector import Collector, default_config, free_port, grpc_export
 from otlp_requests import make_request
-from pipeline.warehouse import Warehouse
+from spanpipe.warehouse import Warehouse
 
 
 def stored_ids(db: Path) -> list[tuple[str, str]]:
@@ -222,8 +222,8 @@ def test_otlphttp_json_gzip_forwarding_and_a_permanent_error(tmp_path):
 
 
 def test_persistent_queue_recovers_in_order_and_sets_an_unreadable_file_aside(tmp_path):
-    from pipeline.exporterhelper.queue import FileStore, SendingQueue
-    from pipeline.otlp import decode_traces_protobuf
+    from spanpipe.exporterhelper.queue import FileStore, SendingQueue
+    from spanpipe.otlp import decode_traces_protobuf
 
     batches = [decode_traces_protobuf(make_request(3)[0].SerializeToString()).batch for _ in range(3)]
     q = SendingQueue(10, FileStore(tmp_path, fsync=True))

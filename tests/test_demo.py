@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from pipeline.warehouse.warehouse import Warehouse
+from spanpipe.warehouse.warehouse import Warehouse
 
 ROOT = Path(__file__).parents[1]
 

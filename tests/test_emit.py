@@ -1,4 +1,4 @@
-"""pipeline.emit: Agent Lightning 0.3's attributes for the same inputs, rollout tagging (also across
+"""spanpipe.emit: Agent Lightning 0.3's attributes for the same inputs, rollout tagging (also across
 asyncio tasks and other instrumentations' spans), and round trips through a real collector."""
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from pipeline import emit
-from pipeline.warehouse.warehouse import Warehouse
+from spanpipe import emit
+from spanpipe.warehouse.warehouse import Warehouse
 from tests.collector import Collector
 from tests.emit_cases import capture
 
@@ -132,7 +132,7 @@ def run_python(code: str, env: dict[str, str] | None = None) -> subprocess.Compl
 
 def test_emit_without_tracer_is_a_clear_error() -> None:
     out = run_python("""
-        from pipeline import emit
+        from spanpipe import emit
         for call in (lambda: emit.emit_reward(1.0), lambda: emit.emit_message("m"),
                      lambda: emit.emit_object(1), lambda: emit.rollout().__enter__()):
             try:
@@ -154,7 +154,7 @@ AGENT = """
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-    from pipeline import emit
+    from spanpipe import emit
 
     own = InMemorySpanExporter()
     if os.environ.get("AGENT_HAS_PROVIDER"):

@@ -7,11 +7,11 @@ import threading
 import time
 
 from otlp_requests import make_request
-from pipeline.errors import RequestTooLargeError, TransientError
-from pipeline.exporterhelper import ExporterHelperConfig, QueuedExporter
-from pipeline.otlp import decode_traces
-from pipeline.spanbatch import SpanBatch
-from pipeline.telemetry import counters
+from spanpipe.errors import RequestTooLargeError, TransientError
+from spanpipe.exporterhelper import ExporterHelperConfig, QueuedExporter
+from spanpipe.otlp import decode_traces
+from spanpipe.spanbatch import SpanBatch
+from spanpipe.telemetry import counters
 
 
 class RecordingExporter(QueuedExporter):

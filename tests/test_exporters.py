@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from collector import Collector, free_port
 from otlp_requests import make_request
-from pipeline.otlp import decode_traces_json
-from pipeline.warehouse import Warehouse
+from spanpipe.otlp import decode_traces_json
+from spanpipe.warehouse import Warehouse
 from test_otlp_http_grpc import grpc_export
 
 

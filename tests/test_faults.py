@@ -17,7 +17,7 @@ import yaml
 from collector import Collector, grpc_export, run_cli
 from otlp_requests import make_request
 from test_delivery import Sender, backend, forwarder, stored_ids, wait_for
-from pipeline.warehouse import Warehouse
+from spanpipe.warehouse import Warehouse
 
 
 def _odd_request() -> tuple[object, list[tuple[str, str]], list[tuple[str, str]]]:

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from examples.fake_openai import FakeOpenAI, tokens
-from pipeline.warehouse.warehouse import Warehouse
+from spanpipe.warehouse.warehouse import Warehouse
 from tests.collector import Collector
 
 ROOT = Path(__file__).parents[1]

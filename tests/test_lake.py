@@ -14,8 +14,8 @@ import pytest
 
 from collector import Collector, grpc_export, run_cli
 from otlp_requests import make_request
-from pipeline.lake import LAKE_SCHEMA, lake_glob
-from pipeline.warehouse import Warehouse
+from spanpipe.lake import LAKE_SCHEMA, lake_glob
+from spanpipe.warehouse import Warehouse
 from test_delivery import stored_ids, wait_for
 
 
@@ -114,8 +114,8 @@ def test_disk_full_for_parquet_then_space_returns(tmp_path, small_disk):
 
 
 def test_duckdb_retention_archives_oldest_whole_rollouts(tmp_path):
-    from exporters.duckdb import DuckDBExporter, DuckDBExporterConfig
-    from pipeline.otlp import decode_traces_protobuf
+    from spanpipe.exporters.duckdb import DuckDBExporter, DuckDBExporterConfig
+    from spanpipe.otlp import decode_traces_protobuf
 
     lake = tmp_path / "archive"
     cfg = DuckDBExporterConfig.model_validate({

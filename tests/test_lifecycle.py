@@ -11,7 +11,7 @@ import yaml
 
 from collector import Collector, default_config, free_port, run_cli
 from otlp_requests import make_request
-from pipeline.warehouse import Warehouse
+from spanpipe.warehouse import Warehouse
 from test_otlp_http_grpc import PB, grpc_export
 
 

@@ -12,10 +12,13 @@ from pathlib import Path
 import pytest
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 
-from pipeline.config import parse_config
-from pipeline.errors import ConfigError
-from pipeline.warehouse.warehouse import Warehouse
+from spanpipe.registry import Registry
+from spanpipe.config import parse_config
+from spanpipe.errors import ConfigError
+from spanpipe.warehouse.warehouse import Warehouse
 from tests.collector import Collector, default_config, free_port, grpc_export
+
+REGISTRY = Registry.from_entry_points()
 
 
 def _sdk_logs(endpoint: str, protocol: str):
@@ -142,7 +145,7 @@ def test_logs_pipeline_refuses_components_without_logs(tmp_path: Path) -> None:
     cfg["service"]["pipelines"]["logs"] = {"receivers": ["otlp"], "processors": ["batch", "rollout"],
                                            "exporters": ["duckdb", "parquet"]}
     with pytest.raises(ConfigError) as err:
-        parse_config(cfg)
+        parse_config(cfg, REGISTRY)
     text = str(err.value)
     assert "service::pipelines::logs::processors: processor 'rollout' does not support logs" in text
     assert "'batch'" not in text
@@ -220,7 +223,7 @@ def test_filter_log_conditions_are_checked_at_load(tmp_path: Path) -> None:
                                                            'kind == SPAN_KIND_SERVER']}}
     cfg["service"]["pipelines"]["logs"] = {"receivers": ["otlp"], "processors": ["filter"], "exporters": ["duckdb"]}
     with pytest.raises(ConfigError) as err:
-        parse_config(cfg)
+        parse_config(cfg, REGISTRY)
     assert "logs::log_record::1: unknown path or name 'kind'" in str(err.value)
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import grpc
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2_grpc import TraceServiceStub
 
-from pipeline.warehouse.warehouse import Warehouse
+from spanpipe.warehouse.warehouse import Warehouse
 from tests.collector import Collector
 from tests.messages_cases import CASES as MESSAGE_CASES, case_spans, messages_view
 from tests.triplet_cases import BASE_NS, otlp_request_for, reward, sid

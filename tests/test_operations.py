@@ -20,7 +20,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
 from collector import Collector, free_port, grpc_export
 from otlp_requests import make_request
-from pipeline.warehouse import Warehouse, WarehouseError
+from spanpipe.warehouse import Warehouse, WarehouseError
 from test_delivery import forwarder, scrape, stored_ids, wait_for
 
 TOKEN = "s3cret-token"

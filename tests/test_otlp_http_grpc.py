@@ -14,9 +14,9 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 from collector import Collector, free_port
 from otlp_requests import EXPECTED_ALL_TYPES, make_request
-from pipeline.otlp_encode import to_otlp_json
-from pipeline.otlp import decode_traces
-from pipeline.warehouse import Warehouse
+from spanpipe.otlp_encode import to_otlp_json
+from spanpipe.otlp import decode_traces
+from spanpipe.warehouse import Warehouse
 
 EXPORT = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 PB = {"Content-Type": "application/x-protobuf"}

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from pipeline import events
-from pipeline.telemetry import counters
-from pipeline.warehouse.warehouse import EventStream, Warehouse
+from spanpipe import events
+from spanpipe.telemetry import counters
+from spanpipe.warehouse.warehouse import EventStream, Warehouse
 from tests.collector import Collector, run_cli
 
 ROOT = Path(__file__).parents[1]
@@ -24,7 +24,7 @@ ROOT = Path(__file__).parents[1]
 AGENT = """
     import sys
     from opentelemetry import trace
-    from pipeline import emit
+    from spanpipe import emit
     emit.configure(service_name="read-api-agent")
     llm = trace.get_tracer("llm")
     for rid in sys.argv[1:]:

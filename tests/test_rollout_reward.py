@@ -11,7 +11,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
 from collector import Collector
-from pipeline.warehouse import Warehouse
+from spanpipe.warehouse import Warehouse
 
 
 def chain(tmp_path, rollout: dict | None = None, reward: dict | None = None) -> dict:

@@ -11,10 +11,10 @@ import requests
 
 from collector import Collector
 from otlp_requests import make_request
-from pipeline.warehouse import Warehouse
-from pipeline import admission
-from processors import memory_limiter as ml
-from processors.probabilistic_sampler import ProbabilisticSampler, ProbabilisticSamplerConfig
+from spanpipe.warehouse import Warehouse
+from spanpipe import admission
+from spanpipe.processors import memory_limiter as ml
+from spanpipe.processors.probabilistic_sampler import ProbabilisticSampler, ProbabilisticSamplerConfig
 from test_otlp_http_grpc import PB, grpc_export
 
 

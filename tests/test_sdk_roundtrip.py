@@ -12,7 +12,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
 from collector import Collector
-from pipeline.warehouse import Warehouse
+from spanpipe.warehouse import Warehouse
 
 N_TRACES = 1000  # x 10 spans (root + 3 x llm/tool/subprocess) = 10,000
 

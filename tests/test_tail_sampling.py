@@ -11,9 +11,9 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcess
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from collector import Collector
-from pipeline.spanbatch import SpanBatch
-from pipeline.warehouse import Warehouse
-from processors.tail_sampling import TailSamplingConfig, TailSamplingProcessor
+from spanpipe.spanbatch import SpanBatch
+from spanpipe.warehouse import Warehouse
+from spanpipe.processors.tail_sampling import TailSamplingConfig, TailSamplingProcessor
 from test_sampling_memory import fnv1a32_reference
 
 POLICIES = [
@@ -97,7 +97,7 @@ def test_num_traces_bounds_memory_and_evictions_are_counted(caplog):
 
     p = TailSamplingProcessor("tail_sampling", cfg, Sink())
     from otlp_requests import make_request
-    from pipeline.otlp import decode_traces
+    from spanpipe.otlp import decode_traces
     for _ in range(8):
         p.consume(decode_traces(make_request(2)[0]).batch)
     assert len(p.groups) == 5

@@ -14,10 +14,13 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from collector import Collector
-from pipeline.config import parse_config
-from pipeline.errors import ConfigError
-from pipeline.warehouse import Warehouse
-from processors.ottl import ConditionError, SpanView, compile_condition
+from spanpipe.registry import Registry
+from spanpipe.config import parse_config
+from spanpipe.errors import ConfigError
+from spanpipe.warehouse import Warehouse
+from spanpipe.processors.ottl import ConditionError, SpanView, compile_condition
+
+REGISTRY = Registry.from_entry_points()
 
 CHAIN = {
     "resource": {"attributes": [
@@ -138,7 +141,7 @@ def test_processor_config_errors_name_the_path(processor, cfg, message):
            "exporters": {"debug": None},
            "service": {"pipelines": {"traces": {"receivers": ["otlp"], "processors": [processor], "exporters": ["debug"]}}}}
     with pytest.raises(ConfigError) as err:
-        parse_config(doc, env={})
+        parse_config(doc, REGISTRY, env={})
     assert message in str(err.value)
 
 
@@ -147,12 +150,12 @@ def test_processor_config_errors_name_the_path(processor, cfg, message):
     (r"(?i)secret", None), (r"x?", None),
 ])
 def test_redaction_prefilter_literal_is_one_every_match_contains(pattern, literal):
-    from processors.redaction import required_literal
+    from spanpipe.processors.redaction import required_literal
     assert required_literal(pattern) == literal
 
 
 def test_redaction_allowed_values_and_nested_values():
-    from processors.redaction import RedactionConfig, RedactionProcessor
+    from spanpipe.processors.redaction import RedactionConfig, RedactionProcessor
     p = RedactionProcessor("redaction", RedactionConfig(allow_all_keys=True, blocked_values=[r"\d{4}-\d{4}"],
                                                         allowed_values=[r"0000-0000"], summary="silent"), None)
     out, redacted, masked = p.redact({"a": "card 1234-5678", "b": "0000-0000", "c": ["x 9999-9999"], "d": {"e": "1111-2222"}})

@@ -10,8 +10,8 @@ from pathlib import Path
 import grpc
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2_grpc import TraceServiceStub
 
-from pipeline.adapters.triplets import TripletAdapter
-from pipeline.warehouse.warehouse import Warehouse
+from spanpipe.adapters.triplets import TripletAdapter
+from spanpipe.warehouse.warehouse import Warehouse
 from tests.collector import Collector
 from tests.triplet_cases import CASES, agl_view, options_of, otlp_request, spans_of
 

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from pipeline.semconv.values import NotALiteral, int_list, loose, python_literal
+from spanpipe.semconv.values import NotALiteral, int_list, loose, python_literal
 
 
 def _as_lists(v):

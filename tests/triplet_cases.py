@@ -221,7 +221,7 @@ def otlp_request(case_id: str, rollout_id: str, trace_id: str) -> Any:
 def otlp_request_for(spans: list[dict[str, Any]], rollout_id: str, trace_id: str) -> Any:
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-    from pipeline.otlp_encode import to_any_value
+    from spanpipe.otlp_encode import to_any_value
 
     req = ExportTraceServiceRequest()
     rs = req.resource_spans.add()

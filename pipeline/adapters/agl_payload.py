@@ -10,8 +10,8 @@ from typing import Any
 
 import orjson
 
-from pipeline.emit.attributes import unflatten
-from pipeline.semconv.llm_call import llm_call, response_id
+from spanpipe.emit.attributes import unflatten
+from spanpipe.semconv.llm_call import llm_call, response_id
 
 PROMPT_IDS = ("prompt_token_ids", "agentlightning.operation.output.prompt_token_ids")
 RESPONSE_IDS = ("response_token_ids", "agentlightning.operation.output.response_token_ids.0",

@@ -21,16 +21,16 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.adapters import forest
-from pipeline.semconv.agents import AGENT_KEYS, agent_name_sql
-from pipeline.semconv.llm_call import RESPONSE_ID
-from pipeline.warehouse.payloads import PAYLOAD_FIELDS, PAYLOAD_VERSION, payload_columns
-from pipeline.warehouse.warehouse import WarehouseError
-from pipeline.semconv.span_types import LOGFIRE_STREAM_PREFIX
-from pipeline.warehouse.views import events_with_logs_sql, is_stream_sibling_sql, llm_attributes_sql, sql_string as _q
+from spanpipe.adapters import forest
+from spanpipe.semconv.agents import AGENT_KEYS, agent_name_sql
+from spanpipe.semconv.llm_call import RESPONSE_ID
+from spanpipe.warehouse.payloads import PAYLOAD_FIELDS, PAYLOAD_VERSION, payload_columns
+from spanpipe.warehouse.warehouse import WarehouseError
+from spanpipe.semconv.span_types import LOGFIRE_STREAM_PREFIX
+from spanpipe.warehouse.views import events_with_logs_sql, is_stream_sibling_sql, llm_attributes_sql, sql_string as _q
 
 if TYPE_CHECKING:
-    from pipeline.adapters.triplets import TripletAdapter
+    from spanpipe.adapters.triplets import TripletAdapter
 
 _KEYS = [*AGENT_KEYS, "agentlightning.operation.name"]
 _K = {k: i + 1 for i, k in enumerate(_KEYS)}
@@ -120,7 +120,7 @@ class BulkResult:
 
 
 def bulk_triplets(adapter: TripletAdapter, rollout_ids: list[str]) -> BulkResult:
-    from pipeline.adapters.triplets import TRIPLET_COLUMNS
+    from spanpipe.adapters.triplets import TRIPLET_COLUMNS
 
     # The stored payloads are read meanwhile (DuckDB works outside the GIL): they do not depend on
     # the decisions, only on the rollouts.

@@ -15,12 +15,12 @@ from typing import Any, Iterable
 
 import orjson
 
-from pipeline.adapters.agl_payload import openai_style
-from pipeline.adapters.triplets import TripletAdapter
-from pipeline.semconv.llm_call import llm_call
-from pipeline.semconv.values import indexed, loose
-from pipeline.warehouse.views import events_with_logs_sql, llm_attributes_sql
-from pipeline.warehouse.warehouse import sql_string
+from spanpipe.adapters.agl_payload import openai_style
+from spanpipe.adapters.triplets import TripletAdapter
+from spanpipe.semconv.llm_call import llm_call
+from spanpipe.semconv.values import indexed, loose
+from spanpipe.warehouse.views import events_with_logs_sql, llm_attributes_sql
+from spanpipe.warehouse.warehouse import sql_string
 
 
 def _function(fn: dict[str, Any]) -> dict[str, Any]:

@@ -22,14 +22,14 @@ from typing import Any, Iterable, Literal
 import orjson
 import pyarrow as pa
 
-from pipeline.adapters.agl_payload import payload
-from pipeline.adapters.tree import Tree
-from pipeline.adapters.bulk import ATTRIBUTE_KEYS_SQL, AGENT_SQL, REWARD_OPERATION_SQL, bulk_triplets, response_id_sql
-from pipeline.semconv.agents import agent_name
-from pipeline.semconv.llm_call import response_id
-from pipeline.warehouse.views import events_with_logs_sql, llm_attributes_sql
-from pipeline.warehouse.warehouse import sql_string as _q
-from pipeline.userregex import compile_regex
+from spanpipe.adapters.agl_payload import payload
+from spanpipe.adapters.tree import Tree
+from spanpipe.adapters.bulk import ATTRIBUTE_KEYS_SQL, AGENT_SQL, REWARD_OPERATION_SQL, bulk_triplets, response_id_sql
+from spanpipe.semconv.agents import agent_name
+from spanpipe.semconv.llm_call import response_id
+from spanpipe.warehouse.views import events_with_logs_sql, llm_attributes_sql
+from spanpipe.warehouse.warehouse import sql_string as _q
+from spanpipe.userregex import compile_regex
 
 logger = logging.getLogger(__name__)
 
@@ -412,8 +412,8 @@ ORDER BY rollout_id, attempt_id, sequence_id NULLS LAST, start_time_unix_nano, s
 
 def spans_to_columns(spans: list[dict[str, Any]], adapter: TripletAdapter) -> SpanColumns:
     """Hand-built or exported span dicts → columns, classifying them as the collector would."""
-    from pipeline.emit.reading import get_reward_value
-    from pipeline.semconv.span_types import classify
+    from spanpipe.emit.reading import get_reward_value
+    from spanpipe.semconv.span_types import classify
 
     def attrs_of(sp: dict[str, Any]) -> dict[str, Any]:
         a = sp.get("attributes") or {}

@@ -1,7 +1,7 @@
 """Agent-side helpers: standard OTel spans for rewards, messages, objects, exceptions, operations
 and rollouts, attribute-for-attribute what Agent Lightning 0.3 emits.
 
-    from pipeline import emit
+    from spanpipe import emit
     emit.configure(endpoint="http://127.0.0.1:4317", service_name="my-agent")
     with emit.rollout(mode="train", input=task) as r:
         ...  # LLM calls made here carry r.rollout_id
@@ -9,8 +9,8 @@ and rollouts, attribute-for-attribute what Agent Lightning 0.3 emits.
     emit.shutdown()
 """
 
-from pipeline.emit.attributes import make_link_attributes, make_tag_attributes
-from pipeline.emit.emitters import (
+from spanpipe.emit.attributes import make_link_attributes, make_tag_attributes
+from spanpipe.emit.emitters import (
     EmittedSpan,
     emit_annotation,
     emit_exception,
@@ -19,7 +19,7 @@ from pipeline.emit.emitters import (
     emit_reward,
     operation,
 )
-from pipeline.emit.reading import (
+from spanpipe.emit.reading import (
     find_final_reward,
     find_reward_spans,
     get_message_value,
@@ -28,8 +28,8 @@ from pipeline.emit.reading import (
     get_rewards_from_span,
     is_reward_span,
 )
-from pipeline.emit.rollout import Rollout, current_rollout_id, rollout
-from pipeline.emit.setup import EmitError, configure, flush, shutdown
+from spanpipe.emit.rollout import Rollout, current_rollout_id, rollout
+from spanpipe.emit.setup import EmitError, configure, flush, shutdown
 
 __all__ = [
     "EmitError", "EmittedSpan", "Rollout", "configure", "current_rollout_id", "emit_annotation",

@@ -18,8 +18,8 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.trace import Status, StatusCode
 
-from pipeline.emit import attributes as A
-from pipeline.emit.setup import tracer as _active_tracer
+from spanpipe.emit import attributes as A
+from spanpipe.emit.setup import tracer as _active_tracer
 
 ANNOTATION = "agentlightning.annotation"
 MESSAGE = "agentlightning.message"

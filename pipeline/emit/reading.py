@@ -11,8 +11,8 @@ import json
 import logging
 from typing import Any, Mapping, Sequence
 
-from pipeline.emit import attributes as A
-from pipeline.emit.emitters import ANNOTATION, MESSAGE_BODY, OBJECT_JSON, OBJECT_LITERAL, OBJECT_TYPE
+from spanpipe.emit import attributes as A
+from spanpipe.emit.emitters import ANNOTATION, MESSAGE_BODY, OBJECT_JSON, OBJECT_LITERAL, OBJECT_TYPE
 
 logger = logging.getLogger(__name__)
 

@@ -13,9 +13,9 @@ from typing import Any, Literal
 from opentelemetry import baggage, context, trace
 from opentelemetry.trace import Status, StatusCode
 
-from pipeline.emit import attributes as A
-from pipeline.emit.emitters import exception_attributes
-from pipeline.emit.setup import ATTEMPT_ID, ROLLOUT_ID, tracer
+from spanpipe.emit import attributes as A
+from spanpipe.emit.emitters import exception_attributes
+from spanpipe.emit.setup import ATTEMPT_ID, ROLLOUT_ID, tracer
 
 ROLLOUT_SPAN = "agentlightning.rollout"
 MODE = "agentlightning.rollout.mode"

@@ -152,7 +152,7 @@ def active_provider() -> TracerProvider | None:
 def tracer() -> trace.Tracer:
     provider = active_provider()
     if provider is None:
-        raise EmitError("No tracer configured: call pipeline.emit.configure(endpoint=...) first "
+        raise EmitError("No tracer configured: call spanpipe.emit.configure(endpoint=...) first "
                         "(or set up an OpenTelemetry SDK TracerProvider), or pass propagate=False "
                         "to build the span without sending it.")
     return provider.get_tracer("spanpipe.emit")

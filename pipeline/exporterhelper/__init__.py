@@ -5,7 +5,7 @@ An exporter subclasses `QueuedExporter` and implements `send(batch, timeout)`; t
 when and how often it is called.
 """
 
-from pipeline.exporterhelper.config import ExporterHelperConfig, QueueBatchConfig, QueueConfig, RetryConfig
-from pipeline.exporterhelper.exporter import QueuedExporter
+from spanpipe.exporterhelper.config import ExporterHelperConfig, QueueBatchConfig, QueueConfig, RetryConfig
+from spanpipe.exporterhelper.exporter import QueuedExporter
 
 __all__ = ["ExporterHelperConfig", "QueueBatchConfig", "QueueConfig", "QueuedExporter", "RetryConfig"]

@@ -20,8 +20,8 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from pipeline.config import ComponentConfig
-from pipeline.configtypes import Duration
+from spanpipe.component import ComponentConfig
+from spanpipe.configtypes import Duration
 
 
 class QueueBatchConfig(BaseModel):

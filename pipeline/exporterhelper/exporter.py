@@ -23,15 +23,15 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from pipeline import admission, events
-from pipeline.component import Exporter
-from pipeline.errors import (BackPressureError, PipelineError, RequestTooLargeError, TransientError,
+from spanpipe import admission, events
+from spanpipe.component import Exporter
+from spanpipe.errors import (BackPressureError, PipelineError, RequestTooLargeError, TransientError,
                              UnwritableDataError)
-from pipeline.exporterhelper.config import ExporterHelperConfig
-from pipeline.exporterhelper.queue import FileStore, MemoryStore, QueueFull, SendingQueue
-from pipeline.exporterhelper.retry import Backoff
-from pipeline.spanbatch import SpanBatch
-from pipeline.telemetry import counters, gauges
+from spanpipe.exporterhelper.config import ExporterHelperConfig
+from spanpipe.exporterhelper.queue import FileStore, MemoryStore, QueueFull, SendingQueue
+from spanpipe.exporterhelper.retry import Backoff
+from spanpipe.spanbatch import SpanBatch
+from spanpipe.telemetry import counters, gauges
 
 
 SENT, KEPT, DROPPED = "sent", "kept", "dropped"
@@ -138,7 +138,7 @@ class QueuedExporter(Exporter):
                 item = self.queue.take(0.2, merge=False)  # one request per send, as queued
             else:
                 item = self.queue.take(0.2, batching.max_size, 0 if stopping else batching.min_size,
-                                       batching.flush_timeout)
+                                       batching.flush_timeout, flush_now=self._stopping.is_set)
             if item is None:
                 continue
             keys, batch = item

@@ -16,9 +16,9 @@ import pickle
 import threading
 import time
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
-from pipeline.spanbatch import SpanBatch
+from spanpipe.spanbatch import SpanBatch
 
 log = logging.getLogger("spanpipe.exporterhelper.queue")
 
@@ -170,10 +170,11 @@ class SendingQueue:
             self._cond.notify_all()
 
     def take(self, timeout: float, max_spans: int = 0, min_spans: int = 0,
-             flush_timeout: float = 0.0, merge: bool = True) -> tuple[list[int], SpanBatch] | None:
+             flush_timeout: float = 0.0, merge: bool = True,
+             flush_now: Callable[[], bool] = lambda: False) -> tuple[list[int], SpanBatch] | None:
         """Wait up to `timeout` for an item; then (with `merge`) merge more pending ones up to
-        `max_spans`, waiting up to `flush_timeout` for `min_spans`. Returns (keys, merged batch)
-        or None."""
+        `max_spans`, waiting up to `flush_timeout` for `min_spans` unless `flush_now()` (a drain,
+        woken by `wake`). Returns (keys, merged batch) or None."""
         with self._take_lock:
             keys: list[int] = []
             spans = 0
@@ -189,7 +190,8 @@ class SendingQueue:
                         spans += self.store.spans(key)
                         if max_spans and spans >= max_spans:
                             break
-                    full = not merge or bool(max_spans and self._pending) or spans >= max(min_spans, 1)
+                    full = (not merge or bool(max_spans and self._pending) or spans >= max(min_spans, 1)
+                            or flush_now())
                     if keys and (full or not min_spans):
                         break
                     now = time.monotonic()

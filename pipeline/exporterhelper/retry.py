@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 import time
 
-from pipeline.exporterhelper.config import RetryConfig
+from spanpipe.exporterhelper.config import RetryConfig
 
 
 class Backoff:

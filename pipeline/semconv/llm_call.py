@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipeline.semconv.values import first_present, indexed, int_list, loose
+from spanpipe.semconv.values import first_present, indexed, int_list, loose
 
 Message = dict[str, Any]
 

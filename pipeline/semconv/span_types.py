@@ -14,7 +14,7 @@ LLM_OPERATIONS = {"chat", "text_completion", "generate_content"}
 AGENT_KINDS = {"agent", "session", "workflow", "task"}
 LOGFIRE_STREAM_PREFIX = "streaming response from"
 
-# The spans `pipeline.emit` (and Agent Lightning's emitters) make; a reward annotation becomes 'reward'.
+# The spans `spanpipe.emit` (and Agent Lightning's emitters) make; a reward annotation becomes 'reward'.
 AGL_SPAN_TYPES = {
     "agentlightning.message": "message",
     "agentlightning.annotation": "annotation",

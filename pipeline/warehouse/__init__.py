@@ -1,3 +1,3 @@
-from pipeline.warehouse.warehouse import Warehouse, WarehouseError
+from spanpipe.warehouse.warehouse import Warehouse, WarehouseError
 
 __all__ = ["Warehouse", "WarehouseError"]

@@ -53,7 +53,7 @@ WHERE NOT EXISTS (
 
 def payload_fields(attributes_json: str | bytes | None, events_json: str | bytes | None) -> dict[str, Any]:
     """One LLM span's payload columns (PAYLOAD_FIELDS) from its stored attributes and events."""
-    from pipeline.adapters.agl_payload import payload
+    from spanpipe.adapters.agl_payload import payload
 
     attrs = orjson.loads(attributes_json) if attributes_json else {}
     events = orjson.loads(events_json) if events_json else None

@@ -26,10 +26,10 @@ import orjson
 import pyarrow as pa
 from aiohttp import web
 
-from pipeline import events
-from pipeline.httpserver import HttpServer
-from pipeline.telemetry import counters
-from pipeline.warehouse.readonly import QueryRefused, check_read_only
+from spanpipe import events
+from spanpipe.httpserver import HttpServer
+from spanpipe.telemetry import counters
+from spanpipe.warehouse.readonly import QueryRefused, check_read_only
 
 
 class QueryInterrupted(Exception):

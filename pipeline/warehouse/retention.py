@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import duckdb
 import pyarrow.fs as pafs
 
-from pipeline import lake
+from spanpipe import lake
 
 _UNITS = """
 CREATE OR REPLACE TEMP TABLE __doomed AS

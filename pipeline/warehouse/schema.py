@@ -1,8 +1,8 @@
-"""The warehouse schema (DESIGN §4 and §7): the `spans` table and how batches go into it."""
+"""The warehouse schema (ARCHITECTURE.md#the-warehouse): the `spans` table and how batches go into it."""
 
 from __future__ import annotations
 
-from pipeline.warehouse import payloads
+from spanpipe.warehouse import payloads
 
 SPANS_COLUMNS: tuple[tuple[str, str], ...] = (
     ("trace_id", "VARCHAR NOT NULL"),
@@ -33,7 +33,7 @@ SPANS_COLUMNS: tuple[tuple[str, str], ...] = (
 
 SCHEMA_VERSION = 1
 
-# OTLP log records (pipeline.otlp_logs.LOGS_COLUMNS); the read side joins them to their span.
+# OTLP log records (spanpipe.otlp_logs.LOGS_COLUMNS); the read side joins them to their span.
 LOGS_DDL = ("CREATE TABLE IF NOT EXISTS logs (trace_id VARCHAR, span_id VARCHAR, time_unix_nano BIGINT, "
             "observed_time_unix_nano BIGINT, event_name VARCHAR, severity_number INTEGER, severity_text VARCHAR, "
             "body JSON, attributes JSON, resource_attributes JSON, service_name VARCHAR, scope_name VARCHAR)")

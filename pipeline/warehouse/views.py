@@ -1,6 +1,6 @@
 """The normalised views over `spans`: `llm_calls`, `rewards`, `rollouts`, `attempts`.
 
-`llm_calls` needs the cross-convention parsing in `pipeline.semconv`, which is Python: it is
+`llm_calls` needs the cross-convention parsing in `spanpipe.semconv`, which is Python: it is
 registered on every connection we open as two vectorised (Arrow) UDFs, `spanpipe_llm_call` and
 `spanpipe_span_type`. The views themselves are stored in the database (created by the collector);
 a read-only connection to an older file gets them as temporary views.
@@ -12,11 +12,11 @@ import duckdb
 import orjson
 import pyarrow as pa
 
-from pipeline.semconv.agents import agent_name_sql
-from pipeline.warehouse import payloads
-from pipeline.warehouse.schema import COMPLETION_COLUMNS, DDL, LOGS_DDL, ROLLOUT_SPAN, SPANS_COLUMNS
-from pipeline.semconv.llm_call import llm_call
-from pipeline.semconv.span_types import LOGFIRE_STREAM_PREFIX, classify
+from spanpipe.semconv.agents import agent_name_sql
+from spanpipe.warehouse import payloads
+from spanpipe.warehouse.schema import COMPLETION_COLUMNS, DDL, LOGS_DDL, ROLLOUT_SPAN, SPANS_COLUMNS
+from spanpipe.semconv.llm_call import llm_call
+from spanpipe.semconv.span_types import LOGFIRE_STREAM_PREFIX, classify
 
 _TOKENS_IN = ("COALESCE(TRY_CAST(attributes->>'gen_ai.usage.input_tokens' AS BIGINT), "
               "TRY_CAST(attributes->>'gen_ai.usage.prompt_tokens' AS BIGINT), "
@@ -160,7 +160,7 @@ def create_lake_views(con: duckdb.DuckDBPyConnection, location: str) -> None:
     The lake holds spans only: `reward_dimensions` is the primary reward of each reward span, and
     `rollout_completions` is derived from the rollout spans, ordered by end time (a cursor into a
     lake is stable while the lake only grows)."""
-    from pipeline.lake import lake_glob
+    from spanpipe.lake import lake_glob
 
     pattern = lake_glob(location)
     has_files = con.execute("SELECT count(*) FROM glob(?)", [pattern]).fetchall()[0][0] > 0

@@ -23,12 +23,12 @@ import duckdb
 import orjson
 import pyarrow as pa
 
-from pipeline.warehouse.query_server import ARROW_STREAM
-from pipeline.warehouse.views import create_lake_views, create_views, sql_string
+from spanpipe.warehouse.query_server import ARROW_STREAM
+from spanpipe.warehouse.views import create_lake_views, create_views, sql_string
 
 if TYPE_CHECKING:
-    from pipeline.adapters.messages import Messages
-    from pipeline.adapters.triplets import Triplets
+    from spanpipe.adapters.messages import Messages
+    from spanpipe.adapters.triplets import Triplets
 
 
 class WarehouseError(Exception):
@@ -144,14 +144,14 @@ class Warehouse:
                  mode: str | None = None, **adapter_options: Any) -> Triplets:
         """Triplets (see `TripletAdapter` for the options); `.reasons` says why a rollout gave none,
         `.cursor` is what to pass as `since` next time to get only newer completed rollouts."""
-        from pipeline.adapters.triplets import TripletAdapter
+        from spanpipe.adapters.triplets import TripletAdapter
 
         return TripletAdapter(self, **adapter_options).triplets(rollout_ids, since=since, mode=mode)
 
     def messages(self, rollout_ids: Iterable[str] | None = None, since: int | None = None,
                  mode: str | None = None, **adapter_options: Any) -> Messages:
         """OpenAI chat fine-tuning records (`messages`, `tools`) of the LLM calls `triplets` keeps."""
-        from pipeline.adapters.messages import MessagesAdapter
+        from spanpipe.adapters.messages import MessagesAdapter
 
         return MessagesAdapter(self, **adapter_options).messages(rollout_ids, since=since, mode=mode)
 

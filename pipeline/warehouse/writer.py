@@ -6,9 +6,9 @@ from __future__ import annotations
 import duckdb
 import pyarrow as pa
 
-from pipeline.warehouse.payloads import insert_payloads
-from pipeline.warehouse.schema import DDL, SPANS_COLUMNS
-from pipeline.warehouse.views import create_views
+from spanpipe.warehouse.payloads import insert_payloads
+from spanpipe.warehouse.schema import DDL, SPANS_COLUMNS
+from spanpipe.warehouse.views import create_views
 
 
 def create_warehouse(path: str) -> duckdb.DuckDBPyConnection:

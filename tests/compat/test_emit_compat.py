@@ -1,4 +1,4 @@
-"""Live: the emit case table through agentlightning 0.3.0 and through pipeline.emit, compared
+"""Live: the emit case table through agentlightning 0.3.0 and through spanpipe.emit, compared
 (and the fixture `make test` uses checked against the live answers)."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pathlib import Path
 
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from pipeline import emit
+from spanpipe import emit
 from tests.emit_cases import capture
 
 HERE = Path(__file__).parent

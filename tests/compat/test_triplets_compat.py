@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from pipeline.adapters.triplets import TripletAdapter
+from spanpipe.adapters.triplets import TripletAdapter
 from tests.triplet_cases import CASES, agl_view, options_of, spans_of
 
 HERE = Path(__file__).parent

@@ -1,0 +1,105 @@
+"""The core knows components only by contract: no module of the core imports a concrete component,
+and the core's module-level imports form no circle. Read from the source with `ast`."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+FOLDERS = {"spanpipe": ROOT / "pipeline", "spanpipe.receivers": ROOT / "receivers",
+           "spanpipe.processors": ROOT / "processors", "spanpipe.exporters": ROOT / "exporters",
+           "spanpipe.extensions": ROOT / "extensions"}
+COMPONENT_PACKAGES = ("spanpipe.receivers", "spanpipe.processors", "spanpipe.exporters", "spanpipe.extensions")
+# The CLI builds the registry (from entry points) and is the one place allowed to name components.
+CORE_EXCEPTIONS = {"spanpipe.cli"}
+
+
+def modules() -> dict[str, Path]:
+    out = {}
+    for package, folder in FOLDERS.items():
+        for path in folder.rglob("*.py"):
+            rel = path.relative_to(folder).with_suffix("")
+            parts = [p for p in rel.parts if p != "__init__"]
+            name = ".".join([package, *parts])
+            if package == "spanpipe" and parts and parts[0] in ("receivers", "processors", "exporters", "extensions"):
+                continue
+            out[name] = path
+    return out
+
+
+def module_level_imports(path: Path, known: set[str]) -> set[str]:
+    """Modules imported when `path` is imported: top-level statements, not under TYPE_CHECKING
+    and not inside functions."""
+    tree = ast.parse(path.read_text())
+    found: set[str] = set()
+
+    def visit(body: list[ast.stmt]) -> None:
+        for node in body:
+            if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+                continue
+            if isinstance(node, ast.Import):
+                found.update(a.name for a in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                # `from pkg import submodule` reaches the submodule; `from pkg import name`, pkg.
+                for a in node.names:
+                    sub = f"{node.module}.{a.name}"
+                    found.add(sub if sub in known else node.module)
+            elif isinstance(node, (ast.If, ast.Try)):
+                visit(node.body)
+                visit(getattr(node, "orelse", []))
+    visit(tree.body)
+    return {m for m in found if m in known}
+
+
+def graph() -> dict[str, set[str]]:
+    mods = modules()
+    return {name: module_level_imports(path, set(mods)) - {name} for name, path in mods.items()}
+
+
+def core(name: str) -> bool:
+    return not name.startswith(COMPONENT_PACKAGES)
+
+
+def test_the_core_imports_no_concrete_component():
+    offenders = {m: sorted(i for i in imports if not core(i))
+                 for m, imports in graph().items() if core(m) and m not in CORE_EXCEPTIONS}
+    assert {m: i for m, i in offenders.items() if i} == {}
+
+
+def test_the_core_has_no_import_circle():
+    g = {m: {i for i in imports if core(i)} for m, imports in graph().items() if core(m)}
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    circles: list[list[str]] = []
+
+    def strongconnect(v: str) -> None:  # Tarjan
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in g[v]:
+            if w not in index:
+                strongconnect(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                circles.append(sorted(comp))
+
+    for v in sorted(g):
+        if v not in index:
+            strongconnect(v)
+    assert circles == []
+
+
+if __name__ == "__main__":  # print the core's import graph
+    for m, imports in sorted(graph().items()):
+        if core(m):
+            print(f"{m} -> {', '.join(sorted(i for i in imports if i != m)) or '-'}")
