@@ -31,6 +31,7 @@ from spanpipe.extensions.bearertokenauth import AuthSettings
 from spanpipe import admission, lake
 from spanpipe.configtypes import Duration, Endpoint, parse_endpoint
 from spanpipe.procmem import MIB
+from spanpipe.component import Authenticator
 from spanpipe.errors import TransientError, UnwritableDataError
 from spanpipe.exporterhelper import ExporterHelperConfig, QueuedExporter
 from spanpipe.registry import Factory
@@ -168,7 +169,7 @@ class DuckDBExporter(QueuedExporter):
         if self.config.query is not None:
             host, port = parse_endpoint(self.config.query.endpoint)
             auth = self.config.query.auth
-            authenticate = self.host.extension(auth.authenticator).authenticate if auth else None  # type: ignore[attr-defined]
+            authenticate = self.host.extension_as(auth.authenticator, Authenticator).authenticate if auth else None
             q = self.config.query
             self.query_server = QueryServer(self._reader, host, port, q.max_rows, authenticate,
                                             timeout=q.timeout, max_result_bytes=q.max_result_size_mib * MIB,

@@ -34,6 +34,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from pydantic import Field
 
 from spanpipe.extensions.bearertokenauth import AuthSettings
+from spanpipe.component import Authenticator
 from spanpipe.errors import PermanentError, RequestTooLargeError, TransientError
 from spanpipe.exporterhelper import ExporterHelperConfig, QueuedExporter
 from spanpipe.otlp_encode import logs_to_request, to_request
@@ -96,7 +97,7 @@ class OtlpClientExporter(QueuedExporter):
     def request_headers(self) -> dict[str, str]:
         headers = {k.lower(): v for k, v in self.config.headers.items()}
         if self.config.auth:
-            headers["authorization"] = self.host.extension(self.config.auth.authenticator).header()  # type: ignore[attr-defined]
+            headers["authorization"] = self.host.extension_as(self.config.auth.authenticator, Authenticator).header()
         return headers
 
     def check_size(self, size: int, items: int) -> None:

@@ -81,4 +81,4 @@ class BearerTokenAuthExtension(Extension):
 
 
 factory = Factory("bearertokenauth", "extensions", BearerTokenAuthConfig,
-                  lambda cid, cfg: BearerTokenAuthExtension(cid, cfg))
+                  lambda cid, cfg: BearerTokenAuthExtension(cid, cfg), capabilities=("authenticator",))

@@ -51,4 +51,4 @@ class FileStorageExtension(Extension):
 
 
 factory = Factory("file_storage", "extensions", FileStorageConfig,
-                  lambda cid, cfg: FileStorageExtension(cid, cfg))
+                  lambda cid, cfg: FileStorageExtension(cid, cfg), capabilities=("storage",))

@@ -10,7 +10,8 @@ from __future__ import annotations
 import logging
 import time
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, Callable, Protocol
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Protocol, TypeVar, runtime_checkable
 
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict
@@ -35,10 +36,47 @@ class ComponentConfig(BaseModel):
         return {}
 
 
+@runtime_checkable
+class Authenticator(Protocol):
+    """An extension that checks incoming requests and signs outgoing ones (`auth.authenticator`)."""
+
+    def authenticate(self, authorization: str | None) -> bool: ...
+
+    def header(self) -> str: ...
+
+
+@runtime_checkable
+class Storage(Protocol):
+    """An extension that gives a component a directory of its own (`sending_queue.storage`)."""
+
+    fsync: bool
+
+    def directory_for(self, component_id: str) -> Path: ...
+
+
+# What a config key that names an extension needs it to be: the key's last segment → protocol.
+CAPABILITIES: dict[str, type] = {"authenticator": Authenticator, "storage": Storage}
+
+C = TypeVar("C")
+
+
 class Host(Protocol):
     """What a component may ask of the running service (otelcol's component.Host)."""
 
     def extension(self, extension_id: str) -> Extension: ...
+
+    def extension_as(self, extension_id: str, capability: type[C]) -> C:
+        """The extension, checked to provide `capability` (Authenticator, Storage)."""
+        ...
+
+    def ready(self) -> bool: ...
+
+
+def extension_as(extensions: dict[str, Extension], extension_id: str, capability: type[C]) -> C:
+    ext = extensions[extension_id]
+    if not isinstance(ext, capability):
+        raise TypeError(f"extension '{extension_id}' is not a {capability.__name__}")
+    return ext  # type: ignore[return-value]
 
 
 class Component(ABC):

@@ -18,7 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from spanpipe.errors import ConfigError
-from spanpipe.component import ComponentConfig
+from spanpipe.component import CAPABILITIES, ComponentConfig
 from spanpipe.registry import KINDS, Registry
 from spanpipe.selftelemetry import TelemetryConfig
 
@@ -235,6 +235,13 @@ def parse_config(doc: Any, registry: Registry, env: dict[str, str] | None = None
                 if eid not in cfg.service_extensions:
                     errors.append(f"{kind}::{cid}::{where}: extension '{eid}' must be configured under "
                                   "'extensions' and listed in service::extensions")
+                    continue
+                capability = where.rsplit("::", 1)[-1]
+                factory = registry.get("extensions", component_type(eid))
+                if capability in CAPABILITIES and factory is not None and capability not in factory.capabilities:
+                    article = "an" if capability[0] in "aeiou" else "a"
+                    errors.append(f"{kind}::{cid}::{where}: extension '{eid}' is not {article} {capability} (a "
+                                  f"'{factory.type}' extension provides: {', '.join(factory.capabilities) or 'nothing'})")
     if errors:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(errors))
     return cfg

@@ -29,6 +29,7 @@ class Factory:
     create: Callable[..., Any]
     aliases: tuple[str, ...] = ()
     signals: tuple[str, ...] = ("traces",)  # the pipelines (otelcol signals) it can be in
+    capabilities: tuple[str, ...] = ()  # extensions: what they can be used as ("authenticator", "storage")
 
 
 class RegistryError(Exception):

@@ -14,7 +14,8 @@ import logging
 import signal
 import threading
 
-from spanpipe.component import Component, Consumer, Exporter, Extension, FanOut, Processor, Receiver
+from spanpipe.component import (C, Component, Consumer, Exporter, Extension, FanOut, Processor, Receiver,
+                                 extension_as)
 from spanpipe.config import Config, component_type
 from spanpipe.registry import Registry
 from spanpipe.selftelemetry import SelfTelemetry
@@ -43,6 +44,9 @@ class Service:
 
     def extension(self, extension_id: str) -> Extension:
         return self.extensions[extension_id]
+
+    def extension_as(self, extension_id: str, capability: type[C]) -> C:
+        return extension_as(self.extensions, extension_id, capability)
 
     def ready(self) -> bool:
         """Every component started and not shutting down (the health_check extension's answer)."""

@@ -23,8 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from spanpipe import events
 from spanpipe.extensions.bearertokenauth import AuthSettings
-from spanpipe.component import Consumer, Receiver
-from spanpipe.component import ComponentConfig
+from spanpipe.component import Authenticator, ComponentConfig, Consumer, Receiver
 from spanpipe.configtypes import Endpoint
 from spanpipe.errors import PipelineError
 from spanpipe.otlp import DecodedTraces, decode_traces_json, decode_traces_protobuf, traces_response
@@ -123,7 +122,7 @@ class OtlpReceiver(Receiver):
         """The check a protocol server applies to each request's Authorization value, if any."""
         if settings.auth is None:
             return None
-        return self.host.extension(settings.auth.authenticator).authenticate  # type: ignore[attr-defined]
+        return self.host.extension_as(settings.auth.authenticator, Authenticator).authenticate
 
     def count_refused_request(self, reason: str) -> None:
         """A request refused before decoding (memory_limit, unauthenticated): its spans are unknown."""

@@ -10,7 +10,7 @@ from typing import Any
 import pyarrow as pa
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 
-from spanpipe.component import Component, Consumer, Extension, LogsConsumer
+from spanpipe.component import Component, Consumer, Extension, LogsConsumer, extension_as
 from spanpipe.otlp import decode_traces
 from spanpipe.otlp_logs import decode_logs
 from spanpipe.registry import Factory, Registry
@@ -26,6 +26,9 @@ class Host:
 
     def extension(self, extension_id: str) -> Extension:
         return self.extensions[extension_id]
+
+    def extension_as(self, extension_id: str, capability: type) -> Any:
+        return extension_as(self.extensions, extension_id, capability)
 
     def ready(self) -> bool:
         return True

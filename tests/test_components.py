@@ -154,3 +154,20 @@ def check_extension(factory, cfg, batch, ids, tmp_path, ports) -> None:
             assert ext.directory_for("otlp/x").parent == tmp_path / "storage"
     finally:
         ext.shutdown()
+
+
+def test_an_extension_used_as_what_it_is_not_is_a_config_error(tmp_path):
+    from spanpipe.config import parse_config
+    from spanpipe.errors import ConfigError
+    doc = {"extensions": {"file_storage": {"directory": str(tmp_path)}, "bearertokenauth": {"token": "t"}},
+           "receivers": {"otlp": {"protocols": {"grpc": {"auth": {"authenticator": "file_storage"}}}}},
+           "exporters": {"duckdb": {"path": str(tmp_path / "w.duckdb"),
+                                    "sending_queue": {"storage": "bearertokenauth"}}},
+           "service": {"extensions": ["file_storage", "bearertokenauth"],
+                       "pipelines": {"traces": {"receivers": ["otlp"], "exporters": ["duckdb"]}}}}
+    with pytest.raises(ConfigError) as err:
+        parse_config(doc, REGISTRY)
+    text = str(err.value)
+    assert "extension 'file_storage' is not an authenticator (a 'file_storage' extension provides: storage)" in text
+    assert "receivers::otlp::" in text, text
+    assert "exporters::duckdb::sending_queue::storage: extension 'bearertokenauth' is not a storage" in text, text

@@ -24,7 +24,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from spanpipe import admission, events
-from spanpipe.component import Exporter
+from spanpipe.component import Exporter, Storage
 from spanpipe.errors import (BackPressureError, PipelineError, RequestTooLargeError, TransientError,
                              UnwritableDataError)
 from spanpipe.exporterhelper.config import ExporterHelperConfig
@@ -71,8 +71,8 @@ class QueuedExporter(Exporter):
             return
         store: MemoryStore | FileStore = MemoryStore()
         if qcfg.storage:
-            storage = self.host.extension(qcfg.storage)
-            store = FileStore(storage.directory_for(self.id), storage.fsync)  # type: ignore[attr-defined]
+            storage = self.host.extension_as(qcfg.storage, Storage)
+            store = FileStore(storage.directory_for(self.id), storage.fsync)
         self.queue = SendingQueue(qcfg.queue_size, store)
         if self.queue.recovered:
             self.log.info("found %d queued requests from a previous run; sending them", self.queue.recovered)
