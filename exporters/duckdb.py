@@ -74,7 +74,7 @@ class RetentionConfig(BaseModel):
 
 
 class DuckDBExporterConfig(ExporterHelperConfig):
-    # One writer per file, merging queued requests; the local warehouse is never given up on.
+    # One writer per file and signal, merging queued requests; the local warehouse is never given up on.
     helper_defaults: ClassVar[dict[str, Any]] = {
         "sending_queue": {"num_consumers": 1, "queue_size": 8, "block_on_overflow": True,
                           "batch": {"max_size": 32768, "flush_timeout": "0s"}},
@@ -220,7 +220,7 @@ class DuckDBExporter(QueuedExporter):
         return self._con.cursor()
 
     def _busy(self) -> bool:
-        return self.queue is not None and (self.queue.size() > 0 or self.queue.in_flight() > 0)
+        return any(q.size() > 0 or q.in_flight() > 0 for q in self.queues.values())
 
     def _write_payloads(self, table: pa.Table) -> None:
         with self._write_lock:
@@ -313,43 +313,47 @@ class DuckDBExporter(QueuedExporter):
         except (pa.ArrowException, OverflowError, TypeError, ValueError) as exc:
             raise UnwritableDataError(f"{self.id}: {len(batch)} spans cannot be converted: {exc}") from None
         with self._write_lock:
-            if self._closed:
-                raise TransientError(f"{self.id}: the warehouse is closed")
-            if self._writer is None:
-                try:
-                    self._connect()
-                except RuntimeError as exc:
-                    raise TransientError(str(exc)) from None
-                self.log.info("opened %s; writing", self.path)
+            writer = self._usable_writer()
             try:
-                self._insert(self._writer, batch, table)
+                self._insert(writer, batch, table)
             except DATA_ERRORS as exc:
                 raise UnwritableDataError(f"{self.id}: {len(batch)} spans cannot be stored: {exc}") from None
             except duckdb.Error as exc:
-                self._writer = self._reconnect(self._writer)
+                self._writer = self._reconnect(writer)
                 raise TransientError(f"{self.id}: insert of {len(batch)} spans into {self.path} failed: "
                                      f"{exc}") from None
 
-    def consume_logs(self, table: pa.Table) -> None:
-        """Log records go straight into `logs` (no queue: they are few and small, and acknowledged
-        once committed); a failed insert is a retryable refusal, the client sends them again."""
+    def send_logs(self, table: pa.Table, timeout: float) -> None:
         bounds = pc.min_max(table.column("time_unix_nano")).as_py()
         with self._write_lock:
-            if self._writer is None:
-                raise TransientError(f"{self.id}: the warehouse is closed")
-            self._writer.register("__logs", table)
+            writer = self._usable_writer()
+            writer.register("__logs", table)
             try:
-                self._writer.execute(INSERT_LOGS, {"lo": bounds["min"], "hi": bounds["max"]})
+                writer.execute(INSERT_LOGS, {"lo": bounds["min"], "hi": bounds["max"]})
+            except DATA_ERRORS as exc:
+                raise UnwritableDataError(f"{self.id}: {table.num_rows} log records cannot be stored: {exc}") from None
             except duckdb.Error as exc:
-                self._writer = self._reconnect(self._writer)
+                self._writer = self._reconnect(writer)
                 raise TransientError(f"{self.id}: insert of {table.num_rows} log records into {self.path} "
                                      f"failed: {exc}") from None
             finally:
                 try:
-                    self._writer.unregister("__logs")
+                    writer.unregister("__logs")
                 except duckdb.Error:
                     pass
-        counters.add("exporter_sent_log_records", table.num_rows, exporter=self.id)
+
+    def _usable_writer(self) -> duckdb.DuckDBPyConnection:
+        """The writer cursor, opening the file first if it could not be opened yet (full disk)."""
+        if self._closed:
+            raise TransientError(f"{self.id}: the warehouse is closed")
+        if self._writer is None:
+            try:
+                self._connect()
+            except RuntimeError as exc:
+                raise TransientError(str(exc)) from None
+            self.log.info("opened %s; writing", self.path)
+        assert self._writer is not None
+        return self._writer
 
     def _reconnect(self, writer: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
         """A usable writer after a failed statement: a fresh cursor (the failed one may hold an

@@ -17,8 +17,8 @@ Error handling as in otelcol: CANCELLED, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED, 
 OUT_OF_RANGE, UNAVAILABLE and DATA_LOSS are retried (honouring a server's RetryInfo); every other
 code is permanent. (otelcol retries RESOURCE_EXHAUSTED only with RetryInfo; a collector under
 memory pressure sends none, and we would rather wait than drop.) A partial success is logged and
-its rejected spans counted as failed, not retried. Log records bypass the sending queue (see
-spanpipe.exporterhelper.exporter). A request is never sent larger than `max_request_size_mib`
+its rejected spans counted as failed, not retried. Log records go through a sending queue of
+their own (spanpipe.exporterhelper.exporter). A request is never sent larger than `max_request_size_mib`
 (uncompressed, the size a receiver limits), and one the backend refuses for its size
 (RESOURCE_EXHAUSTED "larger than max", HTTP 413) is sent in halves, never retried unchanged.
 """

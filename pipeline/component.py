@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Protocol, TypeVar, runtime_checkable
 
@@ -17,6 +18,7 @@ import pyarrow as pa
 from pydantic import BaseModel, ConfigDict
 
 from spanpipe.errors import PipelineError
+from spanpipe.signals import LOGS, signal_of, unit
 from spanpipe.telemetry import counters
 
 if TYPE_CHECKING:
@@ -107,14 +109,22 @@ class LogsConsumer(ABC):
     def consume_logs(self, table: pa.Table) -> None: ...
 
 
-class Receiver(Component):
-    """`next` takes the spans of the receiver's traces pipelines (None: in no traces pipeline);
-    `logs` the records of its logs pipelines (None: in none), for receivers whose factory lists logs."""
+@dataclass(frozen=True)
+class Consumers:
+    """What a receiver feeds, one consumer per signal (None: the receiver is in no pipeline of it)."""
 
-    def __init__(self, component_id: str, next_consumer: Consumer | None) -> None:
+    traces: Consumer | None = None
+    logs: LogsConsumer | None = None
+
+
+class Receiver(Component):
+    """Created with its consumers: `next` takes the spans of the receiver's traces pipelines,
+    `logs` the records of its logs pipelines (for receivers whose factory lists logs)."""
+
+    def __init__(self, component_id: str, consumers: Consumers) -> None:
         super().__init__(component_id)
-        self.next = next_consumer
-        self.logs: LogsConsumer | None = None
+        self.next = consumers.traces
+        self.logs = consumers.logs
 
 
 class Processor(Component, Consumer):
@@ -132,7 +142,7 @@ class Processor(Component, Consumer):
 
     def forward(self, item: SpanBatch | pa.Table) -> None:
         """Hand spans (a SpanBatch) or log records (an Arrow table) to the next stage."""
-        if isinstance(item, pa.Table):
+        if signal_of(item) == LOGS:
             self.next.consume_logs(item)  # type: ignore[attr-defined]
         else:
             self.next.consume(item)
@@ -142,7 +152,7 @@ class Processor(Component, Consumer):
         retryable refusal with backoff, so back-pressure builds up here instead of losing data;
         drop (counted, logged) only what downstream refuses for good."""
         delay = 0.05
-        what = "log_records" if isinstance(batch, pa.Table) else "spans"
+        what = unit(batch)
         while True:
             try:
                 self.forward(batch)

@@ -14,7 +14,7 @@ import logging
 import signal
 import threading
 
-from spanpipe.component import (C, Component, Consumer, Exporter, Extension, FanOut, Processor, Receiver,
+from spanpipe.component import (C, Component, Consumer, Consumers, Exporter, Extension, FanOut, Processor, Receiver,
                                  extension_as)
 from spanpipe.config import Config, component_type
 from spanpipe.registry import Registry
@@ -73,11 +73,8 @@ class Service:
             for rid in pipe.receivers:
                 entry_points.setdefault(rid, {}).setdefault(pipe.signal, []).append(nxt)
         for rid, by_signal in entry_points.items():
-            traces = FanOut(by_signal["traces"]) if "traces" in by_signal else None
-            receiver = self._factory("receivers", rid).create(rid, cfg.receivers[rid], traces)
-            if "logs" in by_signal:
-                receiver.logs = FanOut(by_signal["logs"])
-            self.receivers[rid] = receiver
+            consumers = Consumers(**{signal: FanOut(nexts) for signal, nexts in by_signal.items()})
+            self.receivers[rid] = self._factory("receivers", rid).create(rid, cfg.receivers[rid], consumers)
 
     def start(self) -> None:
         self.telemetry.start()

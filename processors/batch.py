@@ -25,6 +25,7 @@ from spanpipe.component import ComponentConfig
 from spanpipe.configtypes import Duration
 from spanpipe.errors import BackPressureError
 from spanpipe.registry import Factory
+from spanpipe.signals import merge
 from spanpipe.spanbatch import SpanBatch, held_bytes
 
 
@@ -51,9 +52,7 @@ class _Group:
     spans: int = 0
 
     def merged(self) -> SpanBatch | pa.Table:
-        if isinstance(self.batches[0], pa.Table):
-            return pa.concat_tables(self.batches)
-        return SpanBatch.concat(self.batches)
+        return merge(self.batches)
 
 
 class BatchProcessor(Processor):

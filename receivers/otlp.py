@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from spanpipe import events
 from spanpipe.extensions.bearertokenauth import AuthSettings
-from spanpipe.component import Authenticator, ComponentConfig, Consumer, Receiver
+from spanpipe.component import Authenticator, ComponentConfig, Consumers, Receiver
 from spanpipe.configtypes import Endpoint
 from spanpipe.errors import PipelineError
 from spanpipe.otlp import DecodedTraces, decode_traces_json, decode_traces_protobuf, traces_response
@@ -113,8 +113,8 @@ LOGS = Signal("logs", "opentelemetry.proto.collector.logs.v1.LogsService", "logs
 
 
 class OtlpReceiver(Receiver):
-    def __init__(self, component_id: str, config: OtlpReceiverConfig, next_consumer: Consumer | None) -> None:
-        super().__init__(component_id, next_consumer)
+    def __init__(self, component_id: str, config: OtlpReceiverConfig, consumers: Consumers) -> None:
+        super().__init__(component_id, consumers)
         self.config = config
         self.servers: list[Any] = []
 

@@ -10,7 +10,7 @@ from typing import Any
 import pyarrow as pa
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 
-from spanpipe.component import Component, Consumer, Extension, LogsConsumer, extension_as
+from spanpipe.component import Component, Consumer, Consumers, Extension, LogsConsumer, extension_as
 from spanpipe.otlp import decode_traces
 from spanpipe.otlp_logs import decode_logs
 from spanpipe.registry import Factory, Registry
@@ -75,11 +75,14 @@ def log_records(n: int = 3) -> pa.Table:
 def create(factory: Factory, config: Any, next_consumer: Consumer | None = None,
            host: Host | None = None) -> Component:
     cid = factory.type
-    component = (factory.create(cid, config, next_consumer) if factory.kind in ("receivers", "processors")
-                 else factory.create(cid, config))
+    if factory.kind == "receivers":
+        consumers = Consumers(**{signal: next_consumer for signal in factory.signals})
+        component = factory.create(cid, config, consumers)
+    elif factory.kind == "processors":
+        component = factory.create(cid, config, next_consumer)
+    else:
+        component = factory.create(cid, config)
     component.host = host or Host()  # type: ignore[assignment]
-    if factory.kind == "receivers" and "logs" in factory.signals:
-        component.logs = next_consumer  # type: ignore[attr-defined]
     return component
 
 

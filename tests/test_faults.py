@@ -402,3 +402,50 @@ def test_the_memory_limiter_accepts_again_once_idle_after_an_overload(tmp_path):
         assert c.stop() == 0
     got = stored_ids(c.db)
     assert len(got) == len(set(got)) and set(got) == set(acked) | set(late_ids)
+
+
+def test_log_records_get_the_persistent_queue_too(tmp_path):
+    """Log records once bypassed the exporters' queue; now a forwarder acknowledges them into its
+    persistent queue while the backend is down and delivers them, once, after a restart."""
+    from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+    from collector import free_port
+    backend_port = free_port()
+    (tmp_path / "backend").mkdir()
+    b = Collector(tmp_path / "backend", logs=True)
+    b.grpc_port = backend_port
+    b.config["receivers"]["otlp"]["protocols"]["grpc"]["endpoint"] = f"127.0.0.1:{backend_port}"
+    b.rewrite()
+    (tmp_path / "front").mkdir()
+    a = Collector(tmp_path / "front", logs=True)
+    a.config["extensions"] = {"file_storage": {"directory": str(tmp_path / "queue")}}
+    a.config["service"]["extensions"] = ["file_storage"]
+    a.config["exporters"] = {"otlp": {"endpoint": f"127.0.0.1:{backend_port}", "tls": {"insecure": True},
+                                      "timeout": "1s", "sending_queue": {"storage": "file_storage"},
+                                      "retry_on_failure": {"initial_interval": "200ms", "max_interval": "1s"}}}
+    a.config["processors"] = {}
+    for pipe in a.config["service"]["pipelines"].values():
+        pipe.update(processors=[], exporters=["otlp"])
+    a.wait_ports = [a.grpc_port, a.http_port]
+    a.rewrite().start()
+    try:
+        request = ExportLogsServiceRequest()
+        records = request.resource_logs.add().scope_logs.add().log_records
+        for i in range(40):
+            rec = records.add()
+            rec.time_unix_nano, rec.span_id, rec.trace_id = 1_700_000_000_000_000_000 + i, os.urandom(8), os.urandom(16)
+            rec.body.string_value = f"record {i}"
+        assert grpc_export(a.grpc_endpoint, request, signal="logs")[0] == "OK"  # backend down: queued
+        a.kill()  # kill -9 with the records only in the persistent queue
+        assert list((tmp_path / "queue").glob("*logs*/*.batch"))
+        b.start()
+        a.start()
+        wait_for(lambda: requests.post(b.query_url + "/v1/sql", json={"sql": "SELECT count(*) AS n FROM logs",
+                                                                    "format": "json"}, timeout=10).json()[0]["n"] == 40,
+                 30, "the queued log records at the backend")
+        assert a.stop() == 0 and b.stop() == 0
+    finally:
+        a.kill()
+        b.kill()
+    with Warehouse.open(b.db) as wh:
+        bodies = wh.sql("SELECT body::VARCHAR AS body FROM logs").column("body").to_pylist()
+    assert sorted(bodies) == sorted(f'"record {i}"' for i in range(40))

@@ -276,9 +276,12 @@ def test_logs_forwarded_by_otlp_otlphttp_and_file_exporters(tmp_path: Path) -> N
 
 
 def test_logs_exporter_downstream_down_refuses_with_unavailable(tmp_path: Path) -> None:
+    """Without a sending queue (log records get one by default now, as spans do) a downstream
+    failure reaches the client, as in otelcol."""
     c = Collector(tmp_path, logs=True)
     c.config["exporters"]["otlp"] = {"endpoint": f"127.0.0.1:{free_port()}", "tls": {"insecure": True},
-                                     "retry_on_failure": {"enabled": False}, "timeout": "2s"}
+                                     "retry_on_failure": {"enabled": False}, "timeout": "2s",
+                                     "sending_queue": {"enabled": False}}
     c.config["service"]["pipelines"]["logs"]["exporters"] = ["otlp"]
     request = ExportLogsServiceRequest()
     request.resource_logs.add().scope_logs.add().log_records.add().time_unix_nano = 1

@@ -1,14 +1,12 @@
-"""QueuedExporter: the exporter helper's runtime — queue, consumers, retry, drain.
+"""QueuedExporter: the exporter helper's runtime — queues, consumers, retry, drain — written once
+for both signals.
 
-`consume` (called by the pipeline) puts the request in the sending queue and returns: the
-request is acknowledged once it is queued, in memory or on disk. Consumer threads take requests
-(merged per the queue's batch settings) and call the exporter's `send`, retrying what it raises
-as retryable. With the queue disabled, `consume` sends in the caller's thread and returns the
-final error to the receiver.
-
-Log records (`consume_logs`, for exporters whose factory lists "logs") are sent in the caller's
-thread with the same retry settings, bypassing the queue: a failure reaches the client, which
-retries as OTLP clients do.
+`consume` (spans) and `consume_logs` (log records, for exporters that implement `send_logs`) put
+the request in that signal's sending queue and return: the request is acknowledged once it is
+queued, in memory or on disk. Consumer threads take requests (merged per the queue's batch
+settings) and call the exporter's `send` / `send_logs`, retrying what it raises as retryable.
+With the queue disabled, the request is sent in the caller's thread and the final error reaches
+the receiver.
 
 Shutdown drains: each queued request gets one last attempt within `drain_timeout`; what is left
 stays on disk (persistent queue) or is counted and logged as lost (memory queue).
@@ -25,11 +23,12 @@ import pyarrow as pa
 
 from spanpipe import admission, events
 from spanpipe.component import Exporter, Storage
-from spanpipe.errors import (BackPressureError, PipelineError, RequestTooLargeError, TransientError,
-                             UnwritableDataError)
+from spanpipe.errors import (BackPressureError, PermanentError, PipelineError, RequestTooLargeError,
+                             TransientError, UnwritableDataError)
 from spanpipe.exporterhelper.config import ExporterHelperConfig
 from spanpipe.exporterhelper.queue import FileStore, MemoryStore, QueueFull, SendingQueue
 from spanpipe.exporterhelper.retry import Backoff
+from spanpipe.signals import LOGS, TRACES, Item, halves, signal_of, unit
 from spanpipe.spanbatch import SpanBatch
 from spanpipe.telemetry import counters, gauges
 
@@ -43,7 +42,7 @@ class QueuedExporter(Exporter):
     def __init__(self, component_id: str, config: ExporterHelperConfig) -> None:
         super().__init__(component_id)
         self.config = config
-        self.queue: SendingQueue | None = None
+        self.queues: dict[str, SendingQueue] = {}  # per signal, with the queue enabled
         self._consumers: list[threading.Thread] = []
         self._stopping = threading.Event()
         self._drain_deadline = 0.0
@@ -63,89 +62,111 @@ class QueuedExporter(Exporter):
         """Deliver log records (exporters that take logs) or raise a PipelineError."""
         raise NotImplementedError(f"{self.id} does not export logs")
 
+    @property
+    def queue(self) -> SendingQueue | None:
+        """The spans' sending queue (None with the queue disabled)."""
+        return self.queues.get(TRACES)
+
+    def exports_logs(self) -> bool:
+        return type(self).send_logs is not QueuedExporter.send_logs
+
     # lifecycle --------------------------------------------------------------------------------
     def start(self) -> None:
         self.open()
         qcfg = self.config.sending_queue
         if not qcfg.enabled:
             return
-        store: MemoryStore | FileStore = MemoryStore()
-        if qcfg.storage:
-            storage = self.host.extension_as(qcfg.storage, Storage)
-            store = FileStore(storage.directory_for(self.id), storage.fsync)
-        self.queue = SendingQueue(qcfg.queue_size, store)
-        if self.queue.recovered:
-            self.log.info("found %d queued requests from a previous run; sending them", self.queue.recovered)
-        admission.register_buffer(f"exporter/{self.id}", self.queue.held_bytes)
-        gauges.set_function("exporter_queue_size", self.queue.size, exporter=self.id)
+        storage = self.host.extension_as(qcfg.storage, Storage) if qcfg.storage else None
+        for signal in (TRACES, LOGS) if self.exports_logs() else (TRACES,):
+            name = self.id if signal == TRACES else f"{self.id}.{signal}"
+            store = FileStore(storage.directory_for(name), storage.fsync) if storage else MemoryStore()
+            queue = self.queues[signal] = SendingQueue(qcfg.queue_size, store)
+            if queue.recovered:
+                self.log.info("found %d queued %s requests from a previous run; sending them", queue.recovered, signal)
+            admission.register_buffer(f"exporter/{self.id}/{signal}", queue.held_bytes)
+            for i in range(qcfg.num_consumers):
+                t = threading.Thread(target=self._consume_loop, args=(queue,), name=f"{self.id}-{signal}-sender-{i}",
+                                     daemon=True)
+                t.start()
+                self._consumers.append(t)
+        gauges.set_function("exporter_queue_size", lambda: sum(q.size() for q in self.queues.values()),
+                            exporter=self.id)
         gauges.set_function("exporter_queue_capacity", lambda: qcfg.queue_size, exporter=self.id)
-        for i in range(qcfg.num_consumers):
-            t = threading.Thread(target=self._consume_loop, name=f"{self.id}-sender-{i}", daemon=True)
-            t.start()
-            self._consumers.append(t)
 
     def shutdown(self) -> None:
-        admission.unregister_buffer(f"exporter/{self.id}")
-        if self.queue is not None:
+        for signal in self.queues:
+            admission.unregister_buffer(f"exporter/{self.id}/{signal}")
+        if self.queues:
             self._drain_deadline = time.monotonic() + self.config.sending_queue.drain_timeout
             self._stopping.set()
-            self.queue.wake()
+            for queue in self.queues.values():
+                queue.wake()
             for t in self._consumers:
                 t.join(max(self._drain_deadline - time.monotonic(), 0) + 5)
-            left = self.queue.size() + self.queue.in_flight() + self.queue.released
-            if left and self.queue.persistent:
-                self.log.warning("%d requests not delivered at shutdown stay in the persistent queue "
-                                 "and are sent at the next start", left)
-            elif left:
-                lost = self.queue.pending_spans()
-                counters.add("exporter_send_failed_spans", lost, exporter=self.id)
-                self.log.error("%d requests (%d spans) could not be delivered before drain_timeout and "
-                               "are lost (a persistent queue keeps them: sending_queue::storage)", left, lost)
+            for signal, queue in self.queues.items():
+                self._report_undelivered(signal, queue)
             self._consumers.clear()
         self.close()
 
+    def _report_undelivered(self, signal: str, queue: SendingQueue) -> None:
+        left = queue.size() + queue.in_flight() + queue.released
+        what = "spans" if signal == TRACES else "log_records"
+        if left and queue.persistent:
+            self.log.warning("%d %s requests not delivered at shutdown stay in the persistent queue "
+                             "and are sent at the next start", left, signal)
+        elif left:
+            lost = queue.pending_spans()
+            counters.add(f"exporter_send_failed_{what}", lost, exporter=self.id)
+            self.log.error("%d requests (%d %s) could not be delivered before drain_timeout and are lost "
+                           "(a persistent queue keeps them: sending_queue::storage)", left, lost,
+                           what.replace("_", " "))
+
     # data path ---------------------------------------------------------------------------------
     def consume(self, batch: SpanBatch) -> None:
-        if self.queue is None:
-            self._send_with_retry(batch, final=True)
+        self._enqueue(batch)
+
+    def consume_logs(self, table: pa.Table) -> None:
+        if not self.exports_logs():
+            raise PermanentError(f"{self.id} does not export log records")
+        self._enqueue(table)
+
+    def _enqueue(self, item: Item) -> None:
+        queue = self.queues.get(signal_of(item))
+        if queue is None:
+            self._send_with_retry(item, final=True)
             return
         if self._stopping.is_set():
             raise TransientError(f"{self.id}: shutting down")
         qcfg = self.config.sending_queue
+        what = unit(item)
         try:
-            self.queue.put(batch, wait=self.config.timeout if qcfg.block_on_overflow else 0.0)
+            queue.put(item, wait=self.config.timeout if qcfg.block_on_overflow else 0.0)
         except QueueFull:
-            counters.add("exporter_enqueue_failed_spans", len(batch), exporter=self.id)
+            counters.add(f"exporter_enqueue_failed_{what}", len(item), exporter=self.id)
             raise BackPressureError(f"{self.id}: sending queue is full ({qcfg.queue_size} requests); "
                                     "retry later") from None
         except OSError as exc:
-            counters.add("exporter_enqueue_failed_spans", len(batch), exporter=self.id)
+            counters.add(f"exporter_enqueue_failed_{what}", len(item), exporter=self.id)
             raise TransientError(f"{self.id}: cannot write to the persistent queue: {exc}") from None
 
-    def consume_logs(self, table: pa.Table) -> None:
-        if self._stopping.is_set():
-            raise TransientError(f"{self.id}: shutting down")
-        self._send_with_retry(table, final=True)
-
-    def _consume_loop(self) -> None:
-        assert self.queue is not None
+    def _consume_loop(self, queue: SendingQueue) -> None:
         batching = self.config.sending_queue.batch
         while True:
             stopping = self._stopping.is_set()
-            if stopping and (time.monotonic() > self._drain_deadline or not self.queue.size()):
+            if stopping and (time.monotonic() > self._drain_deadline or not queue.size()):
                 return
             if batching is None:
-                item = self.queue.take(0.2, merge=False)  # one request per send, as queued
+                item = queue.take(0.2, merge=False)  # one request per send, as queued
             else:
-                item = self.queue.take(0.2, batching.max_size, 0 if stopping else batching.min_size,
-                                       batching.flush_timeout, flush_now=self._stopping.is_set)
+                item = queue.take(0.2, batching.max_size, 0 if stopping else batching.min_size,
+                                  batching.flush_timeout, flush_now=self._stopping.is_set)
             if item is None:
                 continue
             keys, batch = item
             if self._send_with_retry(batch, final=False) == KEPT:
-                self.queue.release(keys)  # stays on disk for the next start
+                queue.release(keys)  # stays on disk for the next start
             else:
-                self.queue.done(keys)
+                queue.done(keys)
 
     def _send_with_retry(self, batch: SpanBatch | pa.Table, final: bool) -> str:
         """SENT, KEPT (draining a persistent queue: left on disk) or DROPPED (counted and logged;
@@ -156,8 +177,8 @@ class QueuedExporter(Exporter):
         large for the destination, the request is sent in halves, so only what cannot be written
         is dropped and nothing queued behind it waits."""
         backoff = Backoff(self.config.retry_on_failure)
-        logs = isinstance(batch, pa.Table)
-        what = "log_records" if logs else "spans"
+        logs = signal_of(batch) == LOGS
+        what = unit(batch)
         while True:
             try:
                 if logs:
@@ -183,7 +204,8 @@ class QueuedExporter(Exporter):
                 self.log.warning("sending %d %s failed, retrying in %.1fs: %s", len(batch), what, delay, error)
                 self._stopping.wait(delay)  # woken early by shutdown: one last attempt now
                 continue
-            if draining and error.retryable and not final and self.queue is not None and self.queue.persistent:
+            queue = self.queues.get(signal_of(batch))
+            if draining and error.retryable and not final and queue is not None and queue.persistent:
                 return KEPT
             counters.add(f"exporter_send_failed_{what}", len(batch), exporter=self.id)
             self.log.error("dropping %d %s: %s (%s)", len(batch), what, error,
@@ -195,9 +217,5 @@ class QueuedExporter(Exporter):
     def _send_halves(self, batch: SpanBatch | pa.Table, final: bool, error: PipelineError) -> str:
         n = len(batch)
         self.log.warning("sending %d items failed (%s); sending them in two halves", n, error)
-        if isinstance(batch, pa.Table):
-            halves: list[SpanBatch | pa.Table] = [batch.slice(0, n // 2), batch.slice(n // 2)]
-        else:
-            halves = [batch.take(list(range(n // 2))), batch.take(list(range(n // 2, n)))]
-        results = [self._send_with_retry(half, final) for half in halves]
+        results = [self._send_with_retry(half, final) for half in halves(batch)]
         return KEPT if KEPT in results else SENT if results == [SENT, SENT] else DROPPED

@@ -18,7 +18,8 @@ import time
 from pathlib import Path
 from typing import Callable, Iterable
 
-from spanpipe.spanbatch import SpanBatch
+from spanpipe.signals import Item
+from spanpipe import signals
 
 log = logging.getLogger("spanpipe.exporterhelper.queue")
 
@@ -29,15 +30,15 @@ class QueueFull(Exception):
 
 class MemoryStore:
     def __init__(self) -> None:
-        self._items: dict[int, SpanBatch] = {}
+        self._items: dict[int, Item] = {}
 
     def recover(self) -> list[int]:
         return []
 
-    def write(self, key: int, batch: SpanBatch) -> None:
+    def write(self, key: int, batch: Item) -> None:
         self._items[key] = batch
 
-    def read(self, key: int) -> SpanBatch:
+    def read(self, key: int) -> Item:
         return self._items[key]
 
     def remove(self, key: int) -> None:
@@ -54,7 +55,7 @@ class MemoryStore:
 class FileStore:
     """One file per request: `<seq>.<spans>.batch`, written to a temp name and renamed.
 
-    The payload is a pickled SpanBatch: this directory is the collector's own, trusted as its
+    The payload is a pickled request (SpanBatch or Arrow table): this directory is the collector's own, trusted as its
     database file is. `fsync` (otelcol file_storage's key) makes it survive a power loss as well
     as a killed process; without it the page cache is enough for `kill -9`.
     """
@@ -81,7 +82,7 @@ class FileStore:
                 self._spans[int(seq)] = int(spans)
         return sorted(keys)
 
-    def write(self, key: int, batch: SpanBatch) -> None:
+    def write(self, key: int, batch: Item) -> None:
         final = self._path(key, len(batch))
         tmp = final.with_suffix(".tmp")
         data = self.MAGIC + pickle.dumps(batch, protocol=pickle.HIGHEST_PROTOCOL)
@@ -97,7 +98,7 @@ class FileStore:
             raise
         self._spans[key] = len(batch)
 
-    def read(self, key: int) -> SpanBatch:
+    def read(self, key: int) -> Item:
         path = self._path(key, self._spans[key])
         data = path.read_bytes()
         if not data.startswith(self.MAGIC):
@@ -153,7 +154,7 @@ class SendingQueue:
         with self._cond:
             return sum(self.store.spans(k) for k in (*self._pending, *self._in_flight))
 
-    def put(self, batch: SpanBatch, wait: float = 0.0) -> None:
+    def put(self, batch: Item, wait: float = 0.0) -> None:
         deadline = time.monotonic() + wait
         with self._cond:
             while len(self._pending) >= self.capacity:
@@ -171,7 +172,7 @@ class SendingQueue:
 
     def take(self, timeout: float, max_spans: int = 0, min_spans: int = 0,
              flush_timeout: float = 0.0, merge: bool = True,
-             flush_now: Callable[[], bool] = lambda: False) -> tuple[list[int], SpanBatch] | None:
+             flush_now: Callable[[], bool] = lambda: False) -> tuple[list[int], Item] | None:
         """Wait up to `timeout` for an item; then (with `merge`) merge more pending ones up to
         `max_spans`, waiting up to `flush_timeout` for `min_spans` unless `flush_now()` (a drain,
         woken by `wake`). Returns (keys, merged batch) or None."""
@@ -217,7 +218,7 @@ class SendingQueue:
         keys = [k for k in keys if k in self._in_flight]
         if not batches:
             return None
-        return keys, batches[0] if len(batches) == 1 else SpanBatch.concat(batches)
+        return keys, signals.merge(batches)
 
     def done(self, keys: Iterable[int]) -> None:
         with self._cond:
