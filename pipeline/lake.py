@@ -22,10 +22,9 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from spanpipe.warehouse.schema import SPANS_COLUMNS
+from spanpipe import columns
 
-_ARROW_TYPES = {"VARCHAR": pa.string(), "JSON": pa.string(), "BIGINT": pa.int64(), "DOUBLE": pa.float64()}
-LAKE_SCHEMA = pa.schema([(name, _ARROW_TYPES[typ.split()[0]]) for name, typ in SPANS_COLUMNS])
+LAKE_SCHEMA = columns.arrow_schema(columns.SPANS)
 DERIVED = ("date", "hour")
 
 

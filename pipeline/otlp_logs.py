@@ -19,16 +19,12 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
     ExportLogsServiceResponse,
 )
 
+from spanpipe import columns
 from spanpipe.errors import InvalidDataError
 from spanpipe.otlp import INT64_LIMIT, any_value, attributes, parse_otlp_json
 from spanpipe.spanbatch import dumps
 
-LOGS_COLUMNS: dict[str, pa.DataType] = {
-    "trace_id": pa.string(), "span_id": pa.string(), "time_unix_nano": pa.int64(),
-    "observed_time_unix_nano": pa.int64(), "event_name": pa.string(), "severity_number": pa.int32(),
-    "severity_text": pa.string(), "body": pa.string(), "attributes": pa.string(),
-    "resource_attributes": pa.string(), "service_name": pa.string(), "scope_name": pa.string(),
-}
+LOGS_COLUMNS: dict[str, pa.DataType] = {c.name: c.arrow for c in columns.LOGS}
 
 
 @dataclass(slots=True)

@@ -19,18 +19,13 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from spanpipe import columns
+
 KIND_NAMES = ("UNSPECIFIED", "INTERNAL", "SERVER", "CLIENT", "PRODUCER", "CONSUMER")
 STATUS_NAMES = ("UNSET", "OK", "ERROR")
 
 # Columns filled by processors (rollout, reward); NULL when no processor set them.
-PROMOTED_COLUMNS: dict[str, pa.DataType] = {
-    "rollout_id": pa.string(),
-    "attempt_id": pa.string(),
-    "sequence_id": pa.int64(),
-    "span_type": pa.string(),
-    "reward": pa.float64(),
-    "response_id": pa.string(),
-}
+PROMOTED_COLUMNS: dict[str, pa.DataType] = columns.promoted()
 
 _KIND_DICT = pa.array(KIND_NAMES)
 _STATUS_DICT = pa.array(STATUS_NAMES)

@@ -103,3 +103,26 @@ if __name__ == "__main__":  # print the core's import graph
     for m, imports in sorted(graph().items()):
         if core(m):
             print(f"{m} -> {', '.join(sorted(i for i in imports if i != m)) or '-'}")
+
+
+def test_one_schema_for_batches_the_warehouse_the_lake_and_logs(tmp_path):
+    import duckdb
+    import pyarrow as pa
+
+    from componentkit import log_records, spans
+    from spanpipe import columns
+    from spanpipe.lake import LAKE_SCHEMA
+    from spanpipe.warehouse.schema import DDL
+
+    table = spans(3)[0].to_arrow()
+    value_types = [f.type.value_type if pa.types.is_dictionary(f.type) else f.type for f in table.schema]
+    assert table.schema.names == [c.name for c in columns.SPANS]
+    assert value_types == [c.arrow for c in columns.SPANS]
+    assert LAKE_SCHEMA == columns.arrow_schema(columns.SPANS)
+    assert log_records(2).schema == columns.arrow_schema(columns.LOGS)
+    con = duckdb.connect(str(tmp_path / "w.duckdb"))
+    for stmt in DDL:
+        con.execute(stmt)
+    for table_name, cols in (("spans", columns.SPANS), ("logs", columns.LOGS)):
+        described = con.execute(f"DESCRIBE {table_name}").fetchall()
+        assert [(r[0], r[1]) for r in described] == [(c.name, c.sql.split()[0]) for c in cols]

@@ -2,41 +2,15 @@
 
 from __future__ import annotations
 
+from spanpipe import columns
 from spanpipe.warehouse import payloads
 
-SPANS_COLUMNS: tuple[tuple[str, str], ...] = (
-    ("trace_id", "VARCHAR NOT NULL"),
-    ("span_id", "VARCHAR NOT NULL"),
-    ("parent_span_id", "VARCHAR"),
-    ("trace_state", "VARCHAR"),
-    ("name", "VARCHAR"),
-    ("kind", "VARCHAR"),
-    ("start_time_unix_nano", "BIGINT"),
-    ("end_time_unix_nano", "BIGINT"),
-    ("duration_ns", "BIGINT"),
-    ("status_code", "VARCHAR"),
-    ("status_message", "VARCHAR"),
-    ("service_name", "VARCHAR"),
-    ("scope_name", "VARCHAR"),
-    ("scope_version", "VARCHAR"),
-    ("attributes", "JSON"),
-    ("resource_attributes", "JSON"),
-    ("events", "JSON"),
-    ("links", "JSON"),
-    ("rollout_id", "VARCHAR"),
-    ("attempt_id", "VARCHAR"),
-    ("sequence_id", "BIGINT"),
-    ("span_type", "VARCHAR"),
-    ("reward", "DOUBLE"),
-    ("response_id", "VARCHAR"),
-)
+SPANS_COLUMNS: tuple[tuple[str, str], ...] = tuple((c.name, c.sql) for c in columns.SPANS)
 
 SCHEMA_VERSION = 1
 
 # OTLP log records (spanpipe.otlp_logs.LOGS_COLUMNS); the read side joins them to their span.
-LOGS_DDL = ("CREATE TABLE IF NOT EXISTS logs (trace_id VARCHAR, span_id VARCHAR, time_unix_nano BIGINT, "
-            "observed_time_unix_nano BIGINT, event_name VARCHAR, severity_number INTEGER, severity_text VARCHAR, "
-            "body JSON, attributes JSON, resource_attributes JSON, service_name VARCHAR, scope_name VARCHAR)")
+LOGS_DDL = columns.create_table_sql("logs", columns.LOGS)
 
 # A retried logs export must not show twice: the same record has the same time, ids, name and body.
 INSERT_LOGS = """
@@ -52,9 +26,7 @@ WHERE NOT EXISTS (
 """
 
 DDL = [
-    "CREATE TABLE IF NOT EXISTS spans (\n  "
-    + ",\n  ".join(f"{name} {typ}" for name, typ in SPANS_COLUMNS)
-    + "\n)",
+    columns.create_table_sql("spans", columns.SPANS),
     # Every reward dimension the reward processor found (the spans table keeps the primary one).
     "CREATE TABLE IF NOT EXISTS reward_dimensions (trace_id VARCHAR NOT NULL, span_id VARCHAR NOT NULL, "
     "idx INTEGER NOT NULL, name VARCHAR, value DOUBLE, source VARCHAR)",
