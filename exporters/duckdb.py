@@ -16,9 +16,7 @@ meanwhile. On shutdown the queue is drained into the file before it is checkpoin
 
 from __future__ import annotations
 
-import shutil
 import threading
-import time
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -38,12 +36,12 @@ from spanpipe.registry import Factory
 from spanpipe.spanbatch import SpanBatch
 from spanpipe.telemetry import counters, gauges
 from spanpipe.warehouse import payloads
+from spanpipe.warehouse.database import DATA_ERRORS, CannotOpen, WarehouseDatabase, out_of_space
 from spanpipe.warehouse.query_server import QueryServer
 from spanpipe import events
-from spanpipe.warehouse.schema import (DDL, INSERT_COMPLETIONS, INSERT_DEDUPED, INSERT_LOGS, INSERT_REWARD_DIMENSIONS,
+from spanpipe.warehouse.schema import (INSERT_COMPLETIONS, INSERT_DEDUPED, INSERT_LOGS, INSERT_REWARD_DIMENSIONS,
                                        ROLLOUT_SPAN)
 from spanpipe.warehouse.retention import Archive, apply_retention
-from spanpipe.warehouse.views import create_views
 
 class QueryApiConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_default=True)
@@ -112,26 +110,6 @@ class DuckDBExporterConfig(ExporterHelperConfig):
         return refs
 
 
-# DuckDB errors that say the data itself cannot be stored (retrying the same rows cannot help).
-DATA_ERRORS = (duckdb.ConversionException, duckdb.ConstraintException, duckdb.OutOfRangeException)
-
-
-# DuckDB memory that statements hold and free when done (hash tables, sorts, results). Table data
-# (cached blocks, rows not yet checkpointed) is left out: refusing spans would not shrink it, so
-# counting it made the limiter refuse while nothing was held; `memory_limit` and
-# `checkpoint_threshold` bound it.
-WORKING_MEMORY_TAGS = ("HASH_TABLE", "ORDER_BY", "COLUMN_DATA", "WINDOW", "TRANSACTION")
-
-
-def _out_of_space(path: Path, exc: Exception) -> bool:
-    if "No space left on device" in str(exc):
-        return True
-    try:
-        return shutil.disk_usage(path.parent).free < 1024 * 1024
-    except OSError:
-        return False
-
-
 def endpoint_file(db_path: str | Path) -> Path:
     return Path(f"{db_path}.endpoint")
 
@@ -142,11 +120,14 @@ class DuckDBExporter(QueuedExporter):
     def __init__(self, component_id: str, config: DuckDBExporterConfig) -> None:
         super().__init__(component_id, config)
         self.path = Path(config.path)
-        self._con: duckdb.DuckDBPyConnection | None = None
-        self._writer: duckdb.DuckDBPyConnection | None = None
-        self._write_lock = threading.Lock()
+        settings: dict[str, Any] = {"checkpoint_threshold": config.checkpoint_threshold}
+        if config.memory_limit:
+            settings["memory_limit"] = config.memory_limit
+        if config.threads:
+            settings["threads"] = str(config.threads)
+        self.db = WarehouseDatabase(self.path, settings, component_id)
+        self._write_lock = threading.Lock()  # one writer: inserts, payloads, retention
         self._closed = False
-        self._memory, self._memory_read_at = 0, 0.0
         self._rows = 0
         self.query_server: QueryServer | None = None
         self._retention_stop = threading.Event()
@@ -158,20 +139,20 @@ class DuckDBExporter(QueuedExporter):
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             self._connect()
-        except RuntimeError as exc:
-            if not _out_of_space(self.path, exc):
+        except CannotOpen as exc:
+            if not out_of_space(self.path, exc):
                 raise
             # Start anyway: what arrives is queued (then refused, retryably, once the queue is
             # full) and the sender opens the file when space returns.
             self.log.error("%s; writing starts when space returns", exc)
         gauges.set_function("warehouse_rows", lambda: self._rows, exporter=self.id)
-        admission.register_cache(f"exporter/{self.id}/duckdb", self._duckdb_memory)
+        admission.register_cache(f"exporter/{self.id}/duckdb", self.db.working_memory)
         if self.config.query is not None:
             host, port = parse_endpoint(self.config.query.endpoint)
             auth = self.config.query.auth
             authenticate = self.host.extension_as(auth.authenticator, Authenticator).authenticate if auth else None
             q = self.config.query
-            self.query_server = QueryServer(self._reader, host, port, q.max_rows, authenticate,
+            self.query_server = QueryServer(self.db.reader, host, port, q.max_rows, authenticate,
                                             timeout=q.timeout, max_result_bytes=q.max_result_size_mib * MIB,
                                             workers=q.workers)
             self.query_server.start()
@@ -186,67 +167,21 @@ class DuckDBExporter(QueuedExporter):
             self._retention_thread.start()
 
     def _connect(self) -> None:
-        self._con = self._open()
-        self._writer = self._con.cursor()
-        self._rows = self._con.execute("SELECT count(*) FROM spans").fetchall()[0][0]
+        self.db.open()
+        self._rows = self.db.reader().execute("SELECT count(*) FROM spans").fetchall()[0][0]
         self._indexer = payloads.PayloadIndexer(self.id, self._busy, self._write_payloads)
-
-    def _open(self) -> duckdb.DuckDBPyConnection:
-        # No statement on this database reaches the filesystem (the query API reads through it),
-        # and no query can switch that back on.
-        settings: dict[str, Any] = {"checkpoint_threshold": self.config.checkpoint_threshold,
-                                    "enable_external_access": False}
-        if self.config.memory_limit:
-            settings["memory_limit"] = self.config.memory_limit
-        if self.config.threads:
-            settings["threads"] = str(self.config.threads)
-        try:
-            con = duckdb.connect(str(self.path), config=settings)
-        except duckdb.IOException as exc:
-            raise RuntimeError(f"{self.id}: cannot open {self.path}: {exc}") from None
-        try:
-            for stmt in DDL:
-                con.execute(stmt)
-            create_views(con)
-            con.execute("SET lock_configuration = true")
-        except duckdb.Error as exc:
-            con.close()
-            raise RuntimeError(f"{self.id}: cannot prepare {self.path}: {exc}") from None
-        return con
-
-    def _reader(self) -> duckdb.DuckDBPyConnection:
-        if self._con is None:
-            raise duckdb.ConnectionException(f"the warehouse {self.path} is not open (see the collector's log)")
-        return self._con.cursor()
 
     def _busy(self) -> bool:
         return any(q.size() > 0 or q.in_flight() > 0 for q in self.queues.values())
 
     def _write_payloads(self, table: pa.Table) -> None:
         with self._write_lock:
-            if self._writer is None:
+            if self.db.writer is None:
                 return
             try:
-                payloads.insert_payload_table(self._writer, table)
+                payloads.insert_payload_table(self.db.writer, table)
             except duckdb.Error as exc:  # the reader computes what is not stored
                 self.log.warning("storing %d triplet payloads failed: %s", table.num_rows, exc)
-
-    def _duckdb_memory(self) -> int:
-        """DuckDB's working memory, read at most twice a second, for the memory limiter."""
-        now = time.monotonic()
-        if now - self._memory_read_at > 0.5 and self._con is not None:
-            self._memory_read_at = now
-            try:
-                cur = self._con.cursor()
-                try:
-                    self._memory = cur.execute("SELECT sum(memory_usage_bytes)::BIGINT FROM duckdb_memory() "
-                                               f"WHERE tag IN {WORKING_MEMORY_TAGS}"
-                                               ).fetchall()[0][0] or 0
-                finally:
-                    cur.close()
-            except duckdb.Error:
-                pass
-        return self._memory
 
     def shutdown(self) -> None:
         admission.unregister_buffer(f"exporter/{self.id}/duckdb")
@@ -264,16 +199,8 @@ class DuckDBExporter(QueuedExporter):
         if self._indexer is not None:
             self._indexer.stop()  # what it had not done is computed by readers
             self._indexer = None
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
-        if self._con is not None:
-            try:
-                self._con.execute("CHECKPOINT")
-            except duckdb.Error as exc:
-                self.log.warning("final checkpoint failed (the WAL keeps the data): %s", exc)
-            self._con.close()
-            self._con = None
+        with self._write_lock:
+            self.db.close()
 
     def apply_retention(self) -> tuple[int, int]:
         """One retention pass now (the retention thread calls it every check_interval)."""
@@ -284,12 +211,13 @@ class DuckDBExporter(QueuedExporter):
             fs, root = lake.open_filesystem(cfg.archive_path)
             archive = Archive(fs, root, cfg.archive_partition_by)
         with self._write_lock:
-            if self._writer is None:
+            writer = self.db.writer
+            if writer is None:
                 return 0, 0
-            units, spans = apply_retention(self._writer, cfg.max_age, cfg.max_rows, archive)
+            units, spans = apply_retention(writer, cfg.max_age, cfg.max_rows, archive)
             if spans:
                 self._rows -= spans
-                self._writer.execute("CHECKPOINT")
+                writer.execute("CHECKPOINT")
         if spans:
             counters.add("exporter_retention_deleted_spans", spans, exporter=self.id)
             if archive is not None:
@@ -319,7 +247,7 @@ class DuckDBExporter(QueuedExporter):
             except DATA_ERRORS as exc:
                 raise UnwritableDataError(f"{self.id}: {len(batch)} spans cannot be stored: {exc}") from None
             except duckdb.Error as exc:
-                self._writer = self._reconnect(writer)
+                self.db.recover_writer()
                 raise TransientError(f"{self.id}: insert of {len(batch)} spans into {self.path} failed: "
                                      f"{exc}") from None
 
@@ -333,7 +261,7 @@ class DuckDBExporter(QueuedExporter):
             except DATA_ERRORS as exc:
                 raise UnwritableDataError(f"{self.id}: {table.num_rows} log records cannot be stored: {exc}") from None
             except duckdb.Error as exc:
-                self._writer = self._reconnect(writer)
+                self.db.recover_writer()
                 raise TransientError(f"{self.id}: insert of {table.num_rows} log records into {self.path} "
                                      f"failed: {exc}") from None
             finally:
@@ -346,39 +274,14 @@ class DuckDBExporter(QueuedExporter):
         """The writer cursor, opening the file first if it could not be opened yet (full disk)."""
         if self._closed:
             raise TransientError(f"{self.id}: the warehouse is closed")
-        if self._writer is None:
+        if not self.db.is_open:
             try:
                 self._connect()
-            except RuntimeError as exc:
+            except CannotOpen as exc:
                 raise TransientError(str(exc)) from None
             self.log.info("opened %s; writing", self.path)
-        assert self._writer is not None
-        return self._writer
-
-    def _reconnect(self, writer: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
-        """A usable writer after a failed statement: a fresh cursor (the failed one may hold an
-        unfinished result), or, when the database was invalidated, a reopened file."""
-        try:
-            writer.close()
-        except duckdb.Error:
-            pass
-        try:
-            fresh = self._con.cursor()  # type: ignore[union-attr]
-            fresh.execute("SELECT 1").fetchall()
-            return fresh
-        except duckdb.Error:
-            pass
-        # A fatal error invalidates the database instance: reopen it (the WAL has what was committed).
-        try:
-            self._con.close()  # type: ignore[union-attr]
-        except duckdb.Error:
-            pass
-        try:
-            self._con = self._open()
-            return self._con.cursor()
-        except Exception as exc:  # noqa: BLE001
-            self.log.error("reopening %s failed: %s", self.path, exc)
-            return writer
+        assert self.db.writer is not None
+        return self.db.writer
 
     def _insert(self, writer: duckdb.DuckDBPyConnection, batch: SpanBatch, table: pa.Table) -> None:
         starts = table.column("start_time_unix_nano")
