@@ -136,7 +136,7 @@ def test_duckdb_retention_archives_oldest_whole_rollouts(tmp_path):
         for b in batches:
             exporter.send(b, 5)
         assert exporter.apply_retention() == (3, 30)  # keep the newest rollouts that fit in 25 rows
-        left = exporter._reader().execute("SELECT DISTINCT rollout_id FROM spans ORDER BY 1").fetchall()
+        left = exporter.db.reader().execute("SELECT DISTINCT rollout_id FROM spans ORDER BY 1").fetchall()
         assert [r[0] for r in left] == ["ro-3", "ro-4"]
         assert exporter.apply_retention() == (0, 0)
     finally:

@@ -82,7 +82,7 @@ class QueuedExporter(Exporter):
             store = FileStore(storage.directory_for(name), storage.fsync) if storage else MemoryStore()
             queue = self.queues[signal] = SendingQueue(qcfg.queue_size, store)
             if queue.recovered:
-                self.log.info("found %d queued %s requests from a previous run; sending them", queue.recovered, signal)
+                self.log.info("found %d queued requests from a previous run (%s); sending them", queue.recovered, signal)
             admission.register_buffer(f"exporter/{self.id}/{signal}", queue.held_bytes)
             for i in range(qcfg.num_consumers):
                 t = threading.Thread(target=self._consume_loop, args=(queue,), name=f"{self.id}-{signal}-sender-{i}",
