@@ -6,13 +6,14 @@ on), and a `reward_dimensions` column (every dimension, kept by the DuckDB expor
 `reward_dimensions` table).
 
 Rewards it reads:
-* Agent Lightning: `agentlightning.reward.<i>.name` / `.value` on `agentlightning.annotation`
-  spans (index 0 is primary), and the legacy `reward` attribute on such spans;
+* Agent Lightning: `agentlightning.reward.<i>.name` / `.value` (index 0 is primary) and the
+  legacy `reward` attribute on `agentlightning.annotation` spans — one rule with the adapters and
+  `spanpipe.emit` (`spanpipe.semconv.agentlightning`);
 * AgentOps: `agentops.task.output` / `agentops.entity.output` JSON `{"type": "reward", "value": x}`;
 * OTel GenAI: `gen_ai.evaluation.result` events (`gen_ai.evaluation.score.value`, `gen_ai.evaluation.name`);
 * OpenInference: `annotations.<i>.annotation.score` / `.name`;
 * `extra_keys`: any span attribute holding a number.
-A malformed reward (a non-number, a bare `agentlightning.reward` key, a missing name) never fails
+A malformed reward (a non-number, reward keys that are not a list of dimensions) never fails
 the batch: the span is kept without a reward, counted in `reward_malformed` and logged at debug.
 """
 
@@ -29,15 +30,13 @@ from spanpipe import events
 from spanpipe.component import BatchTransform, Consumer
 from spanpipe.component import ComponentConfig
 from spanpipe.registry import Factory
+from spanpipe.semconv import agentlightning
 from spanpipe.semconv.llm_call import response_id as response_id_of
 from spanpipe.semconv.span_types import classify
 from spanpipe.spanbatch import SpanBatch
 from spanpipe.telemetry import counters
 from spanpipe.userregex import RegexError, compile_regex
 
-ANNOTATION = "agentlightning.annotation"
-AGL_REWARD_PREFIX = "agentlightning.reward"
-_AGL_DIM = re.compile(r"^agentlightning\.reward\.(\d+)\.(name|value)$")
 _OI_DIM = re.compile(r"^annotations\.(\d+)\.annotation\.(score|name)$")
 
 
@@ -128,12 +127,14 @@ class RewardProcessor(BatchTransform):
 
     def rewards_of(self, name: str, attrs: dict[str, Any], events: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
         dims: list[dict[str, Any]] = []
-        if name == ANNOTATION:
-            dims = _indexed(attrs, _AGL_DIM, "value", "agentlightning")
-            if not dims and AGL_REWARD_PREFIX in attrs:
-                raise Malformed("bare 'agentlightning.reward' key (expected agentlightning.reward.<i>.name/value)")
-            if not dims and "reward" in attrs:
-                dims = [{"name": "primary", "value": _number(attrs["reward"], "reward"), "source": "agentlightning.legacy"}]
+        if agentlightning.has_reward_keys(attrs):
+            try:
+                dims = [{**d, "source": "agentlightning"} for d in agentlightning.reward_dimensions(attrs)]
+            except agentlightning.MalformedReward as exc:
+                raise Malformed(str(exc)) from None
+        legacy = agentlightning.legacy_reward(name, attrs)
+        if not dims and legacy is not None:
+            dims = [{"name": "primary", "value": _number(legacy, "reward"), "source": "agentlightning.legacy"}]
         if "agentops.task.output" in attrs or "agentops.entity.output" in attrs:
             dims += _agentops(attrs)
         if events:

@@ -11,8 +11,8 @@ import json
 import logging
 from typing import Any, Mapping, Sequence
 
-from spanpipe.emit import attributes as A
-from spanpipe.emit.emitters import ANNOTATION, MESSAGE_BODY, OBJECT_JSON, OBJECT_LITERAL, OBJECT_TYPE
+from spanpipe.semconv import agentlightning
+from spanpipe.emit.emitters import MESSAGE_BODY, OBJECT_JSON, OBJECT_LITERAL, OBJECT_TYPE
 
 logger = logging.getLogger(__name__)
 
@@ -29,14 +29,10 @@ def _name_and_attributes(span: Any) -> tuple[str | None, dict[str, Any]]:
 
 
 def get_rewards_from_span(span: Any) -> list[dict[str, Any]]:
-    """Every `agentlightning.reward.<i>` dimension as `{"name", "value"}`, primary first."""
+    """Every `agentlightning.reward.<i>` dimension as `{"name", "value"}`, primary first (a
+    malformed one raises ValueError, as Agent Lightning's does)."""
     _, attrs = _name_and_attributes(span)
-    listed = A.under_prefix(attrs, A.REWARD_PREFIX)
-    if not listed:
-        return []
-    if not isinstance(listed, list) or not all(isinstance(d, dict) and "value" in d for d in listed):
-        raise ValueError(f"malformed reward attributes: {listed!r}")
-    return [{"name": str(d.get("name")), "value": float(d["value"])} for d in listed]
+    return agentlightning.reward_dimensions(attrs)
 
 
 def get_reward_value(span: Any) -> float | None:
@@ -54,9 +50,7 @@ def get_reward_value(span: Any) -> float | None:
                 output = None
         if isinstance(output, dict) and output.get("type") == "reward":
             return output.get("value")
-    if name == ANNOTATION:
-        return attrs.get("reward")
-    return None
+    return agentlightning.legacy_reward(name, attrs)
 
 
 def is_reward_span(span: Any) -> bool:
