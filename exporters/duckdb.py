@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from spanpipe.extensions.bearertokenauth import AuthSettings
 from spanpipe import admission, lake
 from spanpipe.configtypes import Duration, Endpoint, parse_endpoint
+from spanpipe.periodic import Periodic
 from spanpipe.procmem import MIB
 from spanpipe.component import Authenticator
 from spanpipe.errors import TransientError, UnwritableDataError
@@ -130,8 +131,7 @@ class DuckDBExporter(QueuedExporter):
         self._closed = False
         self._rows = 0
         self.query_server: QueryServer | None = None
-        self._retention_stop = threading.Event()
-        self._retention_thread: threading.Thread | None = None
+        self._retention: Periodic | None = None
         self._indexer: payloads.PayloadIndexer | None = None
 
     # lifecycle -----------------------------------------------------------------------------
@@ -162,9 +162,9 @@ class DuckDBExporter(QueuedExporter):
                 self.log.error("cannot write %s (%s): `spanpipe sql --db` will need --endpoint %s",
                                endpoint_file(self.path), exc, self.query_server.url)
         if self.config.retention is not None:
-            self._retention_thread = threading.Thread(target=self._retention_loop, name=f"{self.id}-retention",
-                                                      daemon=True)
-            self._retention_thread.start()
+            self._retention = Periodic(f"{self.id}-retention", self.config.retention.check_interval,
+                                       self.apply_retention, self.log)
+            self._retention.start()
 
     def _connect(self) -> None:
         self.db.open()
@@ -185,9 +185,8 @@ class DuckDBExporter(QueuedExporter):
 
     def shutdown(self) -> None:
         admission.unregister_buffer(f"exporter/{self.id}/duckdb")
-        self._retention_stop.set()
-        if self._retention_thread is not None:
-            self._retention_thread.join()
+        if self._retention is not None:
+            self._retention.stop()
         if self.query_server is not None:
             self.query_server.stop()
             endpoint_file(self.path).unlink(missing_ok=True)
@@ -225,14 +224,6 @@ class DuckDBExporter(QueuedExporter):
             self.log.info("retention: removed %d rollouts/traces (%d spans)%s", units, spans,
                           f", archived to {cfg.archive_path}" if archive else "")
         return units, spans
-
-    def _retention_loop(self) -> None:
-        assert self.config.retention is not None
-        while not self._retention_stop.wait(self.config.retention.check_interval):
-            try:
-                self.apply_retention()
-            except (duckdb.Error, OSError) as exc:
-                self.log.error("retention pass failed (retried at the next interval): %s", exc)
 
     # data path ------------------------------------------------------------------------------
     def send(self, batch: SpanBatch, timeout: float) -> None:

@@ -18,7 +18,6 @@ counted (`otelcol_processor_refused_spans`).
 
 from __future__ import annotations
 
-import threading
 
 import pyarrow as pa
 from pydantic import Field
@@ -29,7 +28,8 @@ from spanpipe.component import Consumer, Processor
 from spanpipe.component import ComponentConfig
 from spanpipe.configtypes import Duration
 from spanpipe.errors import BackPressureError
-from spanpipe.procmem import MIB, current_rss, total_memory
+from spanpipe.periodic import Periodic
+from spanpipe.procmem import MIB, current_rss, release_memory, total_memory
 from spanpipe.registry import Factory
 from spanpipe.spanbatch import SpanBatch
 from spanpipe.telemetry import counters, gauges
@@ -70,8 +70,7 @@ class MemoryLimiterProcessor(Processor):
         self.hard, self.soft = config.limits()
         self._refusing = False
         self.baseline = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._watch, name=f"{component_id}-watch", daemon=True)
+        self._watch = Periodic(f"{component_id}-watch", config.check_interval, self.check, self.log)
 
     def refusing(self) -> bool:
         return self._refusing
@@ -82,16 +81,14 @@ class MemoryLimiterProcessor(Processor):
             self.log.error("the collector's idle footprint (%d MiB) is already above the soft limit (%d MiB): "
                            "every request will be refused; raise limit_mib", self.baseline // MIB, self.soft // MIB)
         self.check()
-        self._thread.start()
+        self._watch.start()
         admission.register(self)
         self.log.info("memory limits: soft %d MiB, hard %d MiB (idle footprint %d MiB)",
                       self.soft // MIB, self.hard // MIB, self.baseline // MIB)
 
     def shutdown(self) -> None:
         admission.unregister(self)
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join()
+        self._watch.stop()
 
     def room(self) -> tuple[int, int]:
         ever = self.hard - self.baseline
@@ -101,6 +98,8 @@ class MemoryLimiterProcessor(Processor):
         held = admission.held_bytes()
         usage = self.baseline + held + admission.cache_bytes()
         above = usage > self.soft and (held > 0 or self.baseline >= self.soft)
+        if above:
+            release_memory()  # while refusing, hand what was freed back to the OS (RSS, not the decision)
         if above != self._refusing:
             self._refusing = above
             gauges.set("memory_limiter_state", int(above), processor=self.id)
@@ -112,10 +111,6 @@ class MemoryLimiterProcessor(Processor):
                                  (usage - held - self.baseline) // MIB, self.soft // MIB)
             else:
                 self.log.info("Memory usage back within limits. Accepting data. (held %d MiB)", held // MIB)
-
-    def _watch(self) -> None:
-        while not self._stop.wait(self.config.check_interval):
-            self.check()
 
     def consume(self, batch: SpanBatch) -> None:
         self._admit(batch, "spans")

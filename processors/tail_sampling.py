@@ -31,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from spanpipe.component import Consumer, Processor
 from spanpipe.component import ComponentConfig
 from spanpipe.configtypes import Duration
+from spanpipe.periodic import Periodic
 from spanpipe.registry import Factory
 from spanpipe.spanbatch import STATUS_NAMES, SpanBatch
 from spanpipe.telemetry import counters
@@ -281,11 +282,10 @@ class TailSamplingProcessor(Processor):
         self.groups: OrderedDict[str, Group] = OrderedDict()
         self.decided: OrderedDict[str, bool] = OrderedDict()
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"{component_id}-decide", daemon=True)
+        self._decider = Periodic(f"{component_id}-decide", config.check_interval, self._send_due, self.log)
 
     def start(self) -> None:
-        self._thread.start()
+        self._decider.start()
 
     def _group_keys(self, batch: SpanBatch) -> list[str]:
         if self.config.group_by == "rollout":
@@ -356,15 +356,12 @@ class TailSamplingProcessor(Processor):
                     out.append(SpanBatch.concat(g.parts))
         return out
 
-    def _run(self) -> None:
-        while not self._stop.wait(self.config.check_interval):
-            for b in self._due(flush_all=False):
-                self.send_downstream(b)
+    def _send_due(self) -> None:
+        for b in self._due(flush_all=False):
+            self.send_downstream(b)
 
     def shutdown(self) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join()
+        self._decider.stop()
         for b in self._due(flush_all=True):
             self.send_downstream(b)
 
