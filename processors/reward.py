@@ -127,7 +127,7 @@ class RewardProcessor(BatchTransform):
 
     def rewards_of(self, name: str, attrs: dict[str, Any], events: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
         dims: list[dict[str, Any]] = []
-        if agentlightning.has_reward_keys(attrs):
+        if agentlightning.has_primary_reward_keys(attrs):
             try:
                 dims = [{**d, "source": "agentlightning"} for d in agentlightning.reward_dimensions(attrs)]
             except agentlightning.MalformedReward as exc:

@@ -20,9 +20,13 @@ class MalformedReward(ValueError):
     pass
 
 
-def has_reward_keys(attrs: dict[str, Any]) -> bool:
-    dot = REWARD_PREFIX + "."
-    return any(k.startswith(dot) for k in attrs)
+_FIRST_DIMENSION = (REWARD_PREFIX + ".0.value", REWARD_PREFIX + ".0.name")
+
+
+def has_primary_reward_keys(attrs: dict[str, Any]) -> bool:
+    """O(1), for the per-span path: a reward has a dimension 0; keys without one can only be
+    malformed, which the collector treats as no reward anyway."""
+    return _FIRST_DIMENSION[0] in attrs or _FIRST_DIMENSION[1] in attrs
 
 
 def reward_dimensions(attrs: dict[str, Any]) -> list[dict[str, Any]]:
