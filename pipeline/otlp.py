@@ -108,7 +108,8 @@ def _span_problem(tid: bytes, sid: bytes, pid: bytes, start: int, end: int) -> s
     return ", ".join(problems)
 
 
-def decode_traces(request: ExportTraceServiceRequest) -> DecodedTraces:
+def decode_traces(request: ExportTraceServiceRequest, wire_bytes: int | None = None) -> DecodedTraces:
+    """`wire_bytes`: the request's encoded size, when the caller has it (ByteSize() walks the message)."""
     b = SpanBatch()
     trace_ids, span_ids, parents = b.trace_id, b.span_id, b.parent_span_id
     rejected = 0
@@ -152,12 +153,13 @@ def decode_traces(request: ExportTraceServiceRequest) -> DecodedTraces:
                                         rs.schema_url))
     message = f"{rejected} span(s) rejected; first: {first_reason}" if rejected else ""
     if b.span_id:
-        b.nbytes = request.ByteSize() * DECODED_BYTES_PER_WIRE_BYTE * len(b.span_id) // (len(b.span_id) + rejected)
+        size = request.ByteSize() if wire_bytes is None else wire_bytes
+        b.nbytes = size * DECODED_BYTES_PER_WIRE_BYTE * len(b.span_id) // (len(b.span_id) + rejected)
     return DecodedTraces(b, rejected, message)
 
 
 def decode_traces_protobuf(data: bytes) -> DecodedTraces:
-    return decode_traces(parse_traces_protobuf(data))
+    return decode_traces(parse_traces_protobuf(data), len(data))
 
 
 _ID_KEYS = ("traceId", "spanId", "parentSpanId", "trace_id", "span_id", "parent_span_id")

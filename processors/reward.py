@@ -35,7 +35,7 @@ from spanpipe.semconv.llm_call import response_id as response_id_of
 from spanpipe.semconv.span_types import classify
 from spanpipe.spanbatch import SpanBatch
 from spanpipe.telemetry import counters
-from spanpipe.userregex import RegexError, compile_regex
+from spanpipe.userregex import NameMatcher, RegexError, compile_regex
 
 _OI_DIM = re.compile(r"^annotations\.(\d+)\.annotation\.(score|name)$")
 
@@ -123,7 +123,7 @@ class RewardProcessor(BatchTransform):
     def __init__(self, component_id: str, config: RewardConfig, next_consumer: Consumer) -> None:
         super().__init__(component_id, next_consumer)
         self.config = config
-        self.llm_name = compile_regex(config.llm_span_name_pattern)
+        self.llm_name = NameMatcher(config.llm_span_name_pattern)
 
     def rewards_of(self, name: str, attrs: dict[str, Any], events: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
         dims: list[dict[str, Any]] = []
