@@ -107,11 +107,13 @@ class Collector:
 
     def start(self, timeout: float = 30) -> Collector:
         self._log = open(self.log_path, "ab")
+        self._log_offset = len(self.log())
         self.proc = subprocess.Popen([SPANPIPE, "run", "--config", str(self.config_path)],
                                      stdout=self._log, stderr=subprocess.STDOUT, cwd=self.tmp, env=self.env)
         ports = self.wait_ports if self.wait_ports is not None else [self.grpc_port, self.http_port, self.query_port]
         deadline = time.monotonic() + timeout
-        while not all(port_open(p) for p in ports):
+        # Ports open is not start-up done: wait for the service's own word too.
+        while not all(port_open(p) for p in ports) or "collector started" not in self._started_log():
             if self.proc.poll() is not None:
                 raise RuntimeError(f"collector exited with {self.proc.returncode}:\n{self.log()}")
             if time.monotonic() > deadline:
@@ -119,6 +121,10 @@ class Collector:
                 raise RuntimeError(f"collector did not start:\n{self.log()}")
             time.sleep(0.05)
         return self
+
+    def _started_log(self) -> str:
+        """The log since this start (a restarted collector appends to the same file)."""
+        return self.log()[self._log_offset:]
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
