@@ -12,10 +12,14 @@ SCHEMA_VERSION = 1
 # OTLP log records (spanpipe.otlp_logs.LOGS_COLUMNS); the read side joins them to their span.
 LOGS_DDL = columns.create_table_sql("logs", columns.LOGS)
 
-# A retried logs export must not show twice: the same record has the same time, ids, name and body.
+# A retried logs export must not show twice: the same record has the same time, ids, name and body
+# (also when the retry is merged into the same batch as the first attempt).
 INSERT_LOGS = """
 INSERT INTO logs
-SELECT * FROM __logs AS n
+SELECT * FROM (
+    SELECT * FROM __logs QUALIFY row_number() OVER (
+        PARTITION BY time_unix_nano, trace_id, span_id, event_name, body::VARCHAR, attributes::VARCHAR) = 1
+) AS n
 WHERE NOT EXISTS (
     SELECT 1 FROM logs l
     WHERE l.time_unix_nano BETWEEN $lo AND $hi AND l.time_unix_nano = n.time_unix_nano
