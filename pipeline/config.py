@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import ValidationError
 
 from spanpipe.errors import ConfigError
 from spanpipe.component import CAPABILITIES, ComponentConfig

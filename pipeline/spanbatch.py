@@ -59,11 +59,6 @@ class Resource:
 DECODED_BYTES_PER_WIRE_BYTE = 8
 
 
-def held_bytes(item: SpanBatch | pa.Table) -> int:
-    """The memory a batch of spans or a table of log records holds."""
-    return item.nbytes
-
-
 def _json_default(value: Any) -> Any:
     if isinstance(value, (bytes, bytearray)):
         return base64.b64encode(value).decode("ascii")

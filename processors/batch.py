@@ -26,7 +26,7 @@ from spanpipe.configtypes import Duration
 from spanpipe.errors import BackPressureError
 from spanpipe.registry import Factory
 from spanpipe.signals import merge
-from spanpipe.spanbatch import SpanBatch, held_bytes
+from spanpipe.spanbatch import SpanBatch
 
 
 class BatchConfig(ComponentConfig):
@@ -106,7 +106,7 @@ class BatchProcessor(Processor):
             group.batches.append(batch)
             group.spans += n
             self._pending_spans += n
-            self._pending_bytes += held_bytes(batch)
+            self._pending_bytes += batch.nbytes  # SpanBatch and Arrow table alike
             if len(group.batches) == 1 or group.spans >= self.config.send_batch_size:
                 self._cond.notify_all()
 
@@ -141,7 +141,7 @@ class BatchProcessor(Processor):
             for part in parts:
                 self.send_downstream(part)
                 self._release(len(part))
-            self._release(0, held_bytes(merged))
+            self._release(0, merged.nbytes)
 
 
     def shutdown(self) -> None:

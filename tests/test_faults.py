@@ -321,7 +321,7 @@ def test_duckdb_sizes_are_checked_by_validate(tmp_path, key, value):
     c = Collector(tmp_path)
     c.config["exporters"]["duckdb"][key] = value
     out = run_cli("validate", "--config", str(c.rewrite().config_path))
-    assert out.returncode != 0 and f"exporters::duckdb" in out.stderr and key in out.stderr, out.stderr
+    assert out.returncode != 0 and "exporters::duckdb" in out.stderr and key in out.stderr, out.stderr
 
 
 def test_nan_and_infinity_attributes_keep_their_meaning(tmp_path):

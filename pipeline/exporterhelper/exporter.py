@@ -17,7 +17,6 @@ from __future__ import annotations
 import threading
 import time
 from abc import abstractmethod
-from pathlib import Path
 
 import pyarrow as pa
 
