@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -158,3 +159,46 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = No
             timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run([SPANPIPE, *args], capture_output=True, text=True, cwd=cwd,
                           env={**os.environ, **(env or {})}, timeout=timeout)
+
+
+def wait_for(predicate: Any, timeout: float, what: str = "a condition", poll: float = 0.25) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(poll)
+
+
+class Tmpfs:
+    """A real tmpfs of `size` bytes, filled to the last byte on demand."""
+
+    def __init__(self, where: Path, size: str = "48m") -> None:
+        self.path = where
+        where.mkdir(parents=True, exist_ok=True)
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
+                              capture_output=True, text=True)
+        assert done.returncode == 0, f"this test mounts a tmpfs and needs root: {done.stderr}"
+        self.filler = where / "filler"
+
+    def fill(self) -> None:
+        with open(self.filler, "ab") as fh:
+            chunk = b"\0" * 65536
+            try:
+                while True:
+                    fh.write(chunk)
+                    fh.flush()
+            except OSError:
+                pass
+            for size in (4096, 512, 1):
+                try:
+                    while True:
+                        os.write(fh.fileno(), b"\0" * size)
+                except OSError:
+                    pass
+        assert shutil.disk_usage(self.path).free == 0
+
+    def free(self) -> None:
+        self.filler.unlink(missing_ok=True)
+
+    def unmount(self) -> None:
+        subprocess.run(["umount", "-l", str(self.path)], check=False)

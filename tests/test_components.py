@@ -4,7 +4,6 @@ its self-metrics counted."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -76,13 +75,6 @@ def test_component_lifecycle(factory, tmp_path, ports):
     batch, ids = spans(6)
     {"receivers": check_receiver, "processors": check_processor,
      "exporters": check_exporter, "extensions": check_extension}[factory.kind](factory, cfg, batch, ids, tmp_path, ports)
-
-
-def wait_until(predicate, timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
 
 
 def check_receiver(factory, cfg, batch, ids, tmp_path, ports) -> None:

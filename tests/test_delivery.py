@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from collector import Collector, default_config, free_port, grpc_export
+from collector import Collector, default_config, free_port, grpc_export, wait_for
 from otlp_requests import make_request
 from spanpipe.warehouse import Warehouse
 
@@ -59,14 +59,6 @@ class Sender(threading.Thread):
             else:
                 self.refused[code] = self.refused.get(code, 0) + 1
             self.stop.wait(self.interval)
-
-
-def wait_for(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.25)
 
 
 def test_persistent_queue_survives_kill_9(tmp_path):

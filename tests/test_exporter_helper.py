@@ -4,8 +4,8 @@ dropped, never blocking what queues behind it), and only the items at fault are 
 from __future__ import annotations
 
 import threading
-import time
 
+from collector import wait_for
 from otlp_requests import make_request
 from spanpipe.errors import RequestTooLargeError, TransientError
 from spanpipe.exporterhelper import ExporterHelperConfig, QueuedExporter
@@ -49,13 +49,6 @@ def config(**queue: object) -> ExporterHelperConfig:
         "retry_on_failure": {"initial_interval": "10ms", "max_interval": "50ms", "max_elapsed_time": "0s"}})
 
 
-def wait_until(predicate, timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.01)
-
-
 def test_a_span_no_exporter_can_write_is_dropped_alone_and_never_blocks_the_queue():
     exp = RecordingExporter(config(batch={"max_size": 10_000, "flush_timeout": "50ms", "min_size": 300}))
     before = counters.value("exporter_send_failed_spans", exporter="recording")
@@ -63,9 +56,9 @@ def test_a_span_no_exporter_can_write_is_dropped_alone_and_never_blocks_the_queu
     batches = [spans(100), spans(100, poison=37), spans(100)]
     for b in batches:
         exp.consume(b)
-    wait_until(lambda: len(exp.stored) == 299)
+    wait_for(lambda: len(exp.stored) == 299, 10, poll=0.01)
     exp.consume(after := spans(50))  # what queues behind it goes through
-    wait_until(lambda: len(exp.stored) == 349)
+    wait_for(lambda: len(exp.stored) == 349, 10, poll=0.01)
     exp.shutdown()
     expected = [s for b in (*batches, after) for s in b.span_id if s != batches[1].span_id[37]]
     assert sorted(exp.stored) == sorted(expected)
@@ -78,7 +71,7 @@ def test_a_request_too_large_for_the_destination_is_split_never_retried_unchange
     exp.start()
     for _ in range(10):
         exp.consume(spans(50))
-    wait_until(lambda: len(exp.stored) == 500)
+    wait_for(lambda: len(exp.stored) == 500, 10, poll=0.01)
     exp.shutdown()
     assert len(set(exp.stored)) == 500
 
@@ -99,6 +92,6 @@ def test_without_queue_batching_requests_are_sent_one_by_one():
     exp.start()
     for _ in range(20):
         exp.consume(spans(30))
-    wait_until(lambda: len(sizes) == 21)
+    wait_for(lambda: len(sizes) == 21, 10, poll=0.01)
     exp.shutdown()
     assert sizes[1:] == [30] * 20

@@ -4,9 +4,7 @@ counted by id afterwards (out-of-range enums, an unwritable span, a paused downs
 from __future__ import annotations
 
 import os
-import shutil
 import signal
-import subprocess
 import time
 from pathlib import Path
 
@@ -14,9 +12,10 @@ import pytest
 import requests
 import yaml
 
-from collector import Collector, grpc_export, run_cli
+from collector import Collector, Tmpfs, grpc_export, run_cli
 from otlp_requests import make_request
-from test_delivery import Sender, backend, forwarder, stored_ids, wait_for
+from test_delivery import Sender, backend, forwarder, stored_ids
+from collector import wait_for
 from spanpipe.warehouse import Warehouse
 
 
@@ -56,39 +55,6 @@ def test_out_of_range_enums_are_stored_and_never_stall_the_writer(tmp_path):
     assert [rows[s]["kind"] for _, s in stored[:3]] == ["9", "300", "-1"]
     assert rows[stored[3][1]]["status_code"] == "7"
     assert rows["cd" * 8] == {"span_id": "cd" * 8, "kind": "99", "status_code": "12"}
-
-
-class Tmpfs:
-    """A real tmpfs of `size` bytes, filled to the last byte on demand."""
-
-    def __init__(self, where: Path, size: str = "48m") -> None:
-        self.path = where
-        where.mkdir(parents=True, exist_ok=True)
-        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)], check=True)
-        self.filler = where / "filler"
-
-    def fill(self) -> None:
-        with open(self.filler, "ab") as fh:
-            chunk = b"\0" * 65536
-            try:
-                while True:
-                    fh.write(chunk)
-                    fh.flush()
-            except OSError:
-                pass
-            for size in (4096, 512, 1):
-                try:
-                    while True:
-                        os.write(fh.fileno(), b"\0" * size)
-                except OSError:
-                    pass
-        assert shutil.disk_usage(self.path).free == 0
-
-    def free(self) -> None:
-        self.filler.unlink(missing_ok=True)
-
-    def unmount(self) -> None:
-        subprocess.run(["umount", "-l", str(self.path)], check=False)
 
 
 def count_stored(c: Collector) -> int:

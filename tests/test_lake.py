@@ -4,7 +4,6 @@ that costs nothing, and duckdb retention that archives whole rollouts before del
 from __future__ import annotations
 
 import os
-import subprocess
 import time
 from pathlib import Path
 
@@ -12,11 +11,12 @@ import duckdb
 import pyarrow.parquet as pq
 import pytest
 
-from collector import Collector, grpc_export, run_cli
+from collector import Collector, Tmpfs, grpc_export, run_cli
 from otlp_requests import make_request
 from spanpipe.lake import LAKE_SCHEMA, lake_glob
 from spanpipe.warehouse import Warehouse
-from test_delivery import stored_ids, wait_for
+from collector import wait_for
+from test_delivery import stored_ids
 
 
 def with_parquet(tmp: Path, lake: Path | str, **parquet: object) -> Collector:
@@ -70,12 +70,9 @@ def test_parquet_lake_partitioned_and_queryable(tmp_path):
 @pytest.fixture
 def small_disk(tmp_path):
     """A 3 MiB tmpfs: a real full disk, not a simulated one."""
-    mount = tmp_path / "small"
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mount)], capture_output=True, text=True)
-    assert done.returncode == 0, f"this test mounts a tmpfs and needs root: {done.stderr}"
-    yield mount
-    subprocess.run(["umount", "-l", str(mount)], check=False)
+    disk = Tmpfs(tmp_path / "small", "3m")
+    yield disk.path
+    disk.unmount()
 
 
 def test_disk_full_for_parquet_then_space_returns(tmp_path, small_disk):

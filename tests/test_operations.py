@@ -21,7 +21,8 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from collector import Collector, free_port, grpc_export
 from otlp_requests import make_request
 from spanpipe.warehouse import Warehouse, WarehouseError
-from test_delivery import forwarder, scrape, stored_ids, wait_for
+from collector import wait_for
+from test_delivery import forwarder, scrape, stored_ids
 
 TOKEN = "s3cret-token"
 
