@@ -17,10 +17,22 @@ import yaml
 SPANPIPE = str(Path(sys.executable).with_name("spanpipe"))
 
 
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port free now and not handed out before in this test run.
+
+    The kernel may give the same ephemeral port to two binds in a row once the first socket is
+    closed, so one collector could be configured with one port twice (seen in CI).
+    """
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
 
 
 def port_open(port: int) -> bool:
