@@ -7,9 +7,9 @@ Backed by prometheus_client; the `service::telemetry::metrics` endpoint serves t
 from __future__ import annotations
 
 import threading
-from typing import Callable
+from typing import Any, Callable
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -20,39 +20,45 @@ OURS = ("rewards_extracted", "reward_malformed", "rollouts_completed", "warehous
 
 
 def metric_name(name: str) -> str:
+    """otelcol's name for otelcol's metrics; ours get `spanpipe_` (a component may give it itself)."""
+    if name.startswith("spanpipe_"):
+        return name
     return ("spanpipe_" if name in OURS else "otelcol_") + name
 
 
 class _Family:
     """Metric families created on first use, with the label names of that first use."""
 
-    kind: type[Counter] | type[Gauge]
+    kind: type[Counter] | type[Gauge] | type[Histogram]
 
-    def __init__(self, kind: type[Counter] | type[Gauge]) -> None:
+    def __init__(self, kind: type[Counter] | type[Gauge] | type[Histogram]) -> None:
         self.kind = kind
-        self._metrics: dict[str, Counter | Gauge] = {}
+        self._metrics: dict[str, Any] = {}
+        self.options: dict[str, Any] = {}
         self._lock = threading.Lock()
 
-    def _metric(self, name: str, labels: tuple[str, ...]) -> Counter | Gauge:
+    def _metric(self, name: str, labels: tuple[str, ...]) -> Any:
         metric = self._metrics.get(name)
         if metric is None:
             with self._lock:
                 metric = self._metrics.get(name)
                 if metric is None:
-                    metric = self.kind(metric_name(name), name.replace("_", " "), labels, registry=REGISTRY)
+                    metric = self.kind(metric_name(name), name.replace("_", " "), labels, registry=REGISTRY,
+                                       **self.options)
                     self._metrics[name] = metric
         return metric
 
     def value(self, name: str, **labels: str) -> float:
-        """The sum over the samples matching `labels` (tests, the progress line); 0 when never used."""
+        """The sum over the samples matching `labels` (tests, the progress line); 0 when never used.
+        For a histogram: how many observations."""
         metric = self._metrics.get(name)
         if metric is None:
             return 0.0
-        sample_name = metric_name(name) + ("_total" if self.kind is Counter else "")
+        sample_name = metric_name(name) + {Counter: "_total", Histogram: "_count"}.get(self.kind, "")
         return sum(s.value for s in metric.collect()[0].samples
                    if s.name == sample_name and all(s.labels.get(k) == v for k, v in labels.items()))
 
-    def child(self, name: str, labels: dict[str, str]) -> Counter | Gauge:
+    def child(self, name: str, labels: dict[str, str]) -> Any:
         metric = self._metric(name, tuple(labels))
         return metric.labels(**labels) if labels else metric
 
@@ -75,5 +81,19 @@ class Gauges(_Family):
         self.child(name, labels).set_function(fn)  # type: ignore[union-attr]
 
 
+class Histograms(_Family):
+    """Latencies in seconds (Prometheus' default buckets from 5 ms, plus finer ones below)."""
+
+    BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+
+    def __init__(self) -> None:
+        super().__init__(Histogram)
+        self.options = {"buckets": self.BUCKETS}
+
+    def observe(self, name: str, value: float, **labels: str) -> None:
+        self.child(name, labels).observe(value)
+
+
 counters = Counters()
 gauges = Gauges()
+histograms = Histograms()
