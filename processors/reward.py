@@ -174,7 +174,7 @@ class RewardProcessor(BatchTransform):
                 span_type[i] = kind if only_eval and kind == "llm" else "reward"
             else:
                 span_type[i] = kind
-            response_id[i] = response_id_of(attrs)
+            response_id[i] = response_id_of(attrs, llm=span_type[i] == "llm")
         if extracted:
             counters.add("rewards_extracted", extracted, processor=self.id)
             if events.bus.subscribers():

@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 
 from spanpipe.emit.attributes import unflatten
-from spanpipe.semconv.llm_call import llm_call, response_id
+from spanpipe.semconv.llm_call import TOKEN_IDS_MISSING_REASON, llm_call, response_id
 
 PROMPT_IDS = ("prompt_token_ids", "agentlightning.operation.output.prompt_token_ids")
 RESPONSE_IDS = ("response_token_ids", "agentlightning.operation.output.response_token_ids.0",
@@ -144,8 +144,23 @@ def payload(attrs: dict[str, Any], events: list[dict[str, Any]] | None, agent_na
         response["logprobs"] = orjson.loads(logprobs)
     elif isinstance(logprobs, list):
         response["logprobs"] = logprobs
-    rid = response_id(attrs)
+    rid = response_id(attrs, llm=True)
     if rid is None:
         rid = normalised()["response_id"]
-    metadata = {"request": request, "response": response_meta, "response_id": rid, "agent_name": agent_name}
+    metadata = {"request": request, "response": response_meta, "response_id": rid}
+    if not prompt_ids or not response_ids:
+        metadata["token_ids_missing_reason"] = token_ids_missing_reason(attrs, bool(prompt_ids), bool(response_ids))
+    metadata["agent_name"] = agent_name  # last: the bulk reader appends it to the stored head
     return prompt, response, metadata
+
+
+def token_ids_missing_reason(attrs: dict[str, Any], has_prompt: bool, has_response: bool) -> str:
+    """Why a call's triplet has no (or half its) token ids: the llm_gateway's own word when the call
+    went through it, else what is missing and how to get it."""
+    reason = attrs.get(TOKEN_IDS_MISSING_REASON)
+    if isinstance(reason, str) and reason:
+        return reason
+    missing = "prompt and response" if not has_prompt and not has_response else \
+        "prompt" if not has_prompt else "response"
+    return (f"no_token_ids_recorded: the span has no {missing} token ids (its instrumentation does not "
+            "record them); send the agent's LLM calls through the llm_gateway receiver to record them")

@@ -74,17 +74,18 @@ def forest_query(rollout_ids: list[str], candidate_sql: str, latest_only: bool) 
     return f"""
 WITH want AS ({wanted_sql(rollout_ids)}),
 w AS MATERIALIZED (
-  SELECT row_number() OVER () AS r, want.k, hash(s.attempt_id) AS ha, s.attempt_id, s.trace_id, s.span_id, s.name,
+  SELECT row_number() OVER () AS r, s.k, hash(s.attempt_id) AS ha, s.attempt_id, s.trace_id, s.span_id, s.name,
          TRY_CAST('0x' || s.span_id AS UBIGINT) AS sid, TRY_CAST('0x' || s.parent_span_id AS UBIGINT) AS psid,
          s.parent_span_id IS NOT NULL AND s.parent_span_id <> s.span_id AS has_parent,
          s.sequence_id, s.start_time_unix_nano, s.end_time_unix_nano,
          CASE WHEN s.span_type = 'reward' THEN s.reward END AS reward_value,
-         COALESCE({candidate_sql}, FALSE) AS candidate,
+         s.candidate,
          {ATTRIBUTE_KEYS_SQL} AS v,
          {AGENT_SQL} AS agent,
          {REWARD_OPERATION_SQL} AS reward_operation,
-         {response_id_sql('candidate')} AS response_id
-  FROM spans s JOIN want USING (rollout_id)
+         {response_id_sql('s.candidate')} AS response_id
+  FROM (SELECT s.*, want.k, COALESCE({candidate_sql}, FALSE) AS candidate
+        FROM spans s JOIN want USING (rollout_id)) s
 ){chosen}, b AS ({rows})
 SELECT b.k, b.ha, b.r, p.r AS pr, b.has_parent, b.sid IS NULL AS odd_id, b.sequence_id,
        b.start_time_unix_nano, b.end_time_unix_nano, b.candidate, b.reward_value, b.reward_operation, b.agent,

@@ -27,7 +27,7 @@ from spanpipe.adapters.tree import Tree
 from spanpipe.adapters.bulk import ATTRIBUTE_KEYS_SQL, AGENT_SQL, REWARD_OPERATION_SQL, bulk_triplets, response_id_sql
 from spanpipe.semconv.agents import agent_name
 from spanpipe.semconv.llm_call import response_id
-from spanpipe.warehouse.views import events_with_logs_sql, llm_attributes_sql
+from spanpipe.warehouse.views import events_with_logs_sql, gateway_twin_sql, llm_attributes_sql
 from spanpipe.warehouse.warehouse import sql_string as _q
 from spanpipe.userregex import compile_regex
 
@@ -209,7 +209,8 @@ class TripletAdapter:
 
     def candidate_sql(self) -> str:
         by_name = f"regexp_matches(name, {_q(self.llm_call_match)})"
-        return f"(span_type = 'llm' OR {by_name})" if self.llm_conventions else by_name
+        llm = f"(span_type = 'llm' OR {by_name})" if self.llm_conventions else by_name
+        return f"({llm} AND NOT {gateway_twin_sql('s')})"
 
     def _query(self, rollout_ids: list[str]) -> str:
         ids = ", ".join(_q(r) for r in rollout_ids)
@@ -426,7 +427,7 @@ def spans_to_columns(spans: list[dict[str, Any]], adapter: TripletAdapter) -> Sp
         reward = get_reward_value({"name": name, "attributes": attrs})
         kind = "reward" if reward is not None else classify(name, attrs)
         agent = agent_name(name, attrs)
-        rid = response_id(attrs)
+        rid = response_id(attrs, llm=True)
         cols.span_id.append(sp["span_id"])
         cols.parent_span_id.append(sp.get("parent_span_id", sp.get("parent_id")))
         cols.name.append(name)

@@ -19,11 +19,26 @@ Message = dict[str, Any]
 # deduplicated on, what the reward processor stores in the `response_id` column).
 RESPONSE_ID = ("gen_ai.response.id", "agentlightning.operation.output.id")
 
+# The instrumentation scope of the llm_gateway receiver's spans. A client-side LLM span with the
+# same response id (in the same rollout) is the same call: the gateway's span, which carries the
+# token ids, stands for it in `llm_calls`, triplets and messages.
+GATEWAY_SCOPE = "spanpipe.llm_gateway"
+# Why a call has no token ids, in words (the gateway sets it; triplets carry it in their metadata).
+TOKEN_IDS_MISSING_REASON = "spanpipe.token_ids.missing_reason"
 
-def response_id(attrs: dict[str, Any]) -> str | None:
+
+def response_id(attrs: dict[str, Any], llm: bool = False) -> str | None:
+    """The first RESPONSE_ID key holding a string; for an LLM span (`llm`) also the `id` of an
+    OpenInference `output.value` response document (parsed only when it holds an "id" key)."""
     for key in RESPONSE_ID:
         if isinstance(attrs.get(key), str):
             return attrs[key]
+    if llm:
+        out = attrs.get("output.value")
+        if isinstance(out, str) and out.startswith("{") and '"id"' in out:
+            value = loose(out)
+            if isinstance(value, dict) and isinstance(value.get("id"), str):
+                return value["id"]
     return None
 
 

@@ -21,7 +21,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
-PAYLOAD_VERSION = 1
+PAYLOAD_VERSION = 2  # 2: metadata may hold token_ids_missing_reason
 
 # The LLM spans the writer prepares payloads for: the collector's classification, and the
 # TripletAdapter's default name pattern.
@@ -58,8 +58,7 @@ def payload_fields(attributes_json: str | bytes | None, events_json: str | bytes
     attrs = orjson.loads(attributes_json) if attributes_json else {}
     events = orjson.loads(events_json) if events_json else None
     prompt, response, metadata = payload(attrs, events, "")
-    head = orjson.dumps({"request": metadata["request"], "response": metadata["response"],
-                         "response_id": metadata["response_id"]})[:-1] + b","
+    head = orjson.dumps({k: v for k, v in metadata.items() if k != "agent_name"})[:-1] + b","
     return {"prompt_token_ids": [int(i) for i in prompt["token_ids"]],
             "response_token_ids": [int(i) for i in response["token_ids"]],
             "prompt": orjson.dumps(prompt).decode(), "response": orjson.dumps(response).decode(),

@@ -15,7 +15,7 @@ import pyarrow as pa
 from spanpipe.semconv.agents import agent_name_sql
 from spanpipe.warehouse import payloads
 from spanpipe.warehouse.schema import COMPLETION_COLUMNS, DDL, LOGS_DDL, ROLLOUT_SPAN, SPANS_COLUMNS
-from spanpipe.semconv.llm_call import llm_call
+from spanpipe.semconv.llm_call import GATEWAY_SCOPE, llm_call
 from spanpipe.semconv.span_types import LOGFIRE_STREAM_PREFIX, classify
 
 _TOKENS_IN = ("COALESCE(TRY_CAST(attributes->>'gen_ai.usage.input_tokens' AS BIGINT), "
@@ -68,6 +68,14 @@ def llm_end_sql(span: str = "s") -> str:
 
 _IS_LLM = "(span_type = 'llm' OR (span_type IS NULL AND spanpipe_span_type(name, attributes::VARCHAR) = 'llm'))"
 
+
+def gateway_twin_sql(span: str = "s") -> str:
+    """TRUE for a client-side span of a call the llm_gateway receiver also recorded (same response
+    id in the same rollout): the gateway's span, with the token ids, stands for that call."""
+    return (f"({span}.response_id IS NOT NULL AND {span}.scope_name IS DISTINCT FROM '{GATEWAY_SCOPE}' AND EXISTS "
+            f"(SELECT 1 FROM spans g WHERE g.scope_name = '{GATEWAY_SCOPE}' AND g.response_id = {span}.response_id "
+            f"AND g.rollout_id IS NOT DISTINCT FROM {span}.rollout_id))")
+
 VIEWS: dict[str, str] = {
     "llm_calls": f"""
 SELECT s.trace_id, s.span_id, s.parent_span_id, s.rollout_id, s.attempt_id, s.sequence_id, s.name,
@@ -84,7 +92,7 @@ SELECT s.trace_id, s.span_id, s.parent_span_id, s.rollout_id, s.attempt_id, s.se
        c->>'convention' AS convention
 FROM (SELECT *, spanpipe_llm_call({llm_attributes_sql("x")}, {events_with_logs_sql("x")})::JSON AS c,
              {llm_end_sql("x")} AS call_end
-      FROM spans x WHERE {_IS_LLM}) s
+      FROM spans x WHERE {_IS_LLM} AND NOT {gateway_twin_sql("x")}) s
 LEFT JOIN spans p ON p.trace_id = s.trace_id AND p.span_id = s.parent_span_id""",
     "rewards": """
 SELECT s.rollout_id, s.attempt_id, s.trace_id, s.span_id, s.sequence_id, s.name AS span_name,

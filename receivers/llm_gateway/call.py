@@ -19,11 +19,11 @@ from typing import Any, Literal
 
 import orjson
 
-from spanpipe.semconv.llm_call import from_openai
+from spanpipe.semconv.llm_call import TOKEN_IDS_MISSING_REASON, from_openai
 
 Operation = Literal["chat", "text_completion"]
 
-# Why a call has no token ids (`spanpipe.token_ids.missing_reason`).
+# Why a call has no token ids (TOKEN_IDS_MISSING_REASON).
 NOT_REQUESTED = "not_requested: request_token_ids is off and the client did not ask for return_token_ids"
 UPSTREAM_SENT_NONE = ("upstream_sent_none: the upstream returned no prompt_token_ids/token_ids "
                       "(vLLM >= 0.10.2 returns them for return_token_ids: true)")
@@ -233,5 +233,5 @@ class Call:
                  if isinstance(e, dict)]).decode()
         reason = self.token_missing_reason(answered)
         if reason is not None:
-            attrs["spanpipe.token_ids.missing_reason"] = reason
+            attrs[TOKEN_IDS_MISSING_REASON] = reason
         return attrs

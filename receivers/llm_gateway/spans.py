@@ -19,12 +19,12 @@ from typing import Any
 
 from spanpipe.component import Consumer
 from spanpipe.errors import PipelineError
+from spanpipe.semconv.llm_call import GATEWAY_SCOPE
 from spanpipe.spanbatch import Resource, SpanBatch
 from spanpipe.telemetry import counters
 
 SPAN_KIND_CLIENT = 3
 STATUS_UNSET, STATUS_OK, STATUS_ERROR = 0, 1, 2
-SCOPE_NAME = "spanpipe.llm_gateway"
 
 
 @dataclass(slots=True)
@@ -101,7 +101,7 @@ class SpanBuffer:
             b.end_time_unix_nano.append(s.end_time_unix_nano)
             b.status_code.append(s.status_code)
             b.status_message.append(s.status_message)
-            b.scope_name.append(SCOPE_NAME)
+            b.scope_name.append(GATEWAY_SCOPE)
             b.scope_version.append(self.version)
             b.attributes.append(s.attributes)
             b.events.append(None)
