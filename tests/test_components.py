@@ -4,6 +4,7 @@ its self-metrics counted."""
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ import requests
 
 from collector import free_port, grpc_export
 from componentkit import Host, Sink, create, log_records, log_request, registry, spans
+from examples.fake_openai import FakeOpenAI
 from otlp_requests import make_request
 from spanpipe.telemetry import counters
 
@@ -24,6 +26,8 @@ def sample_config(kind: str, type_: str, tmp: Path, ports: dict[str, int]) -> di
     return {
         ("receivers", "otlp"): {"protocols": {"grpc": {"endpoint": f"127.0.0.1:{ports['grpc']}"},
                                               "http": {"endpoint": f"127.0.0.1:{ports['http']}"}}},
+        ("receivers", "llm_gateway"): {"endpoint": f"127.0.0.1:{ports['gateway']}",
+                                       "upstreams": [{"base_url": f"http://127.0.0.1:{ports['upstream']}/v1"}]},
         ("processors", "memory_limiter"): {"check_interval": "100ms", "limit_mib": 8000},
         ("processors", "batch"): {"timeout": "20ms"},
         ("processors", "probabilistic_sampler"): {"sampling_percentage": 100},
@@ -53,12 +57,13 @@ def build_config(factory, raw: dict[str, Any]):
 
 @pytest.fixture
 def ports() -> dict[str, int]:
-    return {"grpc": free_port(), "http": free_port(), "health": free_port()}
+    return {"grpc": free_port(), "http": free_port(), "health": free_port(), "gateway": free_port(),
+            "upstream": free_port()}
 
 
 def test_every_built_in_type_is_registered_through_entry_points():
     names = {kind: sorted(REGISTRY.types(kind)) for kind in ("receivers", "processors", "exporters", "extensions")}
-    assert names["receivers"] == ["otlp"]
+    assert names["receivers"] == ["llm_gateway", "otlp"]
     assert set(names["processors"]) == {"memory_limiter", "batch", "probabilistic_sampler", "tail_sampling",
                                         "attributes", "resource", "filter", "redaction", "rollout", "reward"}
     assert set(names["exporters"]) >= {"duckdb", "parquet", "otlp", "otlp_grpc", "otlphttp", "otlp_http", "debug", "file"}
@@ -80,17 +85,38 @@ def test_component_lifecycle(factory, tmp_path, ports):
 def check_receiver(factory, cfg, batch, ids, tmp_path, ports) -> None:
     sink = Sink()
     receiver = create(factory, cfg, sink)
-    receiver.start()
-    try:
-        req, sent = make_request(4)
-        assert grpc_export(f"127.0.0.1:{ports['grpc']}", req)[0] == "OK"
-        r = requests.post(f"http://127.0.0.1:{ports['http']}/v1/logs", data=log_request(2).SerializeToString(),
-                          headers={"Content-Type": "application/x-protobuf"}, timeout=10)
-        assert r.status_code == 200
-        assert sink.span_ids == sent and sink.log_records == 2
-        assert counters.value("receiver_accepted_spans", receiver=factory.type) >= 4
-    finally:
-        receiver.shutdown()
+    with contextlib.ExitStack() as stack:
+        if factory.type == "llm_gateway":
+            stack.enter_context(FakeOpenAI(port=ports["upstream"]))
+        receiver.start()
+        try:
+            sent = RECEIVER_TRAFFIC[factory.type](ports)
+        finally:
+            receiver.shutdown()  # hands what it holds to the pipeline
+    assert len(sink.span_ids) == sent["spans"] and sink.log_records == sent["log_records"]
+    if sent.get("span_ids"):
+        assert sink.span_ids == sent["span_ids"]
+    assert counters.value("receiver_accepted_spans", receiver=factory.type) >= sent["spans"]
+
+
+def otlp_traffic(ports: dict[str, int]) -> dict[str, Any]:
+    req, sent = make_request(4)
+    assert grpc_export(f"127.0.0.1:{ports['grpc']}", req)[0] == "OK"
+    r = requests.post(f"http://127.0.0.1:{ports['http']}/v1/logs", data=log_request(2).SerializeToString(),
+                      headers={"Content-Type": "application/x-protobuf"}, timeout=10)
+    assert r.status_code == 200
+    return {"spans": 4, "span_ids": sent, "log_records": 2}
+
+
+def gateway_traffic(ports: dict[str, int]) -> dict[str, Any]:
+    for k in range(3):
+        r = requests.post(f"http://127.0.0.1:{ports['gateway']}/v1/chat/completions", timeout=10,
+                          json={"model": "m", "messages": [{"role": "user", "content": f"What is {k} + 1?"}]})
+        assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"]
+    return {"spans": 3, "log_records": 0}
+
+
+RECEIVER_TRAFFIC = {"otlp": otlp_traffic, "llm_gateway": gateway_traffic}
 
 
 def check_processor(factory, cfg, batch, ids, tmp_path, ports) -> None:

@@ -152,6 +152,9 @@ class SpanColumns:
     events: list[str | None]
     trace_id: list[str] = field(default_factory=list)
     sequence_id: list[int | None] = field(default_factory=list)
+    # From the warehouse: which spans are LLM-call candidates (candidate_sql, which also leaves out
+    # client-side twins of gateway spans); None: decided here from name and span_type.
+    candidate: list[bool] | None = None
 
 
 class TripletAdapter:
@@ -221,7 +224,8 @@ SELECT rollout_id, attempt_id, trace_id, span_id, parent_span_id, name, start_ti
        {response_id_sql(candidate)} AS response_id,
        {REWARD_OPERATION_SQL} AS reward_operation,
        CASE WHEN {candidate} THEN {llm_attributes_sql("s")} END AS attributes,
-       CASE WHEN {candidate} THEN {events_with_logs_sql("s")} END AS events
+       CASE WHEN {candidate} THEN {events_with_logs_sql("s")} END AS events,
+       COALESCE({candidate}, FALSE) AS candidate
 FROM (SELECT *, {ATTRIBUTE_KEYS_SQL} AS v FROM spans WHERE rollout_id IN ({ids})) s
 ORDER BY rollout_id, attempt_id, sequence_id NULLS LAST, start_time_unix_nano, span_id"""
 
@@ -277,7 +281,7 @@ ORDER BY rollout_id, attempt_id, sequence_id NULLS LAST, start_time_unix_nano, s
                     start=sl["start_time_unix_nano"], end=sl["end_time_unix_nano"], span_type=sl["span_type"],
                     reward=sl["reward"], agent_name=sl["agent_name"], response_id=sl["response_id"],
                     reward_operation=sl["reward_operation"], attributes=sl["attributes"], events=sl["events"],
-                    trace_id=sl["trace_id"], sequence_id=sl["sequence_id"])
+                    candidate=sl["candidate"], trace_id=sl["trace_id"], sequence_id=sl["sequence_id"])
                 triplets, why = self.adapt_columns(spans)
                 for t in triplets:
                     t.rollout_id, t.attempt_id = rid, aid
@@ -298,7 +302,8 @@ ORDER BY rollout_id, attempt_id, sequence_id NULLS LAST, start_time_unix_nano, s
         if self.repair_hierarchy:
             tree.repair()
         name_ok = {nm: bool(self.llm_re.search(nm or "")) for nm in set(s.name)}
-        candidate = [name_ok[s.name[i]] or (self.llm_conventions and s.span_type[i] == "llm") for i in range(n)]
+        candidate = s.candidate if s.candidate is not None else \
+            [name_ok[s.name[i]] or (self.llm_conventions and s.span_type[i] == "llm") for i in range(n)]
         reward_value = [s.reward[i] if s.span_type[i] == "reward" else None for i in range(n)]
         calls: list[tuple[int, str]] = []
         seen: set[str] = set()
