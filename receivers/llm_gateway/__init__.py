@@ -129,7 +129,8 @@ class LlmGatewayReceiver(Receiver):
         self.spans: SpanBuffer  # set in start()
 
     def upstream_for(self, model: str) -> Upstream | None:
-        return next((u for u in self.config.upstreams if u.model == model or glob_match(u.model, model)), None)
+        return next((u for u in self.config.upstreams
+                     if u.model == "*" or u.model == model or glob_match(u.model, model)), None)
 
     @property
     def port(self) -> int:

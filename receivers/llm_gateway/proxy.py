@@ -67,6 +67,8 @@ class GatewayApp:
         self.state = Paused()
         self.model_version = ""
         self.labels = {"receiver": receiver.id}
+        self.latency = histograms.child("spanpipe_gateway_upstream_latency_seconds", self.labels)
+        self.ttft = histograms.child("spanpipe_gateway_time_to_first_token_seconds", self.labels)
 
     def application(self) -> web.Application:
         app = web.Application(client_max_size=self.config.max_request_body_size)
@@ -231,17 +233,22 @@ class GatewayApp:
                 is_sse = upstream.content_type == "text/event-stream"
                 if not is_sse:
                     data = await upstream.read()
-                    histograms.observe("spanpipe_gateway_upstream_latency_seconds", time.perf_counter() - t0, **self.labels)
-                    if status == 200:
+                    self.latency.observe(time.perf_counter() - t0)
+                    response = web.Response(status=status, body=data, headers=_passthrough_headers(upstream))
+                    try:  # the client has its answer before the call is recorded
+                        await response.prepare(request)
+                        await response.write_eof()
+                    except (ConnectionResetError, ConnectionError) as exc:
+                        outcome, error = "client_disconnected", f"the client left before the answer was sent ({exc})"
+                    if status != 200:
+                        outcome, error = "upstream_error", f"upstream answered HTTP {status}: {data[:300]!r}"
+                    else:
                         try:
                             parsed = orjson.loads(data)
                             if isinstance(parsed, dict):
                                 call.add_response(parsed)
                         except orjson.JSONDecodeError:
                             outcome, error = "upstream_error", "the upstream answered 200 with a body that is not JSON"
-                    else:
-                        outcome, error = "upstream_error", f"upstream answered HTTP {status}: {data[:300]!r}"
-                    response = web.Response(status=status, body=data, headers=_passthrough_headers(upstream))
                 else:
                     response = web.StreamResponse(status=status, headers=_passthrough_headers(upstream))
                     await response.prepare(request)
@@ -249,8 +256,7 @@ class GatewayApp:
                         async for data in upstream.content.iter_any():
                             if first_chunk is None:
                                 first_chunk = time.perf_counter() - t0
-                                histograms.observe("spanpipe_gateway_time_to_first_token_seconds", first_chunk,
-                                                   **self.labels)
+                                self.ttft.observe(first_chunk)
                             call.feed_sse(data)
                             await response.write(data)
                         await response.write_eof()
@@ -258,7 +264,7 @@ class GatewayApp:
                         outcome, error = "client_disconnected", f"the client disconnected mid-stream ({exc}); " \
                             "the upstream request was cancelled; the span holds what arrived until then"
                         upstream.close()
-                    histograms.observe("spanpipe_gateway_upstream_latency_seconds", time.perf_counter() - t0, **self.labels)
+                    self.latency.observe(time.perf_counter() - t0)
                     if status != 200 and outcome == "ok":
                         outcome, error = "upstream_error", f"upstream answered HTTP {status}"
         except (aiohttp.ClientConnectorError, aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
