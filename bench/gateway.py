@@ -70,7 +70,7 @@ async def client_run(url: str, concurrency: int, duration: float, stream: bool, 
     import aiohttp
 
     body = json.dumps({"model": model, "messages": MESSAGES, "stream": stream}).encode()
-    headers = {"Content-Type": "application/json", "Authorization": "Bearer bench"}
+    headers = {"Content-Type": "application/json", "Authorization": "Bearer sk-bench-0123456789abcdef"}
     latencies: list[float] = []
     ttfts: list[float] = []
     ids: list[str] = []
@@ -156,8 +156,9 @@ def start_litellm(binary: str, tmp: Path, upstream: str) -> tuple[subprocess.Pop
     (tmp / "litellm.yaml").write_text(
         "model_list:\n  - model_name: bench-model\n    litellm_params:\n      model: hosted_vllm/bench-model\n"
         f"      api_base: {upstream}\n      api_key: none\n")
-    env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_LOG": "ERROR"}
-    proc = subprocess.Popen([binary, "--config", str(tmp / "litellm.yaml"), "--port", str(port), "--host", "127.0.0.1",
+    env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_LOG": "ERROR",
+           "LITELLM_MASTER_KEY": "sk-bench-0123456789abcdef"}
+    proc = subprocess.Popen([os.path.abspath(binary), "--config", str(tmp / "litellm.yaml"), "--port", str(port), "--host", "127.0.0.1",
                              "--num_workers", "1"], cwd=tmp, env=env,
                             stdout=open(tmp / "litellm.log", "wb"), stderr=subprocess.STDOUT)
     wait_port(port, proc, timeout=180)
