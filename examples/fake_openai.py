@@ -15,7 +15,10 @@ It serves what vLLM's OpenAI server serves, with vLLM's field names:
 - `stream_options.include_usage` → a last chunk with empty choices and the usage.
 
 `token_ids="when_asked"` behaves like vLLM ≥ 0.10.2 (ids only with `return_token_ids: true`);
-the default `"always"` keeps the older demo behaviour of always sending them. `chunk_delay`
+the default `"always"` keeps the older demo behaviour of always sending them. `flavor="sglang"`
+answers chat calls like SGLang ≥ 0.5.13 instead: `return_prompt_token_ids` → `prompt_token_ids`
+on each choice, `return_meta_info` → `meta_info.output_token_logprobs` (`[logprob, token_id,
+text]`) and `meta_info.output_ids`; with `stream: true` those flags are refused (400). `chunk_delay`
 spaces stream chunks out (time to first token vs total time); `model_version_header` makes every
 response carry that header.
 
@@ -86,8 +89,10 @@ class FakeOpenAI:
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0,
                  token_ids: Literal["always", "when_asked"] = "always", chunk_delay: float = 0.0,
-                 model_version_header: str | None = None, model_version: str = "fake-v1") -> None:
+                 model_version_header: str | None = None, model_version: str = "fake-v1",
+                 flavor: Literal["vllm", "sglang"] = "vllm") -> None:
         self.host, self.port = host, port
+        self.flavor = flavor
         self.token_ids = token_ids
         self.chunk_delay = chunk_delay
         self.model_version_header, self.model_version = model_version_header, model_version
@@ -138,7 +143,10 @@ class FakeOpenAI:
         rid, model = f"chatcmpl-fake-{self.requests}", f"{body.get('model', 'fake-model')}-served"
         usage = {"prompt_tokens": len(prompt_ids), "completion_tokens": len(out_ids),
                  "total_tokens": len(prompt_ids) + len(out_ids)}
-        ids, lps = self._want_ids(body), body.get("logprobs") is True
+        if self.flavor == "sglang" and (not body.get("stream") or body.get("return_prompt_token_ids")
+                                        or body.get("return_meta_info")):
+            return self._sglang_chat(body, text, prompt_ids, out_ids, rid, model, usage)
+        ids, lps = self.flavor == "vllm" and self._want_ids(body), body.get("logprobs") is True
         if not body.get("stream"):
             choice: dict[str, Any] = {"index": 0, "message": {"role": "assistant", "content": text},
                                       "finish_reason": "stop", "logprobs": _chat_logprobs(out_ids, 0) if lps else None}
@@ -168,6 +176,25 @@ class FakeOpenAI:
         final = {"id": rid, "object": "chat.completion.chunk", "created": int(time.time()), "model": model,
                  "choices": [], "usage": usage}
         return await self._stream(request, body, [chunk(k) for k in range(0, len(out_ids), CHUNK_TOKENS)], final)
+
+    def _sglang_chat(self, body: dict[str, Any], text: str, prompt_ids: list[int], out_ids: list[int], rid: str,
+                     model: str, usage: dict[str, int]) -> web.Response:
+        if body.get("stream"):
+            return web.json_response({"object": "error", "message": "Please set stream=false when using "
+                                      "return_prompt_token_ids=true.", "type": "BadRequestError", "code": 400},
+                                     status=400)
+        choice: dict[str, Any] = {"index": 0, "message": {"role": "assistant", "content": text},
+                                  "finish_reason": "stop", "logprobs": None}
+        if body.get("logprobs") is True:
+            choice["logprobs"] = _chat_logprobs(out_ids, 0)
+        if body.get("return_prompt_token_ids"):
+            choice["prompt_token_ids"] = prompt_ids
+        if body.get("return_meta_info"):
+            choice["meta_info"] = {"id": rid, "output_ids": out_ids, "output_token_logprobs": [
+                [logprob_of(t, k), t, bytes([t]).decode("latin-1")] for k, t in enumerate(out_ids)]}
+        out = {"id": rid, "object": "chat.completion", "created": int(time.time()), "model": model,
+               "choices": [choice], "usage": usage}
+        return web.Response(body=orjson.dumps(out), content_type="application/json", headers=self._headers())
 
     async def _completions(self, request: web.Request) -> web.StreamResponse:
         body, error = await self._read(request)

@@ -333,3 +333,23 @@ def test_metrics_count_calls_latency_and_time_to_first_token(tmp_path, vllm):
     assert lines['spanpipe_gateway_upstream_latency_seconds_count{receiver="llm_gateway"}'] == 2
     assert lines['spanpipe_gateway_in_flight{receiver="llm_gateway"}'] == 0
     assert lines['otelcol_receiver_accepted_spans_total{receiver="llm_gateway"}'] == 2
+
+
+def test_an_sglang_upstream_is_asked_its_own_way_and_says_why_streams_have_no_ids(tmp_path):
+    with FakeOpenAI(flavor="sglang") as sglang, Gateway(tmp_path, sglang, upstreams=[
+            {"base_url": sglang.base_url, "token_ids_api": "sglang"}]) as g:
+        reply = g.client().chat.completions.create(model="m", messages=chat())
+        assert reply.choices[0].message.content == answer(Q)
+        asked = sglang.bodies[-1]
+        assert (asked["return_prompt_token_ids"], asked["return_meta_info"], asked["logprobs"]) == (True, True, True)
+        assert "return_token_ids" not in asked  # vLLM's spelling, which SGLang would ignore
+        # A streamed call is forwarded without the flags SGLang refuses with stream: true.
+        streamed = "".join(c.choices[0].delta.content or "" for c in g.client().chat.completions.create(
+            model="m", messages=chat(), stream=True) if c.choices)
+        assert streamed == answer(Q) and "return_prompt_token_ids" not in sglang.bodies[-1]
+        spans = g.gateway_spans(2)
+    a = spans[0]["attributes"]
+    assert a["prompt_token_ids"] == tokens(Q) and a["response_token_ids"] == tokens(answer(Q))
+    assert [e["logprob"] for e in json.loads(a["logprobs.content"])] == \
+        [logprob_of(t, k) for k, t in enumerate(tokens(answer(Q)))]
+    assert spans[1]["attributes"]["spanpipe.token_ids.missing_reason"].startswith("not_requested: SGLang")

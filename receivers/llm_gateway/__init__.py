@@ -25,7 +25,7 @@ reach the pipeline without ever slowing a call: `spans.py`.
 from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
-from typing import Callable
+from typing import Callable, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -68,6 +68,9 @@ class Upstream(BaseModel):
     api_key: str = ""
     model_version: str = ""
     provider_name: str = Field("openai", description="gen_ai.provider.name on this upstream's spans")
+    token_ids_api: Literal["vllm", "sglang"] = Field(
+        "vllm", description="how to ask for token ids: vLLM's return_token_ids, or SGLang's "
+        "return_prompt_token_ids + return_meta_info (>= 0.5.13; non-streamed calls only)")
 
     @field_validator("base_url")
     @classmethod

@@ -28,6 +28,8 @@ NOT_REQUESTED = "not_requested: request_token_ids is off and the client did not 
 UPSTREAM_SENT_NONE = ("upstream_sent_none: the upstream returned no prompt_token_ids/token_ids "
                       "(vLLM >= 0.10.2 returns them for return_token_ids: true)")
 NO_RESPONSE = "no_response: the call failed before the upstream answered"
+SGLANG_STREAM = ("not_requested: SGLang returns token ids only for non-streamed calls "
+                 "(it refuses return_prompt_token_ids with stream: true)")
 
 _SAMPLING_PARAMS = {"temperature": "gen_ai.request.temperature", "top_p": "gen_ai.request.top_p",
                     "max_tokens": "gen_ai.request.max_tokens", "max_completion_tokens": "gen_ai.request.max_tokens",
@@ -98,6 +100,7 @@ class Call:
         self.response_model: str | None = None
         self.usage: dict[str, Any] | None = None
         self.token_ids_requested = False
+        self.missing_reason_if_none = NOT_REQUESTED  # what to say when no ids came and none were asked for
         self._buffer = b""
 
     def choice(self, index: Any) -> Choice:
@@ -125,8 +128,11 @@ class Call:
         choice.add_token_ids(c.get("token_ids"))
         if self.prompt_token_ids is None:
             self.prompt_token_ids = _int_list(c.get("prompt_token_ids"))
+        meta = c.get("meta_info")
+        if isinstance(meta, dict):
+            self._add_sglang_meta(choice, meta)
         lp = c.get("logprobs")
-        if isinstance(lp, dict):
+        if isinstance(lp, dict) and (choice.logprobs is None or not isinstance(meta, dict)):
             if isinstance(lp.get("content"), list):
                 choice.add_logprobs(lp["content"])
             elif isinstance(lp.get("token_logprobs"), list):
@@ -142,6 +148,29 @@ class Call:
                     choice.add_tool_call_delta(tc if "index" in tc else {**tc, "index": k})
         elif isinstance(c.get("text"), str):
             choice.text.append(c["text"])
+
+    @staticmethod
+    def _add_sglang_meta(choice: Choice, meta: dict[str, Any]) -> None:
+        """SGLang (>= 0.5.13, `return_meta_info`): `meta_info.output_token_logprobs` entries are
+        `[logprob, token_id, text]` or `{"logprob", "token_id"}`; else `meta_info.output_ids`."""
+        entries = meta.get("output_token_logprobs")
+        if isinstance(entries, list) and entries:
+            ids, lps = [], []
+            for e in entries:
+                if isinstance(e, dict):
+                    tid, lp, text = e.get("token_id", e.get("id")), e.get("logprob"), e.get("token")
+                elif isinstance(e, list) and len(e) >= 2:
+                    lp, tid, text = e[0], e[1], e[2] if len(e) > 2 else None
+                else:
+                    return
+                if not isinstance(tid, int):
+                    return
+                ids.append(tid)
+                lps.append({"token": text, "logprob": lp})
+            choice.add_token_ids(ids)
+            choice.add_logprobs(lps)
+        elif meta.get("output_ids") is not None:
+            choice.add_token_ids(meta.get("output_ids"))
 
     def feed_sse(self, data: bytes) -> None:
         """Bytes of an SSE stream as they arrive (any split); each complete `data:` event is added."""
@@ -188,7 +217,7 @@ class Call:
             return None
         if not answered:
             return NO_RESPONSE
-        return UPSTREAM_SENT_NONE if self.token_ids_requested else NOT_REQUESTED
+        return UPSTREAM_SENT_NONE if self.token_ids_requested else self.missing_reason_if_none
 
     def attributes(self, provider: str, answered: bool) -> dict[str, Any]:
         req = self.request

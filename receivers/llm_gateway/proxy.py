@@ -16,7 +16,7 @@ import aiohttp
 import orjson
 from aiohttp import web
 
-from spanpipe.receivers.llm_gateway.call import Call, Operation
+from spanpipe.receivers.llm_gateway.call import SGLANG_STREAM, Call, Operation
 from spanpipe.receivers.llm_gateway.context import CallContext, call_context
 from spanpipe.receivers.llm_gateway.spans import STATUS_ERROR, STATUS_UNSET, GatewaySpan, estimated_bytes
 from spanpipe.telemetry import counters, histograms
@@ -197,16 +197,25 @@ class GatewayApp:
         finally:
             self.state.leave()
 
-    def _token_request(self, body: dict[str, Any], operation: Operation) -> dict[str, Any] | None:
-        """The body with token ids and logprobs asked for, or None when it needs no change."""
-        if not self.config.request_token_ids:
-            return None
+    def _token_request(self, body: dict[str, Any], operation: Operation, up: Upstream,
+                       call: Call) -> dict[str, Any] | None:
+        """The body with token ids and logprobs asked for the upstream's way (vLLM:
+        `return_token_ids`; SGLang: `return_prompt_token_ids` + `return_meta_info`, non-streamed
+        only), or None when it needs no change. Marks on `call` whether ids were asked for."""
         changes: dict[str, Any] = {}
-        if "return_token_ids" not in body:
-            changes["return_token_ids"] = True
-        if body.get("logprobs") is None:
-            changes["logprobs"] = True if operation == "chat" else 0
-        return {**body, **changes} if changes else None
+        if self.config.request_token_ids:
+            if up.token_ids_api == "vllm":
+                changes = {"return_token_ids": True}
+            elif call.stream:
+                call.missing_reason_if_none = SGLANG_STREAM
+            else:
+                changes = {"return_prompt_token_ids": True, "return_meta_info": True}
+            if changes and body.get("logprobs") is None:
+                changes["logprobs"] = True if operation == "chat" else 0
+            changes = {k: v for k, v in changes.items() if k not in body}
+        sent = {**body, **changes}
+        call.token_ids_requested = sent.get("return_token_ids") is True or sent.get("return_meta_info") is True
+        return sent if changes else None
 
     async def _proxy(self, request: web.Request, raw: bytes, body: dict[str, Any], operation: Operation,
                      up: Upstream) -> web.StreamResponse:
@@ -215,9 +224,7 @@ class GatewayApp:
         span_id = os.urandom(8).hex()
         stream = body.get("stream") is True
         call = Call(operation, body, stream)
-        changed = self._token_request(body, operation)
-        sent = changed if changed is not None else body
-        call.token_ids_requested = sent.get("return_token_ids") is True
+        changed = self._token_request(body, operation, up, call)
         headers = self._upstream_headers(up, request)
         headers["traceparent"] = f"00-{ctx.trace_id}-{span_id}-01"
         start_ns, t0 = time.time_ns(), time.perf_counter()
