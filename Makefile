@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 CONFIG ?= config/default.yaml
 
-.PHONY: run test bench compat demo clean
+.PHONY: run test bench bench-gateway compat demo clean
 
 $(BIN)/spanpipe: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,5 +35,15 @@ demo: $(BIN)/spanpipe
 bench: $(BIN)/spanpipe
 	$(BIN)/python bench/load.py
 
+# The llm_gateway against direct calls and a LiteLLM proxy (in a venv of its own).
+LITELLM := .venv-litellm
+$(LITELLM)/bin/litellm:
+	test -x $(LITELLM)/bin/python || $(PYTHON) -m venv $(LITELLM)
+	$(LITELLM)/bin/pip install -q --upgrade pip
+	LITELLM_LOCAL_MODEL_COST_MAP=True $(LITELLM)/bin/pip install -q 'litellm[proxy]'
+
+bench-gateway: $(BIN)/spanpipe $(LITELLM)/bin/litellm
+	$(BIN)/python bench/gateway.py --litellm $(LITELLM)/bin/litellm
+
 clean:
-	rm -rf $(VENV) $(COMPAT) data
+	rm -rf $(VENV) $(COMPAT) $(LITELLM) data
