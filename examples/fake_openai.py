@@ -2,7 +2,8 @@
 
 It answers arithmetic questions ("What is 12 + 30?") — right most of the time, wrong for some
 questions (decided by a hash of the question, so rewards vary but repeat) — and echoes anything
-else. Tokens are the UTF-8 bytes of the text.
+else. Tokens are the UTF-8 bytes of the text; a chat prompt is tokenized as a chat template would
+(`prompt_tokens`).
 
 It serves what vLLM's OpenAI server serves, with vLLM's field names:
 - `POST /v1/chat/completions`, `POST /v1/completions` (`stream: true` too: SSE chunks ending
@@ -44,6 +45,13 @@ CHUNK_TOKENS = 4
 
 def tokens(text: str) -> list[int]:
     return list(text.encode("utf-8"))
+
+
+def prompt_tokens(messages: list[dict[str, Any]]) -> list[int]:
+    """The prompt ids of a chat, as a chat template makes them: each message `<|role|>content`,
+    then the generation prompt `<|assistant|>`. A conversation that appends the model's answer and
+    new messages therefore continues the previous prompt + response token for token."""
+    return tokens("".join(f"<|{m.get('role')}|>{_text_of(m.get('content'))}" for m in messages) + "<|assistant|>")
 
 
 def answer(question: str) -> str:
@@ -138,7 +146,7 @@ class FakeOpenAI:
         messages = body.get("messages") or []
         last_user = next((m.get("content") for m in reversed(messages) if m.get("role") == "user"), "")
         text = answer(_text_of(last_user))
-        prompt_ids = tokens("\n".join(_text_of(m.get("content")) for m in messages))
+        prompt_ids = prompt_tokens(messages)
         out_ids = tokens(text)
         rid, model = f"chatcmpl-fake-{self.requests}", f"{body.get('model', 'fake-model')}-served"
         usage = {"prompt_tokens": len(prompt_ids), "completion_tokens": len(out_ids),

@@ -1,4 +1,4 @@
-"""`spanpipe` command line: run, validate, sql, triplets, rollouts."""
+"""`spanpipe` command line: run, validate, sql, triplets, trajectories, rollouts."""
 
 from __future__ import annotations
 
@@ -145,6 +145,41 @@ def cmd_triplets(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_trajectories(args: argparse.Namespace) -> int:
+    """Token-level samples as JSON lines (stdout or --out) or a Parquet file; counts, breaks by
+    reason and rollouts without samples go to stderr."""
+    import pyarrow.parquet as pq
+
+    from spanpipe.warehouse import WarehouseError
+
+    if args.format == "parquet" and not args.out:
+        print("error: --format parquet needs --out FILE", file=sys.stderr)
+        return 2
+    try:
+        with _warehouse(args) as wh:
+            result = wh.trajectories(args.rollout or None, since=args.since, mode=args.mode, merge=args.merge,
+                                     reward=args.reward)
+    except (WarehouseError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if args.format == "parquet":
+        pq.write_table(result.table, args.out)
+    else:
+        lines = (orjson.dumps(row, option=orjson.OPT_SERIALIZE_NUMPY).decode() + "\n" for row in result.table.to_pylist())
+        if args.out:
+            with open(args.out, "w") as fh:
+                fh.writelines(lines)
+        else:
+            sys.stdout.writelines(lines)
+    for rid, why in result.reasons.items():
+        print(f"no sample for {rid}: {why}", file=sys.stderr)
+    reasons = result.breaks.column("reason").to_pylist()
+    by_reason = ", ".join(f"{r} {reasons.count(r)}" for r in sorted(set(reasons))) or "none"
+    print(f"{len(result)} sample(s); breaks: {by_reason}; {len(result.reasons)} rollout(s) without samples"
+          + (f"; next cursor: {result.cursor}" if result.cursor is not None else ""), file=sys.stderr)
+    return 0
+
+
 def _source_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--db", default=DEFAULT_DB, help="warehouse file (default %(default)s)")
     p.add_argument("--endpoint", help="query API URL of a running collector, e.g. http://127.0.0.1:4319")
@@ -184,6 +219,17 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--agent-match", help="regex on agent names")
     _source_args(t)
     t.set_defaults(fn=cmd_triplets)
+    tr = sub.add_parser("trajectories", help="token-level samples (prompt ids, response ids, mask, logprobs)")
+    pick = tr.add_mutually_exclusive_group()
+    pick.add_argument("--rollout", action="append", help="this rollout (repeatable)")
+    pick.add_argument("--since", type=int, help="rollouts completed after this cursor (0 = all completed)")
+    tr.add_argument("--mode", choices=["train", "val", "test"], help="only rollouts of this mode")
+    tr.add_argument("--merge", choices=["prefix", "none"], default="prefix")
+    tr.add_argument("--reward", choices=["final", "per_turn"], default="final")
+    tr.add_argument("--format", choices=["jsonl", "parquet"], default="jsonl")
+    tr.add_argument("--out", help="write to this file (needed for parquet)")
+    _source_args(tr)
+    tr.set_defaults(fn=cmd_trajectories)
     return p
 
 

@@ -21,7 +21,7 @@ import pytest
 import requests
 
 from collector import Collector, free_port, wait_for
-from examples.fake_openai import FakeOpenAI, answer, logprob_of, tokens
+from examples.fake_openai import FakeOpenAI, answer, logprob_of, prompt_tokens, tokens
 from spanpipe.warehouse.warehouse import Warehouse
 
 ROOT = Path(__file__).parents[1]
@@ -109,13 +109,14 @@ def test_sync_async_streamed_and_completions_calls_land_with_token_ids_and_logpr
         assert spans[rid]["name"] == f"{operation} qwen" and spans[rid]["status_code"] == "UNSET", rid
         assert a["gen_ai.operation.name"] == operation and a["gen_ai.request.model"] == "qwen"
         assert a["gen_ai.response.model"] == "qwen-served" and a["spanpipe.gateway.stream"] is stream
-        assert a["prompt_token_ids"] == tokens(question) and a["response_token_ids"] == tokens(text), rid
+        prompt_ids = prompt_tokens(chat(question)) if operation == "chat" else tokens(question)
+        assert a["prompt_token_ids"] == prompt_ids and a["response_token_ids"] == tokens(text), rid
         assert [e["logprob"] for e in json.loads(a["logprobs.content"])] == \
             [logprob_of(t, k) for k, t in enumerate(tokens(text))], rid
         assert a["gen_ai.response.finish_reasons"] == ["stop"]
         assert json.loads(a["gen_ai.output.messages"])[0]["parts"][0]["content"] == text
         assert json.loads(a["gen_ai.input.messages"]) == [{"role": "user", "parts": [{"type": "text", "content": question}]}]
-        assert a["gen_ai.usage.input_tokens"] == len(tokens(question))
+        assert a["gen_ai.usage.input_tokens"] == len(prompt_ids)
         assert "spanpipe.token_ids.missing_reason" not in a
     assert {(s["rollout_id"], s["attempt_id"]) for s in spans.values()} == {("ro-1", "at-1"), ("ro-2", "at-2")}
     # Neither the client's key nor the upstream's ever lands in a span.
@@ -349,7 +350,7 @@ def test_an_sglang_upstream_is_asked_its_own_way_and_says_why_streams_have_no_id
         assert streamed == answer(Q) and "return_prompt_token_ids" not in sglang.bodies[-1]
         spans = g.gateway_spans(2)
     a = spans[0]["attributes"]
-    assert a["prompt_token_ids"] == tokens(Q) and a["response_token_ids"] == tokens(answer(Q))
+    assert a["prompt_token_ids"] == prompt_tokens(chat()) and a["response_token_ids"] == tokens(answer(Q))
     assert [e["logprob"] for e in json.loads(a["logprobs.content"])] == \
         [logprob_of(t, k) for k, t in enumerate(tokens(answer(Q)))]
     assert spans[1]["attributes"]["spanpipe.token_ids.missing_reason"].startswith("not_requested: SGLang")

@@ -15,7 +15,7 @@ from opentelemetry.trace import Status, StatusCode
 
 from spanpipe.emit import attributes as A
 from spanpipe.emit.emitters import exception_attributes
-from spanpipe.emit.setup import ATTEMPT_ID, ROLLOUT_ID, tracer
+from spanpipe.emit.setup import ATTEMPT_ID, ROLLOUT_ID, TASK_ID, tracer
 
 ROLLOUT_SPAN = "agentlightning.rollout"
 MODE = "agentlightning.rollout.mode"
@@ -38,15 +38,18 @@ class Rollout:
     """`with rollout(...) as r:` / `async with rollout(...) as r:`; `r.rollout_id`, `r.set_output(x)`."""
 
     def __init__(self, rollout_id: str | None = None, attempt_id: str | None = None, mode: Mode = "train",
-                 input: Any = None, attributes: dict[str, Any] | None = None) -> None:
+                 input: Any = None, attributes: dict[str, Any] | None = None, task_id: str | None = None) -> None:
         if mode not in ("train", "val", "test"):
             raise ValueError(f"mode must be 'train', 'val' or 'test', got {mode!r}")
         self.rollout_id = rollout_id or new_rollout_id()
         self.attempt_id = attempt_id or new_attempt_id()
         self.mode = mode
         self.status: str | None = None
+        self.task_id = task_id
         self._attrs = {ROLLOUT_ID: self.rollout_id, ATTEMPT_ID: self.attempt_id, MODE: mode,
                        **A.flat_sanitized(attributes)}
+        if task_id is not None:
+            self._attrs[TASK_ID] = task_id
         if input is not None:
             self._attrs.update(A.sanitize(A.flatten({INPUT: input})))
         self._token: Any = None
@@ -55,6 +58,8 @@ class Rollout:
     def __enter__(self) -> Rollout:
         ctx = baggage.set_baggage(ROLLOUT_ID, self.rollout_id)
         ctx = baggage.set_baggage(ATTEMPT_ID, self.attempt_id, ctx)
+        if self.task_id is not None:
+            ctx = baggage.set_baggage(TASK_ID, self.task_id, ctx)
         self._span = tracer().start_span(ROLLOUT_SPAN, context=ctx, attributes=self._attrs)
         self._token = context.attach(trace.set_span_in_context(self._span, ctx))
         return self
@@ -86,8 +91,10 @@ class Rollout:
 
 
 def rollout(rollout_id: str | None = None, attempt_id: str | None = None, mode: Mode = "train",
-            input: Any = None, attributes: dict[str, Any] | None = None) -> Rollout:
-    return Rollout(rollout_id, attempt_id, mode, input, attributes)
+            input: Any = None, attributes: dict[str, Any] | None = None, task_id: str | None = None) -> Rollout:
+    """A rollout; `task_id` groups rollouts of one task (GRPO-style groups): it lands as
+    `spanpipe.task_id` on the rollout span and travels in baggage to the llm_gateway."""
+    return Rollout(rollout_id, attempt_id, mode, input, attributes, task_id)
 
 
 def current_rollout_id() -> str | None:

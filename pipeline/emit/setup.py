@@ -21,6 +21,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 
 ROLLOUT_ID = "agentlightning.rollout_id"
 ATTEMPT_ID = "agentlightning.attempt_id"
+TASK_ID = "spanpipe.task_id"  # groups rollouts of one task (GRPO); on the rollout span and in baggage
 TAGGED_KEYS = (ROLLOUT_ID, ATTEMPT_ID)
 
 DEFAULT_GRPC = "http://127.0.0.1:4317"

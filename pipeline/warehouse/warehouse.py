@@ -28,6 +28,7 @@ from spanpipe.warehouse.views import create_lake_views, create_views, sql_string
 
 if TYPE_CHECKING:
     from spanpipe.adapters.messages import Messages
+    from spanpipe.adapters.trajectories import Trajectories
     from spanpipe.adapters.triplets import Triplets
 
 
@@ -148,6 +149,19 @@ class Warehouse:
 
         return TripletAdapter(self, **adapter_options).triplets(rollout_ids, since=since, mode=mode)
 
+    def trajectories(self, rollout_ids: Iterable[str] | None = None, since: int | None = None,
+                     mode: str | None = None, merge: str = "prefix", reward: str = "final",
+                     max_staleness: int | None = None, current_version: str | None = None,
+                     **adapter_options: Any) -> Trajectories:
+        """Token-level samples for multi-turn RL (`adapters/trajectories.py`): consecutive LLM calls
+        whose prompt continues the previous prompt + response are one sample, with a response mask
+        and the sampling logprobs; `.breaks` says why calls were not merged."""
+        from spanpipe.adapters.trajectories import TrajectoryBuilder
+
+        return TrajectoryBuilder(self, **adapter_options).build(
+            rollout_ids, since=since, mode=mode, merge=merge, reward=reward,  # type: ignore[arg-type]
+            max_staleness=max_staleness, current_version=current_version)
+
     def messages(self, rollout_ids: Iterable[str] | None = None, since: int | None = None,
                  mode: str | None = None, **adapter_options: Any) -> Messages:
         """OpenAI chat fine-tuning records (`messages`, `tools`) of the LLM calls `triplets` keeps."""
@@ -177,25 +191,52 @@ class Warehouse:
             "GROUP BY rollout_id").to_pylist()
         return {r.pop("rollout_id"): r for r in rows}
 
-    def wait_for_rollouts(self, rollout_ids: Iterable[str], timeout: float | None = None) -> dict[str, dict[str, Any]]:
+    def wait_for_rollouts(self, rollout_ids: Iterable[str] | None = None, timeout: float | None = None,
+                          group_size: int | None = None) -> dict[str, dict[str, Any]]:
         """Return when every rollout has completed (its rollout span is stored), or at `timeout`
-        with those that have. Through a collector this listens to its `rollout_completed` event
-        stream (no SQL polling); on a file, nothing more can arrive, so it answers at once."""
-        wanted = set(rollout_ids)
-        if self._con is not None:
-            return self.completed_rollouts(wanted)
+        with those that have. With `group_size=N` (GRPO-style groups): return when N rollouts of
+        each task seen (`spanpipe.task_id`; among `rollout_ids` if given) have completed. Through a
+        collector this listens to its `rollout_completed` event stream (no SQL polling); on a
+        file, nothing more can arrive, so it answers at once."""
+        wanted = set(rollout_ids) if rollout_ids is not None else None
+        if group_size is None and wanted is None:
+            raise ValueError("give rollout_ids, or group_size to wait for task groups")
+
+        def done_now() -> tuple[dict[str, dict[str, Any]], bool]:
+            if group_size is None:
+                done = self.completed_rollouts(wanted)
+                return done, not (wanted - done.keys())
+            return self._groups_done(wanted, group_size)
+
+        done, finished = done_now()
+        if self._con is not None or finished:
+            return done
         deadline = None if timeout is None else time.monotonic() + timeout
         with EventStream(self.url, ["rollout_completed"], self._token) as stream:
-            done = self.completed_rollouts(wanted)
-            while wanted - done.keys():
+            done, finished = done_now()
+            while not finished:
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     break
                 ev = stream.next(remaining)
-                if ev is not None and ev["data"].get("rollout_id") in wanted:
-                    data = dict(ev["data"])
-                    done[data.pop("rollout_id")] = data
+                if ev is not None and (wanted is None or ev["data"].get("rollout_id") in wanted):
+                    done, finished = done_now()
         return done
+
+    def _groups_done(self, wanted: set[str] | None, group_size: int) -> tuple[dict[str, dict[str, Any]], bool]:
+        """Completed rollouts of the tasks seen, and whether each task has `group_size` of them."""
+        cond = "" if wanted is None else "AND s.rollout_id IN (" + ", ".join(sql_string(r) for r in wanted) + ")"
+        tasks = self.sql(
+            "SELECT DISTINCT s.rollout_id, s.attributes->>'spanpipe.task_id' AS task FROM spans s "
+            f"WHERE s.name = 'agentlightning.rollout' AND s.attributes->>'spanpipe.task_id' IS NOT NULL {cond}")
+        by_task: dict[str, list[str]] = {}
+        for rid, task in zip(tasks.column("rollout_id").to_pylist(), tasks.column("task").to_pylist()):
+            by_task.setdefault(task, []).append(rid)
+        done = self.completed_rollouts([r for rids in by_task.values() for r in rids])
+        finished = bool(by_task) and all(sum(r in done for r in rids) >= group_size for rids in by_task.values())
+        for rid, info in done.items():
+            info["task_id"] = next(t for t, rids in by_task.items() if rid in rids)
+        return done, finished
 
     def close(self) -> None:
         if self._con is not None:

@@ -3,7 +3,8 @@
 Rollout/attempt ids, first hit wins: the Agent Lightning 0.3 LLM-proxy path form
 `/rollout/{rollout_id}/attempt/{attempt_id}/v1/...`, the W3C `baggage` header
 (`agentlightning.rollout_id`, `agentlightning.attempt_id`: what `spanpipe.emit.rollout` puts in
-baggage), the `x-rollout-id` / `x-attempt-id` headers. A valid W3C `traceparent` makes the
+baggage), the `x-rollout-id` / `x-attempt-id` headers; the task id (GRPO groups) from baggage
+`spanpipe.task_id` or `x-task-id`. A valid W3C `traceparent` makes the
 gateway's span a child of the caller's span; without one the call starts a trace of its own.
 Header values are parsed by splitting, never by a regex.
 """
@@ -15,8 +16,8 @@ from dataclasses import dataclass
 from typing import Mapping
 from urllib.parse import unquote
 
-ROLLOUT_KEY = "agentlightning.rollout_id"
-ATTEMPT_KEY = "agentlightning.attempt_id"
+from spanpipe.emit.setup import ATTEMPT_ID as ATTEMPT_KEY, ROLLOUT_ID as ROLLOUT_KEY, TASK_ID as TASK_KEY
+
 _HEX = frozenset("0123456789abcdef")
 MAX_HEADER = 8192
 
@@ -27,6 +28,7 @@ class CallContext:
     parent_span_id: str | None
     rollout_id: str | None
     attempt_id: str | None
+    task_id: str | None = None
 
 
 def parse_traceparent(value: str | None) -> tuple[str, str] | None:
@@ -63,11 +65,12 @@ def path_ids(rollout_id: str | None, attempt_id: str | None) -> tuple[str | None
 def call_context(headers: Mapping[str, str], path_rollout: str | None = None,
                  path_attempt: str | None = None) -> CallContext:
     rollout, attempt = path_ids(path_rollout, path_attempt)
+    bag = parse_baggage(headers.get("baggage"))
     if rollout is None:
-        bag = parse_baggage(headers.get("baggage"))
         rollout = bag.get(ROLLOUT_KEY) or headers.get("x-rollout-id") or None
         attempt = bag.get(ATTEMPT_KEY) or headers.get("x-attempt-id") or None
+    task = bag.get(TASK_KEY) or headers.get("x-task-id") or None
     parent = parse_traceparent(headers.get("traceparent"))
     if parent is None:
-        return CallContext(os.urandom(16).hex(), None, rollout, attempt)
-    return CallContext(parent[0], parent[1], rollout, attempt)
+        return CallContext(os.urandom(16).hex(), None, rollout, attempt, task)
+    return CallContext(parent[0], parent[1], rollout, attempt, task)

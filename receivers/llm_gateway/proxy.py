@@ -16,6 +16,7 @@ import aiohttp
 import orjson
 from aiohttp import web
 
+from spanpipe.emit.setup import ATTEMPT_ID, ROLLOUT_ID, TASK_ID
 from spanpipe.receivers.llm_gateway.call import SGLANG_STREAM, Call, Operation
 from spanpipe.receivers.llm_gateway.context import CallContext, call_context
 from spanpipe.receivers.llm_gateway.spans import STATUS_ERROR, STATUS_UNSET, GatewaySpan, estimated_bytes
@@ -301,9 +302,11 @@ class GatewayApp:
         if first_chunk is not None:
             attrs["spanpipe.gateway.time_to_first_chunk_ms"] = round(first_chunk * 1000, 3)
         if ctx.rollout_id:
-            attrs["agentlightning.rollout_id"] = ctx.rollout_id
+            attrs[ROLLOUT_ID] = ctx.rollout_id
         if ctx.attempt_id:
-            attrs["agentlightning.attempt_id"] = ctx.attempt_id
+            attrs[ATTEMPT_ID] = ctx.attempt_id
+        if ctx.task_id:
+            attrs[TASK_ID] = ctx.task_id
         if outcome != "ok":
             attrs["error.type"] = str(status) if outcome == "upstream_error" and status else outcome
         model = attrs.get("gen_ai.request.model", "")

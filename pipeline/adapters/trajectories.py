@@ -1,0 +1,375 @@
+"""Token-level trajectories: what a multi-turn RL trainer consumes, built from the LLM calls the
+triplet adapter chooses (same attempts, same deduplication, same reward matching).
+
+With `merge="prefix"` the calls of one attempt are walked in order (sequence id, then start time);
+call k+1 joins the current sample when its prompt ids begin with the sample's prompt + response so
+far: the tokens between that prefix and the end of its prompt (tool results, the environment, the
+user) are appended with mask 0 and NaN logprobs, then its response with mask 1 and its sampling
+logprobs. Otherwise a new sample starts and `.breaks` says why — never a re-tokenization.
+`merge="none"` makes one sample per call.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Iterable, Literal
+
+import numpy as np
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from spanpipe.emit.setup import TASK_ID
+from spanpipe.semconv.llm_call import GATEWAY_SCOPE
+
+if TYPE_CHECKING:
+    from spanpipe.warehouse.warehouse import Warehouse
+
+Merge = Literal["prefix", "none"]
+RewardMode = Literal["final", "per_turn"]
+
+MODEL_VERSION = "spanpipe.model_version"
+
+SAMPLE_SCHEMA = pa.schema([
+    ("rollout_id", pa.string()), ("attempt_id", pa.string()), ("sample_index", pa.int32()),
+    ("prompt_ids", pa.list_(pa.int32())), ("response_ids", pa.list_(pa.int32())),
+    ("response_mask", pa.list_(pa.int8())), ("response_logprobs", pa.list_(pa.float32())),
+    ("reward", pa.float64()), ("num_turns", pa.int32()), ("span_ids", pa.list_(pa.string())),
+    ("model_versions", pa.list_(pa.string())), ("task_id", pa.string()),
+])
+BREAK_SCHEMA = pa.schema([("rollout_id", pa.string()), ("attempt_id", pa.string()), ("span_id", pa.string()),
+                          ("reason", pa.string()), ("position", pa.int64())])
+BREAK_REASONS = ("no_token_ids", "not_a_prefix", "response_retokenized", "different_agent",
+                 "different_model_version")
+
+
+@dataclass
+class Call:
+    """One LLM call as the merge sees it (token ids as int32 NumPy arrays)."""
+
+    rollout_id: str
+    attempt_id: str | None
+    span_id: str
+    prompt: np.ndarray
+    response: np.ndarray
+    logprobs: np.ndarray  # float32, NaN where unknown; as long as `response`
+    reward: float | None
+    agent: str | None
+    model_version: str
+    has_ids: bool
+
+
+@dataclass
+class Sample:
+    rollout_id: str
+    attempt_id: str | None
+    prompt: np.ndarray
+    chunks: list[np.ndarray] = field(default_factory=list)       # response tokens
+    masks: list[np.ndarray] = field(default_factory=list)
+    logprobs: list[np.ndarray] = field(default_factory=list)
+    span_ids: list[str] = field(default_factory=list)
+    versions: list[str] = field(default_factory=list)
+    rewards: list[float | None] = field(default_factory=list)
+    agent: str | None = None
+    sequence: np.ndarray | None = None  # prompt + response so far
+
+    def add(self, tokens: np.ndarray, mask: int, logprobs: np.ndarray | None) -> None:
+        self.chunks.append(tokens)
+        self.masks.append(np.full(len(tokens), mask, np.int8))
+        self.logprobs.append(logprobs if logprobs is not None else np.full(len(tokens), np.nan, np.float32))
+
+    def add_call(self, call: Call, between: np.ndarray | None = None) -> None:
+        if between is not None and len(between):
+            self.add(between, 0, None)
+        self.add(call.response, 1, call.logprobs)
+        self.span_ids.append(call.span_id)
+        self.versions.append(call.model_version)
+        self.rewards.append(call.reward)
+        self.agent = call.agent
+        self.sequence = np.concatenate([self.prompt, *self.chunks])
+
+
+def first_difference(a: np.ndarray, b: np.ndarray) -> int:
+    """The first index where `a` and `b` differ (the shorter length when one is a prefix)."""
+    n = min(len(a), len(b))
+    diff = np.flatnonzero(a[:n] != b[:n])
+    return int(diff[0]) if len(diff) else n
+
+
+def merge_calls(calls: list[Call], merge: Merge) -> tuple[list[Sample], list[tuple[str, str | None, str, str, int | None]]]:
+    """Samples and breaks (rollout, attempt, span, reason, position) of one attempt's calls, in order."""
+    samples: list[Sample] = []
+    breaks: list[tuple[str, str | None, str, str, int | None]] = []
+    current: Sample | None = None
+    for call in calls:
+        if not call.has_ids:
+            breaks.append((call.rollout_id, call.attempt_id, call.span_id, "no_token_ids", None))
+            current = None
+            continue
+        if merge == "prefix" and current is not None:
+            reason, position = None, None
+            if call.agent != current.agent:
+                reason = "different_agent"
+            elif call.model_version != current.versions[-1]:
+                reason = "different_model_version"
+            else:
+                seq = current.sequence
+                assert seq is not None
+                position = first_difference(call.prompt, seq)
+                if position == len(seq) and len(call.prompt) >= len(seq):
+                    current.add_call(call, call.prompt[len(seq):])
+                    continue
+                reason = "response_retokenized" if position >= len(current.prompt) else "not_a_prefix"
+            breaks.append((call.rollout_id, call.attempt_id, call.span_id, reason, position))
+        current = Sample(call.rollout_id, call.attempt_id, call.prompt)
+        current.add_call(call)
+        samples.append(current)
+    return samples, breaks
+
+
+def merge_reference(calls: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[tuple[str, int | None]]]:
+    """The prefix merge of one attempt in plain Python lists — the reference the NumPy path is
+    tested against. Each call: {span_id, prompt, response, logprobs, agent, version} (ids lists;
+    an empty prompt or response means no token ids)."""
+    samples: list[dict[str, Any]] = []
+    breaks: list[tuple[str, int | None]] = []
+    cur: dict[str, Any] | None = None
+    for c in calls:
+        if not c["prompt"] or not c["response"]:
+            breaks.append(("no_token_ids", None))
+            cur = None
+            continue
+        if cur is not None:
+            full = cur["prompt"] + cur["response"]
+            if c["agent"] != cur["agent"]:
+                breaks.append(("different_agent", None))
+            elif c["version"] != cur["version"]:
+                breaks.append(("different_model_version", None))
+            elif c["prompt"][:len(full)] == full:
+                gap = c["prompt"][len(full):]
+                cur["response"] += gap + c["response"]
+                cur["mask"] += [0] * len(gap) + [1] * len(c["response"])
+                cur["logprobs"] += [math.nan] * len(gap) + list(c["logprobs"])
+                cur["spans"].append(c["span_id"])
+                continue
+            else:
+                k = next((i for i, (x, y) in enumerate(zip(c["prompt"], full)) if x != y), min(len(c["prompt"]), len(full)))
+                breaks.append(("response_retokenized" if k >= len(cur["prompt"]) else "not_a_prefix", k))
+        cur = {"prompt": list(c["prompt"]), "response": list(c["response"]), "mask": [1] * len(c["response"]),
+               "logprobs": list(c["logprobs"]), "spans": [c["span_id"]], "agent": c["agent"], "version": c["version"]}
+        samples.append(cur)
+    return samples, breaks
+
+
+def _version_number(v: str) -> int | None:
+    """`12` → 12, `step-12` → 12 (trailing digits), else None."""
+    digits = v[len(v.rstrip("0123456789")):]
+    return int(digits) if digits else None
+
+
+def stale(versions: list[str], current_version: str | None, max_staleness: int | None) -> bool:
+    """True when a version is older than current - max_staleness (integers, or text ending in one
+    such as `step-12`); versions that do not parse must equal the current one when max_staleness is 0."""
+    if max_staleness is None or current_version is None:
+        return False
+    cur = _version_number(current_version)
+    for v in versions:
+        n = _version_number(v) if v else None
+        if cur is not None and n is not None:
+            if n < cur - max_staleness:
+                return True
+        elif v != current_version and max_staleness == 0:
+            return True
+    return False
+
+
+class Trajectories:
+    """`.table` (one row per sample, SAMPLE_SCHEMA), `.breaks` (BREAK_SCHEMA), `.reasons`
+    (rollout_id → why it gave no sample), `.cursor` (for `since=`)."""
+
+    def __init__(self, table: pa.Table, breaks: pa.Table, reasons: dict[str, str], cursor: int | None) -> None:
+        self.table, self.breaks, self.reasons, self.cursor = table, breaks, reasons, cursor
+
+    def __len__(self) -> int:
+        return self.table.num_rows
+
+    def __repr__(self) -> str:
+        return f"Trajectories({len(self)} samples, {self.breaks.num_rows} breaks, {len(self.reasons)} rollouts without any)"
+
+    def to_numpy(self, pad_to: tuple[int, int] | None = None, pad_id: int = 0) -> dict[str, np.ndarray]:
+        """Padded arrays with verl's names: prompts left-padded, responses right-padded, to the
+        longest of each (or `pad_to` = (prompt_length, response_length)); `input_ids` = prompts +
+        responses, `attention_mask`, `position_ids`, `response_mask`, `rollout_log_probs` (0 in
+        padding and where unknown), `rewards`."""
+        n = self.table.num_rows
+        prompts = self.table.column("prompt_ids").combine_chunks()
+        responses = self.table.column("response_ids").combine_chunks()
+        p_len = pc.list_value_length(prompts).to_numpy(zero_copy_only=False).astype(np.int64) if n else np.zeros(0, np.int64)
+        r_len = pc.list_value_length(responses).to_numpy(zero_copy_only=False).astype(np.int64) if n else np.zeros(0, np.int64)
+        P = int(p_len.max(initial=0)) if pad_to is None else pad_to[0]
+        R = int(r_len.max(initial=0)) if pad_to is None else pad_to[1]
+        if n and (p_len.max() > P or r_len.max() > R):
+            raise ValueError(f"a sample is longer than pad_to={pad_to}: prompt {p_len.max()}, response {r_len.max()}")
+        out_p = np.full((n, P), pad_id, np.int64)
+        out_r = np.full((n, R), pad_id, np.int64)
+        mask_p = np.zeros((n, P), np.int64)
+        mask_r = np.zeros((n, R), np.int64)
+        resp_mask = np.zeros((n, R), np.int64)
+        logp = np.zeros((n, R), np.float32)
+        p_vals = prompts.values.to_numpy(zero_copy_only=False) if n else np.zeros(0)
+        r_vals = responses.values.to_numpy(zero_copy_only=False) if n else np.zeros(0)
+        p_off = prompts.offsets.to_numpy() if n else np.zeros(1, np.int64)
+        r_off = responses.offsets.to_numpy() if n else np.zeros(1, np.int64)
+        m_vals = self.table.column("response_mask").combine_chunks().values.to_numpy(zero_copy_only=False) if n else None
+        l_vals = self.table.column("response_logprobs").combine_chunks().values.to_numpy(zero_copy_only=False) if n else None
+        for i in range(n):
+            a, b = p_off[i], p_off[i + 1]
+            out_p[i, P - (b - a):] = p_vals[a:b]
+            mask_p[i, P - (b - a):] = 1
+            a, b = r_off[i], r_off[i + 1]
+            out_r[i, :b - a] = r_vals[a:b]
+            mask_r[i, :b - a] = 1
+            resp_mask[i, :b - a] = m_vals[a:b]
+            logp[i, :b - a] = np.nan_to_num(l_vals[a:b], nan=0.0)
+        attention = np.concatenate([mask_p, mask_r], axis=1)
+        return {
+            "prompts": out_p, "responses": out_r, "response_mask": resp_mask,
+            "input_ids": np.concatenate([out_p, out_r], axis=1), "attention_mask": attention,
+            "position_ids": np.clip(np.cumsum(attention, axis=1) - 1, 0, None),
+            "rollout_log_probs": logp,
+            "rewards": self.table.column("reward").to_numpy(zero_copy_only=False).astype(np.float32),
+        }
+
+
+def _logprobs_of(response_json: str, n: int) -> np.ndarray:
+    """Sampling logprobs from a triplet's response JSON (`logprobs`: [{logprob}] or numbers)."""
+    out = np.full(n, np.nan, np.float32)
+    if '"logprobs"' not in response_json:
+        return out
+    entries = orjson.loads(response_json).get("logprobs")
+    if isinstance(entries, list):
+        values = [e.get("logprob") if isinstance(e, dict) else e for e in entries[:n]]
+        for k, v in enumerate(values):
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                out[k] = v
+    return out
+
+
+class TrajectoryBuilder:
+    def __init__(self, warehouse: Warehouse, **triplet_options: Any) -> None:
+        from spanpipe.adapters.triplets import TripletAdapter
+
+        self.warehouse = warehouse
+        self.triplets = TripletAdapter(warehouse, **triplet_options)
+
+    def build(self, rollout_ids: Iterable[str] | None = None, since: int | None = None, mode: str | None = None,
+              merge: Merge = "prefix", reward: RewardMode = "final", max_staleness: int | None = None,
+              current_version: str | None = None) -> Trajectories:
+        if merge not in ("prefix", "none"):
+            raise ValueError(f"merge must be 'prefix' or 'none', got {merge!r}")
+        if reward not in ("final", "per_turn"):
+            raise ValueError(f"reward must be 'final' or 'per_turn', got {reward!r}")
+        chosen = self.triplets.triplets(rollout_ids, since=since, mode=mode)
+        reasons = dict(chosen.reasons)
+        table = chosen.to_arrow()
+        if table.num_rows == 0:
+            return Trajectories(SAMPLE_SCHEMA.empty_table(), BREAK_SCHEMA.empty_table(), reasons, chosen.cursor)
+        rollouts = list(dict.fromkeys(table.column("rollout_id").to_pylist()))
+        extra = self._span_facts(rollouts)
+        finals = self._final_rewards(rollouts) if reward == "final" else {}
+        tasks = self._task_ids(rollouts)
+        groups = self._calls(table, extra)
+        rows: dict[str, list[Any]] = {name: [] for name in SAMPLE_SCHEMA.names}
+        breaks: list[tuple[str, str | None, str, str, int | None]] = []
+        stale_count: dict[str, int] = {}
+        for (rid, aid), calls in groups.items():
+            samples, brk = merge_calls(calls, merge)
+            breaks += brk
+            index = 0
+            for s in samples:
+                if stale(s.versions, current_version, max_staleness):
+                    stale_count[rid] = stale_count.get(rid, 0) + 1
+                    continue
+                per_turn = [r for r in s.rewards if r is not None]
+                rows["rollout_id"].append(rid)
+                rows["attempt_id"].append(aid)
+                rows["sample_index"].append(index)
+                rows["prompt_ids"].append(s.prompt)
+                rows["response_ids"].append(np.concatenate(s.chunks))
+                rows["response_mask"].append(np.concatenate(s.masks))
+                rows["response_logprobs"].append(np.concatenate(s.logprobs))
+                rows["reward"].append(finals.get(rid) if reward == "final" else (sum(per_turn) if per_turn else None))
+                rows["num_turns"].append(len(s.span_ids))
+                rows["span_ids"].append(s.span_ids)
+                rows["model_versions"].append(s.versions)
+                rows["task_id"].append(tasks.get(rid))
+                index += 1
+        produced = set(rows["rollout_id"])
+        for rid in rollouts:
+            if rid not in produced:
+                if stale_count.get(rid):
+                    reasons[rid] = f"{stale_count[rid]} sample(s) left out: a model version older than " \
+                                   f"{current_version} - {max_staleness}"
+                else:
+                    reasons[rid] = "no LLM call with token ids (see .breaks: no_token_ids)"
+        out = pa.table({name: _column(rows[name], SAMPLE_SCHEMA.field(name).type) for name in SAMPLE_SCHEMA.names},
+                       schema=SAMPLE_SCHEMA)
+        brk_table = pa.table([pa.array([b[k] for b in breaks], BREAK_SCHEMA.field(k).type) for k in range(5)],
+                             schema=BREAK_SCHEMA)
+        return Trajectories(out, brk_table, reasons, chosen.cursor)
+
+    # ---- what the triplets table does not carry ------------------------------------------------
+    def _span_facts(self, rollouts: list[str]) -> dict[str, tuple[int, str]]:
+        """span_id → (start time, model version) of the rollouts' LLM spans."""
+        from spanpipe.warehouse.views import sql_string
+
+        ids = ", ".join(sql_string(r) for r in rollouts)
+        t = self.warehouse.sql(
+            f"SELECT span_id, start_time_unix_nano AS start, CASE WHEN scope_name = '{GATEWAY_SCOPE}' THEN "
+            f"attributes->>'{MODEL_VERSION}' END AS version FROM spans WHERE rollout_id IN ({ids}) AND span_type = 'llm'")
+        return dict(zip(t.column("span_id").to_pylist(), zip(t.column("start").to_pylist(),
+                                                            t.column("version").to_pylist())))
+
+    def _final_rewards(self, rollouts: list[str]) -> dict[str, float | None]:
+        t = self.warehouse.rollouts(rollouts)
+        return dict(zip(t.column("rollout_id").to_pylist(), t.column("final_reward").to_pylist()))
+
+    def _task_ids(self, rollouts: list[str]) -> dict[str, str]:
+        from spanpipe.warehouse.views import sql_string
+
+        ids = ", ".join(sql_string(r) for r in rollouts)
+        t = self.warehouse.sql(f"SELECT rollout_id, first(attributes->>'{TASK_ID}') AS task FROM spans "
+                               f"WHERE rollout_id IN ({ids}) AND attributes->>'{TASK_ID}' IS NOT NULL GROUP BY rollout_id")
+        return dict(zip(t.column("rollout_id").to_pylist(), t.column("task").to_pylist()))
+
+    def _calls(self, table: pa.Table, facts: dict[str, tuple[int, str]]) -> dict[tuple[str, str | None], list[Call]]:
+        """The triplets as Calls, grouped by (rollout, attempt), each group in call order."""
+        cols = {n: table.column(n).to_pylist() for n in ("rollout_id", "attempt_id", "span_id", "sequence_id",
+                                                           "reward", "response", "metadata")}
+        prompts = table.column("prompt_token_ids").combine_chunks()
+        responses = table.column("response_token_ids").combine_chunks()
+        p_vals, p_off = prompts.values.to_numpy(zero_copy_only=False), prompts.offsets.to_numpy()
+        r_vals, r_off = responses.values.to_numpy(zero_copy_only=False), responses.offsets.to_numpy()
+        groups: dict[tuple[str, str | None], list[tuple[tuple[Any, ...], Call]]] = {}
+        for i in range(table.num_rows):
+            prompt, response = p_vals[p_off[i]:p_off[i + 1]], r_vals[r_off[i]:r_off[i + 1]]
+            start, version = facts.get(cols["span_id"][i], (0, None))
+            meta = cols["metadata"][i]
+            agent = orjson.loads(meta).get("agent_name") if '"agent_name"' in meta else None
+            call = Call(cols["rollout_id"][i], cols["attempt_id"][i], cols["span_id"][i], prompt, response,
+                        _logprobs_of(cols["response"][i], len(response)), cols["reward"][i], agent, version or "",
+                        bool(len(prompt) and len(response)))
+            seq = cols["sequence_id"][i]
+            key = (seq is None, seq or 0, start or 0, i)
+            groups.setdefault((call.rollout_id, call.attempt_id), []).append((key, call))
+        return {g: [c for _, c in sorted(items, key=lambda kc: kc[0])] for g, items in groups.items()}
+
+
+def _column(values: list[Any], type_: pa.DataType) -> pa.Array:
+    if pa.types.is_list(type_) and values and isinstance(values[0], np.ndarray):
+        lengths = np.fromiter((len(v) for v in values), np.int64, len(values))
+        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
+        flat = np.concatenate(values).astype(type_.value_type.to_pandas_dtype())
+        return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), pa.array(flat, type_.value_type))
+    return pa.array(values, type_)
