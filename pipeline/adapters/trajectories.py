@@ -22,6 +22,7 @@ import pyarrow.compute as pc
 
 from spanpipe.emit.setup import TASK_ID
 from spanpipe.semconv.llm_call import GATEWAY_SCOPE
+from spanpipe.warehouse.views import sql_string
 
 if TYPE_CHECKING:
     from spanpipe.warehouse.warehouse import Warehouse
@@ -242,20 +243,6 @@ class Trajectories:
         }
 
 
-def _logprobs_of(response_json: str, n: int) -> np.ndarray:
-    """Sampling logprobs from a triplet's response JSON (`logprobs`: [{logprob}] or numbers)."""
-    out = np.full(n, np.nan, np.float32)
-    if '"logprobs"' not in response_json:
-        return out
-    entries = orjson.loads(response_json).get("logprobs")
-    if isinstance(entries, list):
-        values = [e.get("logprob") if isinstance(e, dict) else e for e in entries[:n]]
-        for k, v in enumerate(values):
-            if isinstance(v, (int, float)) and not isinstance(v, bool):
-                out[k] = v
-    return out
-
-
 class TrajectoryBuilder:
     def __init__(self, warehouse: Warehouse, **triplet_options: Any) -> None:
         from spanpipe.adapters.triplets import TripletAdapter
@@ -320,33 +307,40 @@ class TrajectoryBuilder:
         return Trajectories(out, brk_table, reasons, chosen.cursor)
 
     # ---- what the triplets table does not carry ------------------------------------------------
-    def _span_facts(self, rollouts: list[str]) -> dict[str, tuple[int, str]]:
-        """span_id → (start time, model version) of the rollouts' LLM spans."""
-        from spanpipe.warehouse.views import sql_string
-
+    def _span_facts(self, rollouts: list[str]) -> dict[str, tuple[int, str | None, list[float | None] | None]]:
+        """span_id → (start time, model version, sampling logprobs) of the rollouts' LLM spans; the
+        logprobs (`logprobs.content`, JSON text or array) are unpacked by DuckDB, not in Python."""
         ids = ", ".join(sql_string(r) for r in rollouts)
         t = self.warehouse.sql(
             f"SELECT span_id, start_time_unix_nano AS start, CASE WHEN scope_name = '{GATEWAY_SCOPE}' THEN "
-            f"attributes->>'{MODEL_VERSION}' END AS version FROM spans WHERE rollout_id IN ({ids}) AND span_type = 'llm'")
-        return dict(zip(t.column("span_id").to_pylist(), zip(t.column("start").to_pylist(),
-                                                            t.column("version").to_pylist())))
+            f"attributes->>'{MODEL_VERSION}' END AS version, "
+            f"list_transform(TRY(from_json(json(attributes->>'logprobs.content'), '[{{\"logprob\":\"FLOAT\"}}]')), "
+            "lambda e: e.logprob) AS logprobs "
+            f"FROM spans WHERE rollout_id IN ({ids}) AND span_type = 'llm'")
+        return dict(zip(t.column("span_id").to_pylist(), zip(t.column("start").to_pylist(), t.column("version").to_pylist(),
+                                                            t.column("logprobs").to_pylist())))
 
     def _final_rewards(self, rollouts: list[str]) -> dict[str, float | None]:
-        t = self.warehouse.rollouts(rollouts)
-        return dict(zip(t.column("rollout_id").to_pylist(), t.column("final_reward").to_pylist()))
+        """The rollouts' final reward: their latest reward span (a late judge's reward included)."""
+        ids = ", ".join(sql_string(r) for r in rollouts)
+        t = self.warehouse.sql(f"SELECT rollout_id, arg_max(reward, (sequence_id, start_time_unix_nano)) AS r "
+                               f"FROM spans WHERE rollout_id IN ({ids}) AND span_type = 'reward' GROUP BY rollout_id")
+        return dict(zip(t.column("rollout_id").to_pylist(), t.column("r").to_pylist()))
 
     def _task_ids(self, rollouts: list[str]) -> dict[str, str]:
-        from spanpipe.warehouse.views import sql_string
-
+        """Each rollout's task id: on its rollout span (emit.rollout), else on its gateway spans."""
         ids = ", ".join(sql_string(r) for r in rollouts)
-        t = self.warehouse.sql(f"SELECT rollout_id, first(attributes->>'{TASK_ID}') AS task FROM spans "
-                               f"WHERE rollout_id IN ({ids}) AND attributes->>'{TASK_ID}' IS NOT NULL GROUP BY rollout_id")
+        t = self.warehouse.sql(
+            f"SELECT rollout_id, first(attributes->>'{TASK_ID}' ORDER BY name = 'agentlightning.rollout' DESC) AS task "
+            f"FROM spans WHERE rollout_id IN ({ids}) AND (name = 'agentlightning.rollout' OR scope_name = "
+            f"'{GATEWAY_SCOPE}') AND attributes->>'{TASK_ID}' IS NOT NULL GROUP BY rollout_id")
         return dict(zip(t.column("rollout_id").to_pylist(), t.column("task").to_pylist()))
 
-    def _calls(self, table: pa.Table, facts: dict[str, tuple[int, str]]) -> dict[tuple[str, str | None], list[Call]]:
+    def _calls(self, table: pa.Table, facts: dict[str, tuple[int, str | None, list[float | None] | None]]
+               ) -> dict[tuple[str, str | None], list[Call]]:
         """The triplets as Calls, grouped by (rollout, attempt), each group in call order."""
         cols = {n: table.column(n).to_pylist() for n in ("rollout_id", "attempt_id", "span_id", "sequence_id",
-                                                           "reward", "response", "metadata")}
+                                                           "reward", "metadata")}
         prompts = table.column("prompt_token_ids").combine_chunks()
         responses = table.column("response_token_ids").combine_chunks()
         p_vals, p_off = prompts.values.to_numpy(zero_copy_only=False), prompts.offsets.to_numpy()
@@ -354,12 +348,15 @@ class TrajectoryBuilder:
         groups: dict[tuple[str, str | None], list[tuple[tuple[Any, ...], Call]]] = {}
         for i in range(table.num_rows):
             prompt, response = p_vals[p_off[i]:p_off[i + 1]], r_vals[r_off[i]:r_off[i + 1]]
-            start, version = facts.get(cols["span_id"][i], (0, None))
+            start, version, lps = facts.get(cols["span_id"][i], (0, None, None))
+            logprobs = np.full(len(response), np.nan, np.float32)
+            if lps:
+                known = np.array(lps[:len(response)], dtype=np.float32)  # None → nan
+                logprobs[:len(known)] = known
             meta = cols["metadata"][i]
             agent = orjson.loads(meta).get("agent_name") if '"agent_name"' in meta else None
             call = Call(cols["rollout_id"][i], cols["attempt_id"][i], cols["span_id"][i], prompt, response,
-                        _logprobs_of(cols["response"][i], len(response)), cols["reward"][i], agent, version or "",
-                        bool(len(prompt) and len(response)))
+                        logprobs, cols["reward"][i], agent, version or "", bool(len(prompt) and len(response)))
             seq = cols["sequence_id"][i]
             key = (seq is None, seq or 0, start or 0, i)
             groups.setdefault((call.rollout_id, call.attempt_id), []).append((key, call))
