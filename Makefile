@@ -15,7 +15,7 @@ run: $(BIN)/spanpipe
 	$(BIN)/spanpipe run --config $(CONFIG)
 
 test: $(BIN)/spanpipe
-	$(BIN)/python -m pytest -q --ignore=tests/compat
+	$(BIN)/python -m pytest -q -n 2 --ignore=tests/compat
 
 # Live comparison with Microsoft Agent Lightning 0.3.0 (~150 packages), in a venv of its own so the
 # project never depends on it. `make test` uses the fixtures this target checks.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import socket
@@ -18,21 +19,30 @@ SPANPIPE = str(Path(sys.executable).with_name("spanpipe"))
 
 
 _handed_out: set[int] = set()
+_WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0")[2:] or 0)
+# Below the kernel's ephemeral range (32768-60999 here), one block of ports per pytest-xdist
+# worker: no worker, client socket or other test run on this machine is handed the same port.
+_PORTS = range(10_000 + 2_500 * (_WORKER % 8), 12_500 + 2_500 * (_WORKER % 8))
 
 
 def free_port() -> int:
     """A port free now and not handed out before in this test run.
 
-    The kernel may give the same ephemeral port to two binds in a row once the first socket is
-    closed, so one collector could be configured with one port twice (seen in CI).
+    Not the kernel's `bind(0)`: it may give the same ephemeral port to two binds in a row once the
+    first socket is closed, so one collector was once configured with one port twice (seen in CI),
+    and parallel workers would race for the same ports.
     """
-    while True:
+    for port in random.sample(_PORTS, len(_PORTS)):
+        if port in _handed_out:
+            continue
         with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port not in _handed_out:
-            _handed_out.add(port)
-            return port
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    raise RuntimeError(f"no free port left in {_PORTS}")
 
 
 def port_open(port: int) -> bool:

@@ -60,10 +60,9 @@ def test_the_numpy_merge_equals_the_reference_on_random_rollouts():
         assert len(samples) == len(ref_samples)
         for s, r in zip(samples, ref_samples):
             assert s.prompt.tolist() == r["prompt"] and s.span_ids == r["spans"]
-            assert np.concatenate(s.chunks).tolist() == r["response"]
-            assert np.concatenate(s.masks).tolist() == r["mask"]
-            got = np.concatenate(s.logprobs)
-            assert np.allclose(got, np.array(r["logprobs"], np.float32), equal_nan=True)
+            ids, mask, logprobs = s.response()
+            assert ids.tolist() == r["response"] and mask.tolist() == r["mask"]
+            assert np.allclose(logprobs, np.array(r["logprobs"], np.float32), equal_nan=True)
         reasons |= {b[3] for b in breaks}
     assert reasons == {"no_token_ids", "not_a_prefix", "response_retokenized", "different_agent",
                        "different_model_version"}  # the random rollouts exercised every reason

@@ -63,32 +63,41 @@ class Call:
 
 @dataclass
 class Sample:
-    rollout_id: str
-    attempt_id: str | None
-    prompt: np.ndarray
-    chunks: list[np.ndarray] = field(default_factory=list)       # response tokens
-    masks: list[np.ndarray] = field(default_factory=list)
-    logprobs: list[np.ndarray] = field(default_factory=list)
-    span_ids: list[str] = field(default_factory=list)
-    versions: list[str] = field(default_factory=list)
-    rewards: list[float | None] = field(default_factory=list)
-    agent: str | None = None
-    sequence: np.ndarray | None = None  # prompt + response so far
+    """Consecutive calls merged into one sample. Each call's prompt continues the previous call's
+    prompt + response, so the whole sample is the last call's prompt + response: the first
+    call's prompt is the sample's prompt, the rest is the response."""
 
-    def add(self, tokens: np.ndarray, mask: int, logprobs: np.ndarray | None) -> None:
-        self.chunks.append(tokens)
-        self.masks.append(np.full(len(tokens), mask, np.int8))
-        self.logprobs.append(logprobs if logprobs is not None else np.full(len(tokens), np.nan, np.float32))
+    calls: list[Call] = field(default_factory=list)
 
-    def add_call(self, call: Call, between: np.ndarray | None = None) -> None:
-        if between is not None and len(between):
-            self.add(between, 0, None)
-        self.add(call.response, 1, call.logprobs)
-        self.span_ids.append(call.span_id)
-        self.versions.append(call.model_version)
-        self.rewards.append(call.reward)
-        self.agent = call.agent
-        self.sequence = np.concatenate([self.prompt, *self.chunks])
+    @property
+    def span_ids(self) -> list[str]:
+        return [c.span_id for c in self.calls]
+
+    @property
+    def versions(self) -> list[str]:
+        return [c.model_version for c in self.calls]
+
+    @property
+    def rewards(self) -> list[float | None]:
+        return [c.reward for c in self.calls]
+
+    @property
+    def prompt(self) -> np.ndarray:
+        return self.calls[0].prompt
+
+    def response(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(response ids, mask, logprobs): mask 1 and the sampling logprobs on each call's own
+        response tokens, mask 0 and NaN on what came between (tools, environment, user)."""
+        first, last = self.calls[0], self.calls[-1]
+        base = len(first.prompt)
+        ids = np.concatenate([last.prompt[base:], last.response])
+        mask = np.zeros(len(ids), np.int8)
+        logprobs = np.full(len(ids), np.nan, np.float32)
+        for c in self.calls:
+            at = len(c.prompt) - base
+            mask[at:at + len(c.response)] = 1
+            logprobs[at:at + len(c.response)] = c.logprobs
+        return ids, mask, logprobs
 
 
 def first_difference(a: np.ndarray, b: np.ndarray) -> int:
@@ -99,33 +108,37 @@ def first_difference(a: np.ndarray, b: np.ndarray) -> int:
 
 
 def merge_calls(calls: list[Call], merge: Merge) -> tuple[list[Sample], list[tuple[str, str | None, str, str, int | None]]]:
-    """Samples and breaks (rollout, attempt, span, reason, position) of one attempt's calls, in order."""
+    """Samples and breaks (rollout, attempt, span, reason, position) of one attempt's calls, in
+    order. The prefix test is one memcmp per call (`bytes.startswith`) on the previous call's
+    prompt + response; arrays are built once per sample."""
     samples: list[Sample] = []
     breaks: list[tuple[str, str | None, str, str, int | None]] = []
     current: Sample | None = None
+    previous = b""
     for call in calls:
         if not call.has_ids:
             breaks.append((call.rollout_id, call.attempt_id, call.span_id, "no_token_ids", None))
             current = None
             continue
+        prompt_bytes = call.prompt.tobytes()
         if merge == "prefix" and current is not None:
+            last = current.calls[-1]
             reason, position = None, None
-            if call.agent != current.agent:
+            if call.agent != last.agent:
                 reason = "different_agent"
-            elif call.model_version != current.versions[-1]:
+            elif call.model_version != last.model_version:
                 reason = "different_model_version"
+            elif prompt_bytes.startswith(previous):
+                current.calls.append(call)
+                previous = prompt_bytes + call.response.tobytes()
+                continue
             else:
-                seq = current.sequence
-                assert seq is not None
-                position = first_difference(call.prompt, seq)
-                if position == len(seq) and len(call.prompt) >= len(seq):
-                    current.add_call(call, call.prompt[len(seq):])
-                    continue
+                position = first_difference(call.prompt, np.concatenate([last.prompt, last.response]))
                 reason = "response_retokenized" if position >= len(current.prompt) else "not_a_prefix"
             breaks.append((call.rollout_id, call.attempt_id, call.span_id, reason, position))
-        current = Sample(call.rollout_id, call.attempt_id, call.prompt)
-        current.add_call(call)
+        current = Sample([call])
         samples.append(current)
+        previous = prompt_bytes + call.response.tobytes()
     return samples, breaks
 
 
@@ -279,13 +292,14 @@ class TrajectoryBuilder:
                     stale_count[rid] = stale_count.get(rid, 0) + 1
                     continue
                 per_turn = [r for r in s.rewards if r is not None]
+                ids, mask, logprobs = s.response()
                 rows["rollout_id"].append(rid)
                 rows["attempt_id"].append(aid)
                 rows["sample_index"].append(index)
                 rows["prompt_ids"].append(s.prompt)
-                rows["response_ids"].append(np.concatenate(s.chunks))
-                rows["response_mask"].append(np.concatenate(s.masks))
-                rows["response_logprobs"].append(np.concatenate(s.logprobs))
+                rows["response_ids"].append(ids)
+                rows["response_mask"].append(mask)
+                rows["response_logprobs"].append(logprobs)
                 rows["reward"].append(finals.get(rid) if reward == "final" else (sum(per_turn) if per_turn else None))
                 rows["num_turns"].append(len(s.span_ids))
                 rows["span_ids"].append(s.span_ids)
