@@ -125,12 +125,13 @@ def bulk_triplets(adapter: TripletAdapter, rollout_ids: list[str]) -> BulkResult
 
     # The stored payloads are read meanwhile (DuckDB works outside the GIL): they do not depend on
     # the decisions, only on the rollouts.
-    stored = adapter.warehouse.sql_in_background(stored_payloads_sql(rollout_ids))
+    names = _TOKEN_NAMES if adapter.token_ids_only else _PAYLOAD_NAMES
+    stored = adapter.warehouse.sql_in_background(stored_payloads_sql(rollout_ids, names))
     t = adapter.warehouse.sql(forest_query(rollout_ids, adapter.candidate_sql(), adapter.attempts == "latest"))
     n = t.num_rows
     empty = BulkResult(pa.table({c: [] for c in (*TRIPLET_COLUMNS, "_k")}), set())
     if n == 0:
-        _stored(stored)
+        _stored(stored, names)
         return empty
     k = _ints(t, "k", -1)
     ha = t.column("ha").to_numpy().view(np.int64)
@@ -166,12 +167,12 @@ def bulk_triplets(adapter: TripletAdapter, rollout_ids: list[str]) -> BulkResult
     d = forest.decide(rows, matches, adapter.exclude_llm_call_in_reward, adapter.repair_hierarchy,
                       adapter.dedup_llm_call)
     if len(d.calls) == 0:
-        _stored(stored)
+        _stored(stored, names)
         return empty
 
     source = order[d.calls]  # rows of `t`
     trace_ids, span_ids = t.column("trace_id").take(source), t.column("span_id").take(source)
-    payloads = _payloads(adapter, _stored(stored), trace_ids, span_ids)
+    payloads = _payloads(adapter, _stored(stored, names), trace_ids, span_ids, names)
     calls, agents = d.calls, d.agents
     if adapter.skip_empty_token_spans:
         has_tokens = (pc.fill_null(pc.list_value_length(payloads.column("prompt_token_ids")), 0).to_numpy() > 0) & \
@@ -202,9 +203,11 @@ def bulk_triplets(adapter: TripletAdapter, rollout_ids: list[str]) -> BulkResult
         "prompt_token_ids": payloads.column("prompt_token_ids").cast(pa.list_(pa.int32())),
         "response_token_ids": payloads.column("response_token_ids").cast(pa.list_(pa.int32())),
         "reward": reward,
-        "prompt": payloads.column("prompt"),
-        "response": payloads.column("response"),
-        "metadata": pc.binary_join_element_wise(payloads.column("metadata_head"), agent_part, ""),
+        "prompt": payloads.column("prompt") if not adapter.token_ids_only else _constant("{}", len(calls)),
+        "response": payloads.column("response") if not adapter.token_ids_only else _constant("{}", len(calls)),
+        "metadata": pc.binary_join_element_wise(
+            payloads.column("metadata_head") if not adapter.token_ids_only else _constant("{", len(calls)),
+            agent_part, ""),
         "_k": pa.array(ks, pa.int64()),
     })
     # A rollout with any attempt the forest was unsure of goes whole to the reference path.
@@ -216,13 +219,18 @@ def bulk_triplets(adapter: TripletAdapter, rollout_ids: list[str]) -> BulkResult
 
 
 _PAYLOAD_NAMES = list(PAYLOAD_FIELDS)
+_TOKEN_NAMES = ["prompt_token_ids", "response_token_ids"]
 
 
-def stored_payloads_sql(rollout_ids: list[str]) -> str:
+def _constant(value: str, n: int) -> pa.Array:
+    return pa.array([value], pa.string()).take(pa.array(np.zeros(n, np.int64)))
+
+
+def stored_payloads_sql(rollout_ids: list[str], names: list[str] = _PAYLOAD_NAMES) -> str:
     # A payload stored from the span alone is not taken when the span has log records sent for it, or
     # is a streamed Logfire call with its answer in a sibling span: it is computed with those instead.
     wanted = f"SELECT rollout_id FROM ({wanted_sql(rollout_ids)})"
-    return f"""SELECT trace_id || '/' || span_id AS key, {', '.join(_PAYLOAD_NAMES)} FROM triplet_payloads tp
+    return f"""SELECT trace_id || '/' || span_id AS key, {', '.join(names)} FROM triplet_payloads tp
 WHERE version = {PAYLOAD_VERSION} AND rollout_id IN ({wanted})
   AND NOT EXISTS (SELECT 1 FROM logs l WHERE l.trace_id = tp.trace_id AND l.span_id = tp.span_id)
   AND (trace_id, span_id) NOT IN (
@@ -230,19 +238,19 @@ WHERE version = {PAYLOAD_VERSION} AND rollout_id IN ({wanted})
       WHERE st.name LIKE '{LOGFIRE_STREAM_PREFIX}%' AND st.rollout_id IN ({wanted}))"""
 
 
-def _stored(future: Future[pa.Table]) -> pa.Table:
+def _stored(future: Future[pa.Table], names: list[str] = _PAYLOAD_NAMES) -> pa.Table:
     try:
         return future.result()
     except WarehouseError:
         # A read-only file from before payloads were stored has the table only on the opening
         # connection (a temporary, empty one): every payload is computed from its span then.
-        return pa.table({"key": pa.array([], pa.string()), **{n: pa.array([], PAYLOAD_FIELDS[n]) for n in _PAYLOAD_NAMES}})
+        return pa.table({"key": pa.array([], pa.string()), **{n: pa.array([], PAYLOAD_FIELDS[n]) for n in names}})
 
 
-def _payloads(adapter: TripletAdapter, stored: pa.Table, trace_ids: pa.Array, span_ids: pa.Array) -> pa.Table:
-    """The payload columns of these LLM spans, in this order: as `stored`, or computed here from the
-    span where none is stored (an older file, a lake, a span only our own llm_call_match finds)."""
-    names = _PAYLOAD_NAMES
+def _payloads(adapter: TripletAdapter, stored: pa.Table, trace_ids: pa.Array, span_ids: pa.Array,
+              names: list[str] = _PAYLOAD_NAMES) -> pa.Table:
+    """The payload columns `names` of these LLM spans, in this order: as `stored`, or computed here
+    from the span where none is stored (an older file, a lake, a span only our own llm_call_match finds)."""
     keys = pc.binary_join_element_wise(trace_ids, span_ids, "/")
     at = pc.index_in(keys, value_set=stored.column("key"))
     missing = np.flatnonzero(at.is_null().to_numpy(zero_copy_only=False))
@@ -254,7 +262,7 @@ def _payloads(adapter: TripletAdapter, stored: pa.Table, trace_ids: pa.Array, sp
         f"SELECT s.trace_id, s.span_id, {llm_attributes_sql('s')} AS attributes, {events_with_logs_sql('s')} AS events "
         f"FROM spans s JOIN ({_pairs_sql(wanted)}) w USING (trace_id, span_id)").to_pylist()
     by_id = {(f["trace_id"], f["span_id"]): (f["attributes"], f["events"]) for f in found}
-    computed = pa.table(payload_columns(by_id.get((t, s), (None, None)) for t, s in wanted)).cast(stored.schema)
+    computed = pa.table(payload_columns(by_id.get((t, s), (None, None)) for t, s in wanted)).select(names).cast(stored.schema)
     index = at.fill_null(0).to_numpy().copy()
     index[missing] = stored.num_rows + np.arange(len(missing))
     return pa.concat_tables([stored, computed]).take(index)

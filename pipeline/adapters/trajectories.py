@@ -261,7 +261,7 @@ class TrajectoryBuilder:
         from spanpipe.adapters.triplets import TripletAdapter
 
         self.warehouse = warehouse
-        self.triplets = TripletAdapter(warehouse, **triplet_options)
+        self.triplets = TripletAdapter(warehouse, **{"token_ids_only": True, **triplet_options})
 
     def build(self, rollout_ids: Iterable[str] | None = None, since: int | None = None, mode: str | None = None,
               merge: Merge = "prefix", reward: RewardMode = "final", max_staleness: int | None = None,

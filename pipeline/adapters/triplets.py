@@ -162,7 +162,8 @@ class TripletAdapter:
                  agent_match: str | None = None, reward_match: RewardMatch = "first_occurrence",
                  exclude_llm_call_in_reward: bool = True, repair_hierarchy: bool = True,
                  skip_empty_token_spans: bool = False, llm_conventions: bool = True, dedup_llm_call: bool = True,
-                 attempts: Literal["latest", "all"] = "latest", bulk: bool = True) -> None:
+                 attempts: Literal["latest", "all"] = "latest", bulk: bool = True,
+                 token_ids_only: bool = False) -> None:
         if reward_match not in ("first_occurrence", "first_sibling"):
             raise ValueError(f"reward_match must be 'first_occurrence' or 'first_sibling', got {reward_match!r}")
         if attempts not in ("latest", "all"):
@@ -180,6 +181,9 @@ class TripletAdapter:
         self.dedup_llm_call = dedup_llm_call
         self.attempts = attempts
         self.bulk = bulk  # False: every rollout through the reference tree (tree.Tree), none through forest
+        # True: the bulk path reads only token ids and agent names (trajectories); prompt and
+        # response come back as "{}" from it.
+        self.token_ids_only = token_ids_only
 
     # ---- reading the warehouse -------------------------------------------------------------
     def triplets(self, rollout_ids: Iterable[str] | None = None, since: int | None = None,
