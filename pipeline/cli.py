@@ -180,6 +180,16 @@ def cmd_trajectories(args: argparse.Namespace) -> int:
     return 0
 
 
+def _selection_args(p: argparse.ArgumentParser) -> None:
+    """Which rollouts (by id, or completed since a cursor), and where the rows go."""
+    pick = p.add_mutually_exclusive_group()
+    pick.add_argument("--rollout", action="append", help="this rollout (repeatable)")
+    pick.add_argument("--since", type=int, help="rollouts completed after this cursor (0 = all completed)")
+    p.add_argument("--mode", choices=["train", "val", "test"], help="only rollouts of this mode")
+    p.add_argument("--format", choices=["jsonl", "parquet"], default="jsonl")
+    p.add_argument("--out", help="write to this file (needed for parquet)")
+
+
 def _source_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--db", default=DEFAULT_DB, help="warehouse file (default %(default)s)")
     p.add_argument("--endpoint", help="query API URL of a running collector, e.g. http://127.0.0.1:4319")
@@ -208,26 +218,16 @@ def build_parser() -> argparse.ArgumentParser:
     ro.add_argument("--format", choices=["table", "csv", "json"], default="table")
     ro.set_defaults(fn=cmd_rollouts)
     t = sub.add_parser("triplets", help="(prompt, response, reward) triplets of rollouts")
-    pick = t.add_mutually_exclusive_group()
-    pick.add_argument("--rollout", action="append", help="this rollout (repeatable)")
-    pick.add_argument("--since", type=int, help="rollouts completed after this cursor (0 = all completed)")
-    t.add_argument("--mode", choices=["train", "val", "test"], help="only rollouts of this mode")
-    t.add_argument("--format", choices=["jsonl", "parquet"], default="jsonl")
-    t.add_argument("--out", help="write to this file (needed for parquet)")
+    _selection_args(t)
     t.add_argument("--reward-match", choices=["first_occurrence", "first_sibling"], default="first_occurrence")
     t.add_argument("--llm-call-match", default=r"openai\.chat\.completion", help="regex on LLM span names")
     t.add_argument("--agent-match", help="regex on agent names")
     _source_args(t)
     t.set_defaults(fn=cmd_triplets)
     tr = sub.add_parser("trajectories", help="token-level samples (prompt ids, response ids, mask, logprobs)")
-    pick = tr.add_mutually_exclusive_group()
-    pick.add_argument("--rollout", action="append", help="this rollout (repeatable)")
-    pick.add_argument("--since", type=int, help="rollouts completed after this cursor (0 = all completed)")
-    tr.add_argument("--mode", choices=["train", "val", "test"], help="only rollouts of this mode")
+    _selection_args(tr)
     tr.add_argument("--merge", choices=["prefix", "none"], default="prefix")
     tr.add_argument("--reward", choices=["final", "per_turn"], default="final")
-    tr.add_argument("--format", choices=["jsonl", "parquet"], default="jsonl")
-    tr.add_argument("--out", help="write to this file (needed for parquet)")
     _source_args(tr)
     tr.set_defaults(fn=cmd_trajectories)
     return p

@@ -14,7 +14,9 @@ import requests
 from opentelemetry import baggage, context, trace
 from opentelemetry.propagate import inject
 
-from collector import wait_for
+import json
+
+from collector import run_cli, wait_for
 from examples.fake_openai import FakeOpenAI, answer, logprob_of, prompt_tokens, tokens
 from spanpipe.adapters.trajectories import SAMPLE_SCHEMA, BREAK_SCHEMA, Call, Trajectories, merge_calls, merge_reference, stale
 from spanpipe.warehouse.warehouse import Warehouse
@@ -221,3 +223,10 @@ def test_trajectories_through_the_gateway(tmp_path):
     assert len(per_call) == 3 and all(r["num_turns"] == 1 for r in per_call.table.to_pylist())
     arrays = result.to_numpy()
     assert arrays["input_ids"].shape[0] == len(result) and arrays["response_mask"].shape == arrays["responses"].shape
+
+    # The command line, on the file the collector left.
+    out = run_cli("trajectories", "--db", str(g.db), "--rollout", "ro-three", "--rollout", "ro-noids")
+    assert out.returncode == 0, out.stderr
+    rows = [json.loads(line) for line in out.stdout.splitlines()]
+    assert [(r["rollout_id"], r["num_turns"]) for r in rows] == [("ro-three", 3), ("ro-noids", 1)]
+    assert "2 sample(s); breaks: no_token_ids 1; 0 rollout(s) without samples" in out.stderr
