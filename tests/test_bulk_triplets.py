@@ -197,3 +197,57 @@ def test_payload_indexer_works_in_idle_time_and_bounds_its_backlog(warehouse: tu
     assert set(written[0].column("span_id").to_pylist()) == set(wh.sql(
         f"SELECT span_id FROM triplet_payloads WHERE rollout_id IN ('{ids[1]}', '{ids[2]}', '{ids[3]}')").column(
         "span_id").to_pylist())
+
+
+def test_attempts_come_in_the_order_they_started_on_both_paths(tmp_path: Path) -> None:
+    """Two and three attempts per rollout, ids named against their start order (`at-z` first):
+    `attempts="all"` lists them by attempt start on the bulk and the reference path alike."""
+    rng = random.Random(11)
+    rows: dict[str, list[Any]] = {}
+    starts: dict[str, list[str]] = {}
+    for r in range(60):
+        names = ["at-z", "at-m", "at-a"][: 2 + r % 2]
+        starts[f"ro-{r:04d}"] = names
+        for j, attempt in enumerate(names):
+            spans = random_rollout(rng, r * 10 + j, malformed=False)
+            for sp in spans:
+                sp["start_time_unix_nano"] += j * 10**10
+                sp["end_time_unix_nano"] += j * 10**10
+            rows.setdefault(f"ro-{r:04d}", []).extend((attempt, sp) for sp in spans)
+    cols: dict[str, list[Any]] = {c: [] for c in ("trace_id", "span_id", "parent_span_id", "name",
+                                                 "start_time_unix_nano", "end_time_unix_nano", "attributes",
+                                                 "events", "rollout_id", "attempt_id", "sequence_id",
+                                                 "span_type", "reward", "response_id")}
+    for rid, pairs in rows.items():
+        classified = spans_to_columns([sp for _, sp in pairs], TripletAdapter())
+        for i, (attempt, sp) in enumerate(pairs):
+            for key in ("trace_id", "span_id", "parent_span_id", "name", "start_time_unix_nano",
+                        "end_time_unix_nano", "sequence_id"):
+                cols[key].append(sp[key])
+            cols["attributes"].append(classified.attributes[i])
+            cols["events"].append("[]")
+            cols["rollout_id"].append(rid)
+            cols["attempt_id"].append(attempt)
+            cols["span_type"].append(classified.span_type[i])
+            cols["reward"].append(classified.reward[i])
+            cols["response_id"].append(classified.response_id[i])
+    path = tmp_path / "attempts.duckdb"
+    con = create_warehouse(str(path))
+    insert_spans(con, pa.table(cols))
+    con.close()
+    with Warehouse.open(path) as wh:
+        ids = list(rows)
+        bulk = TripletAdapter(wh, attempts="all").triplets(ids)
+        reference = TripletAdapter(wh, attempts="all", bulk=False).triplets(ids)
+        latest = TripletAdapter(wh).triplets(ids)
+    assert comparable(bulk) == comparable(reference) and bulk.to_arrow().equals(reference.to_arrow())
+    seen: dict[str, list[str]] = {}
+    for t in bulk:
+        if not seen.get(t.rollout_id) or seen[t.rollout_id][-1] != t.attempt_id:
+            seen.setdefault(t.rollout_id, []).append(t.attempt_id)
+    assert sum(len(v) for v in seen.values()) > 100  # most attempts gave triplets
+    for rid, order in seen.items():
+        assert order == [a for a in starts[rid] if a in order], rid  # by start, not by name or hash
+    assert {t.attempt_id for t in latest if t.rollout_id in seen} <= {"at-m", "at-a"}
+    assert {(t.rollout_id, t.attempt_id) for t in latest} == \
+        {(rid, starts[rid][-1]) for rid in {t.rollout_id for t in latest}}  # latest = last to start

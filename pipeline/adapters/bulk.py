@@ -75,6 +75,7 @@ def forest_query(rollout_ids: list[str], candidate_sql: str, latest_only: bool) 
 WITH want AS ({wanted_sql(rollout_ids)}),
 w AS MATERIALIZED (
   SELECT row_number() OVER () AS r, s.k, hash(s.attempt_id) AS ha, s.attempt_id, s.trace_id, s.span_id, s.name,
+         s.attempt_start,
          TRY_CAST('0x' || s.span_id AS UBIGINT) AS sid, TRY_CAST('0x' || s.parent_span_id AS UBIGINT) AS psid,
          s.parent_span_id IS NOT NULL AND s.parent_span_id <> s.span_id AS has_parent,
          s.sequence_id, s.start_time_unix_nano, s.end_time_unix_nano,
@@ -84,10 +85,12 @@ w AS MATERIALIZED (
          {AGENT_SQL} AS agent,
          {REWARD_OPERATION_SQL} AS reward_operation,
          {response_id_sql('s.candidate')} AS response_id
-  FROM (SELECT s.*, want.k, COALESCE({candidate_sql}, FALSE) AS candidate
+  FROM (SELECT s.*, want.k, COALESCE({candidate_sql}, FALSE) AS candidate,
+               min(s.start_time_unix_nano) OVER (PARTITION BY want.k, s.attempt_id) AS attempt_start
         FROM spans s JOIN want USING (rollout_id)) s
 ){chosen}, b AS ({rows})
-SELECT b.k, b.ha, b.r, p.r AS pr, b.has_parent, b.sid IS NULL AS odd_id, b.sequence_id,
+SELECT b.k, b.ha, b.attempt_start, dense_rank() OVER (ORDER BY b.attempt_id) AS attempt_rank,
+       b.r, p.r AS pr, b.has_parent, b.sid IS NULL AS odd_id, b.sequence_id,
        b.start_time_unix_nano, b.end_time_unix_nano, b.candidate, b.reward_value, b.reward_operation, b.agent,
        b.response_id,
        CASE WHEN b.candidate THEN b.trace_id END AS trace_id, CASE WHEN b.candidate THEN b.span_id END AS span_id,
@@ -137,7 +140,9 @@ def bulk_triplets(adapter: TripletAdapter, rollout_ids: list[str]) -> BulkResult
     ha = t.column("ha").to_numpy().view(np.int64)
     seq = _ints(t, "sequence_id", np.iinfo(np.int64).max)  # NULLS LAST
     start, end = _ints(t, "start_time_unix_nano", 0), _ints(t, "end_time_unix_nano", 0)
-    order = np.lexsort((start, seq, ha, k))
+    # Attempts in the order they started (ties: by attempt id), as the reference path orders them.
+    attempt_start, attempt_rank = _ints(t, "attempt_start", 0), _ints(t, "attempt_rank", 0)
+    order = np.lexsort((start, seq, attempt_rank, attempt_start, k))
     k, ha, seq, start, end = k[order], ha[order], seq[order], start[order], end[order]
     new_group = np.concatenate([[True], (k[1:] != k[:-1]) | (ha[1:] != ha[:-1])])
     group = np.cumsum(new_group) - 1

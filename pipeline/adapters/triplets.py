@@ -230,8 +230,10 @@ SELECT rollout_id, attempt_id, trace_id, span_id, parent_span_id, name, start_ti
        CASE WHEN {candidate} THEN {llm_attributes_sql("s")} END AS attributes,
        CASE WHEN {candidate} THEN {events_with_logs_sql("s")} END AS events,
        COALESCE({candidate}, FALSE) AS candidate
-FROM (SELECT *, {ATTRIBUTE_KEYS_SQL} AS v FROM spans WHERE rollout_id IN ({ids})) s
-ORDER BY rollout_id, attempt_id, sequence_id NULLS LAST, start_time_unix_nano, span_id"""
+FROM (SELECT *, {ATTRIBUTE_KEYS_SQL} AS v,
+             min(start_time_unix_nano) OVER (PARTITION BY rollout_id, attempt_id) AS attempt_start
+      FROM spans WHERE rollout_id IN ({ids})) s
+ORDER BY rollout_id, attempt_start, attempt_id, sequence_id NULLS LAST, start_time_unix_nano, span_id"""
 
     def _from_warehouse(self, rollout_ids: list[str]) -> Triplets:
         """Well-formed rollouts in bulk (`bulk.py`), the rest — and rollouts without a triplet, to
