@@ -11,6 +11,7 @@ import sys
 
 import orjson
 
+from spanpipe import __version__
 from spanpipe.errors import ConfigError
 
 DEFAULT_CONFIG = "config/default.yaml"
@@ -199,6 +200,7 @@ def _source_args(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="spanpipe", description="OTLP span pipeline and warehouse for agent RL")
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     r = sub.add_parser("run", help="run the collector")
     r.add_argument("--config", default=DEFAULT_CONFIG)

@@ -51,6 +51,10 @@ def test_sql_through_a_running_collector_and_refusals(tmp_path):
         assert resp.status_code == 200 and resp.json() == [{"n": 4}]
         resp = requests.post(f"{c.query_url}/v1/sql", json={"sql": "DELETE FROM spans"}, timeout=10)
         assert resp.status_code == 403
+        # `curl -d '{"sql": ...}'` sends JSON as a form: read by its shape, not run as SQL text.
+        resp = requests.post(f"{c.query_url}/v1/sql", data='{"sql": "SELECT 1 AS x"}', timeout=10,
+                             headers={"Content-Type": "application/x-www-form-urlencoded"})
+        assert resp.status_code == 200 and resp.json() == [{"x": 1}]
         assert len(wait_rows(c, 4)) == 4, "nothing was changed"
         assert c.stop() == 0
 
@@ -70,3 +74,8 @@ def test_stale_endpoint_file_falls_back_to_the_file(tmp_path):
     assert c.db.with_name("spans.duckdb.endpoint").exists()
     r = run_cli("sql", "--db", str(c.db), "SELECT count(*) AS n FROM spans")
     assert r.returncode == 0 and "2" in r.stdout, r.stderr
+
+
+def test_version():
+    r = run_cli("--version")
+    assert r.returncode == 0 and r.stdout.strip() == "spanpipe 0.1.0"

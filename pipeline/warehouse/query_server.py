@@ -161,7 +161,8 @@ class QueryServer:
             return web.json_response({"error": "use POST /v1/sql"}, status=405)
         body = await request.read()
         fmt = request.query.get("format", "")
-        if request.content_type == "application/json":
+        # JSON by shape too: `curl -d '{"sql": ...}'` sends it as a form, and SQL never starts with "{".
+        if request.content_type == "application/json" or body.lstrip()[:1] == b"{":
             try:
                 doc = orjson.loads(body)
                 sql, fmt = doc["sql"], doc.get("format", fmt)

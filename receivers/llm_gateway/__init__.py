@@ -24,12 +24,12 @@ reach the pipeline without ever slowing a call: `spans.py`.
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
 from typing import Callable, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from spanpipe import __version__
 from spanpipe.component import Authenticator, ComponentConfig, Consumers, Receiver
 from spanpipe.configtypes import Duration, Endpoint, parse_endpoint
 from spanpipe.extensions.bearertokenauth import AuthSettings
@@ -116,13 +116,6 @@ class LlmGatewayConfig(ComponentConfig):
         return {"auth::authenticator": self.auth.authenticator} if self.auth is not None else {}
 
 
-def _version() -> str:
-    try:
-        return version("spanpipe")
-    except PackageNotFoundError:
-        return ""
-
-
 class LlmGatewayReceiver(Receiver):
     def __init__(self, component_id: str, config: LlmGatewayConfig, consumers: Consumers) -> None:
         super().__init__(component_id, consumers)
@@ -148,7 +141,7 @@ class LlmGatewayReceiver(Receiver):
         resource = Resource({"service.name": "spanpipe-llm-gateway", "spanpipe.receiver": self.id},
                             "spanpipe-llm-gateway")
         self.spans = SpanBuffer(self.id, self.next, resource, cfg.buffer_size, cfg.flush_interval,
-                                cfg.max_batch_spans, self.log, _version())
+                                cfg.max_batch_spans, self.log, __version__)
         self.app = GatewayApp(self)
         host, port = parse_endpoint(cfg.endpoint)
         self.server = HttpServer(self.app.application(), host, port, self.id, workers=1,
