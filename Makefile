@@ -14,7 +14,12 @@ $(BIN)/spanpipe: pyproject.toml
 run: $(BIN)/spanpipe
 	$(BIN)/spanpipe run --config $(CONFIG)
 
-test: $(BIN)/spanpipe
+# A Node OTel agent for the tests (real @opentelemetry/sdk-node), from the npm registry.
+NODE_AGENT := tests/node/node_modules/.package-lock.json
+$(NODE_AGENT): tests/node/package-lock.json
+	npm ci --prefix tests/node --no-audit --no-fund --loglevel=error
+
+test: $(BIN)/spanpipe $(NODE_AGENT)
 	$(BIN)/python -m pytest -q -n 2 --ignore=tests/compat
 
 # Live comparison with Microsoft Agent Lightning 0.3.0 (~150 packages), in a venv of its own so the

@@ -15,6 +15,9 @@ kept and raises the counter (the next issued is max + 1). Counters survive a res
 
 `on_missing`: `keep` (the span is stored without a rollout), `drop`, or `default` (tag it
 `default_rollout_id`).
+
+Completion: a rollout is complete when its `agentlightning.rollout` span is stored; one that never
+sends it is completed after `idle_timeout` (`idle_completion.py`).
 """
 
 from __future__ import annotations
@@ -31,6 +34,10 @@ from pydantic import Field
 from spanpipe import events
 from spanpipe.component import BatchTransform, Consumer
 from spanpipe.component import ComponentConfig
+from spanpipe.configtypes import Duration
+from spanpipe.errors import PipelineError
+from spanpipe.periodic import Periodic
+from spanpipe.processors.idle_completion import IdleRollouts
 from spanpipe.registry import Factory
 from spanpipe.semconv.values import first_present
 from spanpipe.spanbatch import SpanBatch
@@ -47,6 +54,8 @@ class RolloutConfig(ComponentConfig):
     default_rollout_id: str = "unassigned"
     issue_sequence_ids: bool = True
     state_file: str | None = Field(None, description="where sequence counters are kept across restarts")
+    idle_timeout: Duration = Field("30s", description="complete a rollout that sent no rollout span once a "  # type: ignore[assignment]
+                                   "root span of it has arrived and nothing more for this long; 0 = off")
 
     def validate_config(self) -> None:
         if not self.rollout_id_keys:
@@ -108,14 +117,39 @@ class RolloutProcessor(BatchTransform):
         self.by_trace: OrderedDict[str, tuple[str, str | None]] = OrderedDict()
         self.started: OrderedDict[str, None] = OrderedDict()
         self.counters: SequenceCounters | None = None
+        self.idle: IdleRollouts | None = None
+        self._ticker: Periodic | None = None
         self._lock = threading.Lock()
 
     def start(self) -> None:
         self.counters = SequenceCounters(self.config.state_file)
+        timeout = self.config.idle_timeout
+        if timeout > 0:
+            self.idle = IdleRollouts(timeout, self.config.max_traces, self.config.rollout_id_keys[0],
+                                     self.config.attempt_id_keys[0])
+            self._ticker = Periodic(f"{self.id}-idle", min(1.0, timeout / 4), self._complete_idle, self.log)
+            self._ticker.start()
 
     def shutdown(self) -> None:
+        if self._ticker is not None:
+            self._ticker.stop()
         if self.counters is not None:
             self.counters.close()
+
+    def _complete_idle(self) -> None:
+        """Send a rollout span for each rollout idle with its roots ended (idle_completion.py)."""
+        assert self.idle is not None
+        due = self.idle.due()
+        if not due:
+            return
+        try:
+            self.next.consume(self.process(self.idle.completion_batch(due), observe=False))
+        except PipelineError as exc:
+            self.log.warning("completing %d idle rollout(s) was refused (%s); trying again", len(due), exc)
+            return
+        self.idle.completed([r for r, _ in due])
+        self.log.info("completed %d rollout(s) idle for %.0fs: %s", len(due), self.config.idle_timeout,
+                      ", ".join(r for r, _ in due[:5]) + (" …" if len(due) > 5 else ""))
 
     def _remember(self, trace_id: str, rollout: str, attempt: str | None) -> None:
         if trace_id in self.by_trace:
@@ -125,7 +159,7 @@ class RolloutProcessor(BatchTransform):
         if len(self.by_trace) > self.config.max_traces:
             self.by_trace.popitem(last=False)
 
-    def process(self, batch: SpanBatch) -> SpanBatch:
+    def process(self, batch: SpanBatch, observe: bool = True) -> SpanBatch:
         cfg = self.config
         n = len(batch)
         rollouts: list[str | None] = [None] * n
@@ -180,6 +214,8 @@ class RolloutProcessor(BatchTransform):
                     started.append(r)
                     if len(self.started) > self.config.max_traces:
                         self.started.popitem(last=False)
+        if observe and self.idle is not None:
+            self.idle.observe(batch, rollouts, attempts)
         for r in started:
             events.publish(events.ROLLOUT_STARTED, rollout_id=r, processor=self.id)
         out = batch.with_columns(rollout_id=rollouts, attempt_id=attempts, sequence_id=seqs)

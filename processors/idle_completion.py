@@ -1,0 +1,118 @@
+"""Rollout completion for agents that never send an `agentlightning.rollout` span (any language, any
+instrumentation): a rollout is complete once a root span of it has arrived (OTel exports a span
+when it ends, so its traces' roots have ended) and no span of it has arrived for `idle_timeout`.
+Its status is `failed` when a root span has status ERROR, else `succeeded`.
+
+The rollout processor then sends one `agentlightning.rollout` span of its own down the pipeline
+(attribute `spanpipe.rollout.completed_by: idle_timeout`), so completions, events, cursors and the
+lake work exactly as for a rollout span the agent sent. A rollout that sends its own rollout span
+is never completed here.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from spanpipe.emit.rollout import ROLLOUT_SPAN, STATUS as STATUS_KEY
+from spanpipe.spanbatch import Resource, SpanBatch
+
+COMPLETED_BY = "spanpipe.rollout.completed_by"
+STATUS_OK, STATUS_ERROR = 1, 2
+KIND_INTERNAL = 1
+
+
+@dataclass
+class Seen:
+    attempt_id: str | None
+    trace_id: str
+    first_start: int
+    last_end: int
+    last_arrival: float
+    root_seen: bool = False
+    root_failed: bool = False
+
+
+class IdleRollouts:
+    """What the rollout processor has seen of each rollout still open (bounded, oldest forgotten)."""
+
+    def __init__(self, idle_timeout: float, max_rollouts: int, rollout_key: str, attempt_key: str) -> None:
+        self.idle_timeout, self.max_rollouts = idle_timeout, max_rollouts
+        self.rollout_key, self.attempt_key = rollout_key, attempt_key
+        self.open: OrderedDict[str, Seen] = OrderedDict()
+        self.closed: OrderedDict[str, None] = OrderedDict()  # completed by a rollout span or by us
+        self._lock = threading.Lock()
+
+    def observe(self, batch: SpanBatch, rollouts: list[str | None], attempts: list[str | None]) -> None:
+        now = time.monotonic()
+        with self._lock:
+            for i, rollout in enumerate(rollouts):
+                if rollout is None or rollout in self.closed:
+                    continue
+                if batch.name[i] == ROLLOUT_SPAN:
+                    self._close(rollout)
+                    continue
+                seen = self.open.get(rollout)
+                if seen is None:
+                    seen = self.open[rollout] = Seen(attempts[i], batch.trace_id[i], batch.start_time_unix_nano[i],
+                                                     batch.end_time_unix_nano[i], now)
+                    if len(self.open) > self.max_rollouts:
+                        self.open.popitem(last=False)
+                else:
+                    self.open.move_to_end(rollout)
+                    seen.last_arrival = now
+                    seen.first_start = min(seen.first_start, batch.start_time_unix_nano[i])
+                    seen.last_end = max(seen.last_end, batch.end_time_unix_nano[i])
+                    if attempts[i] is not None:
+                        seen.attempt_id = attempts[i]
+                if batch.parent_span_id[i] is None:
+                    seen.root_seen = True
+                    seen.trace_id = batch.trace_id[i]
+                    seen.root_failed = seen.root_failed or batch.status_code[i] == STATUS_ERROR
+
+    def _close(self, rollout: str) -> None:
+        self.open.pop(rollout, None)
+        self.closed[rollout] = None
+        if len(self.closed) > self.max_rollouts:
+            self.closed.popitem(last=False)
+
+    def due(self) -> list[tuple[str, Seen]]:
+        """Rollouts idle for `idle_timeout` with a root span seen (not yet closed: `completed` does)."""
+        cutoff = time.monotonic() - self.idle_timeout
+        with self._lock:
+            return [(r, s) for r, s in self.open.items() if s.root_seen and s.last_arrival <= cutoff]
+
+    def completed(self, rollouts: list[str]) -> None:
+        with self._lock:
+            for r in rollouts:
+                self._close(r)
+
+    def completion_batch(self, due: list[tuple[str, Seen]]) -> SpanBatch:
+        """One `agentlightning.rollout` span per due rollout, in its (last root's) trace."""
+        b = SpanBatch(resources=[Resource({"service.name": "spanpipe"}, "spanpipe")])
+        for rollout, seen in due:
+            status = "failed" if seen.root_failed else "succeeded"
+            attrs = {self.rollout_key: rollout, STATUS_KEY: status, COMPLETED_BY: "idle_timeout"}
+            if seen.attempt_id is not None:
+                attrs[self.attempt_key] = seen.attempt_id
+            b.trace_id.append(seen.trace_id)
+            b.span_id.append(os.urandom(8).hex())
+            b.parent_span_id.append(None)
+            b.trace_state.append("")
+            b.name.append(ROLLOUT_SPAN)
+            b.kind.append(KIND_INTERNAL)
+            b.start_time_unix_nano.append(seen.first_start)
+            b.end_time_unix_nano.append(max(seen.last_end, seen.first_start))
+            b.status_code.append(STATUS_ERROR if seen.root_failed else STATUS_OK)
+            b.status_message.append("a root span failed" if seen.root_failed else "")
+            b.scope_name.append("spanpipe.rollout")
+            b.scope_version.append("")
+            b.attributes.append(attrs)
+            b.events.append(None)
+            b.links.append(None)
+            b.resource_index.append(0)
+        b.nbytes = 1024 * len(due)
+        return b

@@ -1,0 +1,72 @@
+"""Rollouts from any language: an agent that sends only its own spans (a Node agent on the real
+@opentelemetry/sdk-node, a plain Python OTel SDK agent — no spanpipe helper, no
+`agentlightning.rollout` span) completes once its root spans have ended and it has been idle,
+with the status its root spans say, and gives triplets."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+from opentelemetry import trace
+from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.trace import Status, StatusCode
+
+from collector import Collector
+from spanpipe import emit
+from spanpipe.warehouse.warehouse import Warehouse
+
+NODE = Path(__file__).parent / "node"
+
+
+def python_sdk_agent(endpoint: str, rollout_id: str) -> None:
+    """What a plain OTel SDK agent sends: rollout ids as attributes, nothing from spanpipe."""
+    provider = TracerProvider(resource=Resource.create({"service.name": "py-agent"}))
+    provider.add_span_processor(SimpleSpanProcessor(OTLPSpanExporter(endpoint=endpoint, insecure=True)))
+    tracer = provider.get_tracer("py-agent")
+    ids = {"agentlightning.rollout_id": rollout_id, "agentlightning.attempt_id": "at-py"}
+    with tracer.start_as_current_span("agent", attributes=ids) as root:
+        with tracer.start_as_current_span("chat qwen", attributes={
+                **ids, "gen_ai.operation.name": "chat", "gen_ai.request.model": "qwen",
+                "gen_ai.response.id": f"resp-{rollout_id}", "prompt_token_ids": [7, 8], "response_token_ids": [9]}):
+            pass
+        with tracer.start_as_current_span("agentlightning.annotation", attributes={
+                **ids, "agentlightning.reward.0.name": "primary", "agentlightning.reward.0.value": 0.25}):
+            pass
+        root.set_status(Status(StatusCode.OK))
+    provider.shutdown()
+
+
+def test_agents_without_a_rollout_span_complete_after_idle_and_give_triplets(tmp_path):
+    processors = {"rollout": {"idle_timeout": "1s"}, "reward": {}, "batch": {"timeout": "20ms"}}
+    with Collector(tmp_path, processors=processors) as c:
+        for rollout, fail in (("ro-node-ok", []), ("ro-node-fail", ["fail"])):
+            out = subprocess.run(["node", str(NODE / "agent.mjs"), c.http_url, rollout, *fail],
+                                 capture_output=True, text=True, timeout=60)
+            assert out.returncode == 0, out.stderr
+        python_sdk_agent(c.grpc_endpoint, "ro-py")
+        emit.configure(endpoint=f"http://{c.grpc_endpoint}", service_name="helper-agent")
+        with emit.rollout(rollout_id="ro-helper"):
+            emit.emit_reward(0.5)
+        emit.shutdown()
+        wh = Warehouse.connect(c.query_url)
+        wanted = ["ro-node-ok", "ro-node-fail", "ro-py", "ro-helper"]
+        done = wh.wait_for_rollouts(wanted, timeout=30)
+        assert set(done) == set(wanted)
+        statuses = {r: done[r]["status"] for r in wanted}
+        triplets = {t.rollout_id: t for t in wh.triplets(since=0)}
+        completions = wh.sql("SELECT rollout_id, count(*) AS n, any_value(span_id) AS span_id FROM rollout_completions "
+                             "GROUP BY rollout_id").to_pylist()
+        by_idle = wh.sql("SELECT rollout_id FROM spans WHERE attributes->>'spanpipe.rollout.completed_by' = "
+                         "'idle_timeout' ORDER BY rollout_id").column("rollout_id").to_pylist()
+    assert statuses == {"ro-node-ok": "succeeded", "ro-node-fail": "failed", "ro-py": "succeeded",
+                        "ro-helper": "succeeded"}
+    assert by_idle == ["ro-node-fail", "ro-node-ok", "ro-py"]  # the helper's own rollout span counted
+    assert all(row["n"] == 1 for row in completions)  # each rollout completed once
+    assert (triplets["ro-node-ok"].prompt["token_ids"], triplets["ro-node-ok"].response["token_ids"],
+            triplets["ro-node-ok"].reward) == ([1, 2, 3], [4, 5], 1.0)
+    assert triplets["ro-node-fail"].reward == 0.0
+    assert (triplets["ro-py"].response["token_ids"], triplets["ro-py"].reward) == ([9], 0.25)
