@@ -31,7 +31,8 @@ from spanpipe.configtypes import Duration, Endpoint, parse_endpoint
 from spanpipe.periodic import Periodic
 from spanpipe.procmem import MIB
 from spanpipe.component import Authenticator
-from spanpipe.errors import TransientError, UnwritableDataError
+from spanpipe.completion import Completion, completion_batch
+from spanpipe.errors import PipelineError, TransientError, UnwritableDataError
 from spanpipe.exporterhelper import ExporterHelperConfig, QueuedExporter
 from spanpipe.registry import Factory
 from spanpipe.spanbatch import SpanBatch
@@ -154,7 +155,7 @@ class DuckDBExporter(QueuedExporter):
             q = self.config.query
             self.query_server = QueryServer(self.db.reader, host, port, q.max_rows, authenticate,
                                             timeout=q.timeout, max_result_bytes=q.max_result_size_mib * MIB,
-                                            workers=q.workers)
+                                            workers=q.workers, complete_rollout=self.complete_rollout)
             self.query_server.start()
             try:
                 endpoint_file(self.path).write_text(self.query_server.url + "\n")
@@ -165,6 +166,33 @@ class DuckDBExporter(QueuedExporter):
             self._retention = Periodic(f"{self.id}-retention", self.config.retention.check_interval,
                                        self.apply_retention, self.log)
             self._retention.start()
+
+    def complete_rollout(self, rollout_id: str, failed: bool) -> tuple[int, dict[str, Any]]:
+        """`POST /v1/rollouts/{id}/complete`: store a rollout span for the rollout's latest attempt
+        (`spanpipe.completion`), through this exporter's queue like any span."""
+        con = self.db.reader()
+        try:
+            latest = con.execute(
+                "SELECT attempt_id, arg_max(trace_id, start_time_unix_nano), min(start_time_unix_nano), "
+                "max(end_time_unix_nano), bool_or(name = $name) FROM spans WHERE rollout_id = $rid "
+                "GROUP BY attempt_id ORDER BY min(start_time_unix_nano) DESC LIMIT 1",
+                {"rid": rollout_id, "name": ROLLOUT_SPAN}).fetchall()
+        finally:
+            con.close()
+        if not latest:
+            return 404, {"error": f"no span of rollout {rollout_id!r} is stored"}
+        attempt_id, trace_id, start, end, done = latest[0]
+        if done:
+            return 200, {"rollout_id": rollout_id, "attempt_id": attempt_id, "completed": "already"}
+        batch = completion_batch([Completion(rollout_id, attempt_id, trace_id, start, end, failed, "api")])
+        batch = batch.with_columns(rollout_id=[rollout_id], attempt_id=[attempt_id], sequence_id=[None],
+                                   span_type=["rollout"], reward=[None], response_id=[None])
+        try:
+            self.consume(batch)
+        except PipelineError as exc:
+            return exc.http_status, {"error": str(exc)}
+        return 202, {"rollout_id": rollout_id, "attempt_id": attempt_id,
+                     "status": "failed" if failed else "succeeded"}
 
     def _connect(self) -> None:
         self.db.open()

@@ -11,18 +11,14 @@ is never completed here.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from spanpipe.emit.rollout import ROLLOUT_SPAN, STATUS as STATUS_KEY
-from spanpipe.spanbatch import Resource, SpanBatch
-
-COMPLETED_BY = "spanpipe.rollout.completed_by"
-STATUS_OK, STATUS_ERROR = 1, 2
-KIND_INTERNAL = 1
+from spanpipe.completion import STATUS_ERROR, Completion, completion_batch
+from spanpipe.emit.rollout import ROLLOUT_SPAN
+from spanpipe.spanbatch import SpanBatch
 
 
 @dataclass
@@ -92,27 +88,5 @@ class IdleRollouts:
 
     def completion_batch(self, due: list[tuple[str, Seen]]) -> SpanBatch:
         """One `agentlightning.rollout` span per due rollout, in its (last root's) trace."""
-        b = SpanBatch(resources=[Resource({"service.name": "spanpipe"}, "spanpipe")])
-        for rollout, seen in due:
-            status = "failed" if seen.root_failed else "succeeded"
-            attrs = {self.rollout_key: rollout, STATUS_KEY: status, COMPLETED_BY: "idle_timeout"}
-            if seen.attempt_id is not None:
-                attrs[self.attempt_key] = seen.attempt_id
-            b.trace_id.append(seen.trace_id)
-            b.span_id.append(os.urandom(8).hex())
-            b.parent_span_id.append(None)
-            b.trace_state.append("")
-            b.name.append(ROLLOUT_SPAN)
-            b.kind.append(KIND_INTERNAL)
-            b.start_time_unix_nano.append(seen.first_start)
-            b.end_time_unix_nano.append(max(seen.last_end, seen.first_start))
-            b.status_code.append(STATUS_ERROR if seen.root_failed else STATUS_OK)
-            b.status_message.append("a root span failed" if seen.root_failed else "")
-            b.scope_name.append("spanpipe.rollout")
-            b.scope_version.append("")
-            b.attributes.append(attrs)
-            b.events.append(None)
-            b.links.append(None)
-            b.resource_index.append(0)
-        b.nbytes = 1024 * len(due)
-        return b
+        return completion_batch([Completion(r, s.attempt_id, s.trace_id, s.first_start, s.last_end, s.root_failed,
+                                            "idle_timeout") for r, s in due], self.rollout_key, self.attempt_key)

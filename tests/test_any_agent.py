@@ -13,11 +13,12 @@ from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExport
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.trace import Status, StatusCode
+from opentelemetry.trace import NonRecordingSpan, SpanContext, Status, StatusCode, TraceFlags
+import pytest
 
 from collector import Collector
 from spanpipe import emit
-from spanpipe.warehouse.warehouse import Warehouse
+from spanpipe.warehouse.warehouse import Warehouse, WarehouseError
 
 NODE = Path(__file__).parent / "node"
 
@@ -70,3 +71,30 @@ def test_agents_without_a_rollout_span_complete_after_idle_and_give_triplets(tmp
             triplets["ro-node-ok"].reward) == ([1, 2, 3], [4, 5], 1.0)
     assert triplets["ro-node-fail"].reward == 0.0
     assert (triplets["ro-py"].response["token_ids"], triplets["ro-py"].reward) == ([9], 0.25)
+
+
+def test_an_explicit_completion_through_the_query_api(tmp_path):
+    """A rollout whose roots never arrive (its parent lives in a service that does not export) is
+    completed on request: POST /v1/rollouts/{id}/complete, once; unknown rollouts are a 404."""
+    with Collector(tmp_path, processors={"rollout": {"idle_timeout": "1s"}, "reward": {},
+                                         "batch": {"timeout": "20ms"}}) as c:
+        provider = TracerProvider()
+        provider.add_span_processor(SimpleSpanProcessor(OTLPSpanExporter(endpoint=c.grpc_endpoint, insecure=True)))
+        remote = NonRecordingSpan(SpanContext(0x1234, 0x5678, is_remote=True, trace_flags=TraceFlags(1)))
+        with provider.get_tracer("t").start_as_current_span(
+                "step", context=trace.set_span_in_context(remote),
+                attributes={"agentlightning.rollout_id": "ro-open", "agentlightning.attempt_id": "at-1"}):
+            pass
+        provider.shutdown()
+        wh = Warehouse.connect(c.query_url)
+        assert wh.wait_for_rollouts(["ro-open"], timeout=3) == {}  # no root span: idle never completes it
+        assert wh.complete_rollout("ro-open", status="failed") == \
+            {"rollout_id": "ro-open", "attempt_id": "at-1", "status": "failed"}
+        done = wh.wait_for_rollouts(["ro-open"], timeout=15)
+        assert done["ro-open"]["status"] == "failed" and done["ro-open"]["attempt_id"] == "at-1"
+        assert wh.complete_rollout("ro-open")["completed"] == "already"
+        with pytest.raises(WarehouseError) as unknown:
+            wh.complete_rollout("ro-nobody")
+        assert unknown.value.status == 404
+        rows = wh.sql("SELECT count(*) AS n FROM rollout_completions WHERE rollout_id = 'ro-open'")
+    assert rows.column("n")[0].as_py() == 1

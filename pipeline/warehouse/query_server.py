@@ -71,7 +71,8 @@ class Query:
 class QueryServer:
     def __init__(self, connect: Callable[[], duckdb.DuckDBPyConnection], host: str, port: int,
                  max_rows: int = 5_000_000, authenticate: Callable[[str | None], bool] | None = None,
-                 timeout: float = 30.0, max_result_bytes: int = 256 * 1024 * 1024, workers: int = 4) -> None:
+                 timeout: float = 30.0, max_result_bytes: int = 256 * 1024 * 1024, workers: int = 4,
+                 complete_rollout: Callable[[str, bool], tuple[int, dict[str, Any]]] | None = None) -> None:
         self._connect = connect
         self.max_rows = max_rows
         self.timeout = timeout
@@ -82,6 +83,9 @@ class QueryServer:
         app = web.Application(client_max_size=1024 * 1024, middlewares=[self._auth])
         app.router.add_route("*", "/v1/sql", self._sql)
         app.router.add_get("/v1/events", self._events)
+        self._complete_rollout = complete_rollout
+        if complete_rollout is not None:
+            app.router.add_post("/v1/rollouts/{rollout_id}/complete", self._complete)
         self._streams: set[asyncio.Queue[events.Event | None]] = set()
         self.server = HttpServer(app, host, port, "query-api", workers=workers, shutdown_timeout=10)
 
@@ -155,6 +159,22 @@ class QueryServer:
             timer.cancel()
             if own:
                 self.finish_query(query)
+
+    async def _complete(self, request: web.Request) -> web.Response:
+        """The one write the API takes: complete a rollout (optional body {"status": "failed"})."""
+        body = await request.read()
+        status = "succeeded"
+        if body.strip():
+            try:
+                status = orjson.loads(body).get("status", status)
+            except (orjson.JSONDecodeError, AttributeError):
+                return web.json_response({"error": 'body must be {"status": "succeeded" | "failed"}'}, status=400)
+        if status not in ("succeeded", "failed"):
+            return web.json_response({"error": f"status must be succeeded or failed, got {status!r}"}, status=400)
+        assert self._complete_rollout is not None
+        code, result = await self.server.run_blocking(self._complete_rollout, request.match_info["rollout_id"],
+                                                      status == "failed")
+        return web.json_response(result, status=code)
 
     async def _sql(self, request: web.Request) -> web.Response:
         if request.method != "POST":

@@ -96,15 +96,26 @@ class Warehouse:
                 return self._con.sql(query).to_arrow_table()
             except duckdb.Error as exc:
                 raise WarehouseError(str(exc)) from None
+        body = self._post("/v1/sql", {"sql": query, "format": "arrow"}, ARROW_STREAM)
+        return pa.ipc.open_stream(body).read_all()
+
+    def complete_rollout(self, rollout_id: str, status: str = "succeeded") -> dict[str, Any]:
+        """Complete a rollout whose agent sends no rollout span, now (its latest attempt), through
+        the collector: `POST /v1/rollouts/{id}/complete`. Completion events and cursors follow."""
+        if self._con is not None:
+            raise WarehouseError("complete_rollout needs a running collector (Warehouse.connect)")
+        path = "/v1/rollouts/" + urllib.parse.quote(rollout_id, safe="") + "/complete"
+        return orjson.loads(self._post(path, {"status": status}, "application/json"))
+
+    def _post(self, path: str, doc: dict[str, Any], accept: str) -> bytes:
         assert self.url is not None
-        headers = {"Content-Type": "application/json", "Accept": ARROW_STREAM}
+        headers = {"Content-Type": "application/json", "Accept": accept}
         if self._token:
             headers["Authorization"] = f"Bearer {self._token}"
-        req = urllib.request.Request(f"{self.url}/v1/sql", method="POST", headers=headers,
-                                     data=orjson.dumps({"sql": query, "format": "arrow"}))
+        req = urllib.request.Request(f"{self.url}{path}", method="POST", headers=headers, data=orjson.dumps(doc))
         try:
             with urllib.request.urlopen(req, timeout=300) as resp:
-                return pa.ipc.open_stream(resp.read()).read_all()
+                return resp.read()
         except urllib.error.HTTPError as exc:
             body = exc.read()
             try:
