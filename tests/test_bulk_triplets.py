@@ -77,8 +77,9 @@ def random_rollout(rng: random.Random, r: int, malformed: bool) -> list[dict[str
     return out
 
 
-def write(path: Path, rollouts: dict[str, list[dict[str, Any]]]) -> None:
-    """The rollouts as the collector would store them (span types and rewards classified)."""
+def write(path: Path, rollouts: dict[str, list[dict[str, Any]]], some_without_response_id: bool = True) -> None:
+    """The rollouts as the collector would store them (span types and rewards classified); a span's
+    `attempt_id` key names its attempt (default at-1)."""
     rows: dict[str, list[Any]] = {c: [] for c in ("trace_id", "span_id", "parent_span_id", "name",
                                                  "start_time_unix_nano", "end_time_unix_nano", "attributes",
                                                  "events", "rollout_id", "attempt_id", "sequence_id",
@@ -92,11 +93,11 @@ def write(path: Path, rollouts: dict[str, list[dict[str, Any]]]) -> None:
             rows["attributes"].append(cols.attributes[i])
             rows["events"].append("[]")
             rows["rollout_id"].append(rid)
-            rows["attempt_id"].append("at-1")
+            rows["attempt_id"].append(sp.get("attempt_id", "at-1"))
             rows["span_type"].append(cols.span_type[i])
             rows["reward"].append(cols.reward[i])
             # Half the rollouts as if written without the reward processor (no response_id column).
-            rows["response_id"].append(cols.response_id[i] if n % 2 else None)
+            rows["response_id"].append(cols.response_id[i] if n % 2 or not some_without_response_id else None)
     con = create_warehouse(str(path))
     insert_spans(con, pa.table(rows))
     con.close()
@@ -203,38 +204,18 @@ def test_attempts_come_in_the_order_they_started_on_both_paths(tmp_path: Path) -
     """Two and three attempts per rollout, ids named against their start order (`at-z` first):
     `attempts="all"` lists them by attempt start on the bulk and the reference path alike."""
     rng = random.Random(11)
-    rows: dict[str, list[Any]] = {}
+    rows: dict[str, list[dict[str, Any]]] = {}
     starts: dict[str, list[str]] = {}
     for r in range(60):
         names = ["at-z", "at-m", "at-a"][: 2 + r % 2]
         starts[f"ro-{r:04d}"] = names
         for j, attempt in enumerate(names):
-            spans = random_rollout(rng, r * 10 + j, malformed=False)
-            for sp in spans:
+            for sp in random_rollout(rng, r * 10 + j, malformed=False):
                 sp["start_time_unix_nano"] += j * 10**10
                 sp["end_time_unix_nano"] += j * 10**10
-            rows.setdefault(f"ro-{r:04d}", []).extend((attempt, sp) for sp in spans)
-    cols: dict[str, list[Any]] = {c: [] for c in ("trace_id", "span_id", "parent_span_id", "name",
-                                                 "start_time_unix_nano", "end_time_unix_nano", "attributes",
-                                                 "events", "rollout_id", "attempt_id", "sequence_id",
-                                                 "span_type", "reward", "response_id")}
-    for rid, pairs in rows.items():
-        classified = spans_to_columns([sp for _, sp in pairs], TripletAdapter())
-        for i, (attempt, sp) in enumerate(pairs):
-            for key in ("trace_id", "span_id", "parent_span_id", "name", "start_time_unix_nano",
-                        "end_time_unix_nano", "sequence_id"):
-                cols[key].append(sp[key])
-            cols["attributes"].append(classified.attributes[i])
-            cols["events"].append("[]")
-            cols["rollout_id"].append(rid)
-            cols["attempt_id"].append(attempt)
-            cols["span_type"].append(classified.span_type[i])
-            cols["reward"].append(classified.reward[i])
-            cols["response_id"].append(classified.response_id[i])
+                rows.setdefault(f"ro-{r:04d}", []).append({**sp, "attempt_id": attempt})
     path = tmp_path / "attempts.duckdb"
-    con = create_warehouse(str(path))
-    insert_spans(con, pa.table(cols))
-    con.close()
+    write(path, rows, some_without_response_id=False)
     with Warehouse.open(path) as wh:
         ids = list(rows)
         bulk = TripletAdapter(wh, attempts="all").triplets(ids)
