@@ -29,12 +29,12 @@ def wait_port(port: int, proc: subprocess.Popen, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise SystemExit(f"collector exited with {proc.returncode}")
+            raise SystemExit(f"{Path(str(proc.args[0])).name} exited with {proc.returncode}")
         with socket.socket() as s:
             if s.connect_ex(("127.0.0.1", port)) == 0:
                 return
         time.sleep(0.1)
-    raise SystemExit(f"collector did not open port {port}")
+    raise SystemExit(f"{Path(str(proc.args[0])).name} did not open port {port}")
 
 
 def main() -> int:
