@@ -41,8 +41,8 @@ from spanpipe.warehouse import payloads
 from spanpipe.warehouse.database import DATA_ERRORS, CannotOpen, WarehouseDatabase, out_of_space
 from spanpipe.warehouse.query_server import QueryServer
 from spanpipe import events
-from spanpipe.warehouse.schema import (INSERT_COMPLETIONS, INSERT_DEDUPED, INSERT_LOGS, INSERT_REWARD_DIMENSIONS,
-                                       ROLLOUT_SPAN)
+from spanpipe.warehouse.schema import (INSERT_COMPLETIONS, INSERT_DEDUPED, INSERT_LATE_REWARDS, INSERT_LOGS,
+                                       INSERT_REWARD_DIMENSIONS, ROLLOUT_SPAN)
 from spanpipe.warehouse.retention import Archive, apply_retention
 
 class QueryApiConfig(BaseModel):
@@ -314,6 +314,7 @@ class DuckDBExporter(QueuedExporter):
             inserted = writer.execute(INSERT_DEDUPED, {"lo": bounds["min"], "hi": bounds["max"]}).fetchall()
             if dims is not None:
                 writer.execute(INSERT_REWARD_DIMENSIONS)
+            late = writer.execute(INSERT_LATE_REWARDS).fetchall() if "reward" in batch.extra.get("span_type", ()) else []
             completed = writer.execute(INSERT_COMPLETIONS).fetchall() if ROLLOUT_SPAN in batch.name else []
             writer.execute("COMMIT")
         except duckdb.Error:
@@ -330,6 +331,9 @@ class DuckDBExporter(QueuedExporter):
         if self._indexer is not None:
             self._indexer.submit(table)
         counters.add("rollouts_completed", len(completed), exporter=self.id)
+        for seq, rollout_id, attempt_id, status, mode, final_reward in late:
+            events.publish(events.ROLLOUT_COMPLETED, seq=seq, rollout_id=rollout_id, attempt_id=attempt_id,
+                           status=status, mode=mode, final_reward=final_reward, late_reward=True)
         for seq, rollout_id, attempt_id, status, mode, final_reward in completed:
             events.publish(events.ROLLOUT_COMPLETED, seq=seq, rollout_id=rollout_id, attempt_id=attempt_id,
                            status=status, mode=mode, final_reward=final_reward)

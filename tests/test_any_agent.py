@@ -98,3 +98,42 @@ def test_an_explicit_completion_through_the_query_api(tmp_path):
         assert unknown.value.status == 404
         rows = wh.sql("SELECT count(*) AS n FROM rollout_completions WHERE rollout_id = 'ro-open'")
     assert rows.column("n")[0].as_py() == 1
+
+
+def test_a_late_reward_brings_the_rollout_back_to_cursor_readers(tmp_path):
+    """A judge scores a rollout after it completed: its final reward becomes the judge's, an event
+    says so, and the rollout is listed once more after the cursor a trainer already holds."""
+    from opentelemetry import baggage, context
+
+    from spanpipe.warehouse.warehouse import EventStream
+
+    with Collector(tmp_path, processors={"rollout": {}, "reward": {}, "batch": {"timeout": "20ms"}}) as c:
+        emit.configure(endpoint=f"http://{c.grpc_endpoint}", service_name="late-agent")
+        with emit.rollout(rollout_id="ro-late") as r:
+            with trace.get_tracer("agent").start_as_current_span("chat qwen", attributes={
+                    "gen_ai.operation.name": "chat", "gen_ai.response.id": "resp-late",
+                    "prompt_token_ids": [1, 2], "response_token_ids": [3]}):
+                pass
+            emit.emit_reward(0.5)
+        emit.flush()
+        wh = Warehouse.connect(c.query_url)
+        assert wh.wait_for_rollouts(["ro-late"], timeout=15)["ro-late"]["final_reward"] == 0.5
+        first = wh.triplets(since=0)
+        assert [t.rollout_id for t in first] == ["ro-late"]
+        with EventStream(c.query_url, ["rollout_completed"], None) as events_seen:
+            ctx = baggage.set_baggage("agentlightning.rollout_id", "ro-late")
+            token = context.attach(baggage.set_baggage("agentlightning.attempt_id", r.attempt_id, ctx))
+            emit.emit_reward(0.9)  # the judge, after the rollout span ended
+            context.detach(token)
+            emit.shutdown()
+            event = events_seen.next(15)
+        again = wh.triplets(since=first.cursor)
+        done = wh.completed_rollouts(["ro-late"])["ro-late"]
+        row = wh.rollouts(["ro-late"]).to_pylist()[0]
+        nothing_new = wh.triplets(since=again.cursor)
+    assert event is not None and event["data"]["rollout_id"] == "ro-late"
+    assert event["data"]["final_reward"] == 0.9 and event["data"]["late_reward"] is True
+    assert [t.rollout_id for t in again] == ["ro-late"] and again.cursor > first.cursor
+    assert done["final_reward"] == 0.9 and row["final_reward"] == 0.9
+    assert row["last_reward_time_unix_nano"] > row["end_time_unix_nano"]
+    assert len(nothing_new) == 0

@@ -94,3 +94,25 @@ WHERE b.name = '{ROLLOUT_SPAN}' AND b.rollout_id IS NOT NULL
   AND NOT EXISTS (SELECT 1 FROM rollout_completions c WHERE c.trace_id = b.trace_id AND c.span_id = b.span_id)
 RETURNING seq, rollout_id, attempt_id, status, mode, final_reward
 """
+
+# A reward that arrives after its rollout completed (a judge, a reward model scoring later): the
+# rollout comes back once more to cursor readers, with that reward as its final reward — one more
+# completion row, the reward span's ids in it. Run before INSERT_COMPLETIONS, so a rollout
+# completed by this same batch is not "late".
+_LATEST = "arg_max({col}, (sequence_id, start_time_unix_nano))"
+INSERT_LATE_REWARDS = f"""
+INSERT INTO rollout_completions
+SELECT nextval('rollout_completion_seq'), c.rollout_id, c.attempt_id, r.trace_id, r.span_id, c.status, c.mode,
+       r.reward, c.start_time_unix_nano, c.end_time_unix_nano
+FROM (SELECT rollout_id, {_LATEST.format(col="trace_id")} AS trace_id, {_LATEST.format(col="span_id")} AS span_id,
+             {_LATEST.format(col="reward")} AS reward, max(start_time_unix_nano) AS started
+      FROM __batch WHERE span_type = 'reward' AND reward IS NOT NULL AND rollout_id IS NOT NULL
+        AND name <> '{ROLLOUT_SPAN}'
+      GROUP BY rollout_id) r
+JOIN (SELECT * FROM rollout_completions
+      WHERE rollout_id IN (SELECT rollout_id FROM __batch WHERE span_type = 'reward')
+      QUALIFY row_number() OVER (PARTITION BY rollout_id ORDER BY seq DESC) = 1) c USING (rollout_id)
+WHERE r.started >= c.end_time_unix_nano
+  AND NOT EXISTS (SELECT 1 FROM rollout_completions x WHERE x.trace_id = r.trace_id AND x.span_id = r.span_id)
+RETURNING seq, rollout_id, attempt_id, status, mode, final_reward
+"""

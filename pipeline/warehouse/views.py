@@ -115,6 +115,7 @@ SELECT {{keys}},
        sum({_TOKENS_IN}) FILTER (WHERE span_type = 'llm') AS input_tokens,
        sum({_TOKENS_OUT}) FILTER (WHERE span_type = 'llm') AS output_tokens,
        count(*) FILTER (WHERE span_type = 'reward') AS reward_spans,
+       max(end_time_unix_nano) FILTER (WHERE span_type = 'reward') AS last_reward_time_unix_nano,
        arg_max(reward, (sequence_id, start_time_unix_nano)) FILTER (WHERE span_type = 'reward') AS final_reward
 FROM spans WHERE rollout_id IS NOT NULL
 GROUP BY {{keys}}"""
