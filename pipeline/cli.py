@@ -8,6 +8,7 @@ import io
 import logging
 import os
 import sys
+from typing import Any
 
 import orjson
 
@@ -124,16 +125,26 @@ def cmd_triplets(args: argparse.Namespace) -> int:
     if args.format == "parquet" and not args.out:
         print("error: --format parquet needs --out FILE", file=sys.stderr)
         return 2
-    options = {"reward_match": args.reward_match, "llm_call_match": args.llm_call_match,
-               "agent_match": args.agent_match}
+    from spanpipe.adapters.triplets import NO_SPANS
+
+    options: dict[str, Any] = {"reward_match": args.reward_match, "agent_match": args.agent_match,
+                               "skip_empty_token_spans": args.skip_empty_token_spans}
+    if args.llm_call_match is not None:  # given: only spans of that name (not every span typed llm)
+        options.update(llm_call_match=args.llm_call_match, llm_conventions=False)
+    logging.getLogger("spanpipe.adapters.triplets").setLevel(logging.ERROR)  # reasons: printed once, below
     try:
         with _warehouse(args) as wh:
             result = wh.triplets(args.rollout or None, since=args.since, mode=args.mode, **options)
+            completed = wh.completed_rollouts(args.rollout) if args.rollout else {}
     except (WarehouseError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     for rid, why in result.reasons.items():
         print(f"no triplet for {rid}: {why}", file=sys.stderr)
+    unknown = [r for r, why in result.reasons.items() if why == NO_SPANS]
+    for rid in dict.fromkeys(args.rollout or ()):
+        if rid not in completed and rid not in unknown:
+            print(f"{rid} is still running (not completed): its triplets may be partial", file=sys.stderr)
     if args.format == "parquet":
         pq.write_table(result.to_arrow(), args.out)
     elif args.out:
@@ -143,7 +154,28 @@ def cmd_triplets(args: argparse.Namespace) -> int:
             sys.stdout.write(orjson.dumps(t.to_dict()).decode() + "\n")
     print(f"{len(result)} triplet(s)" + (f"; next cursor: {result.cursor}" if result.cursor is not None else ""),
           file=sys.stderr)
-    return 0
+    _say_missing_token_ids(result.to_arrow())
+    return 3 if unknown else 0
+
+
+def _say_missing_token_ids(table: Any) -> None:
+    """How many triplets have no token ids, and why (their metadata's token_ids_missing_reason)."""
+    import pyarrow.compute as pc
+
+    if table.num_rows == 0:
+        return
+    empty = pc.or_(pc.equal(pc.list_value_length(table.column("prompt_token_ids")), 0),
+                   pc.equal(pc.list_value_length(table.column("response_token_ids")), 0))
+    lacking = table.filter(pc.fill_null(empty, True))
+    if lacking.num_rows == 0:
+        return
+    why: dict[str, int] = {}
+    for meta in lacking.column("metadata").to_pylist():
+        reason = orjson.loads(meta).get("token_ids_missing_reason") or "unknown"
+        why[reason] = why.get(reason, 0) + 1
+    print(f"{lacking.num_rows} of {table.num_rows} triplet(s) have no token ids:", file=sys.stderr)
+    for reason, n in sorted(why.items(), key=lambda kv: -kv[1]):
+        print(f"  {n} × {reason}", file=sys.stderr)
 
 
 def cmd_trajectories(args: argparse.Namespace) -> int:
@@ -222,7 +254,9 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("triplets", help="(prompt, response, reward) triplets of rollouts")
     _selection_args(t)
     t.add_argument("--reward-match", choices=["first_occurrence", "first_sibling"], default="first_occurrence")
-    t.add_argument("--llm-call-match", default=r"openai\.chat\.completion", help="regex on LLM span names")
+    t.add_argument("--llm-call-match", help="only spans whose name matches this regex are LLM calls (default: "
+                   "any span an instrumentation convention marks as one, or named openai.chat.completion)")
+    t.add_argument("--skip-empty-token-spans", action="store_true", help="leave out LLM calls without token ids")
     t.add_argument("--agent-match", help="regex on agent names")
     _source_args(t)
     t.set_defaults(fn=cmd_triplets)

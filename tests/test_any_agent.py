@@ -16,7 +16,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.trace import NonRecordingSpan, SpanContext, Status, StatusCode, TraceFlags
 import pytest
 
-from collector import Collector
+from collector import Collector, run_cli
 from spanpipe import emit
 from spanpipe.warehouse.warehouse import Warehouse, WarehouseError
 
@@ -137,3 +137,41 @@ def test_a_late_reward_brings_the_rollout_back_to_cursor_readers(tmp_path):
     assert done["final_reward"] == 0.9 and row["final_reward"] == 0.9
     assert row["last_reward_time_unix_nano"] > row["end_time_unix_nano"]
     assert len(nothing_new) == 0
+
+
+def test_the_triplets_command_says_what_is_missing(tmp_path):
+    processors = {"rollout": {"idle_timeout": "0s"}, "reward": {}, "batch": {"timeout": "20ms"}}
+    with Collector(tmp_path, processors=processors) as c:
+        emit.configure(endpoint=f"http://{c.grpc_endpoint}", service_name="cli-agent")
+        tracer = trace.get_tracer("agent")
+        messages = '[{"role": "user", "parts": [{"type": "text", "content": "hi"}]}]'
+        with emit.rollout(rollout_id="ro-noids"):
+            with tracer.start_as_current_span("chat qwen", attributes={
+                    "gen_ai.operation.name": "chat", "gen_ai.input.messages": messages}):
+                pass
+        with emit.rollout(rollout_id="ro-named"):
+            for name in ("openai.chat.completion", "chat other"):
+                with tracer.start_as_current_span(name, attributes={
+                        "gen_ai.operation.name": "chat", "gen_ai.response.id": name,
+                        "prompt_token_ids": [1], "response_token_ids": [2]}):
+                    pass
+        with tracer.start_as_current_span("chat qwen", attributes={  # no rollout span: still running
+                "agentlightning.rollout_id": "ro-running", "gen_ai.operation.name": "chat",
+                "prompt_token_ids": [5], "response_token_ids": [6]}):
+            pass
+        emit.shutdown()
+        wh = Warehouse.connect(c.query_url)
+        wh.wait_for_rollouts(["ro-noids", "ro-named"], timeout=15)
+        ids = ["--rollout", "ro-noids", "--rollout", "ro-named", "--rollout", "ro-running"]
+        plain = run_cli("triplets", *ids, "--endpoint", c.query_url)
+        narrowed = run_cli("triplets", *ids, "--llm-call-match", r"^openai\.", "--endpoint", c.query_url)
+        skipped = run_cli("triplets", *ids, "--skip-empty-token-spans", "--endpoint", c.query_url)
+    assert plain.returncode == 0, plain.stderr
+    assert len(plain.stdout.splitlines()) == 4
+    assert "1 of 4 triplet(s) have no token ids:" in plain.stderr
+    assert "1 × no_token_ids_recorded: OTel GenAI / OpenLLMetry records no prompt and response token ids; " \
+           "route the agent's LLM calls through the llm_gateway receiver" in plain.stderr
+    assert "ro-running is still running (not completed)" in plain.stderr
+    assert len(narrowed.stdout.splitlines()) == 1  # only the span of that name, not every span typed llm
+    assert [line for line in skipped.stdout.splitlines() if "ro-noids" in line] == []
+    assert skipped.stderr.count("no triplet for ro-noids") == 1

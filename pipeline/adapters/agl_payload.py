@@ -149,18 +149,25 @@ def payload(attrs: dict[str, Any], events: list[dict[str, Any]] | None, agent_na
         rid = normalised()["response_id"]
     metadata = {"request": request, "response": response_meta, "response_id": rid}
     if not prompt_ids or not response_ids:
-        metadata["token_ids_missing_reason"] = token_ids_missing_reason(attrs, bool(prompt_ids), bool(response_ids))
+        metadata["token_ids_missing_reason"] = token_ids_missing_reason(
+            attrs, bool(prompt_ids), bool(response_ids), normalised()["convention"])
     metadata["agent_name"] = agent_name  # last: the bulk reader appends it to the stored head
     return prompt, response, metadata
 
 
-def token_ids_missing_reason(attrs: dict[str, Any], has_prompt: bool, has_response: bool) -> str:
+CONVENTION_NAMES = {"gen_ai": "OTel GenAI / OpenLLMetry", "gen_ai_flat": "OpenLLMetry (flat gen_ai.prompt.*)",
+                    "gen_ai_events": "OTel GenAI (events)", "openinference": "OpenInference", "logfire": "Logfire",
+                    "unknown": "this instrumentation"}
+
+
+def token_ids_missing_reason(attrs: dict[str, Any], has_prompt: bool, has_response: bool,
+                             convention: str = "unknown") -> str:
     """Why a call's triplet has no (or half its) token ids: the llm_gateway's own word when the call
-    went through it, else what is missing and how to get it."""
+    went through it, else which convention recorded it without them and how to get them."""
     reason = attrs.get(TOKEN_IDS_MISSING_REASON)
     if isinstance(reason, str) and reason:
         return reason
     missing = "prompt and response" if not has_prompt and not has_response else \
         "prompt" if not has_prompt else "response"
-    return (f"no_token_ids_recorded: the span has no {missing} token ids (its instrumentation does not "
-            "record them); send the agent's LLM calls through the llm_gateway receiver to record them")
+    return (f"no_token_ids_recorded: {CONVENTION_NAMES.get(convention, convention)} records no {missing} token ids; "
+            "route the agent's LLM calls through the llm_gateway receiver to record them")

@@ -32,6 +32,7 @@ from spanpipe.warehouse.warehouse import sql_string as _q
 from spanpipe.userregex import compile_regex
 
 logger = logging.getLogger(__name__)
+NO_SPANS = "no spans stored for this rollout"
 
 RewardMatch = Literal["first_occurrence", "first_sibling"]
 
@@ -274,7 +275,7 @@ ORDER BY rollout_id, attempt_start, attempt_id, sequence_id NULLS LAST, start_ti
         for rid in rollout_ids:
             attempts = groups.get(rid)
             if not attempts:
-                reasons[rid] = "no spans stored for this rollout"
+                reasons[rid] = NO_SPANS
                 continue
             if self.attempts == "latest" and len(attempts) > 1:
                 attempts = [max(attempts, key=lambda a: max(starts[a[1]:a[2]]))]

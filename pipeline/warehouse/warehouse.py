@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import http.client
 import socket
+import logging
 import threading
 import time
 import urllib.error
@@ -30,6 +31,9 @@ if TYPE_CHECKING:
     from spanpipe.adapters.messages import Messages
     from spanpipe.adapters.trajectories import Trajectories
     from spanpipe.adapters.triplets import Triplets
+
+
+log = logging.getLogger("spanpipe.warehouse")
 
 
 class WarehouseError(Exception):
@@ -232,6 +236,11 @@ class Warehouse:
                 ev = stream.next(remaining)
                 if ev is not None and (wanted is None or ev["data"].get("rollout_id") in wanted):
                     done, finished = done_now()
+        if not finished:
+            missing = sorted(wanted - done.keys()) if wanted is not None else []
+            log.warning("timed out after %ss waiting for %s", timeout,
+                        f"{len(missing)} rollout(s): {', '.join(missing[:10])}" + (" …" if len(missing) > 10 else "")
+                        if wanted is not None else f"groups of {group_size} completed rollouts per task")
         return done
 
     def _groups_done(self, wanted: set[str] | None, group_size: int) -> tuple[dict[str, dict[str, Any]], bool]:
