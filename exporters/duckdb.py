@@ -117,6 +117,7 @@ def endpoint_file(db_path: str | Path) -> Path:
 
 
 class DuckDBExporter(QueuedExporter):
+    fills_promoted_columns = True
     config: DuckDBExporterConfig
 
     def __init__(self, component_id: str, config: DuckDBExporterConfig) -> None:

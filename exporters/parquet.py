@@ -49,6 +49,7 @@ class ParquetExporterConfig(ExporterHelperConfig):
 
 
 class ParquetExporter(QueuedExporter):
+    fills_promoted_columns = True
     config: ParquetExporterConfig
 
     def __init__(self, component_id: str, config: ParquetExporterConfig) -> None:

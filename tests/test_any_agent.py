@@ -175,3 +175,39 @@ def test_the_triplets_command_says_what_is_missing(tmp_path):
     assert len(narrowed.stdout.splitlines()) == 1  # only the span of that name, not every span typed llm
     assert [line for line in skipped.stdout.splitlines() if "ro-noids" in line] == []
     assert skipped.stderr.count("no triplet for ro-noids") == 1
+
+
+def test_a_plain_otelcol_pipeline_still_gets_rollout_columns(tmp_path):
+    """otlp → batch → duckdb + parquet, no rollout or reward processor: the warehouse and the lake
+    still know rollouts, span types and rewards, and the log says what is missing, once."""
+    with Collector(tmp_path) as c:  # the default test config: batch only
+        c.config["exporters"]["parquet"] = {"path": str(tmp_path / "lake")}
+        c.config["service"]["pipelines"]["traces"]["exporters"].append("parquet")
+        c.rewrite()
+        c.stop()
+        c.start()
+        emit.configure(endpoint=f"http://{c.grpc_endpoint}", service_name="plain")
+        for k in range(2):
+            with emit.rollout(rollout_id=f"ro-plain-{k}"):
+                with trace.get_tracer("agent").start_as_current_span("chat qwen", attributes={
+                        "gen_ai.operation.name": "chat", "gen_ai.response.id": f"resp-{k}",
+                        "prompt_token_ids": [1, 2], "response_token_ids": [3]}):
+                    pass
+                emit.emit_reward(0.5 + k)
+        emit.shutdown()
+        wh = Warehouse.connect(c.query_url)
+        done = wh.wait_for_rollouts(["ro-plain-0", "ro-plain-1"], timeout=15)
+        triplets = wh.triplets(["ro-plain-0", "ro-plain-1"])
+        types = wh.sql("SELECT DISTINCT span_type FROM spans ORDER BY 1").column("span_type").to_pylist()
+        assert c.stop() == 0
+    log = c.log()
+    assert {r: d["final_reward"] for r, d in done.items()} == {"ro-plain-0": 0.5, "ro-plain-1": 1.5}
+    assert [(t.rollout_id, t.response["token_ids"], t.reward) for t in triplets] == \
+        [("ro-plain-0", [3], 0.5), ("ro-plain-1", [3], 1.5)]
+    assert types == ["llm", "reward", "rollout"]
+    for processor in ("rollout", "reward"):
+        assert log.count(f"duckdb: the pipeline has no `{processor}` processor") == 1
+        assert log.count(f"parquet: the pipeline has no `{processor}` processor") == 1
+    lake = Warehouse.open_lake(tmp_path / "lake")
+    assert {r["rollout_id"]: r["final_reward"] for r in lake.rollouts().to_pylist()} == \
+        {"ro-plain-0": 0.5, "ro-plain-1": 1.5}

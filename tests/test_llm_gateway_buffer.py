@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import requests
 
-from collector import free_port
+from collector import free_port, wait_for
 from componentkit import Sink, create, registry
 from examples.fake_openai import FakeOpenAI
 from spanpipe.errors import BackPressureError, PermanentError
@@ -64,7 +64,7 @@ def test_calls_succeed_at_full_speed_while_the_pipeline_refuses_and_every_span_l
             while sink.refusals < 3 and time.monotonic() < deadline:
                 time.sleep(0.02)
             assert sink.refusals >= 3 and sink.span_ids == []  # offered again and again, never dropped
-            assert len(receiver.spans) == 40
+            wait_for(lambda: len(receiver.spans) == 40, 5, "40 spans held", poll=0.01)
             sink.refusing = False
             deadline = time.monotonic() + 5
             while len(sink.span_ids) < 40 and time.monotonic() < deadline:
@@ -81,8 +81,10 @@ def test_a_full_buffer_drops_the_oldest_and_counts_it_and_shutdown_gives_up_afte
         receiver, url = gateway(sink, up, buffer_size=5, drain_timeout="300ms")
         for k in range(8):
             call(url, k)
+        # A call is recorded just after its answer is sent: wait for the eighth span.
+        wait_for(lambda: counters.value("receiver_refused_spans", receiver="llm_gateway") - refused_before == 3,
+                 5, "3 spans dropped for room", poll=0.01)
         assert len(receiver.spans) == 5
-        assert counters.value("receiver_refused_spans", receiver="llm_gateway") - refused_before == 3
         started = time.monotonic()
         receiver.shutdown()
         assert time.monotonic() - started < 3
@@ -97,10 +99,8 @@ def test_a_permanent_refusal_is_dropped_once_and_counted_never_retried():
         receiver, url = gateway(sink, up)
         try:
             call(url, 1)
-            deadline = time.monotonic() + 5
-            while len(receiver.spans) and time.monotonic() < deadline:
-                time.sleep(0.02)
-            time.sleep(0.1)
+            wait_for(lambda: sink.refusals == 1 and not len(receiver.spans), 5, "the refused span dropped", poll=0.01)
+            time.sleep(0.1)  # flush ticks every 20 ms: a retry would show as a second refusal
         finally:
             receiver.shutdown()
     assert sink.refusals == 1

@@ -17,6 +17,7 @@ from __future__ import annotations
 import threading
 import time
 from abc import abstractmethod
+from typing import ClassVar
 
 import pyarrow as pa
 
@@ -27,6 +28,7 @@ from spanpipe.errors import (BackPressureError, PermanentError, PipelineError, R
 from spanpipe.exporterhelper.config import ExporterHelperConfig
 from spanpipe.exporterhelper.queue import FileStore, MemoryStore, QueueFull, SendingQueue
 from spanpipe.exporterhelper.retry import Backoff
+from spanpipe.promoted import PromotedColumns
 from spanpipe.signals import LOGS, TRACES, Item, halves, signal_of, unit
 from spanpipe.spanbatch import SpanBatch
 from spanpipe.telemetry import counters, gauges
@@ -37,10 +39,14 @@ SENT, KEPT, DROPPED = "sent", "kept", "dropped"
 
 class QueuedExporter(Exporter):
     config: ExporterHelperConfig
+    # A warehouse exporter (rows for rollouts and triplets) sets this: what no `rollout` / `reward`
+    # processor filled is derived before the batch is queued (`spanpipe.promoted`).
+    fills_promoted_columns: ClassVar[bool] = False
 
     def __init__(self, component_id: str, config: ExporterHelperConfig) -> None:
         super().__init__(component_id)
         self.config = config
+        self._promoted: PromotedColumns | None = None
         self.queues: dict[str, SendingQueue] = {}  # per signal, with the queue enabled
         self._consumers: list[threading.Thread] = []
         self._stopping = threading.Event()
@@ -122,6 +128,10 @@ class QueuedExporter(Exporter):
 
     # data path ---------------------------------------------------------------------------------
     def consume(self, batch: SpanBatch) -> None:
+        if self.fills_promoted_columns:
+            if self._promoted is None:
+                self._promoted = PromotedColumns(self.id, self.log)
+            batch = self._promoted.fill(batch)
         self._enqueue(batch)
 
     def consume_logs(self, table: pa.Table) -> None:
