@@ -211,3 +211,37 @@ def test_a_plain_otelcol_pipeline_still_gets_rollout_columns(tmp_path):
     lake = Warehouse.open_lake(tmp_path / "lake")
     assert {r["rollout_id"]: r["final_reward"] for r in lake.rollouts().to_pylist()} == \
         {"ro-plain-0": 0.5, "ro-plain-1": 1.5}
+
+
+def test_agent_lightning_reward_forms(tmp_path):
+    """The `@reward` decorator (sync and async) and the pre-0.3 reward span with a plain `reward`."""
+    import asyncio
+
+    @emit.reward
+    def judge(x: float) -> float:
+        return x * 0.5
+
+    @emit.reward
+    async def async_judge() -> float:
+        return 0.25
+
+    @emit.reward
+    def undecided() -> None:
+        return None
+
+    with Collector(tmp_path, processors={"rollout": {}, "reward": {}, "batch": {"timeout": "20ms"}}) as c:
+        emit.configure(endpoint=f"http://{c.grpc_endpoint}", service_name="agl-forms")
+        with emit.rollout(rollout_id="ro-sync"):
+            assert judge(1.0) == 0.5
+        with emit.rollout(rollout_id="ro-async"):
+            assert asyncio.run(async_judge()) == 0.25
+        with emit.rollout(rollout_id="ro-none"):
+            with pytest.warns(UserWarning, match="not a number"):
+                assert undecided() is None
+        with emit.rollout(rollout_id="ro-legacy"):
+            trace.get_tracer("old-agl").start_span("agentlightning.reward", attributes={"reward": 0.7}).end()
+        emit.shutdown()
+        done = Warehouse.connect(c.query_url).wait_for_rollouts(["ro-sync", "ro-async", "ro-none", "ro-legacy"],
+                                                                timeout=15)
+    assert {r: d["final_reward"] for r, d in done.items()} == \
+        {"ro-sync": 0.5, "ro-async": 0.25, "ro-none": None, "ro-legacy": 0.7}

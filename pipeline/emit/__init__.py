@@ -18,6 +18,7 @@ from spanpipe.emit.emitters import (
     emit_object,
     emit_reward,
     operation,
+    reward,
 )
 from spanpipe.emit.reading import (
     find_final_reward,
@@ -36,5 +37,5 @@ __all__ = [
     "emit_exception", "emit_message", "emit_object", "emit_reward", "find_final_reward",
     "find_reward_spans", "flush", "get_message_value", "get_object_value", "get_reward_value",
     "get_rewards_from_span", "is_reward_span", "make_link_attributes", "make_tag_attributes",
-    "operation", "rollout", "shutdown",
+    "operation", "reward", "rollout", "shutdown",
 ]

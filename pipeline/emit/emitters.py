@@ -11,6 +11,7 @@ import functools
 import inspect
 import json
 import traceback
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, TypeVar
 
@@ -105,6 +106,30 @@ def emit_reward(reward: float | dict[str, Any], *, primary_key: str | None = Non
             raise TypeError(f"Reward must be a number, got: {type(reward)}")
         listed = [{"name": "primary", "value": float(reward)}]
     return emit_annotation({A.REWARD_PREFIX: listed, **(attributes or {})}, propagate=propagate)
+
+
+def reward(fn: _Fn) -> _Fn:
+    """Agent Lightning's `@reward` decorator (sync or async): the function's number is emitted as
+    a reward (`emit_reward`) when it returns, and returned unchanged. A result that is not a number
+    (None included) is not a reward: a warning, as Agent Lightning gives, and no span."""
+
+    def record(result: Any) -> Any:
+        if isinstance(result, (int, float)) and not isinstance(result, bool):
+            emit_reward(float(result))
+        else:
+            warnings.warn(f"Reward is ignored because it is not a number: {result!r}", stacklevel=3)
+        return result
+
+    if inspect.iscoroutinefunction(fn):
+        @functools.wraps(fn)
+        async def wrapper_async(*args: Any, **kwargs: Any) -> Any:
+            return record(await fn(*args, **kwargs))
+        return wrapper_async  # type: ignore[return-value]
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        return record(fn(*args, **kwargs))
+    return wrapper  # type: ignore[return-value]
 
 
 def emit_message(message: str, attributes: dict[str, Any] | None = None, propagate: bool = True) -> EmittedSpan:

@@ -3,7 +3,8 @@ adapters and `spanpipe.emit`'s reading helpers share.
 
 A reward is `agentlightning.reward.<i>.name` / `.value` (index 0 primary) on any span — Agent
 Lightning's emitter puts them on an `agentlightning.annotation` span, and its readers accept them
-anywhere; the legacy form is a `reward` attribute on an `agentlightning.annotation` span.
+anywhere; the legacy forms are a `reward` attribute on an `agentlightning.annotation` span, or on
+an `agentlightning.reward` span (what Agent Lightning's emitter wrote before 0.3).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 from spanpipe.emit.attributes import under_prefix
 
 ANNOTATION = "agentlightning.annotation"
+LEGACY_REWARD_SPAN = "agentlightning.reward"
 REWARD_PREFIX = "agentlightning.reward"
 
 
@@ -50,5 +52,5 @@ def reward_dimensions(attrs: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def legacy_reward(name: str | None, attrs: dict[str, Any]) -> Any:
-    """The legacy `reward` attribute of an annotation span (None otherwise)."""
-    return attrs.get("reward") if name == ANNOTATION else None
+    """The legacy `reward` attribute of an annotation or pre-0.3 reward span (None otherwise)."""
+    return attrs.get("reward") if name == ANNOTATION or name == LEGACY_REWARD_SPAN else None
