@@ -11,7 +11,8 @@ from pathlib import Path
 
 from examples.fake_openai import FakeOpenAI, prompt_tokens, tokens
 from spanpipe.warehouse.warehouse import Warehouse
-from tests.collector import Collector
+from spanpipe.adapters.triplets import TripletAdapter
+from tests.collector import Collector, wait_for
 
 ROOT = Path(__file__).parents[1]
 KINDS = ("openinference", "openllmetry", "openai-v2")
@@ -128,3 +129,25 @@ def test_logfire_streamed_call_is_one_llm_call(tmp_path: Path) -> None:
         records = wh.messages(["ro-logfire"])
         assert [r["messages"][-1]["content"] for r in records] == ["Paris.", "Madrid."]
         assert c.stop() == 0
+
+
+def test_real_logfire_plain_and_streamed_calls(tmp_path: Path) -> None:
+    """Captured from the current Logfire release (`tests/logfire_agent.py`): its streamed call is the
+    call span plus a `streaming response …` log span, both with GenAI attributes and a
+    `request_data` that holds only the model — one LLM call each, paired by position and time."""
+    with FakeOpenAI() as srv, Collector(tmp_path, processors={"rollout": {"idle_timeout": "0s"}, "reward": {},
+                                                               "batch": {"timeout": "20ms"}}) as c:
+        out = subprocess.run([sys.executable, "tests/logfire_agent.py", c.http_url, srv.base_url, "ro-lf"],
+                             capture_output=True, text=True, cwd=ROOT, timeout=120)
+        assert out.returncode == 0, out.stderr
+        wh = Warehouse.connect(c.query_url)
+        wait_for(lambda: wh.sql("SELECT count(*) AS n FROM spans WHERE rollout_id = 'ro-lf'").column("n")[0].as_py() == 4,
+                 15, "Logfire's 4 spans")
+        calls = wh.sql("SELECT * FROM llm_calls WHERE rollout_id = 'ro-lf' ORDER BY start_time_unix_nano").to_pylist()
+        triplets = TripletAdapter(wh).triplets(["ro-lf"])
+    assert [c_["response_id"] for c_ in calls] == ["chatcmpl-fake-1", "chatcmpl-fake-2"]
+    assert [json.loads(c_["output_messages"])[0]["parts"][0]["content"] for c_ in calls] == \
+        ["The answer is 6.", "The answer is 8."]
+    assert [json.loads(c_["input_messages"])[0]["parts"][0]["content"] for c_ in calls] == \
+        ["What is 2 + 3?", "What is 4 + 4?"]
+    assert [t.response["raw_content"][0]["content"] for t in triplets] == ["The answer is 6.", "The answer is 8."]

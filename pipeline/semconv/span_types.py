@@ -32,6 +32,8 @@ def classify(name: str, attrs: dict[str, Any], llm_name: re.Pattern[str] = DEFAU
     if "langsmith.span.kind" in attrs:
         lk = str(attrs["langsmith.span.kind"]).lower()
         return "llm" if lk == "llm" else "tool" if lk == "tool" else "agent" if lk == "chain" else "other"
+    if name.startswith(LOGFIRE_STREAM_PREFIX) and "request_data" in attrs:
+        return "other"  # Logfire's log of a streamed answer: part of its call span's LLM call
     op = attrs.get("gen_ai.operation.name")
     if op == "execute_tool":
         return "tool"

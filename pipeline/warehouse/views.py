@@ -41,12 +41,20 @@ def events_with_logs_sql(span: str = "s") -> str:
 
 def is_stream_sibling_sql(call: str, stream: str) -> str:
     """SQL condition: span alias `stream` is the Logfire stream sibling of span alias `call`. A
-    streamed Logfire call is two spans, the call and a sibling `streaming response from …` span
-    (same trace, parent and `request_data`) holding the answer."""
-    return (f"{stream}.trace_id = {call}.trace_id AND {stream}.parent_span_id IS NOT DISTINCT FROM "
-            f"{call}.parent_span_id AND {stream}.name LIKE '{LOGFIRE_STREAM_PREFIX}%' AND {stream}.span_id <> "
-            f"{call}.span_id AND json_extract({stream}.attributes, '$.request_data') = "
-            f"json_extract({call}.attributes, '$.request_data')")
+    streamed Logfire call is two spans under one parent: the call span, which ends when the stream
+    is handed to the agent, and a `streaming response from …` log span written when the stream has
+    been read, holding the answer. They are paired by position and time — the stream span belongs to
+    the last Logfire call span that started before it — not by `request_data`, which current Logfire
+    reduces to the model (so every call of one model looks the same)."""
+    same_parent = (f"{{o}}.trace_id = {call}.trace_id AND {{o}}.parent_span_id IS NOT DISTINCT FROM "
+                   f"{call}.parent_span_id")
+    return (f"{same_parent.format(o=stream)} AND {stream}.name LIKE '{LOGFIRE_STREAM_PREFIX}%' "
+            f"AND {stream}.span_id <> {call}.span_id AND {stream}.start_time_unix_nano >= {call}.start_time_unix_nano "
+            f"AND json_extract({call}.attributes, '$.request_data') IS NOT NULL "
+            f"AND NOT EXISTS (SELECT 1 FROM spans o WHERE {same_parent.format(o='o')} AND o.span_id <> {call}.span_id "
+            f"AND o.start_time_unix_nano > {call}.start_time_unix_nano "
+            f"AND o.start_time_unix_nano <= {stream}.start_time_unix_nano "
+            f"AND o.name NOT LIKE '{LOGFIRE_STREAM_PREFIX}%' AND json_extract(o.attributes, '$.request_data') IS NOT NULL)")
 
 
 def _stream_sibling_sql(span: str, value: str) -> str:
@@ -56,8 +64,9 @@ def _stream_sibling_sql(span: str, value: str) -> str:
 
 def llm_attributes_sql(span: str = "s") -> str:
     """The attributes of span alias `span` as JSON text; a streamed Logfire call gets its stream
-    sibling's `response_data`, so the pair is one LLM call."""
-    merged = f"json_merge_patch({span}.attributes, json_object('response_data', json_extract(st.attributes, '$.response_data')))::VARCHAR"
+    sibling's attributes over its own (the answer: `gen_ai.output.messages` and the response id in
+    current Logfire, `response_data` in older ones), so the pair is one LLM call."""
+    merged = f"json_merge_patch({span}.attributes, st.attributes)::VARCHAR"
     return f"COALESCE({_stream_sibling_sql(span, merged)}, {span}.attributes::VARCHAR)"
 
 
