@@ -5,13 +5,19 @@ CONFIG ?= config/default.yaml
 
 .PHONY: run test bench bench-gateway compat demo clean
 
-$(BIN)/spanpipe: pyproject.toml
+# What running needs (make run), then the test extras on top (everything else).
+RUNTIME := $(VENV)/.runtime-installed
+$(RUNTIME): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e .
+	touch $(RUNTIME)
+
+$(BIN)/spanpipe: $(RUNTIME)
 	$(BIN)/pip install -q -e '.[test]'
 	touch $(BIN)/spanpipe
 
-run: $(BIN)/spanpipe
+run: $(RUNTIME)
 	$(BIN)/spanpipe run --config $(CONFIG)
 
 # A Node OTel agent for the tests (real @opentelemetry/sdk-node), from the npm registry.

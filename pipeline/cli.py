@@ -8,6 +8,7 @@ import io
 import logging
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -16,6 +17,15 @@ from spanpipe import __version__
 from spanpipe.errors import ConfigError
 
 DEFAULT_CONFIG = "config/default.yaml"
+PACKAGED_CONFIG = Path(__file__).with_name("default.yaml")  # the same file, installed with the package
+
+
+def config_path(given: str) -> str:
+    """The config to use: the one given; without --config, ./config/default.yaml when run from a
+    checkout, else the packaged default (so `spanpipe run` works from any directory)."""
+    if given != DEFAULT_CONFIG or Path(given).exists():
+        return given
+    return str(PACKAGED_CONFIG)
 DEFAULT_DB = "./data/spans.duckdb"
 
 
@@ -40,6 +50,7 @@ def _load(path: str):
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    args.config = config_path(args.config)
     cfg = _load(args.config)
     if cfg is None:
         return 1
@@ -50,7 +61,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from spanpipe.service import Service
 
-    cfg = _load(args.config)
+    cfg = _load(config_path(args.config))
     if cfg is None:
         return 1
     from spanpipe.selftelemetry import configure_logging
@@ -235,13 +246,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     r = sub.add_parser("run", help="run the collector")
-    r.add_argument("--config", default=DEFAULT_CONFIG)
+    r.add_argument("--config", default=DEFAULT_CONFIG,
+                   help="YAML config (default: ./config/default.yaml if present, else the packaged default)")
     r.set_defaults(fn=cmd_run)
     v = sub.add_parser("validate", help="check a config without starting anything")
-    v.add_argument("--config", default=DEFAULT_CONFIG)
+    v.add_argument("--config", default=DEFAULT_CONFIG, help="YAML config (default as for run)")
     v.set_defaults(fn=cmd_validate)
-    s = sub.add_parser("sql", help="query the warehouse (through a running collector if there is one)")
-    s.add_argument("query")
+    s = sub.add_parser("sql", help="query the warehouse (through a running collector if there is one)",
+                       description="Read-only SQL (DuckDB dialect) over the warehouse. Tables: spans, logs, "
+                       "reward_dimensions, rollout_completions, triplet_payloads. Views: llm_calls, rewards, "
+                       "rollouts, attempts, triplets. Example: spanpipe sql \"SELECT rollout_id, status, "
+                       "final_reward FROM rollouts\"")
+    s.add_argument("query", help="one SELECT (or WITH … SELECT) statement")
     _source_args(s)
     s.add_argument("--format", choices=["table", "csv", "json"], default="table")
     s.set_defaults(fn=cmd_sql)

@@ -79,3 +79,8 @@ def test_stale_endpoint_file_falls_back_to_the_file(tmp_path):
 def test_version():
     r = run_cli("--version")
     assert r.returncode == 0 and r.stdout.strip() == "spanpipe 0.1.0"
+
+
+def test_run_and_validate_find_the_packaged_default_config_from_any_directory(tmp_path):
+    r = run_cli("validate", cwd=tmp_path)
+    assert r.returncode == 0 and "default.yaml: valid (2 pipeline(s): traces, logs)" in r.stdout
