@@ -8,6 +8,7 @@ import io
 import logging
 import os
 import sys
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -76,7 +77,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _format_table(table, fmt: str) -> str:
+def _cell(name: str, value: Any, max_width: int) -> str:
+    """One table cell: NULL, times (`*_unix_nano`) as UTC ISO 8601 when cells are cut for a
+    terminal, long text cut to `max_width` (0: whole)."""
+    if value is None:
+        return "NULL"
+    if max_width and name.endswith("_unix_nano") and isinstance(value, int):
+        return datetime.fromtimestamp(value / 1e9, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + "Z"
+    text = str(value).replace("\n", " ")
+    return text if not max_width or len(text) <= max_width else text[:max_width - 1] + "…"
+
+
+def _format_table(table, fmt: str, max_width: int = 0) -> str:
     rows = table.to_pylist()
     cols = table.column_names
     if fmt == "json":
@@ -87,7 +99,7 @@ def _format_table(table, fmt: str) -> str:
         w.writerow(cols)
         w.writerows([[r[c] for c in cols] for r in rows])
         return buf.getvalue().rstrip("\n")
-    cells = [[("NULL" if r[c] is None else str(r[c])) for c in cols] for r in rows]
+    cells = [[_cell(c, r[c], max_width) for c in cols] for r in rows]
     widths = [max([len(c), *(len(row[i]) for row in cells)]) for i, c in enumerate(cols)]
     line = lambda vals: " | ".join(v.ljust(w) for v, w in zip(vals, widths))  # noqa: E731
     out = [line(cols), "-+-".join("-" * w for w in widths), *(line(r) for r in cells)]
@@ -114,7 +126,8 @@ def _print_query(args: argparse.Namespace, query) -> int:
     except WarehouseError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    print(_format_table(table, args.format))
+    width = args.max_width if args.max_width is not None else (60 if sys.stdout.isatty() else 0)
+    print(_format_table(table, args.format, width))
     return 0
 
 
@@ -260,12 +273,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("query", help="one SELECT (or WITH … SELECT) statement")
     _source_args(s)
     s.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    s.add_argument("--max-width", type=int, help="table cells cut to this many characters, times shown as "
+                   "UTC (default: 60 on a terminal, whole otherwise; 0: whole)")
     s.set_defaults(fn=cmd_sql)
     ro = sub.add_parser("rollouts", help="list rollouts: status, spans, LLM calls, tokens, final reward")
     ro.add_argument("--rollout", action="append", help="only this rollout (repeatable)")
     ro.add_argument("--status", help="only rollouts with this status (running, succeeded, failed)")
     _source_args(ro)
     ro.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    ro.add_argument("--max-width", type=int, help="as for sql")
     ro.set_defaults(fn=cmd_rollouts)
     t = sub.add_parser("triplets", help="(prompt, response, reward) triplets of rollouts")
     _selection_args(t)

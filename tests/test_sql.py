@@ -65,6 +65,12 @@ def test_sql_through_a_running_collector_and_refusals(tmp_path):
     assert r.returncode == 1 and "read-only" in r.stderr.lower()
     r = run_cli("sql", "--db", str(tmp_path / "missing.duckdb"), "SELECT 1")
     assert r.returncode == 1 and "no warehouse at" in r.stderr
+    # As on a terminal: long cells cut, times readable.
+    r = run_cli("sql", "--db", str(c.db), "--max-width", "12", "SELECT attributes, 1764547200123456789 AS "
+                "start_time_unix_nano FROM spans LIMIT 1")
+    cells = r.stdout.splitlines()[2].split(" | ")
+    assert len(cells[0].strip()) == 12 and cells[0].strip().endswith("…")
+    assert cells[1].strip() == "2025-12-01 00:00:00.123Z"
 
 
 def test_stale_endpoint_file_falls_back_to_the_file(tmp_path):
