@@ -43,6 +43,9 @@ def sample_config(kind: str, type_: str, tmp: Path, ports: dict[str, int]) -> di
         ("exporters", "otlphttp"): {"endpoint": f"http://127.0.0.1:{ports['http']}",
                                     "retry_on_failure": {"initial_interval": "50ms"}},
         ("exporters", "file"): {"path": str(tmp / "out.json")},
+        ("exporters", "loadbalancing"): {"resolver": {"static": {"hostnames": [f"127.0.0.1:{ports['grpc']}"]}},
+                                         "protocol": {"otlp": {"tls": {"insecure": True},
+                                                               "retry_on_failure": {"initial_interval": "50ms"}}}},
         ("extensions", "file_storage"): {"directory": str(tmp / "storage")},
         ("extensions", "health_check"): {"endpoint": f"127.0.0.1:{ports['health']}"},
         ("extensions", "bearertokenauth"): {"token": "s3cret"},
@@ -66,7 +69,8 @@ def test_every_built_in_type_is_registered_through_entry_points():
     assert names["receivers"] == ["llm_gateway", "otlp"]
     assert set(names["processors"]) == {"memory_limiter", "batch", "probabilistic_sampler", "tail_sampling",
                                         "attributes", "resource", "filter", "redaction", "rollout", "reward"}
-    assert set(names["exporters"]) >= {"duckdb", "parquet", "otlp", "otlp_grpc", "otlphttp", "otlp_http", "debug", "file"}
+    assert set(names["exporters"]) >= {"duckdb", "parquet", "otlp", "otlp_grpc", "otlphttp", "otlp_http", "debug", "file",
+                                       "loadbalancing"}
     assert names["extensions"] == ["bearertokenauth", "file_storage", "health_check"]
 
 
@@ -139,7 +143,7 @@ def check_processor(factory, cfg, batch, ids, tmp_path, ports) -> None:
 
 def check_exporter(factory, cfg, batch, ids, tmp_path, ports) -> None:
     backend_sink, backend = Sink(), None
-    if factory.type in ("otlp", "otlphttp"):  # a real OTLP receiver in-process to export to
+    if factory.type in ("otlp", "otlphttp", "loadbalancing"):  # a real OTLP receiver in-process to export to
         recv_factory = REGISTRY.get("receivers", "otlp")
         backend = create(recv_factory, build_config(recv_factory, sample_config("receivers", "otlp", tmp_path, ports)),
                          backend_sink)
@@ -155,6 +159,10 @@ def check_exporter(factory, cfg, batch, ids, tmp_path, ports) -> None:
         exporter.shutdown()  # drains its queue
         if backend is not None:
             backend.shutdown()
+    if factory.type == "loadbalancing":  # its backends are otlp exporters of their own, counted as such
+        sent = counters.value("exporter_sent_spans", exporter=f"{factory.type}/127.0.0.1:{ports['grpc']}")
+        assert sent - sent_before == len(ids) and sorted(backend_sink.span_ids) == sorted(ids)
+        return
     assert counters.value("exporter_sent_spans", exporter=factory.type) - sent_before == len(ids)
     if backend is not None:
         assert sorted(backend_sink.span_ids) == sorted(ids) and backend_sink.log_records == 3

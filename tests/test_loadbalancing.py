@@ -1,0 +1,107 @@
+"""The loadbalancing exporter with real processes: a front collector routes by rollout to three
+backend collectors; every rollout lands whole on one backend, every span once, whatever shape the
+agent gives its rollout ids (on the resource, on each span, or only on the trace's root)."""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+
+from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+from collector import Collector, wait_for
+from spanpipe.exporters.loadbalancing import Ring
+from spanpipe.warehouse.warehouse import Warehouse
+
+
+def backend(tmp: Path, name: str) -> Collector:
+    (tmp / name).mkdir()
+    c = Collector(tmp / name, processors={"rollout": {"idle_timeout": "0s"}, "reward": {}, "batch": {"timeout": "20ms"}})
+    return c
+
+
+def front(tmp: Path, backends: list[Collector]) -> Collector:
+    (tmp / "front").mkdir()
+    c = Collector(tmp / "front")
+    c.config["exporters"] = {"loadbalancing": {
+        "resolver": {"static": {"hostnames": [b.grpc_endpoint for b in backends]}},
+        "protocol": {"otlp": {"tls": {"insecure": True}, "retry_on_failure": {"initial_interval": "100ms",
+                                                                               "max_elapsed_time": "0s"}}}}}
+    c.config["service"]["pipelines"]["traces"]["exporters"] = ["loadbalancing"]
+    c.wait_ports = [c.grpc_port]
+    return c.rewrite()
+
+
+def send_rollouts(endpoint: str, n: int) -> dict[str, int]:
+    """n rollouts of three shapes; returns rollout → spans sent."""
+    sent: dict[str, int] = {}
+    providers = []
+    for shape in ("resource", "attributes", "root_only"):
+        for k in range(n):
+            rid = f"ro-{shape}-{k}"
+            resource = {"service.name": "lb-agent", **({"agentlightning.rollout_id": rid} if shape == "resource" else {})}
+            provider = TracerProvider(resource=Resource.create(resource))
+            provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint, insecure=True)))
+            providers.append(provider)
+            tracer = provider.get_tracer("agent")
+            ids = {"agentlightning.rollout_id": rid} if shape == "attributes" else {}
+            root_ids = {"agentlightning.rollout_id": rid} if shape != "resource" else {}
+            with tracer.start_as_current_span("agent", attributes=root_ids):
+                for j in range(3):
+                    with tracer.start_as_current_span(f"step {j}", attributes=ids):
+                        pass
+            sent[rid] = 4
+    for provider in providers:
+        provider.shutdown()
+    return sent
+
+
+def test_every_rollout_lands_whole_on_one_backend_even_with_a_backend_paused(tmp_path):
+    backends = [backend(tmp_path, f"b{k}") for k in range(3)]
+    for b in backends:
+        b.start()
+    lb = front(tmp_path, backends)
+    try:
+        lb.start()
+        # One backend paused mid-run: its rollouts wait in its queue at the front, none go elsewhere.
+        backends[1].proc.send_signal(signal.SIGSTOP)
+        sent = send_rollouts(lb.grpc_endpoint, 12)
+        time.sleep(2)
+        backends[1].proc.send_signal(signal.SIGCONT)
+        whs = [Warehouse.connect(b.query_url) for b in backends]
+        total = sum(sent.values())
+
+        def stored() -> int:
+            return sum(w.sql("SELECT count(*) AS n FROM spans").column("n")[0].as_py() for w in whs)
+        wait_for(lambda: stored() >= total, 60, f"{total} spans on the backends")
+        per_backend = [{r["rollout_id"]: r["n"] for r in w.sql(
+            "SELECT rollout_id, count(*) AS n FROM spans GROUP BY rollout_id").to_pylist()} for w in whs]
+        duplicates = sum(w.sql("SELECT count(*) - count(DISTINCT (trace_id, span_id)) AS d FROM spans")
+                         .column("d")[0].as_py() for w in whs)
+        assert lb.stop() == 0
+    finally:
+        for b in backends:
+            b.proc.send_signal(signal.SIGCONT)
+            b.kill()
+        lb.kill()
+    homes = {rid: [k for k, counts in enumerate(per_backend) if rid in counts] for rid in sent}
+    assert all(len(h) == 1 for h in homes.values()), {r: h for r, h in homes.items() if len(h) != 1}
+    assert all(per_backend[h[0]][rid] == sent[rid] for rid, h in homes.items())  # whole, once
+    assert duplicates == 0 and None not in set().union(*per_backend)  # every span tagged on its backend
+    ring = Ring([b.grpc_endpoint for b in backends])
+    assert all(backends[homes[rid][0]].grpc_endpoint == ring.backend(rid) for rid in sent)
+    assert len({h[0] for h in homes.values()}) == 3  # the three backends share the rollouts
+
+
+def test_the_ring_moves_only_the_keys_of_a_backend_that_left():
+    keys = [f"ro-{k}" for k in range(3000)]
+    three = Ring(["a:1", "b:1", "c:1"])
+    two = Ring(["a:1", "c:1"])
+    moved = [k for k in keys if three.backend(k) != two.backend(k)]
+    assert moved and all(three.backend(k) == "b:1" for k in moved)
+    share = sum(three.backend(k) == "b:1" for k in keys) / len(keys)
+    assert 0.2 < share < 0.47  # roughly a third each
