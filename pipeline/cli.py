@@ -14,8 +14,13 @@ from typing import Any
 
 import orjson
 
-from spanpipe import __version__
-from spanpipe.errors import ConfigError
+# The collector loads no pydantic plugins: one installed for an agent (Logfire registers one) would
+# be imported into the collector by its first config model — 40 MiB of idle footprint, which the
+# memory limiter counts. Set before any model class exists.
+os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
+
+from spanpipe import __version__  # noqa: E402
+from spanpipe.errors import ConfigError  # noqa: E402
 
 DEFAULT_CONFIG = "config/default.yaml"
 PACKAGED_CONFIG = Path(__file__).with_name("default.yaml")  # the same file, installed with the package

@@ -126,3 +126,15 @@ def test_one_schema_for_batches_the_warehouse_the_lake_and_logs(tmp_path):
     for table_name, cols in (("spans", columns.SPANS), ("logs", columns.LOGS)):
         described = con.execute(f"DESCRIBE {table_name}").fetchall()
         assert [(r[0], r[1]) for r in described] == [(c.name, c.sql.split()[0]) for c in cols]
+
+
+def test_the_collector_imports_no_pydantic_plugin_installed_for_agents():
+    """Logfire (a test dependency, as in many agent environments) registers a pydantic plugin that
+    pydantic would import with the first config model: 40 MiB the memory limiter counts as idle."""
+    import subprocess
+    import sys
+
+    code = ("import sys, spanpipe.cli; spanpipe.cli.default_registry(); "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'logfire'))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.strip() == "[]", out.stdout[:300] + out.stderr[-300:]

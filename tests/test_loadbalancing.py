@@ -105,3 +105,49 @@ def test_the_ring_moves_only_the_keys_of_a_backend_that_left():
     assert moved and all(three.backend(k) == "b:1" for k in moved)
     share = sum(three.backend(k) == "b:1" for k in keys) / len(keys)
     assert 0.2 < share < 0.47  # roughly a third each
+
+
+def test_the_algorithm_api_over_several_backends(tmp_path):
+    """Warehouse.connect([url, url]): rollouts, triplets with one cursor for all backends,
+    wait_for_rollouts merged from both event streams, sql from the backend asked."""
+    import threading
+
+    from opentelemetry import trace
+
+    from spanpipe import emit
+
+    backends = [backend(tmp_path, f"b{k}") for k in range(2)]
+    for b in backends:
+        b.start()
+    try:
+        def agent(b: Collector, rollout: str) -> None:
+            emit.configure(endpoint=f"http://{b.grpc_endpoint}", service_name="fed-agent")
+            with emit.rollout(rollout_id=rollout):
+                with trace.get_tracer("agent").start_as_current_span("chat", attributes={
+                        "gen_ai.operation.name": "chat", "gen_ai.response.id": f"resp-{rollout}",
+                        "prompt_token_ids": [1], "response_token_ids": [2]}):
+                    pass
+                emit.emit_reward(1.0)
+            emit.shutdown()
+
+        agent(backends[0], "ro-a")
+        agent(backends[1], "ro-b")
+        fed = Warehouse.connect([b.query_url for b in backends])
+        assert set(fed.wait_for_rollouts(["ro-a", "ro-b"], timeout=20)) == {"ro-a", "ro-b"}
+        first = fed.triplets(since=0)
+        assert sorted(t.rollout_id for t in first) == ["ro-a", "ro-b"] and first.reasons == {}
+        assert str(first.cursor).startswith("fed:")
+        late = threading.Timer(1.0, agent, (backends[1], "ro-c"))
+        late.start()
+        assert set(fed.wait_for_rollouts(["ro-c"], timeout=20)) == {"ro-c"}  # from the second stream
+        late.join()
+        again = fed.triplets(since=first.cursor)
+        assert [t.rollout_id for t in again] == ["ro-c"]
+        assert [r["rollout_id"] for r in fed.rollouts().to_pylist()] == ["ro-a", "ro-b", "ro-c"]
+        assert fed.sql("SELECT count(*) AS n FROM rollouts", backend=1).column("n")[0].as_py() == 2
+        assert fed.last_backend == 1
+        assert len(fed.trajectories(["ro-a", "ro-b", "ro-c"])) == 3
+        assert fed.triplets(["ro-nowhere"]).reasons == {"ro-nowhere": "no spans stored for this rollout"}
+    finally:
+        for b in backends:
+            b.kill()

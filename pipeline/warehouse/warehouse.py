@@ -61,7 +61,13 @@ class Warehouse:
         return cls(con=con)
 
     @classmethod
-    def connect(cls, url: str, token: str | None = None) -> Warehouse:
+    def connect(cls, url: str | list[str], token: str | None = None) -> Any:
+        """A running collector's query API; a list of URLs (backends of a load-balancing tier) gives
+        a `Federation` with the same algorithm API over all of them."""
+        if isinstance(url, (list, tuple)):
+            from spanpipe.warehouse.federation import Federation
+
+            return Federation([cls.connect(u, token) for u in url])
         url = url if "://" in url else f"http://{url}"
         return cls(url=url.rstrip("/"), token=token)
 
@@ -309,6 +315,14 @@ class EventStream:
             return None
 
     def close(self) -> None:
+        """Close; a `next` blocked in another thread returns (the socket is shut down first, since
+        closing alone waits for that read to end)."""
+        sock = self._conn.sock
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
         self._conn.close()
 
     def __enter__(self) -> EventStream:
