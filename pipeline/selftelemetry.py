@@ -119,12 +119,20 @@ class SelfTelemetry:
             self._server = None
 
     def _progress_loop(self) -> None:
+        """One line per interval while something happens (spans in, written, refused, queued);
+        nothing while the collector is idle. Spans written are per exporter: a span every exporter
+        writes is one span, not one per exporter."""
         interval = self.config.logs.progress_interval
         last_in, last_t = counters.value("receiver_accepted_spans"), time.monotonic()
+        last_state: tuple[Any, ...] = ()
         while not self._stop.wait(interval):
             now_in, now_t = counters.value("receiver_accepted_spans"), time.monotonic()
-            log.info("progress: %.0f spans/s in (%d total), %d spans written, %d refused, queue depth %d, "
-                     "RSS %d MiB", (now_in - last_in) / max(now_t - last_t, 1e-9), now_in,
-                     counters.value("exporter_sent_spans"), counters.value("receiver_refused_spans"),
-                     gauges.value("exporter_queue_size"), current_rss() // MIB)
-            last_in, last_t = now_in, now_t
+            written = counters.by_label("exporter_sent_spans", "exporter")
+            refused, queued = counters.value("receiver_refused_spans"), gauges.value("exporter_queue_size")
+            state = (now_in, tuple(sorted(written.items())), refused, queued)
+            if state != last_state or queued:
+                per_exporter = ", ".join(f"{e} {n:.0f}" for e, n in sorted(written.items())) or "none"
+                log.info("progress: %.0f spans/s in (%d total), written: %s, %d refused, queue depth %d, "
+                         "RSS %d MiB", (now_in - last_in) / max(now_t - last_t, 1e-9), now_in, per_exporter,
+                         refused, queued, current_rss() // MIB)
+            last_in, last_t, last_state = now_in, now_t, state

@@ -58,6 +58,18 @@ class _Family:
         return sum(s.value for s in metric.collect()[0].samples
                    if s.name == sample_name and all(s.labels.get(k) == v for k, v in labels.items()))
 
+    def by_label(self, name: str, label: str) -> dict[str, float]:
+        """The sum per value of `label` (e.g. per exporter); {} when never used."""
+        metric = self._metrics.get(name)
+        if metric is None:
+            return {}
+        sample_name = metric_name(name) + {Counter: "_total", Histogram: "_count"}.get(self.kind, "")
+        out: dict[str, float] = {}
+        for s in metric.collect()[0].samples:
+            if s.name == sample_name and label in s.labels:
+                out[s.labels[label]] = out.get(s.labels[label], 0.0) + s.value
+        return out
+
     def child(self, name: str, labels: dict[str, str]) -> Any:
         metric = self._metric(name, tuple(labels))
         return metric.labels(**labels) if labels else metric

@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime
 import re
 import signal
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -186,17 +187,25 @@ def test_tls_on_both_receivers_and_the_otlp_exporter(tmp_path):
 
 
 def test_json_logs_and_the_progress_line(tmp_path):
+    """The progress line counts each exporter's spans (two exporters: not 60 written for 30 spans)
+    and says nothing while the collector is idle."""
     c = Collector(tmp_path)
     c.config["service"]["telemetry"]["logs"] = {"level": "info", "encoding": "json", "progress_interval": "300ms"}
+    c.config["exporters"]["file"] = {"path": str(tmp_path / "copy.json")}
+    c.config["service"]["pipelines"]["traces"]["exporters"].append("file")
     with c.rewrite():
         for _ in range(3):
             assert grpc_export(c.grpc_endpoint, make_request(10)[0])[0] == "OK"
-        wait_for(lambda: "30 total" in c.log(), 10, "a progress line counting the spans")
+        wait_for(lambda: "written: duckdb 30, file 30" in c.log(), 10, "a progress line counting the spans")
+        time.sleep(2)  # idle: about six intervals
         assert c.stop() == 0
     lines = [orjson.loads(line) for line in c.log().splitlines() if line.strip()]
     assert all({"ts", "level", "logger", "msg"} <= set(line) for line in lines)
     progress = [line["msg"] for line in lines if line["msg"].startswith("progress:")]
-    assert any("(30 total), 30 spans written" in p and "queue depth 0" in p and "RSS" in p for p in progress)
+    assert any("(30 total), written: duckdb 30, file 30" in p and "queue depth 0" in p and "RSS" in p
+               for p in progress)
+    final = [p for p in progress if "written: duckdb 30, file 30" in p and "queue depth 0" in p]
+    assert len(final) == 1, progress  # once the same, nothing more is said while idle
 
 
 def test_bad_operations_config_is_refused_with_its_path(tmp_path):

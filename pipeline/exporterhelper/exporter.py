@@ -94,7 +94,8 @@ class QueuedExporter(Exporter):
                                      daemon=True)
                 t.start()
                 self._consumers.append(t)
-        gauges.set_function("exporter_queue_size", lambda: sum(q.size() for q in self.queues.values()),
+        # Depth includes requests taken and being sent or retried: they are not delivered yet.
+        gauges.set_function("exporter_queue_size", lambda: sum(q.size() + q.in_flight() for q in self.queues.values()),
                             exporter=self.id)
         gauges.set_function("exporter_queue_capacity", lambda: qcfg.queue_size, exporter=self.id)
 
