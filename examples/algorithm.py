@@ -39,6 +39,9 @@ def main() -> int:
     wh = Warehouse.connect(args.collector)
     cursor = wh.sql("SELECT coalesce(max(seq), 0) AS c FROM rollout_completions").column("c")[0].as_py()
     header = f"{'step':>4} | {'rollouts':>8} | {'triplets':>8} | {'mean reward':>11} | {'solved':>6} | {'tokens':>6}"
+    print("Columns: step = one training step; rollouts = agent runs completed in it; triplets = (prompt,\n"
+          "response, reward) LLM calls pulled since the previous step's cursor; mean reward = over those\n"
+          "triplets; solved = rollouts whose final reward is 1; tokens = prompt + response token ids pulled.\n")
     print(header)
     print("-" * len(header))
     total = 0

@@ -3,6 +3,7 @@ under ./data/demo/, free ports), run the demo algorithm (which runs the agent), 
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import socket
@@ -38,8 +39,9 @@ def wait_port(port: int, proc: subprocess.Popen, timeout: float = 30) -> None:
 
 
 def main() -> int:
-    """Extra arguments (--steps N, --rollouts N) go to the algorithm."""
-    workdir = ROOT / "data" / "demo"
+    """Extra arguments (--steps N, --rollouts N) go to the algorithm; SPANPIPE_DEMO_DIR moves the
+    work directory (default ./data/demo)."""
+    workdir = Path(os.environ.get("SPANPIPE_DEMO_DIR") or ROOT / "data" / "demo")
     shutil.rmtree(workdir, ignore_errors=True)
     workdir.mkdir(parents=True)
     grpc, http, query = free_port(), free_port(), free_port()
@@ -49,6 +51,8 @@ def main() -> int:
     config["processors"]["rollout"]["state_file"] = str(workdir / "rollout-state.jsonl")
     config["exporters"]["duckdb"]["path"] = str(workdir / "spans.duckdb")
     config["exporters"]["duckdb"]["query"] = {"endpoint": f"127.0.0.1:{query}"}
+    # A free metrics port: `make run` (on the default 8888) may be running beside the demo.
+    config.setdefault("service", {}).setdefault("telemetry", {})["metrics"] = {"address": f"127.0.0.1:{free_port()}"}
     (workdir / "config.yaml").write_text(yaml.safe_dump(config))
     spanpipe = str(Path(sys.executable).with_name("spanpipe"))
     log = open(workdir / "collector.log", "wb")
