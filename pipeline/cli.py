@@ -248,7 +248,8 @@ def _selection_args(p: argparse.ArgumentParser) -> None:
     pick.add_argument("--rollout", action="append", help="this rollout (repeatable)")
     pick.add_argument("--since", type=int, help="rollouts completed after this cursor (0 = all completed)")
     p.add_argument("--mode", choices=["train", "val", "test"], help="only rollouts of this mode")
-    p.add_argument("--format", choices=["jsonl", "parquet"], default="jsonl")
+    p.add_argument("--format", choices=["jsonl", "parquet"], default="jsonl",
+                   help="JSON lines on stdout or --out (default), or a Parquet file (needs --out)")
     p.add_argument("--out", help="write to this file (needed for parquet)")
 
 
@@ -277,7 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "final_reward FROM rollouts\"")
     s.add_argument("query", help="one SELECT (or WITH … SELECT) statement")
     _source_args(s)
-    s.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    s.add_argument("--format", choices=["table", "csv", "json"], default="table", help="how rows are printed")
     s.add_argument("--max-width", type=int, help="table cells cut to this many characters, times shown as "
                    "UTC (default: 60 on a terminal, whole otherwise; 0: whole)")
     s.set_defaults(fn=cmd_sql)
@@ -285,12 +286,14 @@ def build_parser() -> argparse.ArgumentParser:
     ro.add_argument("--rollout", action="append", help="only this rollout (repeatable)")
     ro.add_argument("--status", help="only rollouts with this status (running, succeeded, failed)")
     _source_args(ro)
-    ro.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    ro.add_argument("--format", choices=["table", "csv", "json"], default="table", help="how rows are printed")
     ro.add_argument("--max-width", type=int, help="as for sql")
     ro.set_defaults(fn=cmd_rollouts)
     t = sub.add_parser("triplets", help="(prompt, response, reward) triplets of rollouts")
     _selection_args(t)
-    t.add_argument("--reward-match", choices=["first_occurrence", "first_sibling"], default="first_occurrence")
+    t.add_argument("--reward-match", choices=["first_occurrence", "first_sibling"], default="first_occurrence",
+                   help="which LLM call a reward span scores: the calls before it (Agent Lightning's default), "
+                   "or only its siblings")
     t.add_argument("--llm-call-match", help="only spans whose name matches this regex are LLM calls (default: "
                    "any span an instrumentation convention marks as one, or named openai.chat.completion)")
     t.add_argument("--skip-empty-token-spans", action="store_true", help="leave out LLM calls without token ids")
@@ -299,8 +302,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(fn=cmd_triplets)
     tr = sub.add_parser("trajectories", help="token-level samples (prompt ids, response ids, mask, logprobs)")
     _selection_args(tr)
-    tr.add_argument("--merge", choices=["prefix", "none"], default="prefix")
-    tr.add_argument("--reward", choices=["final", "per_turn"], default="final")
+    tr.add_argument("--merge", choices=["prefix", "none"], default="prefix",
+                    help="prefix: consecutive calls whose prompt continues the last one are one sample; none: one per call")
+    tr.add_argument("--reward", choices=["final", "per_turn"], default="final",
+                    help="final: the rollout's final reward on every sample; per_turn: the merged calls' own rewards, summed")
     _source_args(tr)
     tr.set_defaults(fn=cmd_trajectories)
     return p

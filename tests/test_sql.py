@@ -90,3 +90,15 @@ def test_version():
 def test_run_and_validate_find_the_packaged_default_config_from_any_directory(tmp_path):
     r = run_cli("validate", cwd=tmp_path)
     assert r.returncode == 0 and "default.yaml: valid (2 pipeline(s): traces, logs)" in r.stdout
+
+
+def test_every_cli_option_says_what_it_does():
+    import argparse
+
+    from spanpipe.cli import build_parser
+
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    missing = [f"{name} {action.option_strings or action.dest}" for name, sub in commands.items()
+               for action in sub._actions if action.dest != "help" and not action.help]
+    assert missing == []
