@@ -182,3 +182,29 @@ def test_two_collectors_write_one_lake(tmp_path):
             c.kill()
     assert sorted(lake_ids(lake)) == sorted(sent)
     assert len({p.name for p in lake.rglob("*.parquet")}) == len(list(lake.rglob("*.parquet"))) >= 2
+
+
+def test_the_lake_keeps_every_reward_dimension(tmp_path):
+    """A multi-dimensional reward: the lake's `rewards` view has every dimension, as the warehouse."""
+    from spanpipe import emit
+
+    lake = tmp_path / "lake"
+    c = with_parquet(tmp_path, lake)
+    c.config["processors"] = {"rollout": {}, "reward": {}, "batch": {"timeout": "20ms"}}
+    c.config["service"]["pipelines"]["traces"]["processors"] = ["rollout", "reward", "batch"]
+    with c.rewrite():
+        emit.configure(endpoint=f"http://{c.grpc_endpoint}", service_name="dims")
+        with emit.rollout(rollout_id="ro-dims"):
+            emit.emit_reward({"correct": 1.0, "length": 0.2, "style": 0.5}, primary_key="correct")
+        emit.shutdown()
+        Warehouse.connect(c.query_url).wait_for_rollouts(["ro-dims"], timeout=15)
+        assert c.stop() == 0
+    query = "SELECT rollout_id, idx, name, value, is_primary FROM rewards ORDER BY idx"
+    with Warehouse.open(c.db) as wh:
+        expected = wh.sql(query).to_pylist()
+    with Warehouse.open_lake(lake) as wh:
+        got = wh.sql(query).to_pylist()
+        final = wh.sql("SELECT final_reward FROM rollouts").column("final_reward").to_pylist()
+    assert [(r["name"], r["value"], r["is_primary"]) for r in got] == \
+        [("correct", 1.0, True), ("length", 0.2, False), ("style", 0.5, False)]
+    assert got == expected and final == [1.0]

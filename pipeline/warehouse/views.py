@@ -148,9 +148,25 @@ def _span_type_udf(names: pa.Array, attributes: pa.Array) -> pa.Array:
                      zip(names.to_pylist(), attributes.to_pylist())], pa.string())
 
 
+def _reward_dimensions_udf(names: pa.Array, attributes: pa.Array, events: pa.Array) -> pa.Array:
+    """Every reward dimension of a span, by the reward processor's rules (JSON list; [] for none)."""
+    from spanpipe.semconv.rewards import Malformed, RewardReader
+
+    reader = RewardReader()
+    out = []
+    for n, a, e in zip(names.to_pylist(), attributes.to_pylist(), events.to_pylist()):
+        try:
+            dims = reader.rewards_of(n or "", orjson.loads(a) if a else {}, orjson.loads(e) if e else None)
+        except Malformed:
+            dims = []
+        out.append(orjson.dumps(dims).decode())
+    return pa.array(out, pa.string())
+
+
 def register_functions(con: duckdb.DuckDBPyConnection) -> None:
     for name, fn, params in (("spanpipe_llm_call", _llm_call_udf, ["VARCHAR", "VARCHAR"]),
-                             ("spanpipe_span_type", _span_type_udf, ["VARCHAR", "VARCHAR"])):
+                             ("spanpipe_span_type", _span_type_udf, ["VARCHAR", "VARCHAR"]),
+                             ("spanpipe_reward_dimensions", _reward_dimensions_udf, ["VARCHAR", "VARCHAR", "VARCHAR"])):
         try:
             con.create_function(name, fn, params, "VARCHAR", type="arrow", side_effects=False)
         except (duckdb.NotImplementedException, duckdb.CatalogException):
@@ -175,7 +191,8 @@ def create_views(con: duckdb.DuckDBPyConnection, temporary: bool = False) -> Non
 def create_lake_views(con: duckdb.DuckDBPyConnection, location: str) -> None:
     """The warehouse's tables as views over a Parquet lake, then the usual views on top.
 
-    The lake holds spans only: `reward_dimensions` is the primary reward of each reward span, and
+    The lake holds spans only: `reward_dimensions` is read from each reward span's attributes by the
+    reward processor's rules (every dimension, as the warehouse keeps them), and
     `rollout_completions` is derived from the rollout spans, ordered by end time (a cursor into a
     lake is stable while the lake only grows)."""
     from spanpipe.lake import lake_glob
@@ -188,8 +205,14 @@ def create_lake_views(con: duckdb.DuckDBPyConnection, location: str) -> None:
                     "hive_partitioning = true, union_by_name = true)")
     else:
         con.execute(DDL[0])
-    con.execute("CREATE VIEW reward_dimensions AS SELECT trace_id, span_id, 0 AS idx, NULL::VARCHAR AS name, "
-                "reward AS value, 'lake' AS source FROM spans WHERE span_type = 'reward' AND reward IS NOT NULL")
+    register_functions(con)
+    con.execute("""CREATE VIEW reward_dimensions AS
+SELECT trace_id, span_id, CAST(d.idx - 1 AS INTEGER) AS idx, d.dim->>'name' AS name,
+       CAST(d.dim->>'value' AS DOUBLE) AS value, d.dim->>'source' AS source
+FROM (SELECT trace_id, span_id, unnest(dims) AS dim, generate_subscripts(dims, 1) AS idx
+      FROM (SELECT trace_id, span_id, CAST(spanpipe_reward_dimensions(name, attributes::VARCHAR, events::VARCHAR)
+                                           AS JSON[]) AS dims
+            FROM spans WHERE reward IS NOT NULL)) d""")
     con.execute(f"CREATE VIEW rollout_completions AS SELECT row_number() OVER (ORDER BY b.end_time_unix_nano, "
                 f"b.span_id) AS seq, {COMPLETION_COLUMNS} FROM spans b WHERE b.name = '{ROLLOUT_SPAN}' "
                 "AND b.rollout_id IS NOT NULL")
