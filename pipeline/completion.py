@@ -10,11 +10,9 @@ from dataclasses import dataclass
 
 from spanpipe.emit.rollout import ROLLOUT_SPAN, STATUS
 from spanpipe.emit.setup import ATTEMPT_ID, ROLLOUT_ID
-from spanpipe.spanbatch import Resource, SpanBatch
+from spanpipe.spanbatch import KIND_INTERNAL, STATUS_ERROR, STATUS_OK, Resource, SpanBatch
 
 COMPLETED_BY = "spanpipe.rollout.completed_by"
-STATUS_OK, STATUS_ERROR = 1, 2
-KIND_INTERNAL = 1
 
 
 @dataclass(frozen=True)
@@ -36,21 +34,8 @@ def completion_batch(completions: list[Completion], rollout_key: str = ROLLOUT_I
                  COMPLETED_BY: c.completed_by}
         if c.attempt_id is not None:
             attrs[attempt_key] = c.attempt_id
-        b.trace_id.append(c.trace_id)
-        b.span_id.append(os.urandom(8).hex())
-        b.parent_span_id.append(None)
-        b.trace_state.append("")
-        b.name.append(ROLLOUT_SPAN)
-        b.kind.append(KIND_INTERNAL)
-        b.start_time_unix_nano.append(c.start_time_unix_nano)
-        b.end_time_unix_nano.append(max(c.end_time_unix_nano, c.start_time_unix_nano))
-        b.status_code.append(STATUS_ERROR if c.failed else STATUS_OK)
-        b.status_message.append("failed" if c.failed else "")
-        b.scope_name.append("spanpipe.rollout")
-        b.scope_version.append("")
-        b.attributes.append(attrs)
-        b.events.append(None)
-        b.links.append(None)
-        b.resource_index.append(0)
+        b.append_span(c.trace_id, os.urandom(8).hex(), None, ROLLOUT_SPAN, KIND_INTERNAL, c.start_time_unix_nano,
+                      max(c.end_time_unix_nano, c.start_time_unix_nano), STATUS_ERROR if c.failed else STATUS_OK,
+                      "failed" if c.failed else "", "spanpipe.rollout", "", attrs)
     b.nbytes = 1024 * len(completions)
     return b

@@ -23,6 +23,8 @@ from spanpipe import columns
 
 KIND_NAMES = ("UNSPECIFIED", "INTERNAL", "SERVER", "CLIENT", "PRODUCER", "CONSUMER")
 STATUS_NAMES = ("UNSET", "OK", "ERROR")
+KIND_INTERNAL, KIND_CLIENT = KIND_NAMES.index("INTERNAL"), KIND_NAMES.index("CLIENT")
+STATUS_UNSET, STATUS_OK, STATUS_ERROR = range(3)
 
 # Columns filled by processors (rollout, reward); NULL when no processor set them.
 PROMOTED_COLUMNS: dict[str, pa.DataType] = columns.promoted()
@@ -132,6 +134,27 @@ class SpanBatch:
 
     def __len__(self) -> int:
         return len(self.span_id)
+
+    def append_span(self, trace_id: str, span_id: str, parent_span_id: str | None, name: str, kind: int,
+                    start: int, end: int, status_code: int, status_message: str, scope_name: str,
+                    scope_version: str, attributes: dict[str, Any], resource_index: int = 0) -> None:
+        """One span a component makes itself (a gateway call, a completion), no events or links."""
+        self.trace_id.append(trace_id)
+        self.span_id.append(span_id)
+        self.parent_span_id.append(parent_span_id)
+        self.trace_state.append("")
+        self.name.append(name)
+        self.kind.append(kind)
+        self.start_time_unix_nano.append(start)
+        self.end_time_unix_nano.append(end)
+        self.status_code.append(status_code)
+        self.status_message.append(status_message)
+        self.scope_name.append(scope_name)
+        self.scope_version.append(scope_version)
+        self.attributes.append(attributes)
+        self.events.append(None)
+        self.links.append(None)
+        self.resource_index.append(resource_index)
 
     def with_columns(self, **extra: list[Any]) -> SpanBatch:
         """A new batch sharing this one's columns, with extra columns set or replaced."""

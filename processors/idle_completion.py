@@ -16,9 +16,9 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from spanpipe.completion import STATUS_ERROR, Completion, completion_batch
+from spanpipe.completion import Completion, completion_batch
 from spanpipe.emit.rollout import ROLLOUT_SPAN
-from spanpipe.spanbatch import SpanBatch
+from spanpipe.spanbatch import STATUS_ERROR, SpanBatch
 
 
 @dataclass
@@ -43,31 +43,40 @@ class IdleRollouts:
         self._lock = threading.Lock()
 
     def observe(self, batch: SpanBatch, rollouts: list[str | None], attempts: list[str | None]) -> None:
+        """Per batch, work per rollout and per root span, not per span (this is on the hot path):
+        a rollout's arrival and latest attempt, its roots' trace, times and status."""
         now = time.monotonic()
+        last = dict(zip(rollouts, range(len(rollouts))))  # each rollout's last span in the batch
+        last.pop(None, None)
+        roots = [i for i, parent in enumerate(batch.parent_span_id) if parent is None]
+        finished = {rollouts[i] for i, name in enumerate(batch.name) if name == ROLLOUT_SPAN} \
+            if ROLLOUT_SPAN in batch.name else set()
         with self._lock:
-            for i, rollout in enumerate(rollouts):
-                if rollout is None or rollout in self.closed:
+            for rollout, i in last.items():
+                if rollout in self.closed:
                     continue
-                if batch.name[i] == ROLLOUT_SPAN:
+                if rollout in finished:
                     self._close(rollout)
                     continue
                 seen = self.open.get(rollout)
                 if seen is None:
-                    seen = self.open[rollout] = Seen(attempts[i], batch.trace_id[i], batch.start_time_unix_nano[i],
-                                                     batch.end_time_unix_nano[i], now)
+                    self.open[rollout] = Seen(attempts[i], batch.trace_id[i], batch.start_time_unix_nano[i],
+                                              batch.end_time_unix_nano[i], now)
                     if len(self.open) > self.max_rollouts:
                         self.open.popitem(last=False)
                 else:
                     self.open.move_to_end(rollout)
                     seen.last_arrival = now
-                    seen.first_start = min(seen.first_start, batch.start_time_unix_nano[i])
-                    seen.last_end = max(seen.last_end, batch.end_time_unix_nano[i])
                     if attempts[i] is not None:
                         seen.attempt_id = attempts[i]
-                if batch.parent_span_id[i] is None:
+            for i in roots:
+                seen = self.open.get(rollouts[i]) if rollouts[i] is not None else None
+                if seen is not None:  # a root spans its trace: its times bound the rollout's
                     seen.root_seen = True
                     seen.trace_id = batch.trace_id[i]
                     seen.root_failed = seen.root_failed or batch.status_code[i] == STATUS_ERROR
+                    seen.first_start = min(seen.first_start, batch.start_time_unix_nano[i])
+                    seen.last_end = max(seen.last_end, batch.end_time_unix_nano[i])
 
     def _close(self, rollout: str) -> None:
         self.open.pop(rollout, None)

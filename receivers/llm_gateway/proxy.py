@@ -19,7 +19,8 @@ from aiohttp import web
 from spanpipe.emit.setup import ATTEMPT_ID, ROLLOUT_ID, TASK_ID
 from spanpipe.receivers.llm_gateway.call import SGLANG_STREAM, Call, Operation
 from spanpipe.receivers.llm_gateway.context import CallContext, call_context
-from spanpipe.receivers.llm_gateway.spans import STATUS_ERROR, STATUS_UNSET, GatewaySpan, estimated_bytes
+from spanpipe.receivers.llm_gateway.spans import GatewaySpan, estimated_bytes
+from spanpipe.spanbatch import STATUS_ERROR, STATUS_UNSET
 from spanpipe.telemetry import counters, histograms
 
 if TYPE_CHECKING:

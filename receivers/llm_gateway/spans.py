@@ -20,11 +20,9 @@ from typing import Any
 from spanpipe.component import Consumer
 from spanpipe.errors import PipelineError
 from spanpipe.semconv.llm_call import GATEWAY_SCOPE
-from spanpipe.spanbatch import Resource, SpanBatch
+from spanpipe.spanbatch import KIND_CLIENT, Resource, SpanBatch
 from spanpipe.telemetry import counters
 
-SPAN_KIND_CLIENT = 3
-STATUS_UNSET, STATUS_OK, STATUS_ERROR = 0, 1, 2
 
 
 @dataclass(slots=True)
@@ -91,22 +89,9 @@ class SpanBuffer:
     def _batch(self, spans: list[GatewaySpan]) -> SpanBatch:
         b = SpanBatch(resources=[self.resource])
         for s in spans:
-            b.trace_id.append(s.trace_id)
-            b.span_id.append(s.span_id)
-            b.parent_span_id.append(s.parent_span_id)
-            b.trace_state.append("")
-            b.name.append(s.name)
-            b.kind.append(SPAN_KIND_CLIENT)
-            b.start_time_unix_nano.append(s.start_time_unix_nano)
-            b.end_time_unix_nano.append(s.end_time_unix_nano)
-            b.status_code.append(s.status_code)
-            b.status_message.append(s.status_message)
-            b.scope_name.append(GATEWAY_SCOPE)
-            b.scope_version.append(self.version)
-            b.attributes.append(s.attributes)
-            b.events.append(None)
-            b.links.append(None)
-            b.resource_index.append(0)
+            b.append_span(s.trace_id, s.span_id, s.parent_span_id, s.name, KIND_CLIENT, s.start_time_unix_nano,
+                          s.end_time_unix_nano, s.status_code, s.status_message, GATEWAY_SCOPE, self.version,
+                          s.attributes)
         b.nbytes = sum(s.nbytes for s in spans)
         return b
 
