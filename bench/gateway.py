@@ -31,22 +31,11 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.load import proc_stats  # noqa: E402
 from examples.run_demo import free_port, wait_port  # noqa: E402
 SPANPIPE = str(Path(sys.executable).parent / "spanpipe")
 MESSAGES = [{"role": "system", "content": "You are a careful calculator. Answer with one sentence."},
             {"role": "user", "content": "What is 17 + 25?"}]
-
-
-def proc_cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def proc_peak_rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 # ---- the load client (run as a subprocess: `bench/gateway.py --client ...`) -------------------------
@@ -187,14 +176,14 @@ def main() -> None:
             for stream in (False, True):
                 for n in levels:
                     for name, base in targets.items():
-                        cpu0 = proc_cpu_seconds(collector.pid)
+                        cpu0 = proc_stats(collector.pid)[0]
                         r = measure(f"{base}/chat/completions", n, args.duration, stream, "bench-model")
                         if name == "gateway":
                             gateway_ids += r["ids"]
                             gateway_cpu.setdefault((n, stream), []).append(
-                                (proc_cpu_seconds(collector.pid) - cpu0) / r["elapsed"] * 100)
+                                (proc_stats(collector.pid)[0] - cpu0) / r["elapsed"] * 100)
                         results.setdefault((name, n, stream), []).append(r)
-        peak = proc_peak_rss_mib(collector.pid)
+        peak = proc_stats(collector.pid)[1] / 2**20
         collector.send_signal(signal.SIGTERM)
         rc = collector.wait(120)
         import duckdb

@@ -51,22 +51,21 @@ class _Family:
     def value(self, name: str, **labels: str) -> float:
         """The sum over the samples matching `labels` (tests, the progress line); 0 when never used.
         For a histogram: how many observations."""
+        return sum(s.value for s in self._samples(name) if all(s.labels.get(k) == v for k, v in labels.items()))
+
+    def _samples(self, name: str) -> list[Any]:
+        """The samples that count `name` (a counter's total, a histogram's count, a gauge's value)."""
         metric = self._metrics.get(name)
         if metric is None:
-            return 0.0
+            return []
         sample_name = metric_name(name) + {Counter: "_total", Histogram: "_count"}.get(self.kind, "")
-        return sum(s.value for s in metric.collect()[0].samples
-                   if s.name == sample_name and all(s.labels.get(k) == v for k, v in labels.items()))
+        return [s for s in metric.collect()[0].samples if s.name == sample_name]
 
     def by_label(self, name: str, label: str) -> dict[str, float]:
         """The sum per value of `label` (e.g. per exporter); {} when never used."""
-        metric = self._metrics.get(name)
-        if metric is None:
-            return {}
-        sample_name = metric_name(name) + {Counter: "_total", Histogram: "_count"}.get(self.kind, "")
         out: dict[str, float] = {}
-        for s in metric.collect()[0].samples:
-            if s.name == sample_name and label in s.labels:
+        for s in self._samples(name):
+            if label in s.labels:
                 out[s.labels[label]] = out.get(s.labels[label], 0.0) + s.value
         return out
 

@@ -276,9 +276,10 @@ class TrajectoryBuilder:
         if table.num_rows == 0:
             return Trajectories(SAMPLE_SCHEMA.empty_table(), BREAK_SCHEMA.empty_table(), reasons, chosen.cursor)
         rollouts = list(dict.fromkeys(table.column("rollout_id").to_pylist()))
-        extra = self._span_facts(rollouts)
-        finals = self._final_rewards(rollouts) if reward == "final" else {}
-        tasks = self._task_ids(rollouts)
+        ids = ", ".join(sql_string(r) for r in rollouts)
+        extra = self._span_facts(ids)
+        finals = self._final_rewards(ids) if reward == "final" else {}
+        tasks = self._task_ids(ids)
         groups = self._calls(table, extra)
         rows: dict[str, list[Any]] = {name: [] for name in SAMPLE_SCHEMA.names}
         breaks: list[tuple[str, str | None, str, str, int | None]] = []
@@ -321,10 +322,9 @@ class TrajectoryBuilder:
         return Trajectories(out, brk_table, reasons, chosen.cursor)
 
     # ---- what the triplets table does not carry ------------------------------------------------
-    def _span_facts(self, rollouts: list[str]) -> dict[str, tuple[int, str | None, list[float | None] | None]]:
+    def _span_facts(self, ids: str) -> dict[str, tuple[int, str | None, list[float | None] | None]]:
         """span_id → (start time, model version, sampling logprobs) of the rollouts' LLM spans; the
         logprobs (`logprobs.content`, JSON text or array) are unpacked by DuckDB, not in Python."""
-        ids = ", ".join(sql_string(r) for r in rollouts)
         t = self.warehouse.sql(
             f"SELECT span_id, start_time_unix_nano AS start, CASE WHEN scope_name = '{GATEWAY_SCOPE}' THEN "
             f"attributes->>'{MODEL_VERSION}' END AS version, "
@@ -334,16 +334,14 @@ class TrajectoryBuilder:
         return dict(zip(t.column("span_id").to_pylist(), zip(t.column("start").to_pylist(), t.column("version").to_pylist(),
                                                             t.column("logprobs").to_pylist())))
 
-    def _final_rewards(self, rollouts: list[str]) -> dict[str, float | None]:
+    def _final_rewards(self, ids: str) -> dict[str, float | None]:
         """The rollouts' final reward: their latest reward span (a late judge's reward included)."""
-        ids = ", ".join(sql_string(r) for r in rollouts)
         t = self.warehouse.sql(f"SELECT rollout_id, arg_max(reward, (sequence_id, start_time_unix_nano)) AS r "
                                f"FROM spans WHERE rollout_id IN ({ids}) AND span_type = 'reward' GROUP BY rollout_id")
         return dict(zip(t.column("rollout_id").to_pylist(), t.column("r").to_pylist()))
 
-    def _task_ids(self, rollouts: list[str]) -> dict[str, str]:
+    def _task_ids(self, ids: str) -> dict[str, str]:
         """Each rollout's task id: on its rollout span (emit.rollout), else on its gateway spans."""
-        ids = ", ".join(sql_string(r) for r in rollouts)
         t = self.warehouse.sql(
             f"SELECT rollout_id, first(attributes->>'{TASK_ID}' ORDER BY name = 'agentlightning.rollout' DESC) AS task "
             f"FROM spans WHERE rollout_id IN ({ids}) AND (name = 'agentlightning.rollout' OR scope_name = "

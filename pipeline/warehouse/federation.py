@@ -112,45 +112,42 @@ class Federation:
                 stream.close()
         return done
 
-    def _merged(self, results: list[Any], since: list[int | None]) -> tuple[list[Any], str]:
-        cursors = [r.cursor if r.cursor is not None else s for r, s in zip(results, since)]
-        return results, encode_cursor(cursors)
+    def _gather(self, method: str, rollout_ids: Iterable[str] | None, since: Any, mode: str | None,
+                options: dict[str, Any]) -> tuple[list[Any], str]:
+        """Every backend's `method(ids, since=its cursor, mode=…)`, and the merged cursor."""
+        ids = None if rollout_ids is None else list(rollout_ids)
+        since_each = decode_cursor(since, len(self.backends))
+        parts = self._each(lambda wh, k: getattr(wh, method)(ids, since=since_each[k], mode=mode, **options))
+        cursors = [p.cursor if p.cursor is not None else s for p, s in zip(parts, since_each)]
+        return parts, encode_cursor(cursors)
 
     def triplets(self, rollout_ids: Iterable[str] | None = None, since: Any = None, mode: str | None = None,
                  **options: Any) -> Triplets:
         from spanpipe.adapters.triplets import Triplets
 
-        ids = None if rollout_ids is None else list(rollout_ids)
-        since_each = decode_cursor(since, len(self.backends))
-        parts = self._each(lambda wh, k: wh.triplets(ids, since=since_each[k], mode=mode, **options))
-        parts, cursor = self._merged(parts, since_each)
+        parts, cursor = self._gather("triplets", rollout_ids, since, mode, options)
         table = pa.concat_tables([p.to_arrow() for p in parts])
-        reasons = _reasons(parts, ids)
-        return Triplets(table=table, reasons=reasons, cursor=cursor)  # type: ignore[arg-type]
+        return Triplets(table=table, reasons=_reasons(parts, table.column("rollout_id").to_pylist()),
+                        cursor=cursor)  # type: ignore[arg-type]
 
     def messages(self, rollout_ids: Iterable[str] | None = None, since: Any = None, mode: str | None = None,
                  **options: Any) -> Messages:
         from spanpipe.adapters.messages import Messages
 
-        ids = None if rollout_ids is None else list(rollout_ids)
-        since_each = decode_cursor(since, len(self.backends))
-        parts = self._each(lambda wh, k: wh.messages(ids, since=since_each[k], mode=mode, **options))
-        parts, cursor = self._merged(parts, since_each)
-        out = Messages(_reasons(parts, ids), cursor)  # type: ignore[arg-type]
-        for p in parts:
-            out.extend(p)
+        parts, cursor = self._gather("messages", rollout_ids, since, mode, options)
+        records = [m for p in parts for m in p]
+        out = Messages(_reasons(parts, [m["rollout_id"] for m in records]), cursor)  # type: ignore[arg-type]
+        out.extend(records)
         return out
 
     def trajectories(self, rollout_ids: Iterable[str] | None = None, since: Any = None, mode: str | None = None,
                      **options: Any) -> Trajectories:
         from spanpipe.adapters.trajectories import Trajectories
 
-        ids = None if rollout_ids is None else list(rollout_ids)
-        since_each = decode_cursor(since, len(self.backends))
-        parts = self._each(lambda wh, k: wh.trajectories(ids, since=since_each[k], mode=mode, **options))
-        parts, cursor = self._merged(parts, since_each)
-        return Trajectories(pa.concat_tables([p.table for p in parts]), pa.concat_tables([p.breaks for p in parts]),
-                            _reasons(parts, ids), cursor)  # type: ignore[arg-type]
+        parts, cursor = self._gather("trajectories", rollout_ids, since, mode, options)
+        table = pa.concat_tables([p.table for p in parts])
+        return Trajectories(table, pa.concat_tables([p.breaks for p in parts]),
+                            _reasons(parts, table.column("rollout_id").to_pylist()), cursor)  # type: ignore[arg-type]
 
     def close(self) -> None:
         self._pool.shutdown(wait=False)
@@ -162,20 +159,13 @@ class Federation:
         self.close()
 
 
-def _reasons(parts: list[Any], asked: list[str] | None) -> dict[str, str]:
-    """A rollout has no result only if no backend gave one; asked-for rollouts a backend simply
-    does not hold (it says "no spans stored") are not reasons when another backend has them."""
-    produced = {row for p in parts for row in _rollouts_of(p)}
+def _reasons(parts: list[Any], produced: list[str]) -> dict[str, str]:
+    """A rollout has no result only if no backend gave one; a backend that simply does not hold an
+    asked-for rollout ("no spans stored") gives way to one that says more."""
+    have = set(produced)
     reasons: dict[str, str] = {}
     for p in parts:
         for rid, why in p.reasons.items():
-            if rid not in produced and (rid not in reasons or reasons[rid].startswith("no spans stored")):
+            if rid not in have and (rid not in reasons or reasons[rid].startswith("no spans stored")):
                 reasons[rid] = why
     return reasons
-
-
-def _rollouts_of(part: Any) -> set[str]:
-    table = part.table if hasattr(part, "breaks") else (part.to_arrow() if hasattr(part, "to_arrow") else None)
-    if table is not None:
-        return set(table.column("rollout_id").to_pylist())
-    return {m["rollout_id"] for m in part}
