@@ -52,6 +52,38 @@ class Triplet:
         return asdict(self)
 
 
+RULE_IN_WORDS = {
+    "first_occurrence": "first_occurrence: the latest call that finished before the reward started "
+                        "and had no reward yet",
+    "first_sibling": "first_sibling: the latest sibling call that finished before the reward started "
+                     "and had no reward yet",
+}
+
+
+@dataclass
+class RewardLink:
+    """One reward span and the LLM call whose triplet it scores (None: no call could take it)."""
+    reward_span_id: str | None
+    value: float
+    call_span_id: str | None
+    rule: str | None
+
+    @property
+    def why(self) -> str:
+        if self.rule is None:
+            return "no call finished before this reward without already having one: it scores no triplet"
+        return RULE_IN_WORDS[self.rule]
+
+
+@dataclass
+class AttemptDecision:
+    attempt_id: str | None
+    spans: SpanColumns
+    triplets: list[Triplet]
+    why_none: str | None
+    reward_links: list[RewardLink]
+
+
 class Triplets(Sequence[Triplet]):
     """Triplets with `.reasons` (rollout_id → why it gave none) and `.cursor` (for `since=`).
 
@@ -223,7 +255,10 @@ class TripletAdapter:
     def _query(self, rollout_ids: list[str]) -> str:
         ids = ", ".join(_q(r) for r in rollout_ids)
         candidate = self.candidate_sql()
+        # `spans` below means these rollouts' spans only: the gateway-twin and stream-sibling
+        # subqueries look within one rollout anyway, and then do not scan the whole table.
         return f"""
+WITH spans AS MATERIALIZED (SELECT * FROM main.spans WHERE rollout_id IN ({ids}))
 SELECT rollout_id, attempt_id, trace_id, span_id, parent_span_id, name, start_time_unix_nano, end_time_unix_nano,
        sequence_id, span_type, reward, {AGENT_SQL} AS agent_name,
        {response_id_sql(candidate)} AS response_id,
@@ -233,7 +268,7 @@ SELECT rollout_id, attempt_id, trace_id, span_id, parent_span_id, name, start_ti
        COALESCE({candidate}, FALSE) AS candidate
 FROM (SELECT *, {ATTRIBUTE_KEYS_SQL} AS v,
              min(start_time_unix_nano) OVER (PARTITION BY rollout_id, attempt_id) AS attempt_start
-      FROM spans WHERE rollout_id IN ({ids})) s
+      FROM spans) s
 ORDER BY rollout_id, attempt_start, attempt_id, sequence_id NULLS LAST, start_time_unix_nano, span_id"""
 
     def _from_warehouse(self, rollout_ids: list[str]) -> Triplets:
@@ -260,35 +295,17 @@ ORDER BY rollout_id, attempt_start, attempt_id, sequence_id NULLS LAST, start_ti
         reasons: dict[str, str] = {}
         if not rollout_ids:
             return Triplets()
-        table = self.warehouse.sql(self._query(rollout_ids))
-        cols = {name: table.column(name).to_pylist() for name in table.column_names}
-        rids, aids = cols["rollout_id"], cols["attempt_id"]
-        groups: dict[str, list[tuple[str | None, int, int]]] = {}
-        i, n = 0, len(rids)
-        while i < n:
-            j = i
-            while j < n and rids[j] == rids[i] and aids[j] == aids[i]:
-                j += 1
-            groups.setdefault(rids[i], []).append((aids[i], i, j))
-            i = j
-        starts = cols["start_time_unix_nano"]
+        groups = self._attempts_of(rollout_ids)
         for rid in rollout_ids:
             attempts = groups.get(rid)
             if not attempts:
                 reasons[rid] = NO_SPANS
                 continue
             if self.attempts == "latest" and len(attempts) > 1:
-                attempts = [max(attempts, key=lambda a: max(starts[a[1]:a[2]]))]
+                attempts = [max(attempts, key=lambda a: max(a[1].start))]
             found: list[Triplet] = []
             why = None
-            for aid, lo, hi in attempts:
-                sl = {k: v[lo:hi] for k, v in cols.items()}
-                spans = SpanColumns(
-                    span_id=sl["span_id"], parent_span_id=sl["parent_span_id"], name=sl["name"],
-                    start=sl["start_time_unix_nano"], end=sl["end_time_unix_nano"], span_type=sl["span_type"],
-                    reward=sl["reward"], agent_name=sl["agent_name"], response_id=sl["response_id"],
-                    reward_operation=sl["reward_operation"], attributes=sl["attributes"], events=sl["events"],
-                    candidate=sl["candidate"], trace_id=sl["trace_id"], sequence_id=sl["sequence_id"])
+            for aid, spans in attempts:
                 triplets, why = self.adapt_columns(spans)
                 for t in triplets:
                     t.rollout_id, t.attempt_id = rid, aid
@@ -299,9 +316,42 @@ ORDER BY rollout_id, attempt_start, attempt_id, sequence_id NULLS LAST, start_ti
                 reasons[rid] = why or "no LLM call found"
         return Triplets(items, reasons)
 
+    def _attempts_of(self, rollout_ids: list[str]) -> dict[str, list[tuple[str | None, SpanColumns]]]:
+        """The stored spans of `rollout_ids`, per rollout as (attempt id, its spans) in start order."""
+        table = self.warehouse.sql(self._query(rollout_ids))
+        cols = {name: table.column(name).to_pylist() for name in table.column_names}
+        rids, aids = cols["rollout_id"], cols["attempt_id"]
+        groups: dict[str, list[tuple[str | None, SpanColumns]]] = {}
+        i, n = 0, len(rids)
+        while i < n:
+            j = i
+            while j < n and rids[j] == rids[i] and aids[j] == aids[i]:
+                j += 1
+            sl = {k: v[i:j] for k, v in cols.items()}
+            groups.setdefault(rids[i], []).append((aids[i], SpanColumns(
+                span_id=sl["span_id"], parent_span_id=sl["parent_span_id"], name=sl["name"],
+                start=sl["start_time_unix_nano"], end=sl["end_time_unix_nano"], span_type=sl["span_type"],
+                reward=sl["reward"], agent_name=sl["agent_name"], response_id=sl["response_id"],
+                reward_operation=sl["reward_operation"], attributes=sl["attributes"], events=sl["events"],
+                candidate=sl["candidate"], trace_id=sl["trace_id"], sequence_id=sl["sequence_id"])))
+            i = j
+        return groups
+
+    def explain(self, rollout_id: str) -> list[AttemptDecision]:
+        """Every attempt of one rollout with its triplets, why it gave none, and which call each
+        reward span went to (and by which rule): what the adapter decided, for a person to read."""
+        decisions = []
+        for aid, spans in self._attempts_of([rollout_id]).get(rollout_id, []):
+            links: list[RewardLink] = []
+            triplets, why = self.adapt_columns(spans, links)
+            for t in triplets:
+                t.rollout_id, t.attempt_id = rollout_id, aid
+            decisions.append(AttemptDecision(aid, spans, triplets, why, links))
+        return decisions
+
     # ---- the decisions ---------------------------------------------------------------------
-    def adapt_columns(self, s: SpanColumns) -> tuple[list[Triplet], str | None]:
-        """Triplets of one trace tree's spans, or ([], why)."""
+    def adapt_columns(self, s: SpanColumns, links: list[RewardLink] | None = None) -> tuple[list[Triplet], str | None]:
+        """Triplets of one trace tree's spans, or ([], why); `links` gets one entry per reward span."""
         n = len(s.span_id)
         if n == 0:
             return [], "no spans"
@@ -361,25 +411,34 @@ ORDER BY rollout_id, attempt_start, attempt_id, sequence_id NULLS LAST, start_ti
                                     span_id=s.span_id[i], sequence_id=s.sequence_id[i] if s.sequence_id else None))
         rewards = self._match_rewards(tree, kept, reward_value)
         for i, t in zip(kept, triplets):
-            t.reward = rewards.get(i)
+            t.reward = rewards[i][0] if i in rewards else None
+        if links is not None:
+            went_to = {r: c for c, (_, r) in rewards.items()}
+            for r, v in enumerate(reward_value):
+                if v is not None:
+                    c = went_to.get(r)
+                    links.append(RewardLink(s.span_id[r], v, None if c is None else s.span_id[c],
+                                            self.reward_match if c is not None else None))
         if triplets:
             return triplets, None
         return [], self._why_none(s, candidate, calls, excluded, empty_tokens)
 
-    def _match_rewards(self, tree: Tree, calls: list[int], reward_value: list[float | None]) -> dict[int, float]:
+    def _match_rewards(self, tree: Tree, calls: list[int],
+                       reward_value: list[float | None]) -> dict[int, tuple[float, int]]:
+        """Call node → (reward value, reward node) by `reward_match`."""
         call_set = set(calls)
-        rewards: dict[int, float] = {}
+        rewards: dict[int, tuple[float, int]] = {}
 
         n = len(reward_value)
 
         def value(i: int) -> float | None:
             return reward_value[i] if i < n else None
 
-        def assign(pending: list[tuple[int, int]], reward_start: int, v: float) -> None:
+        def assign(pending: list[tuple[int, int]], reward: int, v: float) -> None:
             for cid, cend in reversed(pending):
-                if cend > reward_start or cid in rewards:
+                if cend > tree.start[reward] or cid in rewards:
                     continue
-                rewards[cid] = v
+                rewards[cid] = (v, reward)
                 return
 
         if self.reward_match == "first_occurrence":
@@ -389,7 +448,7 @@ ORDER BY rollout_id, attempt_start, attempt_id, sequence_id NULLS LAST, start_ti
                     pending.append((i, tree.end[i]))
                 v = value(i)
                 if v is not None:
-                    assign(pending, tree.start[i], v)
+                    assign(pending, i, v)
         else:
             for node in tree.dfs():
                 pending = []
@@ -398,7 +457,7 @@ ORDER BY rollout_id, attempt_start, attempt_id, sequence_id NULLS LAST, start_ti
                         pending.append((c, tree.end[c]))
                     v = value(c)
                     if v is not None:
-                        assign(pending, tree.start[c], v)
+                        assign(pending, c, v)
         return rewards
 
     def _why_none(self, s: SpanColumns, candidate: list[bool], calls: list, excluded: Counter,
