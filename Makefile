@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 CONFIG ?= config/default.yaml
 
-.PHONY: run test bench bench-gateway compat demo clean
+.PHONY: run test bench bench-gateway bench-ui compat demo clean ui-vendor
 
 # What running needs (make run), then the test extras on top (everything else).
 RUNTIME := $(VENV)/.runtime-installed
@@ -55,6 +55,14 @@ $(LITELLM)/bin/litellm:
 
 bench-gateway: $(BIN)/spanpipe $(LITELLM)/bin/litellm
 	$(BIN)/python bench/gateway.py --litellm $(LITELLM)/bin/litellm
+
+# The web viewer's browser library (Chart.js), pinned in pipeline/ui/vendor/package-lock.json. Its
+# built file and licences are committed under pipeline/ui/static/vendor, so installing never needs node.
+ui-vendor:
+	npm ci --prefix pipeline/ui/vendor --no-audit --no-fund --loglevel=error
+	cp pipeline/ui/vendor/node_modules/chart.js/dist/chart.umd.min.js pipeline/ui/static/vendor/
+	cp pipeline/ui/vendor/node_modules/chart.js/LICENSE.md pipeline/ui/static/vendor/chart.js-LICENSE.md
+	cp pipeline/ui/vendor/node_modules/@kurkle/color/LICENSE.md pipeline/ui/static/vendor/kurkle-color-LICENSE.md
 
 clean:
 	rm -rf $(VENV) $(COMPAT) $(LITELLM) data

@@ -53,6 +53,7 @@ class QueryApiConfig(BaseModel):
     timeout: Duration = Field("30s", description="a query running longer is interrupted")  # type: ignore[assignment]
     workers: int = Field(4, ge=1, le=64, description="queries running at once")
     auth: AuthSettings | None = None
+    ui: bool = Field(True, description="serve the web viewer under /ui/ on this address")
 
 
 class RetentionConfig(BaseModel):
@@ -156,8 +157,11 @@ class DuckDBExporter(QueuedExporter):
             q = self.config.query
             self.query_server = QueryServer(self.db.reader, host, port, q.max_rows, authenticate,
                                             timeout=q.timeout, max_result_bytes=q.max_result_size_mib * MIB,
-                                            workers=q.workers, complete_rollout=self.complete_rollout)
+                                            workers=q.workers, complete_rollout=self.complete_rollout,
+                                            ui=q.ui, live_metrics=True)
             self.query_server.start()
+            if q.ui:
+                self.log.info("web viewer on %s/ui/", self.query_server.url)
             try:
                 endpoint_file(self.path).write_text(self.query_server.url + "\n")
             except OSError as exc:

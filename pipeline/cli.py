@@ -207,6 +207,37 @@ def _say_missing_token_ids(table: Any) -> None:
         print(f"  {n} × {reason}", file=sys.stderr)
 
 
+def cmd_ui(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from spanpipe.ui.standalone import CannotServe, file_connector, lake_connector, serve
+
+    if not args.lake:
+        ep = Path(f"{args.db}.endpoint")
+        if ep.exists():
+            from spanpipe.warehouse import Warehouse
+
+            url = ep.read_text().strip()
+            if Warehouse.connect(url).ping():
+                print(f"a collector serves {args.db}: its viewer is at {url}/ui/")
+                return 0
+    try:
+        connect = lake_connector(args.lake) if args.lake else file_connector(args.db)
+    except CannotServe as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        serve(connect, args.host, args.port, stop, lambda url: print(f"web viewer on {url} (Ctrl+C stops it)", flush=True))
+    except OSError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def cmd_trajectories(args: argparse.Namespace) -> int:
     """Token-level samples as JSON lines (stdout or --out) or a Parquet file; counts, breaks by
     reason and rollouts without samples go to stderr."""
@@ -300,6 +331,14 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--agent-match", help="regex on agent names")
     _source_args(t)
     t.set_defaults(fn=cmd_triplets)
+    u = sub.add_parser("ui", help="the web viewer over a warehouse file or a Parquet lake (no collector needed)",
+                       description="Serves the web viewer (rollouts, calls, rewards, SQL console) read-only. "
+                       "A running collector serves it itself at its query API's address under /ui/.")
+    u.add_argument("--db", default=DEFAULT_DB, help="warehouse file (default %(default)s)")
+    u.add_argument("--lake", help="a local Parquet lake (the parquet exporter's path) instead of a file")
+    u.add_argument("--host", default="127.0.0.1", help="address to listen on (default %(default)s)")
+    u.add_argument("--port", type=int, default=0, help="port (default: a free one, printed)")
+    u.set_defaults(fn=cmd_ui)
     tr = sub.add_parser("trajectories", help="token-level samples (prompt ids, response ids, mask, logprobs)")
     _selection_args(tr)
     tr.add_argument("--merge", choices=["prefix", "none"], default="prefix",

@@ -12,6 +12,8 @@ client its subscription is live (so it can then check what already happened with
 A query runs on its own cursor and is interrupted (DuckDB's `interrupt`) when it outlives
 `timeout` (408), when its client disconnects, or when the collector drains; its result is capped
 in rows and bytes (413). The database itself has no filesystem access (see the duckdb exporter).
+
+The web viewer (`spanpipe.ui`) is served under `/ui/` on the same server and behind the same token.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar
 
 import duckdb
 import orjson
@@ -30,6 +32,9 @@ from spanpipe import events
 from spanpipe.httpserver import HttpServer
 from spanpipe.telemetry import counters
 from spanpipe.warehouse.readonly import QueryRefused, check_read_only
+
+
+T = TypeVar("T")
 
 
 class QueryInterrupted(Exception):
@@ -72,29 +77,51 @@ class QueryServer:
     def __init__(self, connect: Callable[[], duckdb.DuckDBPyConnection], host: str, port: int,
                  max_rows: int = 5_000_000, authenticate: Callable[[str | None], bool] | None = None,
                  timeout: float = 30.0, max_result_bytes: int = 256 * 1024 * 1024, workers: int = 4,
-                 complete_rollout: Callable[[str, bool], tuple[int, dict[str, Any]]] | None = None) -> None:
+                 complete_rollout: Callable[[str, bool], tuple[int, dict[str, Any]]] | None = None,
+                 ui: bool = True, live_metrics: bool = False) -> None:
         self._connect = connect
         self.max_rows = max_rows
         self.timeout = timeout
         self.max_result_bytes = max_result_bytes
         self._running: set[Query] = set()
         self._running_lock = threading.Lock()
-        self._authenticate = authenticate
+        self.authenticate = authenticate
         app = web.Application(client_max_size=1024 * 1024, middlewares=[self._auth])
+        self.viewer = None
+        if ui:
+            from spanpipe.ui.routes import WebViewer  # the viewer reads through the adapters, which import us
+
+            self.viewer = WebViewer(self, live_metrics)
+            self.viewer.add_routes(app)
         app.router.add_route("*", "/v1/sql", self._sql)
         app.router.add_get("/v1/events", self._events)
         self._complete_rollout = complete_rollout
         if complete_rollout is not None:
             app.router.add_post("/v1/rollouts/{rollout_id}/complete", self._complete)
-        self._streams: set[asyncio.Queue[events.Event | None]] = set()
+        self.streams: set[asyncio.Queue[events.Event | None]] = set()
         self.server = HttpServer(app, host, port, "query-api", workers=workers, shutdown_timeout=10)
 
     @web.middleware
     async def _auth(self, request: web.Request, handler: Callable[..., Any]) -> web.StreamResponse:
-        if self._authenticate is not None and not self._authenticate(request.headers.get("Authorization")):
-            return web.json_response({"error": "missing or wrong bearer token (401)"}, status=401,
-                                     headers={"WWW-Authenticate": "Bearer"})
-        return await handler(request)
+        in_viewer = self.viewer is not None and request.path.startswith("/ui")
+        if self.authenticate is not None and not (in_viewer and self.viewer.is_public(request.path)):
+            credentials = request.headers.get("Authorization")
+            if credentials is None and in_viewer:
+                credentials = self.viewer.cookie_credentials(request)
+            if not self.authenticate(credentials):
+                if in_viewer:
+                    return self.viewer.refuse(request)
+                return web.json_response({"error": "missing or wrong bearer token (401)"}, status=401,
+                                         headers={"WWW-Authenticate": "Bearer"})
+        if not in_viewer:
+            return await handler(request)
+        try:
+            response = await handler(request)
+        except web.HTTPException as exc:
+            self.viewer.secure(exc)
+            raise
+        self.viewer.secure(response)
+        return response
 
     @property
     def url(self) -> str:
@@ -106,7 +133,7 @@ class QueryServer:
 
     def stop(self) -> None:
         def close_streams() -> None:
-            for q in list(self._streams):
+            for q in list(self.streams):
                 q.put_nowait(None)
         self.server.loop.call_soon_threadsafe(close_streams)
         with self._running_lock:
@@ -160,6 +187,40 @@ class QueryServer:
             if own:
                 self.finish_query(query)
 
+    async def run_trusted(self, fn: Callable[..., T], *args: Any) -> T:
+        """`fn(cursor, *args)` in the pool, for SQL of our own (the viewer's pages): the same
+        timeout and shutdown interrupts as a client's query, without the read-only check."""
+        def run() -> T:
+            query = self.start_query()
+            timer = threading.Timer(self.timeout, query.interrupt, (f"it ran longer than {self.timeout:g} s",))
+            timer.daemon = True
+            timer.start()
+            try:
+                return fn(query.con, *args)
+            except duckdb.InterruptException:
+                raise QueryInterrupted(f"query interrupted: {query.stopped_because or 'cancelled'}") from None
+            finally:
+                timer.cancel()
+                self.finish_query(query)
+        return await self.server.run_blocking(run)
+
+    async def run_console(self, request: web.Request, sql: str) -> pa.Table:
+        """A client's SQL, checked and capped as `POST /v1/sql` does."""
+        query = self.start_query()
+        try:
+            return await self._until_done_or_gone(request, query, self.run_query, sql, query)
+        finally:
+            self.finish_query(query)
+
+    @staticmethod
+    def error_response(exc: Exception) -> web.Response:
+        """The status a failed query answers with; anything else is raised on."""
+        for kind, status in ((QueryInterrupted, 408), (QueryTooLarge, 413), (QueryRefused, 403),
+                             ((duckdb.Error, OSError, pa.ArrowException), 400)):
+            if isinstance(exc, kind):
+                return web.json_response({"error": str(exc)}, status=status)
+        raise exc
+
     async def _complete(self, request: web.Request) -> web.Response:
         """The one write the API takes: complete a rollout (optional body {"status": "failed"})."""
         body = await request.read()
@@ -194,24 +255,15 @@ class QueryServer:
             fmt = "arrow" if ARROW_STREAM in request.headers.get("Accept", "") else "json"
         if fmt not in ("arrow", "json"):
             return web.json_response({"error": f"unknown format '{fmt}' (arrow or json)"}, status=400)
-        query = self.start_query()
         try:
-            table = await self._until_done_or_gone(request, query, self.run_query, sql, query)
+            table = await self.run_console(request, sql)
             if fmt == "arrow":
                 return web.Response(body=await self.server.run_blocking(arrow_to_ipc, table),
                                     content_type=ARROW_STREAM)
             return web.Response(body=await self.server.run_blocking(arrow_to_json, table),
                                 content_type="application/json")
-        except QueryInterrupted as exc:
-            return web.json_response({"error": str(exc)}, status=408)
-        except QueryTooLarge as exc:
-            return web.json_response({"error": str(exc)}, status=413)
-        except QueryRefused as exc:
-            return web.json_response({"error": str(exc)}, status=403)
-        except (duckdb.Error, OSError, pa.ArrowException) as exc:
-            return web.json_response({"error": str(exc)}, status=400)
-        finally:
-            self.finish_query(query)
+        except Exception as exc:  # noqa: BLE001 — mapped to its status, or raised on
+            return self.error_response(exc)
 
     async def _until_done_or_gone(self, request: web.Request, query: Query, fn: Callable[..., Any],
                                   *args: Any) -> Any:
@@ -241,7 +293,7 @@ class QueryServer:
                 q.put_nowait(ev)
 
         sids = [events.subscribe(t, lambda ev: loop.call_soon_threadsafe(put, ev)) for t in types]
-        self._streams.add(q)
+        self.streams.add(q)
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
         try:
             await resp.prepare(request)
@@ -258,7 +310,7 @@ class QueryServer:
         except (ConnectionResetError, asyncio.CancelledError):
             pass
         finally:
-            self._streams.discard(q)
+            self.streams.discard(q)
             for sid in sids:
                 events.unsubscribe(sid)
         return resp
