@@ -20,7 +20,7 @@ from collector import run_cli, wait_for
 from examples.fake_openai import FakeOpenAI, answer, logprob_of, prompt_tokens, tokens
 from spanpipe.adapters.trajectories import SAMPLE_SCHEMA, BREAK_SCHEMA, Call, Trajectories, merge_calls, merge_reference, stale
 from spanpipe.warehouse.warehouse import Warehouse
-from test_llm_gateway import Gateway
+from gateway_collector import Gateway
 
 
 def random_attempt(rng: random.Random, n_calls: int) -> list[dict]:

@@ -77,16 +77,17 @@ function drawCharts(doc) {
     rewardChart.data.datasets = rewards;
     rewardChart.update("none");
   }
-  const bars = doc.completed_per_minute.map((m) => ({ x: m.minute, y: m.completed }));
+  const labels = doc.completed_per_minute.map((m) => fmtTime(m.minute).slice(11, 16));
+  const counts = doc.completed_per_minute.map((m) => m.completed);
   if (!minuteChart) {
     minuteChart = new Chart(minuteCanvas, {
       type: "bar",
-      data: { datasets: [{ label: "completed", data: bars, backgroundColor: "#3056d3" }] },
-      options: { animation: false, maintainAspectRatio: false, scales: { x: { ...timeAxis, offset: true } },
-                 plugins: { legend: { display: false } } },
+      data: { labels, datasets: [{ label: "completed", data: counts, backgroundColor: "#3056d3" }] },
+      options: { animation: false, maintainAspectRatio: false, plugins: { legend: { display: false } } },
     });
   } else {
-    minuteChart.data.datasets[0].data = bars;
+    minuteChart.data.labels = labels;
+    minuteChart.data.datasets[0].data = counts;
     minuteChart.update("none");
   }
 }
