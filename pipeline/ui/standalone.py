@@ -30,6 +30,9 @@ def file_connector(path: str | Path) -> Callable[[], duckdb.DuckDBPyConnection]:
     except duckdb.IOException as exc:
         raise CannotServe(f"cannot open {path}: {exc}") from None
 
+    if not base.execute("SELECT 1 FROM duckdb_tables() WHERE table_name = 'spans'").fetchall():
+        raise CannotServe(f"{path} is not a spanpipe warehouse (it has no spans table)")
+
     def connect() -> duckdb.DuckDBPyConnection:
         cur = base.cursor()
         create_views(cur, temporary=True)  # a file written before a view existed gets it per cursor

@@ -213,7 +213,9 @@ FROM (SELECT trace_id, span_id, unnest(dims) AS dim, generate_subscripts(dims, 1
       FROM (SELECT trace_id, span_id, CAST(spanpipe_reward_dimensions(name, attributes::VARCHAR, events::VARCHAR)
                                            AS JSON[]) AS dims
             FROM spans WHERE reward IS NOT NULL)) d""")
-    con.execute(f"CREATE VIEW rollout_completions AS SELECT row_number() OVER (ORDER BY b.end_time_unix_nano, "
+    con.execute("CREATE VIEW rollout_completions (seq, rollout_id, attempt_id, trace_id, span_id, status, mode, "
+                "final_reward, start_time_unix_nano, end_time_unix_nano) AS "
+                f"SELECT row_number() OVER (ORDER BY b.end_time_unix_nano, "
                 f"b.span_id) AS seq, {COMPLETION_COLUMNS} FROM spans b WHERE b.name = '{ROLLOUT_SPAN}' "
                 "AND b.rollout_id IS NOT NULL")
     create_views(con)
