@@ -25,7 +25,15 @@ NODE_AGENT := tests/node/node_modules/.package-lock.json
 $(NODE_AGENT): tests/node/package-lock.json
 	npm ci --prefix tests/node --no-audit --no-fund --loglevel=error
 
-test: $(BIN)/spanpipe $(NODE_AGENT)
+# Headless Chromium for the web viewer's browser tests, from Debian (Playwright drives it; nothing
+# downloads a browser). Root installs it directly, anyone else through sudo.
+CHROMIUM := /usr/bin/chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+$(CHROMIUM):
+	$(SUDO) apt-get update -q
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q chromium
+
+test: $(BIN)/spanpipe $(NODE_AGENT) $(CHROMIUM)
 	$(BIN)/python -m pytest -q -n 2 --ignore=tests/compat
 
 # Live comparison with Microsoft Agent Lightning 0.3.0 (~150 packages), in a venv of its own so the

@@ -17,6 +17,7 @@ from typing import Any
 
 import duckdb
 import orjson
+import pyarrow as pa
 
 from spanpipe.adapters.tree import Tree
 from spanpipe.adapters.triplets import SpanColumns, TripletAdapter
@@ -132,47 +133,52 @@ def _tokens_sql(where: str) -> str:
             f"FROM spans WHERE span_type = 'llm' AND {where} GROUP BY rollout_id")
 
 
-def rollouts_page(cur: duckdb.DuckDBPyConnection, f: RolloutFilter) -> dict[str, Any]:
-    f.validate()
-    where, params = ["TRUE"], {}
-    span_where = "rollout_id IS NOT NULL"
-    if f.id_contains:
-        span_where += " AND contains(rollout_id, $id)"
-        params["id"] = f.id_contains
-    if f.status:
-        where.append("status = $status")
-        params["status"] = f.status
-    if f.mode:
-        where.append("mode = $mode")
-        params["mode"] = f.mode
-    if f.since_ms is not None:
-        where.append("last_span_time_unix_nano >= $since")
-        params["since"] = int(f.since_ms * MS)
-    if f.until_ms is not None:
-        where.append("start_time_unix_nano <= $until")
-        params["until"] = int(f.until_ms * MS)
-    # Sorting by tokens needs every rollout's token counts: the one order that parses attributes.
-    tokens_join = (f"LEFT JOIN ({_tokens_sql(span_where)}) t USING (rollout_id)" if f.sort == "tokens" else "")
-    tokens_col = "COALESCE(t.input_tokens, 0) + COALESCE(t.output_tokens, 0)" if f.sort == "tokens" else "NULL"
-    order = f"{SORT_KEYS[f.sort]} {'DESC' if f.descending else 'ASC'} NULLS LAST, rollout_id"
-    page = rows(cur, f"""
+def rollout_summaries(cur: duckdb.DuckDBPyConnection, with_tokens: bool = False) -> pa.Table:
+    """One row per rollout with what the table shows but tokens (unless `with_tokens`: that reads
+    every LLM call's attributes, seconds on a million spans)."""
+    tokens_join = f"LEFT JOIN ({_tokens_sql('rollout_id IS NOT NULL')}) t USING (rollout_id)" if with_tokens else ""
+    tokens_col = "COALESCE(t.input_tokens, 0) + COALESCE(t.output_tokens, 0)" if with_tokens else "NULL::HUGEINT"
+    return cur.execute(f"""
         WITH agg AS (
             SELECT rollout_id, count(DISTINCT attempt_id) AS attempts, min(start_time_unix_nano) AS start_time_unix_nano,
                    max(end_time_unix_nano) AS last_span_time_unix_nano, count(*) AS spans,
                    count(*) FILTER (WHERE span_type = 'llm') AS llm_calls,
                    arg_max(reward, (sequence_id, start_time_unix_nano)) FILTER (WHERE span_type = 'reward') AS final_reward
-            FROM spans WHERE {span_where} GROUP BY rollout_id),
+            FROM spans WHERE rollout_id IS NOT NULL GROUP BY rollout_id),
         done AS (
             SELECT rollout_id, arg_max(status, seq) AS status, arg_max(mode, seq) AS mode,
                    arg_max(end_time_unix_nano, seq) AS end_time_unix_nano
-            FROM rollout_completions GROUP BY rollout_id),
-        joined AS (
-            SELECT agg.*, COALESCE(done.status, 'running') AS status, done.mode,
-                   done.end_time_unix_nano - agg.start_time_unix_nano AS duration_ns, {tokens_col} AS tokens
-            FROM agg LEFT JOIN done USING (rollout_id) {tokens_join})
-        SELECT *, count(*) OVER () AS total FROM joined WHERE {' AND '.join(where)}
-        ORDER BY {order} LIMIT {int(f.size)} OFFSET {int(f.page) * int(f.size)}""", params)
-    total = page[0]["total"] if page else _count(cur, span_where, where, params)
+            FROM rollout_completions GROUP BY rollout_id)
+        SELECT agg.*, COALESCE(done.status, 'running') AS status, done.mode,
+               done.end_time_unix_nano - agg.start_time_unix_nano AS duration_ns, {tokens_col} AS tokens
+        FROM agg LEFT JOIN done USING (rollout_id) {tokens_join}""").to_arrow_table()
+
+
+def rollouts_page(cur: duckdb.DuckDBPyConnection, f: RolloutFilter, summaries: pa.Table | None = None) -> dict[str, Any]:
+    """A page of the rollouts table, from `summaries` (rollout_summaries, possibly a few seconds
+    old: see routes.SummaryCache) or read now; token counts are read for the page's rows only."""
+    f.validate()
+    if summaries is None or f.sort == "tokens":
+        summaries = rollout_summaries(cur, with_tokens=f.sort == "tokens")
+    where, params = ["TRUE"], {}
+    for cond, key, value in (("contains(rollout_id, $id)", "id", f.id_contains), ("status = $status", "status", f.status),
+                             ("mode = $mode", "mode", f.mode),
+                             ("last_span_time_unix_nano >= $since", "since", None if f.since_ms is None else int(f.since_ms * MS)),
+                             ("start_time_unix_nano <= $until", "until", None if f.until_ms is None else int(f.until_ms * MS))):
+        if value is not None:
+            where.append(cond)
+            params[key] = value
+    order = f"{SORT_KEYS[f.sort]} {'DESC' if f.descending else 'ASC'} NULLS LAST, rollout_id"
+    name = f"__rollout_summaries_{id(summaries)}"
+    cur.register(name, summaries)
+    try:
+        page = rows(cur, f"""
+            SELECT *, count(*) OVER () AS total FROM {name} WHERE {' AND '.join(where)}
+            ORDER BY {order} LIMIT {int(f.size)} OFFSET {int(f.page) * int(f.size)}""", params)
+        total = page[0]["total"] if page else rows(
+            cur, f"SELECT count(*) AS n FROM {name} WHERE {' AND '.join(where)}", params)[0]["n"]
+    finally:
+        cur.unregister(name)
     ids = [r["rollout_id"] for r in page]
     tokens = {}
     if ids:
@@ -187,20 +193,6 @@ def rollouts_page(cur: duckdb.DuckDBPyConnection, f: RolloutFilter) -> dict[str,
                     "start_time": to_ms(r["start_time_unix_nano"]), "duration_ms": to_ms(r["duration_ns"]),
                     "last_span_time": to_ms(r["last_span_time_unix_nano"])})
     return {"total": total, "page": f.page, "size": f.size, "rows": out}
-
-
-def _count(cur: duckdb.DuckDBPyConnection, span_where: str, where: list[str], params: dict[str, Any]) -> int:
-    """The filtered count when the page asked for is past the end (the windowed count came back empty)."""
-    if len(where) == 1:
-        return rows(cur, f"SELECT count(DISTINCT rollout_id) AS n FROM spans WHERE {span_where}", params)[0]["n"]
-    return rows(cur, f"""
-        WITH agg AS (SELECT rollout_id, min(start_time_unix_nano) AS start_time_unix_nano,
-                            max(end_time_unix_nano) AS last_span_time_unix_nano FROM spans WHERE {span_where} GROUP BY 1),
-             done AS (SELECT rollout_id, arg_max(status, seq) AS status, arg_max(mode, seq) AS mode
-                      FROM rollout_completions GROUP BY 1)
-        SELECT count(*) AS n FROM (SELECT agg.*, COALESCE(done.status, 'running') AS status, done.mode
-                                   FROM agg LEFT JOIN done USING (rollout_id)) WHERE {' AND '.join(where)}""",
-                params)[0]["n"]
 
 
 # ---- one rollout ----------------------------------------------------------------------------

@@ -16,8 +16,10 @@ from __future__ import annotations
 import asyncio
 import io
 import math
+import threading
+import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Generic, TypeVar
 from urllib.parse import quote
 
 import duckdb
@@ -42,6 +44,7 @@ CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' 
 CONSOLE_ROWS = 1000  # shown in the page; a download has them all (within the API's caps)
 LIVE_INTERVAL = 2.0
 _SAFE_INT = 2**53
+T = TypeVar("T")
 
 
 def security_headers(response: web.StreamResponse) -> None:
@@ -56,6 +59,45 @@ def page_html(page: str) -> bytes:
     return shell.replace("{title}", PAGES[page]).replace("{page}", page).encode()
 
 
+class Refreshed(Generic[T]):
+    """A result shared by every request and recomputed in the background once older than `fresh`
+    seconds; a request waits only when there is none yet or it is older than `stale` (so what a
+    page shows is at most `stale` seconds behind). Used for the rollouts table's per-rollout
+    summaries — paging and sorting then sort one row per rollout instead of aggregating every
+    span — and for the overview, which every open overview page would otherwise recompute."""
+
+    def __init__(self, compute: Callable[[], T], fresh: float = 1.0, stale: float = 5.0) -> None:
+        self._compute, self.fresh, self.stale = compute, fresh, stale
+        self._table: T | None = None
+        self._at = 0.0
+        self._lock = threading.Lock()
+        self._refreshing = False
+
+    def get(self) -> T:
+        with self._lock:
+            table, age = self._table, time.monotonic() - self._at
+            start = table is not None and self.fresh < age <= self.stale and not self._refreshing
+            if start:
+                self._refreshing = True
+        if table is None or age > self.stale:
+            return self._refresh()
+        if start:
+            threading.Thread(target=self._refresh, name="ui-summaries", daemon=True).start()
+        return table
+
+    def _refresh(self) -> T:
+        started = time.monotonic()
+        try:
+            table = self._compute()
+        finally:
+            with self._lock:
+                self._refreshing = False
+        with self._lock:
+            if started >= self._at:
+                self._table, self._at = table, started
+        return table
+
+
 class WebViewer:
     """Adds the viewer to `server`'s app. `live_metrics`: the viewer runs inside a collector, whose
     self-metrics (refusals, queue depth) it can show; a viewer over a file or lake has none."""
@@ -64,6 +106,10 @@ class WebViewer:
         self.server = server
         self.live_metrics = live_metrics
         self._pages = {name: page_html(name) for name in PAGES}
+        self.summaries: Refreshed[pa.Table] = Refreshed(lambda: self._with_cursor(queries.rollout_summaries))
+        self.overview: Refreshed[dict[str, Any]] = Refreshed(lambda: self._with_cursor(self._overview_if_changed),
+                                                             2.0, 10.0)
+        self._overview_seen: tuple[Any, dict[str, Any]] | None = None
 
     secure = staticmethod(security_headers)
 
@@ -135,8 +181,18 @@ class WebViewer:
     async def _overview(self, request: web.Request) -> web.Response:
         return await self._json(request, self._overview_now)
 
-    def _overview_now(self, cur: duckdb.DuckDBPyConnection) -> dict[str, Any]:
-        return {**queries.overview(cur), "metrics": self.metrics()}
+    def _overview_if_changed(self, cur: duckdb.DuckDBPyConnection) -> dict[str, Any]:
+        """The overview, recomputed only when spans or completions were stored since the last one
+        (the same object otherwise, so the live stream sends nothing)."""
+        version = cur.execute("SELECT (SELECT count(*) FROM spans), (SELECT max(seq) FROM rollout_completions)").fetchall()[0]
+        if self._overview_seen is not None and self._overview_seen[0] == version:
+            return self._overview_seen[1]
+        doc = queries.overview(cur)
+        self._overview_seen = (version, doc)
+        return doc
+
+    def _overview_now(self, _: duckdb.DuckDBPyConnection | None = None) -> dict[str, Any]:
+        return {**self.overview.get(), "metrics": self.metrics()}
 
     def metrics(self) -> dict[str, Any] | None:
         """The collector's refusals and queue depth (None outside a collector)."""
@@ -149,8 +205,8 @@ class WebViewer:
                 "warehouse_rows": gauges.value("warehouse_rows")}
 
     async def _overview_live(self, request: web.Request) -> web.StreamResponse:
-        """Server-Sent Events: `overview` when the warehouse changed (new spans or completions),
-        `metrics` every interval; checked every LIVE_INTERVAL seconds."""
+        """Server-Sent Events: `overview` whenever the shared overview was recomputed (at most
+        every 2 s while someone watches), else `metrics`; every LIVE_INTERVAL seconds."""
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
         security_headers(resp)
         stop: asyncio.Queue[Any] = asyncio.Queue()
@@ -160,11 +216,11 @@ class WebViewer:
             await resp.prepare(request)
             await resp.write(b": subscribed\n\n")
             while True:
-                version = await self.server.run_trusted(_version)
-                if version != seen:
-                    doc = await self.server.run_trusted(self._overview_now)
+                current = await self.server.server.run_blocking(self.overview.get)
+                if current is not seen:
+                    doc = {**current, "metrics": self.metrics()}
                     await resp.write(b"event: overview\ndata: " + orjson.dumps(doc, default=str) + b"\n\n")
-                    seen = version
+                    seen = current
                 elif self.live_metrics:
                     await resp.write(b"event: metrics\ndata: " + orjson.dumps(self.metrics()) + b"\n\n")
                 else:
@@ -196,7 +252,17 @@ class WebViewer:
             f.validate()
         except ValueError as exc:
             return web.json_response({"error": str(exc)}, status=400)
-        return await self._json(request, queries.rollouts_page, f)
+        return await self._json(request, self._rollouts_now, f)
+
+    def _with_cursor(self, fn: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
+        query = self.server.start_query()
+        try:
+            return fn(query.con)
+        finally:
+            self.server.finish_query(query)
+
+    def _rollouts_now(self, cur: duckdb.DuckDBPyConnection, f: queries.RolloutFilter) -> dict[str, Any]:
+        return queries.rollouts_page(cur, f, None if f.sort == "tokens" else self.summaries.get())
 
     async def _rollout(self, request: web.Request) -> web.Response:
         return await self._json(request, queries.rollout, request.match_info["rollout_id"],
@@ -227,11 +293,6 @@ class WebViewer:
         body = await self.server.server.run_blocking(_encode, table, fmt)
         return web.Response(body=body, content_type="text/csv" if fmt == "csv" else "application/vnd.apache.parquet",
                             headers={"Content-Disposition": f'attachment; filename="spanpipe-query.{fmt}"'})
-
-
-def _version(cur: duckdb.DuckDBPyConnection) -> tuple[Any, ...]:
-    """Changes when spans or completions were stored (both are cheap to read)."""
-    return cur.execute("SELECT (SELECT count(*) FROM spans), (SELECT max(seq) FROM rollout_completions)").fetchall()[0]
 
 
 def _number(text: str | None) -> float | None:
