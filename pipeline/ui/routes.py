@@ -106,7 +106,7 @@ class WebViewer:
         self.server = server
         self.live_metrics = live_metrics
         self._pages = {name: page_html(name) for name in PAGES}
-        self.summaries: Refreshed[pa.Table] = Refreshed(lambda: self._with_cursor(queries.rollout_summaries))
+        self.summaries: Refreshed[pa.Table] = Refreshed(lambda: self._with_cursor(queries.rollout_summaries), 3.0, 5.0)
         self.overview: Refreshed[dict[str, Any]] = Refreshed(lambda: self._with_cursor(self._overview_if_changed),
                                                              2.0, 10.0)
         self._overview_seen: tuple[Any, dict[str, Any]] | None = None
