@@ -115,7 +115,7 @@ class WebViewer:
 
     def add_routes(self, app: web.Application) -> None:
         r = app.router
-        r.add_get("/ui", lambda _: web.HTTPFound("/ui/"))
+        r.add_get("/ui", self._to_overview)
         r.add_get("/ui/", self._page("overview"))
         r.add_get("/ui/rollouts", self._page("rollouts"))
         r.add_get("/ui/rollouts/{rollout_id}", self._page("rollout"))
@@ -160,6 +160,10 @@ class WebViewer:
         raise response
 
     # ---- pages ------------------------------------------------------------------------------
+    @staticmethod
+    async def _to_overview(_: web.Request) -> web.StreamResponse:
+        raise web.HTTPFound("/ui/")
+
     def _page(self, name: str) -> Callable[[web.Request], Any]:
         async def handler(_: web.Request) -> web.Response:
             return web.Response(body=self._pages[name], content_type="text/html", charset="utf-8")
