@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 CONFIG ?= config/default.yaml
 
-.PHONY: run test bench bench-gateway bench-ui compat demo clean ui-vendor
+.PHONY: run test bench bench-gateway bench-ui compat capture-conventions demo clean ui-vendor
 
 # What running needs (make run), then the test extras on top (everything else).
 RUNTIME := $(VENV)/.runtime-installed
@@ -48,6 +48,26 @@ $(COMPAT)/bin/agl: pyproject.toml
 compat: $(COMPAT)/bin/agl
 	LITELLM_LOCAL_MODEL_COST_MAP=True $(COMPAT)/bin/python -m pytest -q tests/compat
 
+# Record what current instrumentation libraries send (tests/conventions/capture.py), one venv per
+# library so the project never depends on them; `make test` replays tests/fixtures/conventions/.
+# AgentOps 0.4.21's exporter fails on OTel SDKs after 1.36 ('_headers'): it gets that SDK.
+CAPTURE_PACKAGES_genai_latest := 'opentelemetry-instrumentation-openai-v2==2.4b0' 'opentelemetry-util-genai==1.1b0' openai httpx
+CAPTURE_PACKAGES_genai_latest_events := $(CAPTURE_PACKAGES_genai_latest)
+CAPTURE_PACKAGES_pydantic_ai := 'pydantic-ai-slim[openai]'
+CAPTURE_PACKAGES_strands := 'strands-agents[openai]'
+CAPTURE_PACKAGES_agentops := agentops openai 'opentelemetry-sdk==1.36.0' 'opentelemetry-api==1.36.0' \
+	'opentelemetry-proto==1.36.0' 'opentelemetry-exporter-otlp-proto-http==1.36.0' \
+	'opentelemetry-exporter-otlp-proto-grpc==1.36.0' 'opentelemetry-exporter-otlp-proto-common==1.36.0' \
+	'opentelemetry-instrumentation==0.57b0' 'opentelemetry-semantic-conventions==0.57b0'
+CAPTURED := genai_latest genai_latest_events pydantic_ai strands agentops
+
+capture-conventions:
+	for lib in $(CAPTURED); do \
+	  test -x .venv-capture-$$lib/bin/python || $(PYTHON) -m venv .venv-capture-$$lib; \
+	done
+	$(foreach lib,$(CAPTURED),.venv-capture-$(lib)/bin/pip install -q -e . $(CAPTURE_PACKAGES_$(lib)) && \
+	  .venv-capture-$(lib)/bin/python tests/conventions/capture.py $(lib) &&) true
+
 demo: $(BIN)/spanpipe
 	$(BIN)/python examples/run_demo.py
 
@@ -73,4 +93,4 @@ ui-vendor:
 	cp pipeline/ui/vendor/node_modules/@kurkle/color/LICENSE.md pipeline/ui/static/vendor/kurkle-color-LICENSE.md
 
 clean:
-	rm -rf $(VENV) $(COMPAT) $(LITELLM) data
+	rm -rf $(VENV) $(COMPAT) $(LITELLM) .venv-capture-* data

@@ -42,6 +42,7 @@ def response_id(attrs: dict[str, Any], llm: bool = False) -> str | None:
     return None
 
 
+OPERATION_DETAILS_EVENT = "gen_ai.client.inference.operation.details"
 INPUT_EVENTS = {"gen_ai.system.message": "system", "gen_ai.user.message": "user",
                 "gen_ai.assistant.message": "assistant", "gen_ai.tool.message": "tool"}
 
@@ -189,14 +190,32 @@ def _int(value: Any) -> int | None:
     return None
 
 
-def input_messages(attrs: dict[str, Any], events: list[dict[str, Any]] | None) -> tuple[list[Message] | None, str | None]:
+def _operation_details(events: list[dict[str, Any]] | None) -> dict[str, Any]:
+    """The attributes of the call's `gen_ai.client.inference.operation.details` event: where the
+    latest GenAI conventions put message content when it is not on the span (as structured values
+    or JSON strings)."""
+    for ev in events or ():
+        if ev.get("name") == OPERATION_DETAILS_EVENT:
+            return ev.get("attributes") or {}
+    return {}
+
+
+def _genai_input(attrs: dict[str, Any]) -> list[Message] | None:
     msgs = _canonical_list(attrs.get("gen_ai.input.messages"), "user")
     if msgs is not None:
         system = loose(attrs.get("gen_ai.system_instructions"))
         if system:
-            parts = _parts_from_content(system)
-            msgs = [{"role": "system", "parts": parts}, *msgs]
+            msgs = [{"role": "system", "parts": _parts_from_content(system)}, *msgs]
+    return msgs
+
+
+def input_messages(attrs: dict[str, Any], events: list[dict[str, Any]] | None) -> tuple[list[Message] | None, str | None]:
+    msgs = _genai_input(attrs)
+    if msgs is not None:
         return msgs, "gen_ai"
+    msgs = _genai_input(_operation_details(events))
+    if msgs is not None:
+        return msgs, "gen_ai_events"
     for fn, prefix, conv in ((_openinference, "llm.input_messages", "openinference"),
                              (_openllmetry, "gen_ai.prompt", "gen_ai_flat")):
         msgs = fn(attrs, prefix, "user")
@@ -218,6 +237,9 @@ def output_messages(attrs: dict[str, Any], events: list[dict[str, Any]] | None) 
     msgs = _canonical_list(attrs.get("gen_ai.output.messages"), "assistant")
     if msgs is not None:
         return msgs, "gen_ai"
+    msgs = _canonical_list(_operation_details(events).get("gen_ai.output.messages"), "assistant")
+    if msgs is not None:
+        return msgs, "gen_ai_events"
     for fn, prefix, conv in ((_openinference, "llm.output_messages", "openinference"),
                              (_openllmetry, "gen_ai.completion", "gen_ai_flat")):
         msgs = fn(attrs, prefix, "assistant")
