@@ -14,7 +14,7 @@ $(RUNTIME): pyproject.toml
 	touch $(RUNTIME)
 
 $(BIN)/spanpipe: $(RUNTIME)
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q -e '.[test,ray]'
 	touch $(BIN)/spanpipe
 
 run: $(RUNTIME)

@@ -161,10 +161,17 @@ def cmd_triplets(args: argparse.Namespace) -> int:
     if args.llm_call_match is not None:  # given: only spans of that name (not every span typed llm)
         options.update(llm_call_match=args.llm_call_match, llm_conventions=False)
     logging.getLogger("spanpipe.adapters.triplets").setLevel(logging.ERROR)  # reasons: printed once, below
+    if args.engine == "ray" and not args.lake:
+        print("error: --engine ray reads a lake: give --lake PATH", file=sys.stderr)
+        return 2
     try:
-        with _warehouse(args) as wh:
-            result = wh.triplets(args.rollout or None, since=args.since, mode=args.mode, **options)
-            completed = wh.completed_rollouts(args.rollout) if args.rollout else {}
+        if args.engine == "ray":
+            result = _ray_triplets(args, options)
+            completed = {}
+        else:
+            with _warehouse(args) as wh:
+                result = wh.triplets(args.rollout or None, since=args.since, mode=args.mode, **options)
+                completed = wh.completed_rollouts(args.rollout) if args.rollout else {}
     except (WarehouseError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -185,6 +192,46 @@ def cmd_triplets(args: argparse.Namespace) -> int:
           file=sys.stderr)
     _say_missing_token_ids(result.to_arrow())
     return 3 if unknown else 0
+
+
+def _ray_triplets(args: argparse.Namespace, options: dict[str, Any]) -> Any:
+    """Triplets computed by Ray Data over the lake (`spanpipe.lake.ray`), in the order the DuckDB
+    engine gives them. Joins the cluster in $RAY_ADDRESS, else starts a local one."""
+    try:
+        import ray
+    except ImportError:
+        raise ValueError("--engine ray needs Ray: pip install 'spanpipe[ray]'") from None
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    import spanpipe.lake.ray as lake_ray
+    from spanpipe.adapters.triplets import NO_SPANS, Triplets
+
+    ray.init(logging_level="ERROR", log_to_driver=False, configure_logging=False, include_dashboard=False,
+             **({} if os.environ.get("RAY_ADDRESS") else {"_node_ip_address": "127.0.0.1"}))
+    try:
+        result = lake_ray.triplets(args.lake, args.rollout or None, since=args.since, mode=args.mode, **options)
+        tables = ray.get(result.dataset.to_arrow_refs())
+    finally:
+        ray.shutdown()
+    table = pa.concat_tables(tables) if tables else pa.table({})
+    reasons: dict[str, str] = {}
+    if table.num_rows:
+        order = pc.index_in(table.column("rollout_id"), value_set=pa.array(result.rollout_ids, pa.string()))
+        table = (table.append_column("_k", order).append_column("_o", pa.array(range(table.num_rows), pa.int64()))
+                 .sort_by([("_k", "ascending"), ("_o", "ascending")]).drop_columns(["_k", "_o"]))
+        produced = set(table.column("rollout_id").to_pylist())
+    else:
+        produced = set()
+    for rid in result.rollout_ids:
+        if rid not in produced:
+            reasons[rid] = "no triplet (the DuckDB engine says why)"
+    for rid in dict.fromkeys(args.rollout or ()):
+        if rid not in result.rollout_ids:
+            reasons[rid] = NO_SPANS
+    out = Triplets(table=table, reasons=reasons) if table.num_rows else Triplets(reasons=reasons)
+    out.cursor = result.cursor
+    return out
 
 
 def _say_missing_token_ids(table: Any) -> None:
@@ -329,6 +376,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "any span an instrumentation convention marks as one, or named openai.chat.completion)")
     t.add_argument("--skip-empty-token-spans", action="store_true", help="leave out LLM calls without token ids")
     t.add_argument("--agent-match", help="regex on agent names")
+    t.add_argument("--engine", choices=["duckdb", "ray"], default="duckdb",
+                   help="duckdb: on this machine (default); ray: Ray Data over the --lake, on the Ray cluster in "
+                   "$RAY_ADDRESS or a local one (needs spanpipe[ray])")
     _source_args(t)
     t.set_defaults(fn=cmd_triplets)
     u = sub.add_parser("ui", help="the web viewer over a warehouse file or a Parquet lake (no collector needed)",

@@ -223,6 +223,16 @@ class TripletAdapter:
                  mode: str | None = None) -> Triplets:
         """Triplets of the given rollouts; or of rollouts completed after `since` (a cursor from a
         previous call's `.cursor`); optionally only rollouts of `mode` (train/val/test)."""
+        wanted, cursor = self.select(rollout_ids, since, mode)
+        result = self._from_warehouse(wanted)
+        result.cursor = cursor
+        for rid, why in result.reasons.items():
+            logger.warning("rollout %s gave no triplet: %s", rid, why)
+        return result
+
+    def select(self, rollout_ids: Iterable[str] | None = None, since: int | None = None,
+               mode: str | None = None) -> tuple[list[str], int | None]:
+        """Which rollouts `triplets` reads, in order, and the cursor after them (None without `since`)."""
         if self.warehouse is None:
             raise ValueError("this adapter has no warehouse; use adapt(spans) or pass one")
         cursor = None
@@ -241,11 +251,7 @@ class TripletAdapter:
                 f"attributes->>'agentlightning.rollout.mode' = {_q(mode)} AND rollout_id IN "
                 f"({', '.join(_q(r) for r in wanted)})").column("rollout_id").to_pylist()
             wanted = [r for r in wanted if r in set(modes)]
-        result = self._from_warehouse(wanted)
-        result.cursor = cursor
-        for rid, why in result.reasons.items():
-            logger.warning("rollout %s gave no triplet: %s", rid, why)
-        return result
+        return wanted, cursor
 
     def candidate_sql(self) -> str:
         by_name = f"regexp_matches(name, {_q(self.llm_call_match)})"

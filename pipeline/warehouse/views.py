@@ -205,6 +205,12 @@ def create_lake_views(con: duckdb.DuckDBPyConnection, location: str) -> None:
                     "hive_partitioning = true, union_by_name = true)")
     else:
         con.execute(DDL[0])
+    create_views_over_spans(con)
+
+
+def create_views_over_spans(con: duckdb.DuckDBPyConnection) -> None:
+    """Everything a lake reader needs on top of a `spans` view that already exists (over Parquet
+    files, or over an Arrow table of some rollouts' spans on a Ray worker)."""
     register_functions(con)
     con.execute("""CREATE VIEW reward_dimensions AS
 SELECT trace_id, span_id, CAST(d.idx - 1 AS INTEGER) AS idx, d.dim->>'name' AS name,

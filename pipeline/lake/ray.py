@@ -1,0 +1,139 @@
+"""Triplets, messages and trajectories from a Parquet lake with Ray Data (`pip install spanpipe[ray]`).
+
+The driver chooses the rollouts exactly as the single-machine path does (`TripletAdapter.select`
+over the lake: completed rollouts, those asked, a mode, after a cursor), which reads only the
+lake's rollout spans. Ray Data then reads the span partitions, keeps those rollouts' rows, puts
+each rollout in one of `buckets` groups, and on each group runs the very code the single-machine
+path runs — the triplet adapter, the messages adapter, the trajectory builder — over an in-memory
+DuckDB holding that group's spans with the lake's views on top. Same decisions, so the same rows;
+only their order across groups is Ray's (sort by rollout_id for a fixed order).
+
+    import ray, spanpipe.lake.ray as lake_ray
+    ray.init()
+    result = lake_ray.triplets("s3://bucket/lake", since=cursor)
+    result.dataset            # a ray.data.Dataset of triplet rows (Triplets.to_arrow's columns)
+    result.cursor             # pass as since= next time
+    result.dataset.write_parquet("out/")
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterable, Literal
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import ray
+import ray.data
+from ray.data.context import DataContext, ShuffleStrategy
+
+from spanpipe.warehouse.schema import SPANS_COLUMNS
+
+What = Literal["triplets", "messages", "trajectories"]
+
+
+@dataclass
+class LakeResult:
+    dataset: ray.data.Dataset
+    cursor: int | None
+    rollout_ids: list[str]
+
+
+def triplets(location: str, rollout_ids: Iterable[str] | None = None, since: int | None = None,
+             mode: str | None = None, buckets: int | None = None, **adapter_options: Any) -> LakeResult:
+    """Triplet rows (the columns of `Triplets.to_arrow()`)."""
+    return _run("triplets", location, rollout_ids, since, mode, buckets, adapter_options)
+
+
+def messages(location: str, rollout_ids: Iterable[str] | None = None, since: int | None = None,
+             mode: str | None = None, buckets: int | None = None, **adapter_options: Any) -> LakeResult:
+    """Chat fine-tuning records: `messages` and `tools` as JSON text, `rollout_id`, `span_id`, `reward`."""
+    return _run("messages", location, rollout_ids, since, mode, buckets, adapter_options)
+
+
+def trajectories(location: str, rollout_ids: Iterable[str] | None = None, since: int | None = None,
+                 mode: str | None = None, buckets: int | None = None, **options: Any) -> LakeResult:
+    """Token-level samples (`Trajectories.table`'s columns); `merge`, `reward`, … as for
+    `Warehouse.trajectories`."""
+    return _run("trajectories", location, rollout_ids, since, mode, buckets, options)
+
+
+def _run(what: What, location: str, rollout_ids: Iterable[str] | None, since: int | None, mode: str | None,
+         buckets: int | None, options: dict[str, Any]) -> LakeResult:
+    from spanpipe.adapters.triplets import TripletAdapter
+    from spanpipe.warehouse.warehouse import Warehouse
+
+    adapter_options = {k: v for k, v in options.items() if k not in _TRAJECTORY_OPTIONS}
+    with Warehouse.open_lake(location) as lake:
+        wanted, cursor = TripletAdapter(lake, **adapter_options).select(rollout_ids, since, mode)
+    if not wanted:
+        return LakeResult(ray.data.from_arrow(pa.table({"rollout_id": pa.array([], pa.string())})), cursor, [])
+    buckets = buckets or max(1, min(len(wanted), int(ray.available_resources().get("CPU", 1)) * 4))
+    order = pa.array(wanted, pa.string())
+    columns = [name for name, _ in SPANS_COLUMNS]
+
+    def keep_and_bucket(batch: pa.Table) -> pa.Table:
+        index = pc.index_in(batch.column("rollout_id"), value_set=order)
+        batch = batch.select(columns).filter(pc.is_valid(index))
+        kept = index.filter(pc.is_valid(index)).to_numpy(zero_copy_only=False)
+        return batch.append_column("_bucket", pa.array(np.asarray(kept, np.int64) % buckets))
+
+    # A sort-based shuffle: Ray Data's default hash shuffle starts aggregator actors, seconds of
+    # overhead per pull on a small cluster. The datasets keep the setting; the caller's context is restored.
+    context = DataContext.get_current()
+    caller_strategy = context.shuffle_strategy
+    context.shuffle_strategy = ShuffleStrategy.SORT_SHUFFLE_PULL_BASED
+    try:
+        files = ray.data.read_parquet(location.rstrip("/"), file_extensions=["parquet"])
+        spans = files.map_batches(keep_and_bucket, batch_format="pyarrow")
+        adapt = _GroupAdapter(what, wanted, options)
+        out = spans.groupby("_bucket", num_partitions=buckets).map_groups(lambda group: adapt(group),
+                                                                          batch_format="pyarrow")
+    finally:
+        context.shuffle_strategy = caller_strategy
+    return LakeResult(out, cursor, wanted)
+
+
+_TRAJECTORY_OPTIONS = ("merge", "reward", "max_staleness", "current_version")
+
+
+class _GroupAdapter:
+    """One group's spans → the adapter's rows, on a Ray worker."""
+
+    def __init__(self, what: What, wanted: list[str], options: dict[str, Any]) -> None:
+        self.what, self.wanted, self.options = what, wanted, options
+
+    def __call__(self, group: pa.Table) -> pa.Table:
+        import duckdb
+
+        from spanpipe.warehouse.views import create_views_over_spans
+        from spanpipe.warehouse.warehouse import Warehouse
+
+        present = set(group.column("rollout_id").to_pylist())
+        ids = [r for r in self.wanted if r in present]
+        con = duckdb.connect()
+        con.register("__group_spans", group.drop_columns(["_bucket"]))
+        con.execute("CREATE VIEW spans AS SELECT * FROM __group_spans")
+        create_views_over_spans(con)
+        wh = Warehouse(con=con)
+        try:
+            if self.what == "triplets":
+                return wh.triplets(ids, **self.options).to_arrow()
+            if self.what == "messages":
+                return _messages_table(wh.messages(ids, **self.options))
+            return wh.trajectories(ids, **self.options).table
+        finally:
+            con.close()
+
+
+def _messages_table(records: list[dict[str, Any]]) -> pa.Table:
+    import orjson
+
+    return pa.table({
+        "rollout_id": pa.array([r["rollout_id"] for r in records], pa.string()),
+        "span_id": pa.array([r["span_id"] for r in records], pa.string()),
+        "reward": pa.array([r["reward"] for r in records], pa.float64()),
+        "messages": pa.array([orjson.dumps(r["messages"]).decode() for r in records], pa.string()),
+        "tools": pa.array([orjson.dumps(r.get("tools")).decode() for r in records], pa.string()),
+    })

@@ -1,0 +1,102 @@
+"""The Ray Data read side over a lake written by a real collector: triplets, messages and
+trajectories from a Ray local cluster (2 CPUs, 127.0.0.1) equal the single-machine path's on the
+same lake, and `spanpipe triplets --lake … --engine ray` prints the same triplets."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Iterator
+
+import pyarrow as pa
+import pytest
+
+from collector import SPANPIPE, Collector, wait_for
+from spanpipe.warehouse.warehouse import Warehouse
+
+import ray  # noqa: E402 — the spanpipe[ray] extra, which make test installs
+
+ROOT = Path(__file__).parents[1]
+IDS = [f"ro-ray-{n:02d}" for n in range(12)] + ["ro-ray-xss", "ro-ray-early", "ro-ray-nocall"]
+
+
+@pytest.fixture(scope="module")
+def lake(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    tmp = tmp_path_factory.mktemp("raylake")
+    lake = tmp / "lake"
+    c = Collector(tmp, processors={"rollout": {}, "reward": {}, "batch": {"timeout": "20ms"}})
+    c.config["exporters"]["parquet"] = {"path": str(lake), "partition_by": ["date", "rollout_id"]}
+    c.config["service"]["pipelines"]["traces"]["exporters"] = ["duckdb", "parquet"]
+    with c.rewrite():
+        env = {**os.environ, "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://{c.grpc_endpoint}"}
+        out = subprocess.run([sys.executable, str(ROOT / "tests" / "ui_agent.py"), *IDS], env=env, cwd=ROOT,
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        wh = Warehouse.connect(c.query_url)
+        wait_for(lambda: wh.sql("SELECT count(*) AS n FROM rollout_completions").column("n")[0].as_py() == len(IDS), 20)
+        assert c.stop() == 0
+    return lake
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[None]:
+    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", logging_level="ERROR",
+             log_to_driver=False, configure_logging=False)
+    yield
+    ray.shutdown()
+
+
+def collect(dataset) -> pa.Table:
+    table = pa.concat_tables(ray.get(dataset.to_arrow_refs()))
+    return table.sort_by([("rollout_id", "ascending"), ("span_id" if "span_id" in table.column_names
+                                                          else "sample_index", "ascending")])
+
+
+def _samples(table: pa.Table) -> list[dict]:
+    """Rows in a fixed order, with NaN logprobs (unknown) as None so equal rows compare equal."""
+    rows = table.to_pylist()
+    for row in rows:
+        row["response_logprobs"] = [None if x != x else x for x in row["response_logprobs"]]
+    return sorted(rows, key=lambda r: (r["rollout_id"], r["attempt_id"], r["sample_index"]))
+
+
+def test_ray_gives_what_duckdb_gives_on_the_same_lake(lake: Path, cluster: None) -> None:
+    import spanpipe.lake.ray as lake_ray
+
+    with Warehouse.open_lake(lake) as wh:
+        one = wh.triplets()
+        messages = wh.messages()
+        samples = wh.trajectories().table
+        later = wh.triplets(since=5, mode="val")
+    assert len(one) == 12 * 2 + 2 and set(one.reasons) == {"ro-ray-nocall"}  # two calls each; one in xss, early
+    by_rollout_then_span = [("rollout_id", "ascending"), ("span_id", "ascending")]
+    result = lake_ray.triplets(str(lake), buckets=3)
+    assert set(result.rollout_ids) == set(IDS) and result.cursor == one.cursor == len(IDS)
+    assert collect(result.dataset).equals(one.to_arrow().sort_by(by_rollout_then_span))
+
+    got = collect(lake_ray.messages(str(lake)).dataset)
+    by_span = {m["span_id"]: m for m in messages}
+    assert sorted(got.column("span_id").to_pylist()) == sorted(by_span) and len(by_span) == len(one)
+    for row in got.to_pylist():
+        assert json.loads(row["messages"]) == by_span[row["span_id"]]["messages"]
+        assert row["reward"] == by_span[row["span_id"]]["reward"]
+
+    traj = _samples(collect(lake_ray.trajectories(str(lake)).dataset))
+    assert len(traj) == 26 and traj == _samples(samples)
+
+    after = lake_ray.triplets(str(lake), since=5, mode="val")  # the rollouts are chosen as on one machine
+    assert after.cursor == later.cursor and 0 < len(later) < len(one)
+    assert collect(after.dataset).equals(later.to_arrow().sort_by(by_rollout_then_span))
+
+
+def test_triplets_cli_with_the_ray_engine(lake: Path) -> None:
+    duck = subprocess.run([SPANPIPE, "triplets", "--lake", str(lake), "--since", "0"], capture_output=True,
+                          text=True, timeout=120)
+    via_ray = subprocess.run([SPANPIPE, "triplets", "--lake", str(lake), "--since", "0", "--engine", "ray"],
+                             capture_output=True, text=True, timeout=300)
+    assert duck.returncode == 0 and via_ray.returncode == 0, via_ray.stderr
+    assert via_ray.stdout.splitlines() == duck.stdout.splitlines() and len(duck.stdout.splitlines()) == 26
+    assert "26 triplet(s); next cursor: 15" in via_ray.stderr and "26 triplet(s); next cursor: 15" in duck.stderr
