@@ -20,6 +20,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -78,8 +79,9 @@ def capture(library: str) -> Path:
                "OTEL_RESOURCE_ATTRIBUTES": f"agentlightning.rollout_id=ro-{library}",
                "OTEL_SERVICE_NAME": f"agent-{library}", "FAKE_OPENAI_URL": upstream.base_url,
                "OPENAI_API_KEY": "not-needed", "OPENAI_BASE_URL": upstream.base_url}
-        out = subprocess.run([sys.executable, str(Path(__file__).with_name(f"agent_{library}.py"))], env=env,
-                             capture_output=True, text=True, timeout=300, cwd=ROOT)
+        with tempfile.TemporaryDirectory() as scratch:  # AgentOps writes agentops.log where it runs
+            out = subprocess.run([sys.executable, str(Path(__file__).with_name(f"agent_{library}.py"))], env=env,
+                                 capture_output=True, text=True, timeout=300, cwd=scratch)
     if os.environ.get("CAPTURE_VERBOSE"):
         print(out.stdout, out.stderr)
     recorder.shutdown()
