@@ -138,3 +138,28 @@ def test_the_collector_imports_no_pydantic_plugin_installed_for_agents():
             "print(sorted(m for m in sys.modules if m.split('.')[0] == 'logfire'))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and out.stdout.strip() == "[]", out.stdout[:300] + out.stderr[-300:]
+
+
+def test_a_running_collector_does_not_load_pandas(tmp_path):
+    """pandas is installed here (Ray brings it); pyarrow and DuckDB would import it on first use
+    only to ask whether an object is a DataFrame: 40 MiB the memory limiter counts as idle."""
+    import importlib.util
+
+    import requests
+
+    from collector import Collector, wait_for
+    from otlp_requests import make_request
+
+    assert importlib.util.find_spec("pandas") is not None
+    with Collector(tmp_path) as c:
+        request, ids = make_request(20)
+        r = requests.post(c.http_url + "/v1/traces", data=request.SerializeToString(),
+                          headers={"Content-Type": "application/x-protobuf"}, timeout=10)
+        assert r.status_code == 200
+        count = lambda: requests.post(c.query_url + "/v1/sql", json={"sql": "SELECT count(*) AS n FROM spans"},  # noqa: E731
+                                      timeout=10).json()[0]["n"]
+        wait_for(lambda: count() == len(ids), 10, "the spans stored")
+        assert requests.get(c.query_url + "/ui/api/rollouts", timeout=10).status_code == 200
+        maps = Path(f"/proc/{c.proc.pid}/maps").read_text()
+        assert "/pandas/" not in maps
+        assert c.stop() == 0
