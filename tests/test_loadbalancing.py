@@ -36,13 +36,13 @@ def front(tmp: Path, backends: list[Collector]) -> Collector:
     return c.rewrite()
 
 
-def send_rollouts(endpoint: str, n: int) -> dict[str, int]:
+def send_rollouts(endpoint: str, n: int, prefix: str = "") -> dict[str, int]:
     """n rollouts of three shapes; returns rollout → spans sent."""
     sent: dict[str, int] = {}
     providers = []
     for shape in ("resource", "attributes", "root_only"):
         for k in range(n):
-            rid = f"ro-{shape}-{k}"
+            rid = f"ro-{prefix}{shape}-{k}"
             resource = {"service.name": "lb-agent", **({"agentlightning.rollout_id": rid} if shape == "resource" else {})}
             provider = TracerProvider(resource=Resource.create(resource))
             provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint, insecure=True)))
@@ -95,6 +95,72 @@ def test_every_rollout_lands_whole_on_one_backend_even_with_a_backend_paused(tmp
     ring = Ring([b.grpc_endpoint for b in backends])
     assert all(backends[homes[rid][0]].grpc_endpoint == ring.backend(rid) for rid in sent)
     assert len({h[0] for h in homes.values()}) == 3  # the three backends share the rollouts
+
+
+def durable_backend(tmp: Path, name: str) -> Collector:
+    """A backend whose warehouse queue is on disk: what it acknowledged survives kill -9."""
+    c = backend(tmp, name)
+    c.config["processors"] = {"rollout": {"idle_timeout": "0s"}, "reward": {}}
+    c.config["service"]["pipelines"]["traces"]["processors"] = ["rollout", "reward"]
+    c.config["extensions"] = {"file_storage": {"directory": str(tmp / name / "queue")}}
+    c.config["service"]["extensions"] = ["file_storage"]
+    c.config["exporters"]["duckdb"]["sending_queue"] = {"storage": "file_storage", "batch": {"max_size": 2048}}
+    return c.rewrite()
+
+
+CLIENT = ("import sys; sys.path[:0] = ['tests', '.']; from test_loadbalancing import send_rollouts; "
+          "import json; print(json.dumps(send_rollouts(sys.argv[1], int(sys.argv[2]), sys.argv[3])))")
+
+
+def test_four_clients_200_rollouts_a_backend_killed_and_restarted_nothing_lost_none_split(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    backends = [durable_backend(tmp_path, f"b{k}") for k in range(3)]
+    for b in backends:
+        b.start()
+    lb = front(tmp_path, backends)
+    root = Path(__file__).parents[1]
+    try:
+        lb.start()
+        clients = [subprocess.Popen([sys.executable, "-c", CLIENT, lb.grpc_endpoint, "17", f"c{i}-"], cwd=root,
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(4)]
+        victim = Warehouse.connect(backends[2].query_url)
+        wait_for(lambda: victim.sql("SELECT count(*) AS n FROM spans").column("n")[0].as_py() > 0, 60,
+                 "the first spans on the backend to kill")
+        assert any(c.poll() is None for c in clients)  # mid-run: clients are still sending
+        backends[2].proc.send_signal(signal.SIGKILL)  # kill -9
+        backends[2].proc.wait()
+        time.sleep(2.0)
+        backends[2].start()
+        sent: dict[str, int] = {}
+        for client in clients:
+            out, err = client.communicate(timeout=180)
+            assert client.returncode == 0, err[-2000:]
+            sent.update(json.loads(out.strip().splitlines()[-1]))
+        whs = [Warehouse.connect(b.query_url) for b in backends]
+        total = sum(sent.values())
+
+        def stored() -> int:
+            return sum(w.sql("SELECT count(*) AS n FROM spans").column("n")[0].as_py() for w in whs)
+        wait_for(lambda: stored() >= total, 90, f"{total} spans on the backends")
+        per_backend = [{r["rollout_id"]: r["n"] for r in w.sql(
+            "SELECT rollout_id, count(*) AS n FROM spans GROUP BY rollout_id").to_pylist()} for w in whs]
+        duplicates = sum(w.sql("SELECT count(*) - count(DISTINCT (trace_id, span_id)) AS d FROM spans")
+                         .column("d")[0].as_py() for w in whs)
+        assert lb.stop() == 0
+        assert all(b.stop() == 0 for b in backends)
+    finally:
+        for b in backends:
+            b.kill()
+        lb.kill()
+    assert len(sent) == 4 * 3 * 17 and total == 4 * len(sent)
+    homes = {rid: [k for k, counts in enumerate(per_backend) if rid in counts] for rid in sent}
+    assert all(len(h) == 1 for h in homes.values()), {r: h for r, h in homes.items() if len(h) != 1}
+    assert all(per_backend[h[0]][rid] == sent[rid] for rid, h in homes.items())  # whole, once
+    assert duplicates == 0 and sum(len(p) for p in per_backend) == len(sent)
+    assert any(h[0] == 2 for h in homes.values())  # the killed backend had rollouts of its own
 
 
 def test_the_ring_moves_only_the_keys_of_a_backend_that_left():
