@@ -107,7 +107,10 @@ def test_a_late_reward_brings_the_rollout_back_to_cursor_readers(tmp_path):
 
     from spanpipe.warehouse.warehouse import EventStream
 
-    with Collector(tmp_path, processors={"rollout": {}, "reward": {}, "batch": {"timeout": "20ms"}}) as c:
+    c = Collector(tmp_path, processors={"rollout": {}, "reward": {}, "batch": {"timeout": "20ms"}})
+    c.config["exporters"]["parquet"] = {"path": str(tmp_path / "lake")}  # the lake keeps late rewards too
+    c.config["service"]["pipelines"]["traces"]["exporters"] = ["duckdb", "parquet"]
+    with c.rewrite():
         emit.configure(endpoint=f"http://{c.grpc_endpoint}", service_name="late-agent")
         with emit.rollout(rollout_id="ro-late") as r:
             with trace.get_tracer("agent").start_as_current_span("chat qwen", attributes={
@@ -131,6 +134,15 @@ def test_a_late_reward_brings_the_rollout_back_to_cursor_readers(tmp_path):
         done = wh.completed_rollouts(["ro-late"])["ro-late"]
         row = wh.rollouts(["ro-late"]).to_pylist()[0]
         nothing_new = wh.triplets(since=again.cursor)
+        assert c.stop() == 0
+    with Warehouse.open_lake(tmp_path / "lake") as lake:
+        lake_first = lake.triplets(since=0)
+        lake_again = lake.triplets(since=1)
+        lake_done = lake.completed_rollouts(["ro-late"])["ro-late"]
+        lake_log = lake.sql("SELECT seq, final_reward FROM rollout_completions ORDER BY seq").to_pylist()
+    assert lake_log == [{"seq": 1, "final_reward": 0.5}, {"seq": 2, "final_reward": 0.9}]
+    assert lake_first.cursor == 2 and [t.rollout_id for t in lake_again] == ["ro-late"] and lake_again.cursor == 2
+    assert lake_done["final_reward"] == 0.9
     assert event is not None and event["data"]["rollout_id"] == "ro-late"
     assert event["data"]["final_reward"] == 0.9 and event["data"]["late_reward"] is True
     assert [t.rollout_id for t in again] == ["ro-late"] and again.cursor > first.cursor

@@ -193,8 +193,8 @@ def create_lake_views(con: duckdb.DuckDBPyConnection, location: str) -> None:
 
     The lake holds spans only: `reward_dimensions` is read from each reward span's attributes by the
     reward processor's rules (every dimension, as the warehouse keeps them), and
-    `rollout_completions` is derived from the rollout spans, ordered by end time (a cursor into a
-    lake is stable while the lake only grows)."""
+    `rollout_completions` is derived from the rollout spans and late reward spans, ordered by time
+    (a cursor into a lake is stable while the lake only grows in time order)."""
     from spanpipe.lake import lake_glob
 
     pattern = lake_glob(location)
@@ -219,11 +219,26 @@ FROM (SELECT trace_id, span_id, unnest(dims) AS dim, generate_subscripts(dims, 1
       FROM (SELECT trace_id, span_id, CAST(spanpipe_reward_dimensions(name, attributes::VARCHAR, events::VARCHAR)
                                            AS JSON[]) AS dims
             FROM spans WHERE reward IS NOT NULL)) d""")
-    con.execute("CREATE VIEW rollout_completions (seq, rollout_id, attempt_id, trace_id, span_id, status, mode, "
-                "final_reward, start_time_unix_nano, end_time_unix_nano) AS "
-                f"SELECT row_number() OVER (ORDER BY b.end_time_unix_nano, "
-                f"b.span_id) AS seq, {COMPLETION_COLUMNS} FROM spans b WHERE b.name = '{ROLLOUT_SPAN}' "
-                "AND b.rollout_id IS NOT NULL")
+    # As the warehouse logs them: one record per stored rollout span, and one per reward that
+    # started after its rollout's latest completion (a late reward: the rollout comes back to
+    # cursor readers with that reward as its final one), ordered by when each happened.
+    con.execute(f"""CREATE VIEW rollout_completions (seq, rollout_id, attempt_id, trace_id, span_id, status, mode,
+                                                final_reward, start_time_unix_nano, end_time_unix_nano) AS
+WITH done AS (
+    SELECT * FROM (SELECT b.end_time_unix_nano, b.span_id, {COMPLETION_COLUMNS} FROM spans b
+                   WHERE b.name = '{ROLLOUT_SPAN}' AND b.rollout_id IS NOT NULL)
+        AS d(happened, tie, rollout_id, attempt_id, trace_id, span_id, status, mode, final_reward,
+             start_time_unix_nano, end_time_unix_nano)),
+late AS (
+    SELECT r.start_time_unix_nano AS happened, r.span_id AS tie, d.rollout_id, d.attempt_id, r.trace_id, r.span_id,
+           d.status, d.mode, r.reward AS final_reward, d.start_time_unix_nano, d.end_time_unix_nano
+    FROM spans r JOIN done d ON d.rollout_id = r.rollout_id AND d.attempt_id IS NOT DISTINCT FROM r.attempt_id
+                            AND r.start_time_unix_nano >= d.end_time_unix_nano
+    WHERE r.span_type = 'reward' AND r.reward IS NOT NULL AND r.name <> '{ROLLOUT_SPAN}'
+    QUALIFY row_number() OVER (PARTITION BY r.trace_id, r.span_id ORDER BY d.end_time_unix_nano DESC) = 1)
+SELECT row_number() OVER (ORDER BY happened, tie) AS seq, rollout_id, attempt_id, trace_id, span_id, status, mode,
+       final_reward, start_time_unix_nano, end_time_unix_nano
+FROM (SELECT * FROM done UNION ALL SELECT * FROM late)""")
     create_views(con)
 
 
