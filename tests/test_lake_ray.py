@@ -20,6 +20,10 @@ from spanpipe.warehouse.warehouse import Warehouse
 import ray  # noqa: E402 — the spanpipe[ray] extra, which make test installs
 
 ROOT = Path(__file__).parents[1]
+# The S3 test's credentials for the local S3 server, set before the Ray cluster starts so its
+# workers have them too (pyarrow reads them from the environment, as on a real cluster).
+os.environ.setdefault("AWS_ACCESS_KEY_ID", "test")
+os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "test")
 IDS = [f"ro-ray-{n:02d}" for n in range(12)] + ["ro-ray-xss", "ro-ray-early", "ro-ray-nocall"]
 
 
@@ -100,3 +104,58 @@ def test_triplets_cli_with_the_ray_engine(lake: Path) -> None:
     assert duck.returncode == 0 and via_ray.returncode == 0, via_ray.stderr
     assert via_ray.stdout.splitlines() == duck.stdout.splitlines() and len(duck.stdout.splitlines()) == 26
     assert "26 triplet(s); next cursor: 15" in via_ray.stderr and "26 triplet(s); next cursor: 15" in duck.stderr
+
+
+def test_a_lake_on_s3_written_by_the_collector_and_read_by_ray(tmp_path: Path, cluster: None) -> None:
+    """The parquet exporter writes to an S3-compatible server (moto's, on 127.0.0.1) and Ray reads
+    the lake back from there: the triplets are the collector's own warehouse's."""
+    import socket
+
+    import boto3
+
+    import spanpipe.lake.ray as lake_ray
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen([str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1", "-p", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        endpoint = f"http://127.0.0.1:{port}"
+        s3 = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="test", aws_secret_access_key="test",
+                          region_name="us-east-1")
+        wait_for(lambda: _answers(s3), 20, "the S3 server")
+        s3.create_bucket(Bucket="training")
+        lake = f"s3://training/lake?endpoint_override=127.0.0.1:{port}&scheme=http&region=us-east-1"
+        ids = IDS[:6]
+        c = Collector(tmp_path, processors={"rollout": {}, "reward": {}, "batch": {"timeout": "20ms"}})
+        c.config["exporters"]["parquet"] = {"path": lake}
+        c.config["service"]["pipelines"]["traces"]["exporters"] = ["duckdb", "parquet"]
+        with c.rewrite():
+            env = {**os.environ, "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://{c.grpc_endpoint}"}
+            out = subprocess.run([sys.executable, str(ROOT / "tests" / "ui_agent.py"), *ids], env=env, cwd=ROOT,
+                                 capture_output=True, text=True, timeout=60)
+            assert out.returncode == 0, out.stderr
+            wh = Warehouse.connect(c.query_url)
+            wait_for(lambda: wh.sql("SELECT count(*) AS n FROM rollout_completions").column("n")[0].as_py() == len(ids), 20)
+            assert c.stop() == 0
+        keys = [o["Key"] for o in s3.list_objects_v2(Bucket="training", Prefix="lake/")["Contents"]]
+        files = [k for k in keys if k.endswith(".parquet")]
+        assert files and all("/date=" in k for k in files) and not any("/." in k for k in keys)  # no temp file left
+        with Warehouse.open(c.db) as own:
+            expected = own.triplets(since=0)
+        result = lake_ray.triplets(lake)
+        assert result.cursor == len(ids) and set(result.rollout_ids) == set(ids)
+        assert collect(result.dataset).equals(expected.to_arrow().sort_by([("rollout_id", "ascending"),
+                                                                           ("span_id", "ascending")]))
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
+def _answers(s3) -> bool:
+    try:
+        s3.list_buckets()
+        return True
+    except Exception:  # noqa: BLE001 — not up yet
+        return False

@@ -62,10 +62,11 @@ def trajectories(location: str, rollout_ids: Iterable[str] | None = None, since:
 def _run(what: What, location: str, rollout_ids: Iterable[str] | None, since: int | None, mode: str | None,
          buckets: int | None, options: dict[str, Any]) -> LakeResult:
     from spanpipe.adapters.triplets import TripletAdapter
-    from spanpipe.warehouse.warehouse import Warehouse
+    from spanpipe.lake import open_filesystem
 
     adapter_options = {k: v for k, v in options.items() if k not in _TRAJECTORY_OPTIONS}
-    with Warehouse.open_lake(location) as lake:
+    fs, root = open_filesystem(location)
+    with _completion_spans(fs, root) as lake:
         wanted, cursor = TripletAdapter(lake, **adapter_options).select(rollout_ids, since, mode)
     if not wanted:
         return LakeResult(ray.data.from_arrow(pa.table({"rollout_id": pa.array([], pa.string())})), cursor, [])
@@ -85,7 +86,7 @@ def _run(what: What, location: str, rollout_ids: Iterable[str] | None, since: in
     caller_strategy = context.shuffle_strategy
     context.shuffle_strategy = ShuffleStrategy.SORT_SHUFFLE_PULL_BASED
     try:
-        files = ray.data.read_parquet(location.rstrip("/"), file_extensions=["parquet"])
+        files = ray.data.read_parquet(root.rstrip("/"), filesystem=fs, file_extensions=["parquet"])
         spans = files.map_batches(keep_and_bucket, batch_format="pyarrow")
         adapt = _GroupAdapter(what, wanted, options)
         out = spans.groupby("_bucket", num_partitions=buckets).map_groups(lambda group: adapt(group),
@@ -96,6 +97,29 @@ def _run(what: What, location: str, rollout_ids: Iterable[str] | None, since: in
 
 
 _TRAJECTORY_OPTIONS = ("merge", "reward", "max_staleness", "current_version")
+
+
+def _completion_spans(fs: Any, root: str) -> Any:
+    """A warehouse over the lake's rollout and reward spans only (what choosing rollouts reads:
+    completions, modes, late rewards), read with pyarrow from any filesystem — a local path, S3…"""
+    import duckdb
+    import pyarrow.dataset as pads
+
+    from spanpipe.warehouse.schema import ROLLOUT_SPAN
+    from spanpipe.warehouse.views import create_views_over_spans
+    from spanpipe.warehouse.warehouse import Warehouse
+
+    names = [name for name, _ in SPANS_COLUMNS]
+    dataset = pads.dataset(root, filesystem=fs, format="parquet", partitioning="hive")
+    wanted = (pads.field("name") == ROLLOUT_SPAN) | (pads.field("span_type") == "reward")
+    table = dataset.to_table(columns=[n for n in names if n in dataset.schema.names], filter=wanted)
+    con = duckdb.connect()
+    con.register("__lake_spans", table)
+    present = set(table.column_names)
+    con.execute("CREATE VIEW spans AS SELECT " + ", ".join(
+        n if n in present else f"NULL::{sql.split()[0]} AS {n}" for n, sql in SPANS_COLUMNS) + " FROM __lake_spans")
+    create_views_over_spans(con)
+    return Warehouse(con=con)
 
 
 class _GroupAdapter:
