@@ -27,22 +27,27 @@ os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "test")
 IDS = [f"ro-ray-{n:02d}" for n in range(12)] + ["ro-ray-xss", "ro-ray-early", "ro-ray-nocall"]
 
 
-@pytest.fixture(scope="module")
-def lake(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    tmp = tmp_path_factory.mktemp("raylake")
-    lake = tmp / "lake"
+def write_lake(tmp: Path, location: str, ids: list[str], **parquet: object) -> Collector:
+    """A collector (duckdb + parquet into `location`) fed `ids` by the UI test agent, then stopped."""
     c = Collector(tmp, processors={"rollout": {}, "reward": {}, "batch": {"timeout": "20ms"}})
-    c.config["exporters"]["parquet"] = {"path": str(lake), "partition_by": ["date", "rollout_id"]}
+    c.config["exporters"]["parquet"] = {"path": location, **parquet}
     c.config["service"]["pipelines"]["traces"]["exporters"] = ["duckdb", "parquet"]
     with c.rewrite():
         env = {**os.environ, "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://{c.grpc_endpoint}"}
-        out = subprocess.run([sys.executable, str(ROOT / "tests" / "ui_agent.py"), *IDS], env=env, cwd=ROOT,
+        out = subprocess.run([sys.executable, str(ROOT / "tests" / "ui_agent.py"), *ids], env=env, cwd=ROOT,
                              capture_output=True, text=True, timeout=60)
         assert out.returncode == 0, out.stderr
         wh = Warehouse.connect(c.query_url)
-        wait_for(lambda: wh.sql("SELECT count(*) AS n FROM rollout_completions").column("n")[0].as_py() == len(IDS), 20)
+        wait_for(lambda: wh.sql("SELECT count(*) AS n FROM rollout_completions").column("n")[0].as_py() == len(ids), 20)
         assert c.stop() == 0
-    return lake
+    return c
+
+
+@pytest.fixture(scope="module")
+def lake(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    tmp = tmp_path_factory.mktemp("raylake")
+    write_lake(tmp, str(tmp / "lake"), IDS, partition_by=["date", "rollout_id"])
+    return tmp / "lake"
 
 
 @pytest.fixture(scope="module")
@@ -128,17 +133,7 @@ def test_a_lake_on_s3_written_by_the_collector_and_read_by_ray(tmp_path: Path, c
         s3.create_bucket(Bucket="training")
         lake = f"s3://training/lake?endpoint_override=127.0.0.1:{port}&scheme=http&region=us-east-1"
         ids = IDS[:6]
-        c = Collector(tmp_path, processors={"rollout": {}, "reward": {}, "batch": {"timeout": "20ms"}})
-        c.config["exporters"]["parquet"] = {"path": lake}
-        c.config["service"]["pipelines"]["traces"]["exporters"] = ["duckdb", "parquet"]
-        with c.rewrite():
-            env = {**os.environ, "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://{c.grpc_endpoint}"}
-            out = subprocess.run([sys.executable, str(ROOT / "tests" / "ui_agent.py"), *ids], env=env, cwd=ROOT,
-                                 capture_output=True, text=True, timeout=60)
-            assert out.returncode == 0, out.stderr
-            wh = Warehouse.connect(c.query_url)
-            wait_for(lambda: wh.sql("SELECT count(*) AS n FROM rollout_completions").column("n")[0].as_py() == len(ids), 20)
-            assert c.stop() == 0
+        c = write_lake(tmp_path, lake, ids)
         keys = [o["Key"] for o in s3.list_objects_v2(Bucket="training", Prefix="lake/")["Contents"]]
         files = [k for k in keys if k.endswith(".parquet")]
         assert files and all("/date=" in k for k in files) and not any("/." in k for k in keys)  # no temp file left

@@ -60,6 +60,21 @@ def send_rollouts(endpoint: str, n: int, prefix: str = "") -> dict[str, int]:
     return sent
 
 
+def where_rollouts_landed(backends: list[Collector], total: int, timeout: float) -> tuple[list[dict[str, int]], int]:
+    """Once `total` spans are stored over the backends: per backend, rollout → spans; and how many
+    spans are stored twice."""
+    whs = [Warehouse.connect(b.query_url) for b in backends]
+
+    def stored() -> int:
+        return sum(w.sql("SELECT count(*) AS n FROM spans").column("n")[0].as_py() for w in whs)
+    wait_for(lambda: stored() >= total, timeout, f"{total} spans on the backends")
+    per_backend = [{r["rollout_id"]: r["n"] for r in w.sql(
+        "SELECT rollout_id, count(*) AS n FROM spans GROUP BY rollout_id").to_pylist()} for w in whs]
+    duplicates = sum(w.sql("SELECT count(*) - count(DISTINCT (trace_id, span_id)) AS d FROM spans")
+                     .column("d")[0].as_py() for w in whs)
+    return per_backend, duplicates
+
+
 def test_every_rollout_lands_whole_on_one_backend_even_with_a_backend_paused(tmp_path):
     backends = [backend(tmp_path, f"b{k}") for k in range(3)]
     for b in backends:
@@ -72,16 +87,7 @@ def test_every_rollout_lands_whole_on_one_backend_even_with_a_backend_paused(tmp
         sent = send_rollouts(lb.grpc_endpoint, 12)
         time.sleep(2)
         backends[1].proc.send_signal(signal.SIGCONT)
-        whs = [Warehouse.connect(b.query_url) for b in backends]
-        total = sum(sent.values())
-
-        def stored() -> int:
-            return sum(w.sql("SELECT count(*) AS n FROM spans").column("n")[0].as_py() for w in whs)
-        wait_for(lambda: stored() >= total, 60, f"{total} spans on the backends")
-        per_backend = [{r["rollout_id"]: r["n"] for r in w.sql(
-            "SELECT rollout_id, count(*) AS n FROM spans GROUP BY rollout_id").to_pylist()} for w in whs]
-        duplicates = sum(w.sql("SELECT count(*) - count(DISTINCT (trace_id, span_id)) AS d FROM spans")
-                         .column("d")[0].as_py() for w in whs)
+        per_backend, duplicates = where_rollouts_landed(backends, sum(sent.values()), 60)
         assert lb.stop() == 0
     finally:
         for b in backends:
@@ -139,16 +145,8 @@ def test_four_clients_200_rollouts_a_backend_killed_and_restarted_nothing_lost_n
             out, err = client.communicate(timeout=180)
             assert client.returncode == 0, err[-2000:]
             sent.update(json.loads(out.strip().splitlines()[-1]))
-        whs = [Warehouse.connect(b.query_url) for b in backends]
         total = sum(sent.values())
-
-        def stored() -> int:
-            return sum(w.sql("SELECT count(*) AS n FROM spans").column("n")[0].as_py() for w in whs)
-        wait_for(lambda: stored() >= total, 90, f"{total} spans on the backends")
-        per_backend = [{r["rollout_id"]: r["n"] for r in w.sql(
-            "SELECT rollout_id, count(*) AS n FROM spans GROUP BY rollout_id").to_pylist()} for w in whs]
-        duplicates = sum(w.sql("SELECT count(*) - count(DISTINCT (trace_id, span_id)) AS d FROM spans")
-                         .column("d")[0].as_py() for w in whs)
+        per_backend, duplicates = where_rollouts_landed(backends, total, 90)
         assert lb.stop() == 0
         assert all(b.stop() == 0 for b in backends)
     finally:
