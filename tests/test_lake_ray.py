@@ -154,3 +154,51 @@ def _answers(s3) -> bool:
         return True
     except Exception:  # noqa: BLE001 — not up yet
         return False
+
+
+def test_a_balanced_tier_on_one_lake_gives_one_collectors_triplets(tmp_path: Path, cluster: None) -> None:
+    """A front routes 4 clients' 204 rollouts (three shapes) to 3 backends that write one lake, and
+    also sends every span to a reference collector: every span is once in the lake, and the triplets
+    through Warehouse.connect([backends]) and through Ray over the lake equal the reference's."""
+    import spanpipe.lake.ray as lake_ray
+    from test_loadbalancing import backend, front, rollouts_sent, start_clients, where_rollouts_landed
+
+    lake = tmp_path / "lake"
+    backends = [backend(tmp_path, f"b{k}") for k in range(3)]
+    for b in backends:
+        b.config["exporters"]["parquet"] = {"path": str(lake)}
+        b.config["service"]["pipelines"]["traces"]["exporters"] = ["duckdb", "parquet"]
+        b.rewrite()
+    (tmp_path / "reference").mkdir()
+    reference = Collector(tmp_path / "reference", processors={"rollout": {"idle_timeout": "0s"}, "reward": {},
+                                                              "batch": {"timeout": "20ms"}})
+    lb = front(tmp_path, backends)
+    lb.config["exporters"]["otlp"] = {"endpoint": reference.grpc_endpoint, "tls": {"insecure": True}}
+    lb.config["service"]["pipelines"]["traces"]["exporters"] = ["loadbalancing", "otlp"]
+    lb.rewrite()
+    everything = [*backends, reference, lb]
+    try:
+        for c in everything:
+            c.start()
+        sent = rollouts_sent(start_clients(lb.grpc_endpoint))
+        total = sum(sent.values())
+        per_backend, duplicates = where_rollouts_landed(backends, total, 90)
+        ref = Warehouse.connect(reference.query_url)
+        wait_for(lambda: ref.sql("SELECT count(*) AS n FROM spans").column("n")[0].as_py() >= total, 60, "the reference")
+        ids = sorted(sent)
+        expected = ref.triplets(ids).to_arrow()
+        federated = Warehouse.connect([b.query_url for b in backends]).triplets(ids).to_arrow()
+        assert lb.stop() == 0 and all(c.stop() == 0 for c in [*backends, reference])
+    finally:
+        for c in everything:
+            c.kill()
+    assert len(sent) == 204 and duplicates == 0 and all(sum(1 for p in per_backend if r in p) == 1 for r in sent)
+    with Warehouse.open_lake(lake) as wh:
+        stored = wh.sql("SELECT count(*) AS n, count(DISTINCT (trace_id, span_id)) AS d FROM spans").to_pylist()[0]
+    assert stored == {"n": total, "d": total}  # every span once in the lake
+    through_ray = collect(lake_ray.triplets(str(lake), rollout_ids=ids).dataset)
+    key = [("rollout_id", "ascending"), ("span_id", "ascending")]
+    compared = ["rollout_id", "span_id", "prompt_token_ids", "response_token_ids", "reward", "prompt", "response"]
+    assert expected.num_rows == 204 and expected.column("reward").null_count == 0
+    for got in (federated, through_ray):
+        assert got.sort_by(key).select(compared).equals(expected.sort_by(key).select(compared))

@@ -4,7 +4,10 @@ agent gives its rollout ids (on the resource, on each span, or only on the trace
 
 from __future__ import annotations
 
+import json
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -37,7 +40,8 @@ def front(tmp: Path, backends: list[Collector]) -> Collector:
 
 
 def send_rollouts(endpoint: str, n: int, prefix: str = "") -> dict[str, int]:
-    """n rollouts of three shapes; returns rollout → spans sent."""
+    """n rollouts of three shapes (rollout id on the resource, on every span, or on the root only),
+    each an agent span over an LLM call, a tool step and a reward; returns rollout → spans sent."""
     sent: dict[str, int] = {}
     providers = []
     for shape in ("resource", "attributes", "root_only"):
@@ -51,9 +55,16 @@ def send_rollouts(endpoint: str, n: int, prefix: str = "") -> dict[str, int]:
             ids = {"agentlightning.rollout_id": rid} if shape == "attributes" else {}
             root_ids = {"agentlightning.rollout_id": rid} if shape != "resource" else {}
             with tracer.start_as_current_span("agent", attributes=root_ids):
-                for j in range(3):
-                    with tracer.start_as_current_span(f"step {j}", attributes=ids):
-                        pass
+                # An LLM call with token ids, a tool step, and a reward for the call.
+                with tracer.start_as_current_span("chat", attributes={**ids, **{
+                        "gen_ai.operation.name": "chat", "gen_ai.response.id": f"{rid}-call",
+                        "prompt_token_ids": [1, 2, k], "response_token_ids": [3, k]}}):
+                    pass
+                with tracer.start_as_current_span("tool", attributes=ids):
+                    pass
+                with tracer.start_as_current_span("agentlightning.annotation", attributes={**ids, **{
+                        "agentlightning.reward.0.name": "primary", "agentlightning.reward.0.value": k / 10}}):
+                    pass
             sent[rid] = 4
     for provider in providers:
         provider.shutdown()
@@ -82,10 +93,11 @@ def test_every_rollout_lands_whole_on_one_backend_even_with_a_backend_paused(tmp
     lb = front(tmp_path, backends)
     try:
         lb.start()
-        # One backend paused mid-run: its rollouts wait in its queue at the front, none go elsewhere.
+        # One backend paused for 15 s mid-run: its rollouts wait in its queue at the front, none go elsewhere.
         backends[1].proc.send_signal(signal.SIGSTOP)
+        paused_at = time.monotonic()
         sent = send_rollouts(lb.grpc_endpoint, 12)
-        time.sleep(2)
+        time.sleep(max(0.0, paused_at + 15 - time.monotonic()))
         backends[1].proc.send_signal(signal.SIGCONT)
         per_backend, duplicates = where_rollouts_landed(backends, sum(sent.values()), 60)
         assert lb.stop() == 0
@@ -118,20 +130,31 @@ CLIENT = ("import sys; sys.path[:0] = ['tests', '.']; from test_loadbalancing im
           "import json; print(json.dumps(send_rollouts(sys.argv[1], int(sys.argv[2]), sys.argv[3])))")
 
 
-def test_four_clients_200_rollouts_a_backend_killed_and_restarted_nothing_lost_none_split(tmp_path):
-    import json
-    import subprocess
-    import sys
+def start_clients(endpoint: str, n: int = 4, per_shape: int = 17) -> list[subprocess.Popen[str]]:
+    """`n` client processes, each sending 3 × `per_shape` rollouts of its own (send_rollouts)."""
+    return [subprocess.Popen([sys.executable, "-c", CLIENT, endpoint, str(per_shape), f"c{i}-"],
+                             cwd=Path(__file__).parents[1], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for i in range(n)]
 
+
+def rollouts_sent(clients: list[subprocess.Popen[str]]) -> dict[str, int]:
+    """Once every client is done: rollout → spans sent, over all of them."""
+    sent: dict[str, int] = {}
+    for client in clients:
+        out, err = client.communicate(timeout=180)
+        assert client.returncode == 0, err[-2000:]
+        sent.update(json.loads(out.strip().splitlines()[-1]))
+    return sent
+
+
+def test_four_clients_200_rollouts_a_backend_killed_and_restarted_nothing_lost_none_split(tmp_path):
     backends = [durable_backend(tmp_path, f"b{k}") for k in range(3)]
     for b in backends:
         b.start()
     lb = front(tmp_path, backends)
-    root = Path(__file__).parents[1]
     try:
         lb.start()
-        clients = [subprocess.Popen([sys.executable, "-c", CLIENT, lb.grpc_endpoint, "17", f"c{i}-"], cwd=root,
-                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(4)]
+        clients = start_clients(lb.grpc_endpoint)
         victim = Warehouse.connect(backends[2].query_url)
         wait_for(lambda: victim.sql("SELECT count(*) AS n FROM spans").column("n")[0].as_py() > 0, 60,
                  "the first spans on the backend to kill")
@@ -140,11 +163,7 @@ def test_four_clients_200_rollouts_a_backend_killed_and_restarted_nothing_lost_n
         backends[2].proc.wait()
         time.sleep(2.0)
         backends[2].start()
-        sent: dict[str, int] = {}
-        for client in clients:
-            out, err = client.communicate(timeout=180)
-            assert client.returncode == 0, err[-2000:]
-            sent.update(json.loads(out.strip().splitlines()[-1]))
+        sent = rollouts_sent(clients)
         total = sum(sent.values())
         per_backend, duplicates = where_rollouts_landed(backends, total, 90)
         assert lb.stop() == 0
