@@ -6,7 +6,7 @@ for each engine, in a fresh process: all completed rollouts' triplets, wall time
 the machine's used memory above what it was before (every Ray process counts, not only the driver).
 Both engines must give the same number of triplets.
 
-    .venv/bin/python bench/lake_ray.py --millions 1 3 --base /tmp/ui-base.duckdb
+    .venv/bin/python bench/lake_ray.py --millions 1 3 10 --base /tmp/ui-base.duckdb
 """
 
 from __future__ import annotations
