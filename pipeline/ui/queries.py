@@ -138,7 +138,7 @@ def rollout_summaries(cur: duckdb.DuckDBPyConnection, with_tokens: bool = False)
     every LLM call's attributes, seconds on a million spans)."""
     tokens_join = f"LEFT JOIN ({_tokens_sql('rollout_id IS NOT NULL')}) t USING (rollout_id)" if with_tokens else ""
     tokens_col = "COALESCE(t.input_tokens, 0) + COALESCE(t.output_tokens, 0)" if with_tokens else "NULL::HUGEINT"
-    return cur.execute(f"""
+    return cur.sql(f"""
         WITH agg AS (
             SELECT rollout_id, count(DISTINCT attempt_id) AS attempts, min(start_time_unix_nano) AS start_time_unix_nano,
                    max(end_time_unix_nano) AS last_span_time_unix_nano, count(*) AS spans,
