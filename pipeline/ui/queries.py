@@ -19,20 +19,14 @@ import duckdb
 import orjson
 import pyarrow as pa
 
+from spanpipe.adapters.trajectories import MODEL_VERSION
 from spanpipe.adapters.tree import Tree
 from spanpipe.adapters.triplets import SpanColumns, TripletAdapter
 from spanpipe.semconv.llm_call import GATEWAY_SCOPE, TOKEN_IDS_MISSING_REASON, llm_call, token_ids
+from spanpipe.warehouse.views import TOKENS_IN_SQL, TOKENS_OUT_SQL
 from spanpipe.warehouse.warehouse import Warehouse
 
 MS = 1_000_000
-MODEL_VERSION_KEY = "spanpipe.model_version"
-
-_INPUT_TOKENS = ("COALESCE(TRY_CAST(attributes->>'gen_ai.usage.input_tokens' AS BIGINT), "
-                 "TRY_CAST(attributes->>'gen_ai.usage.prompt_tokens' AS BIGINT), "
-                 "TRY_CAST(attributes->>'llm.token_count.prompt' AS BIGINT))")
-_OUTPUT_TOKENS = ("COALESCE(TRY_CAST(attributes->>'gen_ai.usage.output_tokens' AS BIGINT), "
-                  "TRY_CAST(attributes->>'gen_ai.usage.completion_tokens' AS BIGINT), "
-                  "TRY_CAST(attributes->>'llm.token_count.completion' AS BIGINT))")
 
 
 def rows(cur: duckdb.DuckDBPyConnection, sql: str, params: dict[str, Any] | list[Any] | None = None) -> list[dict[str, Any]]:
@@ -55,7 +49,7 @@ def overview(cur: duckdb.DuckDBPyConnection, points: int = 2000, minutes: int = 
     done = rows(cur, f"""
         WITH last AS (SELECT * FROM rollout_completions ORDER BY seq DESC LIMIT {int(points)})
         SELECT l.rollout_id, l.status, l.mode, l.final_reward, l.end_time_unix_nano,
-               arg_max(CASE WHEN s.span_type = 'llm' THEN s.attributes->>'{MODEL_VERSION_KEY}' END,
+               arg_max(CASE WHEN s.span_type = 'llm' THEN s.attributes->>'{MODEL_VERSION}' END,
                        s.start_time_unix_nano) FILTER (WHERE s.span_type = 'llm') AS model_version
         FROM last l LEFT JOIN spans s ON s.rollout_id = l.rollout_id
         GROUP BY ALL ORDER BY l.end_time_unix_nano""")
@@ -129,7 +123,7 @@ class RolloutFilter:
 
 
 def _tokens_sql(where: str) -> str:
-    return (f"SELECT rollout_id, sum({_INPUT_TOKENS}) AS input_tokens, sum({_OUTPUT_TOKENS}) AS output_tokens "
+    return (f"SELECT rollout_id, sum({TOKENS_IN_SQL}) AS input_tokens, sum({TOKENS_OUT_SQL}) AS output_tokens "
             f"FROM spans WHERE span_type = 'llm' AND {where} GROUP BY rollout_id")
 
 

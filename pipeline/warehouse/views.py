@@ -18,10 +18,10 @@ from spanpipe.warehouse.schema import COMPLETION_COLUMNS, DDL, LOGS_DDL, ROLLOUT
 from spanpipe.semconv.llm_call import GATEWAY_SCOPE, llm_call
 from spanpipe.semconv.span_types import LOGFIRE_STREAM_PREFIX, classify
 
-_TOKENS_IN = ("COALESCE(TRY_CAST(attributes->>'gen_ai.usage.input_tokens' AS BIGINT), "
+TOKENS_IN_SQL = ("COALESCE(TRY_CAST(attributes->>'gen_ai.usage.input_tokens' AS BIGINT), "
               "TRY_CAST(attributes->>'gen_ai.usage.prompt_tokens' AS BIGINT), "
               "TRY_CAST(attributes->>'llm.token_count.prompt' AS BIGINT))")
-_TOKENS_OUT = ("COALESCE(TRY_CAST(attributes->>'gen_ai.usage.output_tokens' AS BIGINT), "
+TOKENS_OUT_SQL = ("COALESCE(TRY_CAST(attributes->>'gen_ai.usage.output_tokens' AS BIGINT), "
                "TRY_CAST(attributes->>'gen_ai.usage.completion_tokens' AS BIGINT), "
                "TRY_CAST(attributes->>'llm.token_count.completion' AS BIGINT))")
 def events_with_logs_sql(span: str = "s") -> str:
@@ -121,8 +121,8 @@ SELECT {{keys}},
        max(end_time_unix_nano) AS last_span_time_unix_nano,
        count(*) AS spans,
        count(*) FILTER (WHERE span_type = 'llm') AS llm_calls,
-       sum({_TOKENS_IN}) FILTER (WHERE span_type = 'llm') AS input_tokens,
-       sum({_TOKENS_OUT}) FILTER (WHERE span_type = 'llm') AS output_tokens,
+       sum({TOKENS_IN_SQL}) FILTER (WHERE span_type = 'llm') AS input_tokens,
+       sum({TOKENS_OUT_SQL}) FILTER (WHERE span_type = 'llm') AS output_tokens,
        count(*) FILTER (WHERE span_type = 'reward') AS reward_spans,
        max(end_time_unix_nano) FILTER (WHERE span_type = 'reward') AS last_reward_time_unix_nano,
        arg_max(reward, (sequence_id, start_time_unix_nano)) FILTER (WHERE span_type = 'reward') AS final_reward
