@@ -117,14 +117,18 @@ class PayloadIndexer:
     """Computes the payloads of written LLM spans on its own thread, in the writer's idle time.
 
     Payloads are Python work (~0.1 ms per LLM span); done inline they would cap ingest. The writer
-    hands over the LLM rows it inserted; this thread computes and stores their payloads while the
-    exporter has nothing queued. Work waiting is bounded (`max_rows`): when ingest outruns it, the
-    oldest is dropped — those spans simply have no stored payload and the reader computes theirs.
+    hands over the LLM rows it inserted; this thread computes and stores their payloads once the
+    exporter has had nothing queued for `quiet` seconds, `chunk` rows at a time, looking again
+    between chunks: it holds the GIL for a few milliseconds at most, never while spans arrive.
+    Work waiting is bounded (`max_rows`): when ingest outruns it, the oldest is dropped — those
+    spans simply have no stored payload and the reader computes theirs.
     """
 
     def __init__(self, name: str, busy: Callable[[], bool], write: Callable[[pa.Table], None],
-                 max_rows: int = 50_000) -> None:
+                 max_rows: int = 50_000, quiet: float = 0.5, chunk: int = 64) -> None:
         self._busy, self._write, self._max_rows = busy, write, max_rows
+        self._quiet, self._chunk = quiet, chunk
+        self._busy_at = 0.0
         self._pending: deque[pa.Table] = deque()
         self._rows = 0
         self._cond = threading.Condition()
@@ -150,28 +154,44 @@ class PayloadIndexer:
     def pending(self) -> int:
         return self._rows
 
+    WRITE_ROWS = 2048  # payloads computed chunk by chunk are stored in one insert of about this many
+
     def _run(self) -> None:
+        ready: list[pa.Table] = []
+        ready_rows = 0
         while True:
             with self._cond:
                 while not self._pending and not self._stop:
                     self._cond.wait()
                 if self._stop:
                     return
+            now = time.monotonic()
             if self._busy():
+                self._busy_at = now
+            if now - self._busy_at < self._quiet:
                 time.sleep(0.05)
                 continue
             with self._cond:
                 if not self._pending:
                     continue
                 work = self._pending.popleft()
+                if work.num_rows > self._chunk:
+                    self._pending.appendleft(work.slice(self._chunk))
+                    work = work.slice(0, self._chunk)
                 self._rows -= work.num_rows
+                last = not self._pending
             try:
                 table = _payloads_of(work)
                 if table is not None:
-                    self._write(table)
+                    ready.append(table)
+                    ready_rows += table.num_rows
+                if ready and (last or ready_rows >= self.WRITE_ROWS):
+                    self._write(pa.concat_tables(ready))
+                    ready, ready_rows = [], 0
             except Exception:  # noqa: BLE001 - a bad span must not stop indexing; readers compute it
                 logging.getLogger("spanpipe.payloads").exception("computing %d triplet payloads failed",
                                                                   work.num_rows)
+                ready, ready_rows = [], 0
 
     def stop(self) -> None:
         with self._cond:
