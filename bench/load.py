@@ -104,7 +104,9 @@ def client_proc(idx: int, endpoint: str, spans_per_request: int, duration: float
     ids = []
     for t_idx, n in sample:
         ids.extend(templates[t_idx].ids_for(((idx + 1) << 48 | n).to_bytes(8, "big")))
-    out.put({"acked": acked[0], "retries": retries[0], "failed": failed[0], "sample_ids": ids})
+    usage = os.times()
+    out.put({"acked": acked[0], "retries": retries[0], "failed": failed[0], "sample_ids": ids,
+             "cpu": usage.user + usage.system})
 
 
 def proc_stats(pid: int) -> tuple[float, int]:
@@ -118,6 +120,59 @@ def proc_stats(pid: int) -> tuple[float, int]:
             if line.startswith("VmHWM:"):
                 peak = int(line.split()[1]) * 1024
     return cpu, peak
+
+
+def tree_pids(pid: int) -> list[int]:
+    """The process and all its descendants (decode workers), from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except OSError:
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(children.get(p, []))
+    return out
+
+
+def tree_stats(pid: int, cpu_seen: dict[int, float]) -> tuple[float, int]:
+    """(CPU seconds of every process of the tree seen so far, summed current RSS)."""
+    rss = 0
+    for p in tree_pids(pid):
+        try:
+            cpu_seen[p] = proc_stats(p)[0]
+            rss += current_rss(p)
+        except OSError:
+            pass
+    return sum(cpu_seen.values()), rss
+
+
+def profile_summary(raw: Path, top: int = 30) -> str:
+    """Self and inclusive sample shares per function from py-spy's collapsed stacks."""
+    self_n: dict[str, int] = {}
+    incl_n: dict[str, int] = {}
+    total = 0
+    for line in raw.read_text().splitlines():
+        stack, _, n = line.rpartition(" ")
+        frames = [f.split(" (")[0] + " (" + f.split(" (")[1].split(":")[0].rsplit("/", 1)[-1] + ")"
+                  if " (" in f else f for f in stack.split(";")]
+        count = int(n)
+        total += count
+        self_n[frames[-1]] = self_n.get(frames[-1], 0) + count
+        for f in set(frames):
+            incl_n[f] = incl_n.get(f, 0) + count
+    if not total:
+        return "no samples"
+    rows = ["self%  incl%  function"]
+    for f, n in sorted(self_n.items(), key=lambda kv: -kv[1])[:top]:
+        rows.append(f"{100 * n / total:5.1f}  {100 * incl_n[f] / total:5.1f}  {f}")
+    return "\n".join(rows)
 
 
 def current_rss(pid: int) -> int:
@@ -172,6 +227,9 @@ def main() -> int:
     ap.add_argument("--spans-per-request", type=int, default=512)
     ap.add_argument("--config", type=Path, help="collector config to bench (ports and paths are rewritten)")
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
+    ap.add_argument("--profile", choices=("main", "gil", "all"),
+                    help="sample the collector process (main; gil: only the thread holding the GIL) or it and its decode workers (all) with py-spy "
+                         "during the load and print the functions that take the most time")
     ap.add_argument("--idle-probe", type=float, default=0.0,
                     help="after the load, stay idle and send one small request a second for this long "
                          "(does the memory limiter accept again once nothing is held?)")
@@ -192,7 +250,9 @@ def main() -> int:
             return 1
         time.sleep(0.05)
 
-    cpu0, _ = proc_stats(coll.pid)
+    cpu_seen: dict[int, float] = {}
+    cpu0, _ = tree_stats(coll.pid, cpu_seen)
+    main_cpu0 = cpu_seen[coll.pid]
     out: mp.Queue = mp.Queue()
     start_at = time.time() + 2.0  # clients build their templates first
     per_proc_rate = args.rate / args.procs if args.rate else 0.0
@@ -201,6 +261,12 @@ def main() -> int:
                for i in range(args.procs)]
     for c in clients:
         c.start()
+    spy = None
+    if args.profile:
+        spy = subprocess.Popen([str(Path(sys.executable).with_name("py-spy")), "record", "--pid", str(coll.pid),
+                                *(["--subprocesses"] if args.profile == "all" else ["--gil"] if args.profile == "gil" else []), "--nonblocking", "--rate", "50", "--format", "raw",
+                                "--duration", str(int(args.duration)), "-o", str(workdir / "profile.txt")],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     peak = 0
     timeline: list[tuple[float, int]] = []
     results = []
@@ -210,13 +276,16 @@ def main() -> int:
         except Exception:  # noqa: BLE001 - queue.Empty: sample RSS meanwhile
             pass
         if coll.poll() is None:
-            peak = max(peak, proc_stats(coll.pid)[1])
-            timeline.append((time.time() - start_at, current_rss(coll.pid)))
+            _, rss_now = tree_stats(coll.pid, cpu_seen)
+            peak = max(peak, rss_now)
+            timeline.append((time.time() - start_at, rss_now))
     for c in clients:
         c.join()
     load_end = time.time()
-    cpu1, peak_now = proc_stats(coll.pid)
-    peak = max(peak, peak_now)
+    cpu1, rss_now = tree_stats(coll.pid, cpu_seen)
+    main_cpu = cpu_seen[coll.pid] - main_cpu0
+    peak = max(peak, rss_now, proc_stats(coll.pid)[1])
+    workers = len(tree_pids(coll.pid)) - 1
     probes = idle_probe(f"127.0.0.1:{port}", coll.pid, args.idle_probe) if args.idle_probe else []
     coll.send_signal(signal.SIGTERM)
     rc = coll.wait(600)
@@ -225,7 +294,8 @@ def main() -> int:
     import duckdb
     acked = sum(r["acked"] for r in results) + sum(8 for _, code, _ in probes if code == "OK")
     con = duckdb.connect(str(db), read_only=True)
-    stored = con.execute("SELECT count(*) FROM spans").fetchall()[0][0]
+    stored, distinct = con.execute(
+        "SELECT count(*), count(DISTINCT (trace_id, span_id)) FROM spans").fetchall()[0]
     sample = [i for r in results for i in r["sample_ids"]]
     con.execute("CREATE TEMP TABLE sample (trace_id VARCHAR, span_id VARCHAR)")
     if sample:
@@ -242,13 +312,23 @@ def main() -> int:
     print(f"sample ids found         {found}/{len(sample)}")
     print(f"drain after SIGTERM      {drained - load_end:.2f}s")
     print(f"sustained spans/s        {stored / elapsed:,.0f}   (stored / (first send .. drained))")
-    print(f"collector CPU            {(cpu1 - cpu0) / (load_end - start_at) * 100:.0f}% of one core during load")
-    print(f"collector peak RSS       {peak / 2**20:.0f} MiB")
+    print(f"duplicated spans         {stored - distinct}")
+    print(f"collector CPU            {(cpu1 - cpu0) / (load_end - start_at) * 100:.0f}% of one core during load "
+          f"({main_cpu / (load_end - start_at) * 100:.0f}% the collector process, the rest its {workers} "
+          "worker process(es))")
+    client_cpu = sum(r["cpu"] for r in results)
+    print(f"load clients CPU         {client_cpu / (load_end - start_at) * 100:.0f}% of one core")
+    print(f"collector peak RSS       {peak / 2**20:.0f} MiB (all its processes)")
     marks = [timeline[int(len(timeline) * q) - 1] for q in (0.1, 0.25, 0.5, 0.75, 1.0)] if timeline else []
     print("collector RSS over time  " + ", ".join(f"{t:.0f}s {r / 2**20:.0f}MiB" for t, r in marks))
     if probes:
         print("idle probes              " + ", ".join(f"{t:.0f}s {code} {rss / 2**20:.0f}MiB" for t, code, rss in probes))
-    ok = rc == 0 and stored == acked and found == len(sample)
+    if spy is not None:
+        spy.wait(60)
+        print(f"profile (py-spy, {'collector and workers' if args.profile == 'all' else 'collector process'}, "
+              "share of samples)")
+        print(profile_summary(workdir / "profile.txt"))
+    ok = rc == 0 and stored == acked and stored == distinct and found == len(sample)
     print("zero loss                ", "yes" if ok else "NO")
     if not args.keep:
         shutil.rmtree(workdir, ignore_errors=True)
