@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import importlib.abc
 import io
 import logging
 import os
@@ -20,7 +19,7 @@ import orjson
 # memory limiter counts. Set before any model class exists.
 os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
 
-from spanpipe import __version__  # noqa: E402
+from spanpipe import __version__, nopandas  # noqa: E402
 from spanpipe.errors import ConfigError  # noqa: E402
 
 DEFAULT_CONFIG = "config/default.yaml"
@@ -65,21 +64,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
-class _WithoutPandas(importlib.abc.MetaPathFinder):
-    """Makes pandas look uninstalled in the collector. When pandas is installed (Ray brings it),
-    pyarrow imports it the first time it builds an array and DuckDB the first time it is handed a
-    table, only to ask whether an object is a DataFrame: ~40 MiB of RSS the collector never uses,
-    which the memory limiter would count as idle memory."""
-
-    def find_spec(self, name: str, path: Any = None, target: Any = None) -> None:
-        if name.split(".")[0] == "pandas":
-            raise ModuleNotFoundError(f"No module named {name!r} (the collector does not load pandas)", name=name)
-        return None
-
-
 def cmd_run(args: argparse.Namespace) -> int:
-    if "pandas" not in sys.modules:  # before pyarrow first builds an array (its pandas shim imports it)
-        sys.meta_path.insert(0, _WithoutPandas())
+    nopandas.install()
     from spanpipe.service import Service
 
     cfg = _load(config_path(args.config))

@@ -68,6 +68,7 @@ def _json_default(value: Any) -> Any:
 
 
 _OPT = orjson.OPT_NON_STR_KEYS
+_EMPTY = b"[]"
 
 
 def _with_nonfinite_as_text(value: Any) -> Any:
@@ -99,6 +100,75 @@ def dumps(value: Any) -> bytes:
     return out
 
 
+def dumps_exact(value: Any) -> tuple[bytes, bool]:
+    """(dumps(value), whether orjson.loads of it gives `value` back): not so when it holds bytes
+    (stored as base64 text) or NaN / ±Infinity (stored as text)."""
+    try:
+        out = orjson.dumps(value, option=_OPT)
+    except TypeError:
+        return dumps(value), False
+    if b"null" in out and _has_nonfinite(value):
+        return dumps(value), False
+    return out, True
+
+
+JSON_COLUMNS = ("attributes", "events", "links")
+
+
+@dataclass(slots=True)
+class EncodedJson:
+    """The JSON of the attributes, events and links columns, encoded where the batch was decoded
+    (a decode worker process), so that the process that writes the batch does not encode it again.
+
+    Entry i of a column is used only while that column still holds the very object it was encoded
+    from: processors replace a value they change, never mutate it (see the rule above), so an
+    identity check is enough to tell a stale entry."""
+
+    sources: dict[str, list[Any]]
+    json: dict[str, list[bytes | None]]
+
+    def take(self, indices: list[int]) -> EncodedJson:
+        return EncodedJson({c: [v[i] for i in indices] for c, v in self.sources.items()},
+                           {c: [v[i] for i in indices] for c, v in self.json.items()})
+
+    @staticmethod
+    def concat(batches: list[SpanBatch]) -> EncodedJson | None:
+        if all(b.encoded is None for b in batches):
+            return None
+        out = EncodedJson({c: [] for c in JSON_COLUMNS}, {c: [] for c in JSON_COLUMNS})
+        for b in batches:
+            for c in JSON_COLUMNS:
+                if b.encoded is None:
+                    out.sources[c].extend(getattr(b, c))
+                    out.json[c].extend([None] * len(b))
+                else:
+                    out.sources[c].extend(b.encoded.sources[c])
+                    out.json[c].extend(b.encoded.json[c])
+        return out
+
+
+def _json_array(texts: list[bytes | None]) -> pa.Array:
+    """UTF-8 JSON texts as a string array. Built as binary and cast: pyarrow converts a list of
+    bytes straight to `string` about 15x slower (measured: 39 vs 2.3 ms for 8,192 texts)."""
+    return pa.array(texts, pa.binary()).cast(pa.string())
+
+
+def _json_column(values: list[Any], column: str, encoded: EncodedJson | None, empty: bytes | None) -> pa.Array:
+    """`values` as a JSON string column; `empty` stands for a falsy value when given."""
+    if encoded is None:
+        if empty is None:
+            return _json_array([dumps(v) for v in values])
+        return _json_array([dumps(v) if v else empty for v in values])
+    sources, json = encoded.sources[column], encoded.json[column]
+    out = []
+    for i, v in enumerate(values):
+        j = json[i]
+        if j is None or v is not sources[i]:
+            j = dumps(v) if v or empty is None else empty
+        out.append(j)
+    return _json_array(out)
+
+
 @dataclass(slots=True)
 class SpanBatch:
     trace_id: list[str] = field(default_factory=list)
@@ -125,6 +195,8 @@ class SpanBatch:
     client_metadata: dict[str, tuple[str, ...]] = field(default_factory=dict)
     # Memory the batch holds, estimated once when it is decoded (the memory limiter's unit).
     nbytes: int = 0
+    # JSON of the attributes/events/links columns made by a decode worker (see EncodedJson).
+    encoded: EncodedJson | None = None
 
     CORE = (
         "trace_id", "span_id", "parent_span_id", "trace_state", "name", "kind",
@@ -175,7 +247,8 @@ class SpanBatch:
             new_index.append(res_map[r])
         return SpanBatch(**cols, resource_index=new_index, resources=resources, extra=extra,
                          client_metadata=self.client_metadata,
-                         nbytes=self.nbytes * len(indices) // max(len(self), 1))
+                         nbytes=self.nbytes * len(indices) // max(len(self), 1),
+                         encoded=self.encoded.take(indices) if self.encoded is not None else None)
 
     @staticmethod
     def concat(batches: list[SpanBatch]) -> SpanBatch:
@@ -189,6 +262,7 @@ class SpanBatch:
             extra_keys.update(b.extra)
         out.extra = {k: [] for k in extra_keys}
         out.nbytes = sum(b.nbytes for b in batches)
+        out.encoded = EncodedJson.concat(batches)
         for b in batches:
             for c in SpanBatch.CORE:
                 getattr(out, c).extend(getattr(b, c))
@@ -199,6 +273,23 @@ class SpanBatch:
             for k in extra_keys:
                 out.extra[k].extend(b.extra.get(k) or [None] * n)
         return out
+
+    def encode_json(self) -> list[int]:
+        """Encode the attributes, events and links columns now (in a decode worker), for to_arrow.
+        Returns the spans whose attributes JSON does not give back the same values (dumps_exact)."""
+        texts: list[bytes | None] = []
+        inexact = []
+        for i, attrs in enumerate(self.attributes):
+            text, exact = dumps_exact(attrs)
+            texts.append(text)
+            if not exact:
+                inexact.append(i)
+        self.encoded = EncodedJson(
+            {c: getattr(self, c) for c in JSON_COLUMNS},
+            {"attributes": texts,
+             "events": [dumps(e) if e else _EMPTY for e in self.events],
+             "links": [dumps(x) if x else _EMPTY for x in self.links]})
+        return inexact
 
     def resource_attributes(self, i: int) -> dict[str, Any]:
         return self.resources[self.resource_index[i]].attributes
@@ -226,11 +317,10 @@ class SpanBatch:
         """The batch as an Arrow table with the warehouse `spans` columns (ARCHITECTURE.md#the-warehouse)."""
         n = len(self)
         res_index = pa.array(self.resource_index, pa.int32())
-        res_json = pa.array([dumps(r.attributes) for r in self.resources], pa.string())
+        res_json = _json_array([dumps(r.attributes) for r in self.resources])
         res_service = pa.array([r.service_name for r in self.resources], pa.string())
         start = pa.array(self.start_time_unix_nano, pa.int64())
         end = pa.array(self.end_time_unix_nano, pa.int64())
-        empty = b"[]"
         cols: dict[str, pa.Array] = {
             "trace_id": pa.array(self.trace_id, pa.string()),
             "span_id": pa.array(self.span_id, pa.string()),
@@ -246,10 +336,10 @@ class SpanBatch:
             "service_name": pa.DictionaryArray.from_arrays(res_index, res_service),
             "scope_name": pa.array(self.scope_name, pa.string()),
             "scope_version": pa.array(self.scope_version, pa.string()),
-            "attributes": pa.array([dumps(a) for a in self.attributes], pa.string()),
+            "attributes": _json_column(self.attributes, "attributes", self.encoded, None),
             "resource_attributes": pa.DictionaryArray.from_arrays(res_index, res_json),
-            "events": pa.array([dumps(e) if e else empty for e in self.events], pa.string()),
-            "links": pa.array([dumps(x) if x else empty for x in self.links], pa.string()),
+            "events": _json_column(self.events, "events", self.encoded, _EMPTY),
+            "links": _json_column(self.links, "links", self.encoded, _EMPTY),
         }
         for col, typ in PROMOTED_COLUMNS.items():
             values = self.extra.get(col)

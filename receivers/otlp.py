@@ -8,7 +8,9 @@ receivers:
       http: {endpoint: 127.0.0.1:4318, max_request_body_size: 20971520}
 ```
 Both protocols decode each request once (spans into a SpanBatch, log records into an Arrow
-table) and hand it to the receiver's pipelines of that signal; a signal the receiver is in no
+table) and hand it to the receiver's pipelines of that signal. Span requests are decoded in
+`decode_workers` worker processes (`auto`: one per core beyond the first; 0: in the receiving
+thread), so that decoding is not bound to the collector's one GIL; a signal the receiver is in no
 pipeline of is not served (gRPC UNIMPLEMENTED, HTTP 404), as in otelcol. Each may
 take `tls: {cert_file, key_file, client_ca_file}` and `auth: {authenticator: bearertokenauth}`
 (a request without the token is answered UNAUTHENTICATED / 401 and counted as refused).
@@ -17,7 +19,7 @@ take `tls: {cert_file, key_file, client_ca_file}` and `auth: {authenticator: bea
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from typing import Annotated, Any, Callable, Iterable, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -25,6 +27,7 @@ from spanpipe import events
 from spanpipe.extensions.bearertokenauth import AuthSettings
 from spanpipe.component import Authenticator, ComponentConfig, Consumers, Receiver
 from spanpipe.configtypes import Endpoint
+from spanpipe.decodepool import DecodePool, workers_for
 from spanpipe.errors import PipelineError
 from spanpipe.otlp import DecodedTraces, decode_traces_json, decode_traces_protobuf, traces_response
 from spanpipe.otlp_logs import DecodedLogs, decode_logs_json, decode_logs_protobuf, logs_response
@@ -82,6 +85,8 @@ class Protocols(BaseModel):
 
 class OtlpReceiverConfig(ComponentConfig):
     protocols: Protocols = Field(default_factory=Protocols)
+    decode_workers: Annotated[int, Field(ge=0, le=64)] | Literal["auto"] = Field(
+        "auto", description="processes decoding span requests; auto: one per core beyond the first; 0: none")
 
     def validate_config(self) -> None:
         if self.protocols.grpc is None and self.protocols.http is None:
@@ -117,6 +122,7 @@ class OtlpReceiver(Receiver):
         super().__init__(component_id, consumers)
         self.config = config
         self.servers: list[Any] = []
+        self.decode_pool: DecodePool | None = None
 
     def authenticator(self, settings: ServerSettings) -> Callable[[str | None], bool] | None:
         """The check a protocol server applies to each request's Authorization value, if any."""
@@ -131,6 +137,12 @@ class OtlpReceiver(Receiver):
     def signals(self) -> list[Signal]:
         """The signals this receiver serves: those of the pipelines it is in."""
         return [sig for sig, consumer in ((TRACES, self.next), (LOGS, self.logs)) if consumer is not None]
+
+    def decode(self, signal: Signal, body: bytes, json: bool = False) -> DecodedTraces | DecodedLogs:
+        """One request decoded: span requests by the decode workers when there are any."""
+        if signal is TRACES and self.decode_pool is not None:
+            return self.decode_pool.decode(body, json)
+        return (signal.decode_json if json else signal.decode_protobuf)(body)
 
     def deliver(self, signal: Signal, decoded: DecodedTraces | DecodedLogs,
                 metadata: dict[str, tuple[str, ...]]) -> None:
@@ -159,6 +171,9 @@ class OtlpReceiver(Receiver):
         from spanpipe.receivers.otlp_http import OtlpHttpServer
 
         protocols = self.config.protocols
+        workers = workers_for(self.config.decode_workers)
+        if workers and self.next is not None:
+            self.decode_pool = DecodePool(workers, self.id)
         try:
             if protocols.grpc is not None:
                 self.servers.append(OtlpGrpcServer(self, protocols.grpc))
@@ -174,6 +189,9 @@ class OtlpReceiver(Receiver):
         for server in reversed(self.servers):
             server.stop()
         self.servers.clear()
+        if self.decode_pool is not None:
+            self.decode_pool.close()
+            self.decode_pool = None
 
 
 factory = Factory("otlp", "receivers", OtlpReceiverConfig,

@@ -44,7 +44,7 @@ class OtlpGrpcServer:
                 self.receiver.count_refused_request("memory_limit")
                 raise
             with admission.decoding(request):
-                decoded = signal.decode_protobuf(request)
+                decoded = self.receiver.decode(signal, request)
             metadata = client_metadata(context.invocation_metadata()) if self.config.include_metadata else {}
             self.receiver.deliver(signal, decoded, metadata)
         except PipelineError as exc:

@@ -72,7 +72,7 @@ class OtlpHttpServer:
 
     def _handle(self, signal: Signal, body: bytes, content_type: str, metadata: dict[str, tuple[str, ...]]) -> bytes:
         with admission.decoding(body):
-            decoded = (signal.decode_json if content_type == JSON else signal.decode_protobuf)(body)
+            decoded = self.receiver.decode(signal, body, json=content_type == JSON)
         self.receiver.deliver(signal, decoded, metadata)
         resp = signal.response(decoded)
         if content_type == JSON:

@@ -4,6 +4,7 @@ and the core's module-level imports form no circle. Read from the source with `a
 from __future__ import annotations
 
 import ast
+import os
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -162,4 +163,9 @@ def test_a_running_collector_does_not_load_pandas(tmp_path):
         assert requests.get(c.query_url + "/ui/api/rollouts", timeout=10).status_code == 200
         maps = Path(f"/proc/{c.proc.pid}/maps").read_text()
         assert "/pandas/" not in maps
+        from test_decode_workers import decode_workers
+        workers = decode_workers(c.proc.pid)
+        assert len(workers) == max(len(os.sched_getaffinity(0)) - 1, 0)  # decode_workers: auto
+        for pid in workers:
+            assert "/pandas/" not in Path(f"/proc/{pid}/maps").read_text()
         assert c.stop() == 0

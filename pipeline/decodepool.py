@@ -1,0 +1,134 @@
+"""Decode worker processes: OTLP trace requests decoded on every core, not only the GIL's.
+
+Turning a request's attributes into Python values is the collector's largest cost (about 1 µs per
+attribute) and one interpreter does it on one core. The decode is a pure function from request
+bytes to a SpanBatch, so a pool of worker processes runs it: a receiver thread hands the bytes to
+a worker and waits (without the GIL) for the batch, which comes back with its attribute, event
+and link JSON already encoded (`SpanBatch.encode_json`), so the writer does not encode it again.
+The attributes travel as that JSON only and become dicts again in one `orjson.loads` call, about
+twice as fast as unpickling them; a span whose attributes JSON cannot give back exactly (bytes,
+NaN) travels as its dict too.
+Everything stateful — the processors, rollout-affine state, the queues, the warehouse writer —
+stays in the collector process, so nothing about a span depends on which worker decoded it.
+
+A worker that dies (OOM killer, kill -9) fails only the requests it held, with UNAVAILABLE /
+503, which clients retry; the pool is rebuilt for the next request. A request is acknowledged
+only after its batch is back and delivered, so nothing acknowledged depends on a worker.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import signal
+import threading
+import time
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from spanpipe import nopandas
+from spanpipe.errors import TransientError
+
+if TYPE_CHECKING:
+    from spanpipe.otlp import DecodedTraces
+
+log = logging.getLogger("spanpipe.decodepool")
+
+
+def workers_for(setting: int | str) -> int:
+    """Decode workers for a `decode_workers` setting: `auto` is one per core beyond the first
+    (the collector process keeps one core for the processors and the writer); 0 decodes in the
+    receiving thread."""
+    if setting != "auto":
+        return int(setting)
+    return max(len(os.sched_getaffinity(0)) - 1, 0)
+
+
+def _exit_with(parent: int) -> None:
+    """A worker outlives a collector killed -9 (the pool's pipes stay open in the worker itself):
+    it watches its parent and exits when the parent is gone."""
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    os._exit(0)
+
+
+def _worker_init(parent: int) -> None:
+    # Ctrl-C in a terminal reaches the whole process group: the collector drains, its workers
+    # must keep decoding until it closes the pool.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    threading.Thread(target=_exit_with, args=(parent,), name="parent-watch", daemon=True).start()
+    nopandas.install()
+    import spanpipe.otlp  # noqa: F401 - loaded before the first request, not during it
+
+
+@dataclass(slots=True)
+class _Shipped:
+    """A decoded request on its way back from a worker: the batch without its attributes, which
+    are in `batch.encoded`, except the ones JSON would not give back exactly (`exact`)."""
+
+    decoded: DecodedTraces
+    exact: dict[int, dict[str, Any]]
+
+    def unpack(self) -> DecodedTraces:
+        batch = self.decoded.batch
+        assert batch.encoded is not None
+        texts = batch.encoded.json["attributes"]
+        attributes = orjson.loads(b"[" + b",".join(texts) + b"]") if texts else []  # type: ignore[arg-type]
+        for i, exact in self.exact.items():
+            attributes[i] = exact
+        batch.attributes = batch.encoded.sources["attributes"] = attributes
+        return self.decoded
+
+
+def _decode(body: bytes, json: bool) -> _Shipped:
+    from spanpipe.otlp import decode_traces_json, decode_traces_protobuf
+
+    decoded = decode_traces_json(body) if json else decode_traces_protobuf(body)
+    batch = decoded.batch
+    exact = {i: batch.attributes[i] for i in batch.encode_json()}
+    assert batch.encoded is not None
+    batch.attributes = batch.encoded.sources["attributes"] = []
+    return _Shipped(decoded, exact)
+
+
+def _ready() -> int:
+    return os.getpid()
+
+
+class DecodePool:
+    """`workers` processes decoding trace requests; `decode` blocks the calling thread only."""
+
+    def __init__(self, workers: int, name: str) -> None:
+        self.workers, self.name = workers, name
+        self._lock = threading.Lock()
+        self._pool = self._start()
+
+    def _start(self) -> ProcessPoolExecutor:
+        pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=_worker_init, initargs=(os.getpid(),))
+        for _ in range(self.workers):
+            pool.submit(_ready)  # start the interpreters now, not on the first request
+        return pool
+
+    def decode(self, body: bytes, json: bool = False) -> DecodedTraces:
+        pool = self._pool
+        try:
+            return pool.submit(_decode, body, json).result().unpack()
+        except BrokenProcessPool:
+            with self._lock:
+                if self._pool is pool:
+                    log.error("%s: a decode worker exited; starting the pool again", self.name)
+                    self._pool = self._start()
+                    pool.shutdown(wait=False, cancel_futures=True)
+            raise TransientError(f"{self.name}: the decode worker handling this request exited; retry") from None
+        except RuntimeError as exc:  # submit after shutdown: the receiver is stopping
+            raise TransientError(f"{self.name}: shutting down ({exc})") from None
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)

@@ -1,0 +1,221 @@
+"""Decode worker processes (`receivers.otlp.decode_workers`): what lands is what in-process decoding
+stores, processors see the same values, a worker killed -9 loses nothing acknowledged, and a
+collector killed -9 leaves no worker behind."""
+
+from __future__ import annotations
+
+import math
+import os
+import pickle
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import requests
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+
+from collector import Collector, grpc_export, wait_for
+from otlp_requests import kv, make_request
+from spanpipe.decodepool import DecodePool, _decode
+from spanpipe.otlp import decode_traces_protobuf
+
+
+def children(pid: int) -> list[int]:
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                out.append(int(entry))
+    return out
+
+
+def alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def decode_workers(pid: int) -> list[int]:
+    """The collector's decode workers (its children running the pool's worker loop)."""
+    return [p for p in children(pid)
+            if "spawn_main" in Path(f"/proc/{p}/cmdline").read_bytes().decode(errors="replace")
+            and "resource_tracker" not in Path(f"/proc/{p}/cmdline").read_bytes().decode(errors="replace")]
+
+
+def odd_request():
+    """Spans with every value type (bytes among them), NaN and ±Infinity, and plain ones."""
+    request, ids = make_request(4)
+    extra, more = make_request(3)
+    for span in extra.resource_spans[0].scope_spans[0].spans:
+        del span.attributes[:]
+        span.attributes.extend([kv("gen_ai.operation.name", AnyValue(string_value="chat")),
+                                kv("score", AnyValue(double_value=float("nan"))),
+                                kv("hi", AnyValue(double_value=float("inf"))),
+                                kv("n", AnyValue(int_value=7))])
+    plain, plain_ids = make_request(5)
+    for span in plain.resource_spans[0].scope_spans[0].spans:
+        del span.attributes[:]
+        span.attributes.extend([kv("agent.name", AnyValue(string_value="solver")), kv("step", AnyValue(int_value=1))])
+    request.resource_spans.extend([*extra.resource_spans, *plain.resource_spans])
+    return request, ids + more + plain_ids
+
+
+def same_value(a, b) -> bool:
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a):
+        return math.isnan(b)
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(same_value(a[k], b[k]) for k in a)
+    if isinstance(a, list):
+        return isinstance(b, list) and len(a) == len(b) and all(map(same_value, a, b))
+    return type(a) is type(b) and a == b
+
+
+def test_a_batch_from_a_worker_is_the_batch_decoded_in_process():
+    """What processors see (value types included: bytes, NaN, ±Infinity) and what the writer
+    stores are the same whichever process decoded the request."""
+    request, _ = odd_request()
+    body = request.SerializeToString()
+    here = decode_traces_protobuf(body).batch
+    shipped = pickle.loads(pickle.dumps(_decode(body, False)))  # as the pool carries it
+    there = shipped.unpack().batch
+    assert len(there) == len(here) == 12
+    assert all(same_value(a, b) for a, b in zip(here.attributes, there.attributes))
+    assert isinstance(there.attributes[0]["bytes"], bytes)
+    assert there.to_arrow().equals(here.to_arrow())
+    # A processor that replaces one span's attributes: that span is encoded again, the rest reused.
+    changed = list(there.attributes)
+    changed[5] = {**changed[5], "redacted": True}
+    from dataclasses import replace
+    table = replace(there, attributes=changed).to_arrow()
+    assert '"redacted":true' in table.column("attributes")[5].as_py()
+    assert table.column("attributes")[6].as_py() == here.to_arrow().column("attributes")[6].as_py()
+    assert there.take([7, 2]).to_arrow().equals(here.take([7, 2]).to_arrow())
+
+
+def test_the_pool_decodes_refuses_bad_bytes_and_starts_again_after_a_worker_dies():
+    pool = DecodePool(1, "test")
+    try:
+        request, ids = make_request(3)
+        assert len(pool.decode(request.SerializeToString())) == len(ids)
+        from spanpipe.errors import InvalidDataError, TransientError
+        with pytest.raises(InvalidDataError):
+            pool.decode(b"\xff\xff not protobuf")
+        worker = decode_workers(os.getpid())
+        assert len(worker) == 1
+        os.kill(worker[0], signal.SIGKILL)
+        wait_for(lambda: not alive(worker[0]), 10, "the worker gone")
+        with pytest.raises(TransientError, match="retry"):
+            pool.decode(request.SerializeToString())
+        assert len(pool.decode(request.SerializeToString())) == len(ids)  # a new pool took over
+    finally:
+        pool.close()
+
+
+def collector_with(tmp_path: Path, workers: int | str, name: str) -> Collector:
+    d = tmp_path / name
+    d.mkdir()
+    c = Collector(d, processors={"rollout": None, "reward": None, "batch": {"timeout": "50ms"}})
+    c.config["receivers"]["otlp"]["decode_workers"] = workers
+    return c.rewrite()
+
+
+def stored(c: Collector) -> list[dict]:
+    r = requests.post(c.query_url + "/v1/sql", timeout=10, json={"sql": (
+        "SELECT trace_id, span_id, attributes, events, links, resource_attributes, span_type, reward "
+        "FROM spans ORDER BY trace_id, span_id")})
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def test_workers_store_exactly_what_in_process_decoding_stores(tmp_path):
+    request, ids = odd_request()
+    body = request.SerializeToString()
+    json_request, json_ids = make_request(3)
+    from google.protobuf import json_format
+
+    json_body = json_format.MessageToDict(json_request)
+    for span in (s for rs in json_body["resourceSpans"] for ss in rs["scopeSpans"] for s in ss["spans"]):
+        for key in ("traceId", "spanId", "parentSpanId"):  # OTLP/JSON ids are hex
+            if key in span:
+                import base64
+                span[key] = base64.b64decode(span[key]).hex()
+    rows = {}
+    for workers in (0, 1):
+        with collector_with(tmp_path, workers, f"w{workers}") as c:
+            if workers:
+                wait_for(lambda: len(decode_workers(c.proc.pid)) == 1, 20, "the decode worker started")
+            assert grpc_export(c.grpc_endpoint, body)[0] == "OK"
+            r = requests.post(c.http_url + "/v1/traces", json=json_body, timeout=10)
+            assert r.status_code == 200, r.text
+            wait_for(lambda: len(stored(c)) == len(ids) + len(json_ids), 15, "the spans stored")
+            rows[workers] = stored(c)
+            assert c.stop() == 0
+    assert rows[0] == rows[1]
+    assert any('"bytes":"AAH+/w=="' in r["attributes"] for r in rows[1])
+    assert any('"score":"NaN"' in r["attributes"] and '"hi":"Infinity"' in r["attributes"] for r in rows[1])
+
+
+def test_a_worker_killed_mid_load_loses_nothing_acknowledged(tmp_path):
+    """kill -9 of a decode worker while requests stream in: the requests it held are answered
+    UNAVAILABLE and retried by the client; every acknowledged span is stored exactly once."""
+    c = collector_with(tmp_path, 2, "load")
+    with c:
+        wait_for(lambda: len(decode_workers(c.proc.pid)) == 2, 20, "the decode workers started")
+        acked: list[tuple[str, str]] = []
+        codes: list[str] = []
+        lock = threading.Lock()
+
+        def client(n: int) -> None:
+            for _ in range(n):
+                request, ids = make_request(64)
+                while True:
+                    code, _ = grpc_export(c.grpc_endpoint, request)
+                    with lock:
+                        codes.append(code)
+                    if code == "OK":
+                        with lock:
+                            acked.extend(ids)
+                        break
+                    assert code in ("UNAVAILABLE", "RESOURCE_EXHAUSTED"), code
+                    time.sleep(0.05)
+
+        threads = [threading.Thread(target=client, args=(40,)) for _ in range(4)]
+        for t in threads:
+            t.start()
+        wait_for(lambda: len(acked) >= 64 * 20, 60, "some requests acknowledged")
+        victim = decode_workers(c.proc.pid)[0]
+        os.kill(victim, signal.SIGKILL)
+        for t in threads:
+            t.join(120)
+        assert len(acked) == 64 * 160
+        wait_for(lambda: len(decode_workers(c.proc.pid)) == 2 and victim not in decode_workers(c.proc.pid),
+                 20, "the pool started again")
+        assert c.stop() == 0
+    import duckdb
+    con = duckdb.connect(str(c.db), read_only=True)
+    got = con.execute("SELECT trace_id, span_id FROM spans").fetchall()
+    con.close()
+    assert len(got) == len(set(got)) == len(acked)
+    assert set(got) == set(acked)
+    if "UNAVAILABLE" in codes:  # the worker held a request when it died
+        assert "a decode worker exited" in c.log()
+
+
+def test_a_collector_killed_leaves_no_worker_behind(tmp_path):
+    c = collector_with(tmp_path, 2, "kill")
+    c.start()
+    try:
+        wait_for(lambda: len(decode_workers(c.proc.pid)) == 2, 20, "the decode workers started")
+        kids = children(c.proc.pid)
+        request, _ = make_request(8)
+        assert grpc_export(c.grpc_endpoint, request)[0] == "OK"
+    finally:
+        c.kill()
+    wait_for(lambda: not any(alive(p) for p in kids), 20, "the workers gone with the collector")
