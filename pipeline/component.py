@@ -22,6 +22,7 @@ from spanpipe.signals import LOGS, signal_of, unit
 from spanpipe.telemetry import counters
 
 if TYPE_CHECKING:
+    from spanpipe.derived import Derivation
     from spanpipe.spanbatch import SpanBatch
 
 
@@ -133,6 +134,11 @@ class Processor(Component, Consumer):
     def __init__(self, component_id: str, next_consumer: Consumer) -> None:
         super().__init__(component_id)
         self.next = next_consumer
+
+    def derivation(self) -> Derivation | None:
+        """The pure, per-span part of this processor, for the decode workers to compute while
+        they decode (ARCHITECTURE.md#decode-workers-both-cores); None when it has none."""
+        return None
 
     def count_in(self, spans: int) -> None:
         counters.add("processor_incoming_items", spans, processor=self.id)

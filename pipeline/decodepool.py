@@ -9,7 +9,8 @@ The attributes travel as that JSON only and become dicts again in one `orjson.lo
 twice as fast as unpickling them; a span whose attributes JSON cannot give back exactly (bytes,
 NaN) travels as its dict too.
 Everything stateful — the processors, rollout-affine state, the queues, the warehouse writer —
-stays in the collector process, so nothing about a span depends on which worker decoded it.
+stays in the collector process, so nothing about a span depends on which worker decoded it; a
+worker only computes the pure per-span parts processors offer (spanpipe.derived).
 
 A worker that dies (OOM killer, kill -9) fails only the requests it held, with UNAVAILABLE /
 503, which clients retry; the pool is rebuilt for the next request. A request is acknowledged
@@ -32,10 +33,11 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from spanpipe import nopandas
+from spanpipe import derived, nopandas
 from spanpipe.errors import TransientError
 
 if TYPE_CHECKING:
+    from spanpipe.derived import Derivation
     from spanpipe.otlp import DecodedTraces
 
 log = logging.getLogger("spanpipe.decodepool")
@@ -58,10 +60,14 @@ def _exit_with(parent: int) -> None:
     os._exit(0)
 
 
-def _worker_init(parent: int) -> None:
+_derivations: list[Derivation] = []
+
+
+def _worker_init(parent: int, derivations: list[Derivation]) -> None:
     # Ctrl-C in a terminal reaches the whole process group: the collector drains, its workers
     # must keep decoding until it closes the pool.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _derivations[:] = derivations
     threading.Thread(target=_exit_with, args=(parent,), name="parent-watch", daemon=True).start()
     nopandas.install()
     import spanpipe.otlp  # noqa: F401 - loaded before the first request, not during it
@@ -74,6 +80,7 @@ class _Shipped:
 
     decoded: DecodedTraces
     exact: dict[int, dict[str, Any]]
+    derived_values: dict[str, Any]
 
     def unpack(self) -> DecodedTraces:
         batch = self.decoded.batch
@@ -83,6 +90,7 @@ class _Shipped:
         for i, exact in self.exact.items():
             attributes[i] = exact
         batch.attributes = batch.encoded.sources["attributes"] = attributes
+        derived.bind(batch, self.derived_values)
         return self.decoded
 
 
@@ -91,10 +99,16 @@ def _decode(body: bytes, json: bool) -> _Shipped:
 
     decoded = decode_traces_json(body) if json else decode_traces_protobuf(body)
     batch = decoded.batch
+    values = {}
+    for d in _derivations:
+        try:
+            values[d.key] = d.derive(batch)
+        except Exception:  # noqa: BLE001 - the processor computes it itself, and reports
+            log.debug("derivation %s failed in a decode worker", d.key, exc_info=True)
     exact = {i: batch.attributes[i] for i in batch.encode_json()}
     assert batch.encoded is not None
     batch.attributes = batch.encoded.sources["attributes"] = []
-    return _Shipped(decoded, exact)
+    return _Shipped(decoded, exact, values)
 
 
 def _ready() -> int:
@@ -102,16 +116,18 @@ def _ready() -> int:
 
 
 class DecodePool:
-    """`workers` processes decoding trace requests; `decode` blocks the calling thread only."""
+    """`workers` processes decoding trace requests and computing `derivations` (those of the
+    processors downstream); `decode` blocks the calling thread only."""
 
-    def __init__(self, workers: int, name: str) -> None:
+    def __init__(self, workers: int, name: str, derivations: list[Derivation] | None = None) -> None:
         self.workers, self.name = workers, name
+        self.derivations = derivations or []
         self._lock = threading.Lock()
         self._pool = self._start()
 
     def _start(self) -> ProcessPoolExecutor:
         pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
-                                   initializer=_worker_init, initargs=(os.getpid(),))
+                                   initializer=_worker_init, initargs=(os.getpid(), self.derivations))
         for _ in range(self.workers):
             pool.submit(_ready)  # start the interpreters now, not on the first request
         return pool

@@ -197,6 +197,9 @@ class SpanBatch:
     nbytes: int = 0
     # JSON of the attributes/events/links columns made by a decode worker (see EncodedJson).
     encoded: EncodedJson | None = None
+    # Results of processors' per-span derivations computed by a decode worker (spanpipe.derived);
+    # take() and concat() leave them behind (new columns): processors then compute again.
+    derived: dict[str, Any] = field(default_factory=dict)
 
     CORE = (
         "trace_id", "span_id", "parent_span_id", "trace_state", "name", "kind",

@@ -25,6 +25,7 @@ from __future__ import annotations
 import os
 import threading
 from collections import OrderedDict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -35,6 +36,7 @@ from spanpipe import events
 from spanpipe.component import BatchTransform, Consumer
 from spanpipe.component import ComponentConfig
 from spanpipe.configtypes import Duration
+from spanpipe.derived import Derivation, derived_value
 from spanpipe.errors import PipelineError
 from spanpipe.periodic import Periodic
 from spanpipe.processors.idle_completion import IdleRollouts
@@ -110,10 +112,55 @@ class SequenceCounters:
             self._fh = None
 
 
+@dataclass(slots=True)
+class RolloutIds:
+    """The ids each span carries itself (or its resource does), before the trace memory fills
+    the gaps: `untagged` lists the spans with no rollout id."""
+
+    rollouts: list[str | None]
+    attempts: list[str | None]
+    given_seq: list[int | None]
+    untagged: list[int]
+
+
+class ReadRolloutIds(Derivation):
+    """The stateless part of the processor: ids read from each span and its resource."""
+
+    def __init__(self, config: RolloutConfig) -> None:
+        self.config = config
+        self.key = "rollout-ids:" + config.model_dump_json(
+            include={"rollout_id_keys", "attempt_id_keys", "sequence_id_keys"})
+
+    def derive(self, batch: SpanBatch) -> RolloutIds:
+        cfg = self.config
+        n = len(batch)
+        out = RolloutIds([None] * n, [None] * n, [None] * n, [])
+        res_ids = [tuple(first_present(keys, r.attributes)
+                         for keys in (cfg.rollout_id_keys, cfg.attempt_id_keys, cfg.sequence_id_keys))
+                   for r in batch.resources]
+        for i, attrs in enumerate(batch.attributes):
+            res_rollout, res_attempt, res_seq = res_ids[batch.resource_index[i]]
+            rollout = first_present(cfg.rollout_id_keys, attrs)
+            if rollout is None:
+                rollout = res_rollout
+            if rollout is None:
+                out.untagged.append(i)
+                continue
+            attempt = first_present(cfg.attempt_id_keys, attrs)
+            if attempt is None:
+                attempt = res_attempt
+            seq = first_present(cfg.sequence_id_keys, attrs)
+            out.rollouts[i] = str(rollout)
+            out.attempts[i] = None if attempt is None else str(attempt)
+            out.given_seq[i] = _as_int(seq if seq is not None else res_seq)
+        return out
+
+
 class RolloutProcessor(BatchTransform):
     def __init__(self, component_id: str, config: RolloutConfig, next_consumer: Consumer) -> None:
         super().__init__(component_id, next_consumer)
         self.config = config
+        self._derivation = ReadRolloutIds(config)
         self.by_trace: OrderedDict[str, tuple[str, str | None]] = OrderedDict()
         self.started: OrderedDict[str, None] = OrderedDict()
         self.counters: SequenceCounters | None = None
@@ -159,31 +206,15 @@ class RolloutProcessor(BatchTransform):
         if len(self.by_trace) > self.config.max_traces:
             self.by_trace.popitem(last=False)
 
+    def derivation(self) -> ReadRolloutIds:
+        return self._derivation
+
     def process(self, batch: SpanBatch, observe: bool = True) -> SpanBatch:
         cfg = self.config
         n = len(batch)
-        rollouts: list[str | None] = [None] * n
-        attempts: list[str | None] = [None] * n
-        given_seq: list[int | None] = [None] * n
-        res_ids = [tuple(first_present(keys, r.attributes)
-                         for keys in (cfg.rollout_id_keys, cfg.attempt_id_keys, cfg.sequence_id_keys))
-                   for r in batch.resources]
-        untagged = []
-        for i, attrs in enumerate(batch.attributes):
-            res_rollout, res_attempt, res_seq = res_ids[batch.resource_index[i]]
-            rollout = first_present(cfg.rollout_id_keys, attrs)
-            if rollout is None:
-                rollout = res_rollout
-            if rollout is None:
-                untagged.append(i)
-                continue
-            attempt = first_present(cfg.attempt_id_keys, attrs)
-            if attempt is None:
-                attempt = res_attempt
-            seq = first_present(cfg.sequence_id_keys, attrs)
-            rollouts[i] = str(rollout)
-            attempts[i] = None if attempt is None else str(attempt)
-            given_seq[i] = _as_int(seq if seq is not None else res_seq)
+        ids = derived_value(batch, self._derivation.key) or self._derivation.derive(batch)
+        # Copies: a batch fanned out to two pipelines carries one derived result for both.
+        rollouts, attempts, given_seq, untagged = list(ids.rollouts), list(ids.attempts), ids.given_seq, ids.untagged
         keep = None
         with self._lock:
             if cfg.propagate_by_trace:

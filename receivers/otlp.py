@@ -23,7 +23,7 @@ from typing import Annotated, Any, Callable, Iterable, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from spanpipe import events
+from spanpipe import derived, events
 from spanpipe.extensions.bearertokenauth import AuthSettings
 from spanpipe.component import Authenticator, ComponentConfig, Consumers, Receiver
 from spanpipe.configtypes import Endpoint
@@ -173,7 +173,7 @@ class OtlpReceiver(Receiver):
         protocols = self.config.protocols
         workers = workers_for(self.config.decode_workers)
         if workers and self.next is not None:
-            self.decode_pool = DecodePool(workers, self.id)
+            self.decode_pool = DecodePool(workers, self.id, derived.downstream(self.next))
         try:
             if protocols.grpc is not None:
                 self.servers.append(OtlpGrpcServer(self, protocols.grpc))

@@ -219,3 +219,48 @@ def test_a_collector_killed_leaves_no_worker_behind(tmp_path):
     finally:
         c.kill()
     wait_for(lambda: not any(alive(p) for p in kids), 20, "the workers gone with the collector")
+
+
+def test_workers_compute_the_processors_per_span_reading_and_processors_trust_it_only_while_valid():
+    """The reward and rollout processors offer their stateless reading to the decode workers; the
+    result equals what they compute themselves, and is ignored once a processor upstream replaced
+    the columns it was read from."""
+    from dataclasses import replace
+
+    from spanpipe.component import FanOut
+    from spanpipe.derived import derived_value, downstream
+    from spanpipe.processors.reward import RewardConfig, RewardProcessor
+    from spanpipe.processors.rollout import RolloutConfig, RolloutProcessor
+
+    reward = RewardProcessor("reward", RewardConfig(extra_keys=["n"]), FanOut([]))
+    rollout = RolloutProcessor("rollout", RolloutConfig(), reward)
+    derivations = downstream(FanOut([rollout]))
+    assert sorted(d.key.split(":")[0] for d in derivations) == ["reward", "rollout-ids"]
+    request, _ = odd_request()
+    for span in request.resource_spans[1].scope_spans[0].spans:
+        span.attributes.extend([kv("agentlightning.rollout_id", AnyValue(string_value="ro-7"))])
+    pool = DecodePool(1, "test", derivations)
+    try:
+        batch = pool.decode(request.SerializeToString()).batch
+    finally:
+        pool.close()
+    here = decode_traces_protobuf(request.SerializeToString()).batch
+    ids = derived_value(batch, rollout.derivation().key)
+    assert ids is not None and ids == rollout.derivation().derive(here)
+    assert ids.rollouts.count("ro-7") == 3
+    read = derived_value(batch, reward.derivation().key)
+    assert read is not None and read.reward == reward.reader.read(here).reward
+    assert read.reward.count(7) == 3  # extra_keys: ["n"]
+    # The processors' output is the same whichever way they got the reading.
+    outputs = []
+    for b in (batch, here):
+        fresh = RolloutProcessor("rollout", RolloutConfig(idle_timeout=0), reward)
+        fresh.start()
+        try:
+            outputs.append(reward.process(fresh.process(b)).extra)
+        finally:
+            fresh.shutdown()
+    assert same_value(outputs[0], outputs[1])
+    changed = replace(batch, attributes=[{} for _ in batch.attributes])
+    assert derived_value(changed, reward.derivation().key) is None
+    assert derived_value(batch.take([0, 1]), rollout.derivation().key) is None
