@@ -26,7 +26,8 @@ import pyarrow as pa
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from spanpipe.adapters.triplets import TripletAdapter, spans_to_columns  # noqa: E402
+from spanpipe.adapters.span_columns import spans_to_columns  # noqa: E402
+from spanpipe.adapters.triplets import TripletAdapter  # noqa: E402
 from spanpipe.warehouse.schema import SPANS_COLUMNS  # noqa: E402
 from spanpipe.warehouse.writer import create_warehouse, insert_spans  # noqa: E402
 from spanpipe.warehouse.warehouse import Warehouse  # noqa: E402

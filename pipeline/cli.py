@@ -155,7 +155,7 @@ def cmd_triplets(args: argparse.Namespace) -> int:
     if args.format == "parquet" and not args.out:
         print("error: --format parquet needs --out FILE", file=sys.stderr)
         return 2
-    from spanpipe.adapters.triplets import NO_SPANS
+    from spanpipe.adapters.triplet_types import NO_SPANS
 
     options: dict[str, Any] = {"reward_match": args.reward_match, "agent_match": args.agent_match,
                                "skip_empty_token_spans": args.skip_empty_token_spans}
@@ -206,7 +206,7 @@ def _ray_triplets(args: argparse.Namespace, options: dict[str, Any]) -> Any:
     import pyarrow.compute as pc
 
     import spanpipe.lake.ray as lake_ray
-    from spanpipe.adapters.triplets import NO_SPANS, Triplets
+    from spanpipe.adapters.triplet_types import NO_SPANS, Triplets
 
     ray.init(logging_level="ERROR", log_to_driver=False, configure_logging=False, include_dashboard=False,
              **({} if os.environ.get("RAY_ADDRESS") else {"_node_ip_address": "127.0.0.1"}))

@@ -12,7 +12,8 @@ import pyarrow as pa
 import pytest
 
 from spanpipe.adapters.bulk import bulk_triplets, stored_payloads_sql
-from spanpipe.adapters.triplets import TripletAdapter, spans_to_columns
+from spanpipe.adapters.span_columns import spans_to_columns
+from spanpipe.adapters.triplets import TripletAdapter
 from spanpipe.warehouse.warehouse import Warehouse
 from spanpipe.warehouse.writer import create_warehouse, insert_spans
 from tests.triplet_cases import BASE_NS, llm, reward

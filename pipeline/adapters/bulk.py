@@ -25,7 +25,7 @@ from spanpipe.adapters import forest
 from spanpipe.semconv.agents import AGENT_KEYS, agent_name_sql
 from spanpipe.semconv.llm_call import RESPONSE_ID
 from spanpipe.warehouse.payloads import PAYLOAD_FIELDS, PAYLOAD_VERSION, payload_columns
-from spanpipe.warehouse.warehouse import WarehouseError
+from spanpipe.warehouse.source import WarehouseError
 from spanpipe.semconv.span_types import LOGFIRE_STREAM_PREFIX
 from spanpipe.warehouse.views import events_with_logs_sql, is_stream_sibling_sql, llm_attributes_sql, sql_string as _q
 
@@ -124,7 +124,7 @@ class BulkResult:
 
 
 def bulk_triplets(adapter: TripletAdapter, rollout_ids: list[str]) -> BulkResult:
-    from spanpipe.adapters.triplets import TRIPLET_COLUMNS
+    from spanpipe.adapters.triplet_types import TRIPLET_COLUMNS
 
     # The stored payloads are read meanwhile (DuckDB works outside the GIL): they do not depend on
     # the decisions, only on the rollouts.

@@ -19,8 +19,8 @@ from spanpipe.adapters.agl_payload import openai_style
 from spanpipe.adapters.triplets import TripletAdapter
 from spanpipe.semconv.llm_call import llm_call
 from spanpipe.semconv.values import indexed, loose
-from spanpipe.warehouse.views import events_with_logs_sql, llm_attributes_sql
-from spanpipe.warehouse.warehouse import sql_string
+from spanpipe.warehouse.source import SqlSource
+from spanpipe.warehouse.views import events_with_logs_sql, llm_attributes_sql, sql_string
 
 
 def _function(fn: dict[str, Any]) -> dict[str, Any]:
@@ -76,7 +76,7 @@ class Messages(list):
 
 
 class MessagesAdapter:
-    def __init__(self, warehouse: Any, **triplet_options: Any) -> None:
+    def __init__(self, warehouse: SqlSource, **triplet_options: Any) -> None:
         self.warehouse = warehouse
         self.triplets = TripletAdapter(warehouse, **triplet_options)
 

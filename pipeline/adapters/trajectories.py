@@ -25,7 +25,7 @@ from spanpipe.semconv.llm_call import GATEWAY_SCOPE
 from spanpipe.warehouse.views import sql_string
 
 if TYPE_CHECKING:
-    from spanpipe.warehouse.warehouse import Warehouse
+    from spanpipe.warehouse.source import SqlSource
 
 Merge = Literal["prefix", "none"]
 RewardMode = Literal["final", "per_turn"]
@@ -257,7 +257,7 @@ class Trajectories:
 
 
 class TrajectoryBuilder:
-    def __init__(self, warehouse: Warehouse, **triplet_options: Any) -> None:
+    def __init__(self, warehouse: SqlSource, **triplet_options: Any) -> None:
         from spanpipe.adapters.triplets import TripletAdapter
 
         self.warehouse = warehouse

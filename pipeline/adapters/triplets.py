@@ -14,184 +14,27 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from collections.abc import Sequence
 from typing import Any, Iterable, Literal
 
 import orjson
 import pyarrow as pa
 
 from spanpipe.adapters.agl_payload import payload
+from spanpipe.adapters.span_columns import SpanColumns, spans_to_columns
+from spanpipe.adapters.triplet_types import NO_SPANS, AttemptDecision, RewardLink, Triplet, Triplets
 from spanpipe.adapters.tree import Tree
 from spanpipe.adapters.bulk import ATTRIBUTE_KEYS_SQL, AGENT_SQL, REWARD_OPERATION_SQL, bulk_triplets, response_id_sql
-from spanpipe.semconv.agents import agent_name
-from spanpipe.semconv.llm_call import response_id
+from spanpipe.warehouse.source import SqlSource
 from spanpipe.warehouse.views import events_with_logs_sql, gateway_twin_sql, llm_attributes_sql
-from spanpipe.warehouse.warehouse import sql_string as _q
+from spanpipe.warehouse.views import sql_string as _q
 from spanpipe.userregex import compile_regex
 
 logger = logging.getLogger(__name__)
-NO_SPANS = "no spans stored for this rollout"
 
 RewardMatch = Literal["first_occurrence", "first_sibling"]
 
-@dataclass
-class Triplet:
-    prompt: dict[str, Any]
-    response: dict[str, Any]
-    reward: float | None
-    metadata: dict[str, Any]
-    rollout_id: str | None = None
-    attempt_id: str | None = None
-    trace_id: str | None = None
-    span_id: str | None = None
-    sequence_id: int | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-RULE_IN_WORDS = {
-    "first_occurrence": "first_occurrence: the latest call that finished before the reward started "
-                        "and had no reward yet",
-    "first_sibling": "first_sibling: the latest sibling call that finished before the reward started "
-                     "and had no reward yet",
-}
-
-
-@dataclass
-class RewardLink:
-    """One reward span and the LLM call whose triplet it scores (None: no call could take it)."""
-    reward_span_id: str | None
-    value: float
-    call_span_id: str | None
-    rule: str | None
-
-    @property
-    def why(self) -> str:
-        if self.rule is None:
-            return "no call finished before this reward without already having one: it scores no triplet"
-        return RULE_IN_WORDS[self.rule]
-
-
-@dataclass
-class AttemptDecision:
-    attempt_id: str | None
-    spans: SpanColumns
-    triplets: list[Triplet]
-    why_none: str | None
-    reward_links: list[RewardLink]
-
-
-class Triplets(Sequence[Triplet]):
-    """Triplets with `.reasons` (rollout_id → why it gave none) and `.cursor` (for `since=`).
-
-    Read from the warehouse, they are held as one Arrow table (`to_arrow()`, token ids as int32
-    lists ready for a tensor) and a `Triplet` object is made only for the rows you index."""
-
-    def __init__(self, items: Iterable[Triplet] = (), reasons: dict[str, str] | None = None,
-                 cursor: int | None = None, table: pa.Table | None = None) -> None:
-        self._table = table
-        self._items: list[Triplet | None] = list(items) if table is None else [None] * table.num_rows
-        self.reasons: dict[str, str] = reasons or {}
-        self.cursor = cursor
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def __getitem__(self, index):  # type: ignore[override]
-        if isinstance(index, slice):
-            return [self[i] for i in range(*index.indices(len(self)))]
-        item = self._items[index]
-        if item is None:
-            i = range(len(self))[index]
-            self._materialise(i - i % _BLOCK)
-            item = self._items[i]
-        return item
-
-    def _materialise(self, lo: int) -> None:
-        """Make the Triplet objects of rows lo .. lo + _BLOCK at once (column-wise conversion)."""
-        block = self._table.slice(lo, _BLOCK)
-        cols = {name: block.column(name).to_pylist() for name in TRIPLET_COLUMNS if not name.endswith("token_ids")}
-        loads = orjson.loads
-        for k in range(block.num_rows):
-            self._items[lo + k] = Triplet(
-                loads(cols["prompt"][k]), loads(cols["response"][k]), cols["reward"][k], loads(cols["metadata"][k]),
-                rollout_id=cols["rollout_id"][k], attempt_id=cols["attempt_id"][k], trace_id=cols["trace_id"][k],
-                span_id=cols["span_id"][k], sequence_id=cols["sequence_id"][k])
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, (list, Sequence)) and list(self) == list(other)
-
-    def __repr__(self) -> str:
-        return f"Triplets({len(self)} triplets, {len(self.reasons)} rollouts without any)"
-
-    def to_arrow(self) -> pa.Table:
-        if self._table is not None:
-            return self._table
-        return triplets_to_arrow(self)
-
-    def to_jsonl(self, path: str | Path) -> int:
-        with open(path, "wb") as f:
-            for t in self:
-                f.write(orjson.dumps(t.to_dict()) + b"\n")
-        return len(self)
-
-
-_BLOCK = 4096
-
-
-def _json(v: Any) -> str:
-    return orjson.dumps(v).decode()
-
-
-TRIPLET_COLUMNS = ("rollout_id", "attempt_id", "trace_id", "span_id", "sequence_id", "prompt_token_ids",
-                   "response_token_ids", "reward", "prompt", "response", "metadata")
-
-
-def triplets_to_arrow(triplets: Iterable[Triplet]) -> pa.Table:
-    triplets = list(triplets)
-    return pa.table({
-        "rollout_id": pa.array([t.rollout_id for t in triplets], pa.string()),
-        "attempt_id": pa.array([t.attempt_id for t in triplets], pa.string()),
-        "trace_id": pa.array([t.trace_id for t in triplets], pa.string()),
-        "span_id": pa.array([t.span_id for t in triplets], pa.string()),
-        "sequence_id": pa.array([t.sequence_id for t in triplets], pa.int64()),
-        "prompt_token_ids": pa.array([t.prompt.get("token_ids") or [] for t in triplets], pa.list_(pa.int32())),
-        "response_token_ids": pa.array([t.response.get("token_ids") or [] for t in triplets], pa.list_(pa.int32())),
-        "reward": pa.array([t.reward for t in triplets], pa.float64()),
-        "prompt": pa.array([_json(t.prompt) for t in triplets], pa.string()),
-        "response": pa.array([_json(t.response) for t in triplets], pa.string()),
-        "metadata": pa.array([_json(t.metadata) for t in triplets], pa.string()),
-    })
-
-
-@dataclass
-class SpanColumns:
-    """One rollout attempt's spans, column-wise, in warehouse order (sequence id, start time)."""
-
-    span_id: list[str]
-    parent_span_id: list[str | None]
-    name: list[str]
-    start: list[int]
-    end: list[int]
-    span_type: list[str | None]
-    reward: list[float | None]
-    agent_name: list[str | None]
-    response_id: list[str | None]
-    reward_operation: list[bool]
-    attributes: list[str | None]  # JSON text, only for LLM call candidates
-    events: list[str | None]
-    trace_id: list[str] = field(default_factory=list)
-    sequence_id: list[int | None] = field(default_factory=list)
-    # From the warehouse: which spans are LLM-call candidates (candidate_sql, which also leaves out
-    # client-side twins of gateway spans); None: decided here from name and span_type.
-    candidate: list[bool] | None = None
-
-
 class TripletAdapter:
-    def __init__(self, warehouse: Any = None, llm_call_match: str = r"openai\.chat\.completion",
+    def __init__(self, warehouse: SqlSource | None = None, llm_call_match: str = r"openai\.chat\.completion",
                  agent_match: str | None = None, reward_match: RewardMatch = "first_occurrence",
                  exclude_llm_call_in_reward: bool = True, repair_hierarchy: bool = True,
                  skip_empty_token_spans: bool = False, llm_conventions: bool = True, dedup_llm_call: bool = True,
@@ -486,38 +329,3 @@ ORDER BY rollout_id, attempt_start, attempt_id, sequence_id NULLS LAST, start_ti
         cols = spans_to_columns(spans, self)
         triplets, why = self.adapt_columns(cols)
         return Triplets(triplets, {"": why} if why else {})
-
-
-def spans_to_columns(spans: list[dict[str, Any]], adapter: TripletAdapter) -> SpanColumns:
-    """Hand-built or exported span dicts → columns, classifying them as the collector would."""
-    from spanpipe.emit.reading import get_reward_value
-    from spanpipe.semconv.span_types import classify
-
-    def attrs_of(sp: dict[str, Any]) -> dict[str, Any]:
-        a = sp.get("attributes") or {}
-        return orjson.loads(a) if isinstance(a, (str, bytes)) else dict(a)
-
-    cols = SpanColumns([], [], [], [], [], [], [], [], [], [], [], [], [], [])
-    for sp in spans:
-        attrs = attrs_of(sp)
-        name = sp.get("name") or ""
-        reward = get_reward_value({"name": name, "attributes": attrs})
-        kind = "reward" if reward is not None else classify(name, attrs)
-        agent = agent_name(name, attrs)
-        rid = response_id(attrs, llm=True)
-        cols.span_id.append(sp["span_id"])
-        cols.parent_span_id.append(sp.get("parent_span_id", sp.get("parent_id")))
-        cols.name.append(name)
-        cols.start.append(sp.get("start_time_unix_nano", sp.get("start_time")))
-        cols.end.append(sp.get("end_time_unix_nano", sp.get("end_time")))
-        cols.span_type.append(kind)
-        cols.reward.append(reward)
-        cols.agent_name.append(agent)
-        cols.response_id.append(rid)
-        cols.reward_operation.append(name == "agentlightning.operation"
-                                     and attrs.get("agentlightning.operation.name") == "agentlightning.reward")
-        cols.attributes.append(orjson.dumps(attrs).decode())
-        cols.events.append(orjson.dumps(sp.get("events") or []).decode())
-        cols.trace_id.append(sp.get("trace_id"))
-        cols.sequence_id.append(sp.get("sequence_id"))
-    return cols

@@ -21,7 +21,8 @@ import pyarrow as pa
 
 from spanpipe.adapters.trajectories import MODEL_VERSION
 from spanpipe.adapters.tree import Tree
-from spanpipe.adapters.triplets import SpanColumns, TripletAdapter
+from spanpipe.adapters.span_columns import SpanColumns
+from spanpipe.adapters.triplets import TripletAdapter
 from spanpipe.semconv.llm_call import GATEWAY_SCOPE, TOKEN_IDS_MISSING_REASON, llm_call, token_ids
 from spanpipe.warehouse.views import TOKENS_IN_SQL, TOKENS_OUT_SQL
 from spanpipe.warehouse.warehouse import Warehouse

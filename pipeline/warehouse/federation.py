@@ -20,7 +20,7 @@ import pyarrow as pa
 if TYPE_CHECKING:
     from spanpipe.adapters.messages import Messages
     from spanpipe.adapters.trajectories import Trajectories
-    from spanpipe.adapters.triplets import Triplets
+    from spanpipe.adapters.triplet_types import Triplets
     from spanpipe.warehouse.warehouse import Warehouse
 
 T = TypeVar("T")
@@ -123,7 +123,7 @@ class Federation:
 
     def triplets(self, rollout_ids: Iterable[str] | None = None, since: Any = None, mode: str | None = None,
                  **options: Any) -> Triplets:
-        from spanpipe.adapters.triplets import Triplets
+        from spanpipe.adapters.triplet_types import Triplets
 
         parts, cursor = self._gather("triplets", rollout_ids, since, mode, options)
         table = pa.concat_tables([p.to_arrow() for p in parts])

@@ -25,21 +25,16 @@ import orjson
 import pyarrow as pa
 
 from spanpipe.warehouse.query_server import ARROW_STREAM
+from spanpipe.warehouse.source import WarehouseError
 from spanpipe.warehouse.views import create_lake_views, create_views, sql_string
 
 if TYPE_CHECKING:
     from spanpipe.adapters.messages import Messages
     from spanpipe.adapters.trajectories import Trajectories
-    from spanpipe.adapters.triplets import Triplets
+    from spanpipe.adapters.triplet_types import Triplets
 
 
 log = logging.getLogger("spanpipe.warehouse")
-
-
-class WarehouseError(Exception):
-    def __init__(self, message: str, status: int | None = None) -> None:
-        super().__init__(message)
-        self.status = status  # the query API's HTTP status, when it answered
 
 
 class Warehouse:
