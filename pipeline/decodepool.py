@@ -5,9 +5,10 @@ attribute) and one interpreter does it on one core. The decode is a pure functio
 bytes to a SpanBatch, so a pool of worker processes runs it: a receiver thread hands the bytes to
 a worker and waits (without the GIL) for the batch, which comes back with its attribute, event
 and link JSON already encoded (`SpanBatch.encode_json`), so the writer does not encode it again.
-The attributes travel as that JSON only and become dicts again in one `orjson.loads` call, about
-twice as fast as unpickling them; a span whose attributes JSON cannot give back exactly (bytes,
-NaN) travels as its dict too.
+The attributes travel as that JSON only (`JsonAttributes`) and become dicts in the collector
+process only if something there reads them, in one `orjson.loads` call (about twice as fast as
+unpickling dicts); a span whose attributes JSON cannot give back exactly (bytes, NaN) travels as
+its dict too.
 Everything stateful — the processors, rollout-affine state, the queues, the warehouse writer —
 stays in the collector process, so nothing about a span depends on which worker decoded it; a
 worker only computes the pure per-span parts processors offer (spanpipe.derived).
@@ -30,8 +31,6 @@ from concurrent.futures.process import BrokenProcessPool
 
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-
-import orjson
 
 from spanpipe import derived, nopandas
 from spanpipe.errors import TransientError
@@ -75,22 +74,13 @@ def _worker_init(parent: int, derivations: list[Derivation]) -> None:
 
 @dataclass(slots=True)
 class _Shipped:
-    """A decoded request on its way back from a worker: the batch without its attributes, which
-    are in `batch.encoded`, except the ones JSON would not give back exactly (`exact`)."""
+    """A decoded request on its way back from a worker, with the derivations' results."""
 
     decoded: DecodedTraces
-    exact: dict[int, dict[str, Any]]
     derived_values: dict[str, Any]
 
     def unpack(self) -> DecodedTraces:
-        batch = self.decoded.batch
-        assert batch.encoded is not None
-        texts = batch.encoded.json["attributes"]
-        attributes = orjson.loads(b"[" + b",".join(texts) + b"]") if texts else []  # type: ignore[arg-type]
-        for i, exact in self.exact.items():
-            attributes[i] = exact
-        batch.attributes = batch.encoded.sources["attributes"] = attributes
-        derived.bind(batch, self.derived_values)
+        derived.bind(self.decoded.batch, self.derived_values)
         return self.decoded
 
 
@@ -105,10 +95,8 @@ def _decode(body: bytes, json: bool) -> _Shipped:
             values[d.key] = d.derive(batch)
         except Exception:  # noqa: BLE001 - the processor computes it itself, and reports
             log.debug("derivation %s failed in a decode worker", d.key, exc_info=True)
-    exact = {i: batch.attributes[i] for i in batch.encode_json()}
-    assert batch.encoded is not None
-    batch.attributes = batch.encoded.sources["attributes"] = []
-    return _Shipped(decoded, exact, values)
+    batch.encode_json()  # the attributes travel as JSON (JsonAttributes), not as dicts
+    return _Shipped(decoded, values)
 
 
 def _ready() -> int:

@@ -1,7 +1,8 @@
 """SpanBatch: the columnar unit that flows from receivers through processors into exporters.
 
 One list per column, so that processors work column-wise and exporters hand the batch to Arrow in
-bulk. Attributes stay plain dicts that keep their value types. Resource attributes are stored
+bulk. Attributes stay plain dicts that keep their value types (from a decode worker: a
+JsonAttributes column that makes those dicts when read). Resource attributes are stored
 once per resource in `resources`; each span points at its resource by index.
 
 Rule for processors: never mutate a column list in place (a batch may be shared by several
@@ -13,6 +14,7 @@ from __future__ import annotations
 import base64
 import math
 from dataclasses import dataclass, field, replace
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import orjson
@@ -112,13 +114,75 @@ def dumps_exact(value: Any) -> tuple[bytes, bool]:
     return out, True
 
 
-JSON_COLUMNS = ("attributes", "events", "links")
+class JsonAttributes(Sequence[dict[str, Any]]):
+    """An attributes column that arrived as JSON (from a decode worker) and becomes dicts only when
+    something reads it: in a pipeline whose processors take what they need from derivations
+    (spanpipe.derived), the collector process never builds them, and the writer stores the JSON.
+
+    `texts[i]` is span i's attributes as stored (`dumps`); `exact` holds the decoded dicts of the
+    spans whose JSON would not give their values back (bytes, NaN): those are used as they are.
+    Not a list on purpose: code that needs one makes it by iterating, so nothing reads an
+    unfilled list."""
+
+    __slots__ = ("texts", "exact", "_dicts")
+
+    def __init__(self, texts: list[bytes], exact: dict[int, dict[str, Any]],
+                 dicts: list[dict[str, Any]] | None = None) -> None:
+        self.texts, self.exact, self._dicts = texts, exact, dicts
+
+    def dicts(self) -> list[dict[str, Any]]:
+        if self._dicts is None:
+            dicts = orjson.loads(b"[" + b",".join(self.texts) + b"]") if self.texts else []
+            for i, d in self.exact.items():
+                dicts[i] = d
+            self._dicts = dicts
+        return self._dicts
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def __getitem__(self, index):  # type: ignore[override]
+        return self.dicts()[index]
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return iter(self.dicts())
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, (list, JsonAttributes)):
+            return self.dicts() == list(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return JsonAttributes, (self.texts, self.exact)
+
+    def take(self, indices: list[int]) -> JsonAttributes:
+        where = {old: new for new, old in enumerate(indices)}
+        exact = {where[i]: d for i, d in self.exact.items() if i in where}
+        dicts = None if self._dicts is None else [self._dicts[i] for i in indices]
+        return JsonAttributes([self.texts[i] for i in indices], exact, dicts)
+
+    @staticmethod
+    def concat(columns: list[JsonAttributes]) -> JsonAttributes:
+        texts: list[bytes] = []
+        exact: dict[int, dict[str, Any]] = {}
+        for col in columns:
+            exact.update({len(texts) + i: d for i, d in col.exact.items()})
+            texts.extend(col.texts)
+        dicts = None
+        if all(c._dicts is not None for c in columns):
+            dicts = [d for c in columns for d in c._dicts]  # type: ignore[union-attr]
+        return JsonAttributes(texts, exact, dicts)
+
+
+JSON_COLUMNS = ("events", "links")
 
 
 @dataclass(slots=True)
 class EncodedJson:
-    """The JSON of the attributes, events and links columns, encoded where the batch was decoded
-    (a decode worker process), so that the process that writes the batch does not encode it again.
+    """The JSON of the events and links columns, encoded where the batch was decoded (a decode
+    worker process), so that the process that writes the batch does not encode it again.
 
     Entry i of a column is used only while that column still holds the very object it was encoded
     from: processors replace a value they change, never mutate it (see the rule above), so an
@@ -153,13 +217,17 @@ def _json_array(texts: list[bytes | None]) -> pa.Array:
     return pa.array(texts, pa.binary()).cast(pa.string())
 
 
-def _json_column(values: list[Any], column: str, encoded: EncodedJson | None, empty: bytes | None) -> pa.Array:
+def _json_column(values: Sequence[Any], column: str, encoded: EncodedJson | None, empty: bytes | None) -> pa.Array:
     """`values` as a JSON string column; `empty` stands for a falsy value when given."""
-    if encoded is None:
+    if isinstance(values, JsonAttributes):
+        return _json_array(values.texts)  # type: ignore[arg-type]
+    if encoded is None or column not in encoded.sources:
         if empty is None:
             return _json_array([dumps(v) for v in values])
         return _json_array([dumps(v) if v else empty for v in values])
     sources, json = encoded.sources[column], encoded.json[column]
+    if values is sources and None not in json:
+        return _json_array(json)
     out = []
     for i, v in enumerate(values):
         j = json[i]
@@ -183,7 +251,7 @@ class SpanBatch:
     status_message: list[str] = field(default_factory=list)
     scope_name: list[str] = field(default_factory=list)
     scope_version: list[str] = field(default_factory=list)
-    attributes: list[dict[str, Any]] = field(default_factory=list)
+    attributes: list[dict[str, Any]] | JsonAttributes = field(default_factory=list)
     events: list[list[dict[str, Any]] | None] = field(default_factory=list)
     links: list[list[dict[str, Any]] | None] = field(default_factory=list)
     resource_index: list[int] = field(default_factory=list)
@@ -237,7 +305,9 @@ class SpanBatch:
 
     def take(self, indices: list[int]) -> SpanBatch:
         """A new batch with only the spans at `indices` (in that order)."""
-        cols = {c: [getattr(self, c)[i] for i in indices] for c in self.CORE}
+        cols = {c: [getattr(self, c)[i] for i in indices] for c in self.CORE if c != "attributes"}
+        attrs = self.attributes
+        cols["attributes"] = attrs.take(indices) if isinstance(attrs, JsonAttributes) else [attrs[i] for i in indices]
         extra = {k: [v[i] for i in indices] for k, v in self.extra.items()}
         res_map: dict[int, int] = {}
         resources: list[Resource] = []
@@ -266,9 +336,15 @@ class SpanBatch:
         out.extra = {k: [] for k in extra_keys}
         out.nbytes = sum(b.nbytes for b in batches)
         out.encoded = EncodedJson.concat(batches)
+        if all(isinstance(b.attributes, JsonAttributes) for b in batches):
+            out.attributes = JsonAttributes.concat([b.attributes for b in batches])  # type: ignore[misc]
+        else:
+            for b in batches:
+                out.attributes.extend(b.attributes)  # type: ignore[union-attr]
         for b in batches:
             for c in SpanBatch.CORE:
-                getattr(out, c).extend(getattr(b, c))
+                if c != "attributes":
+                    getattr(out, c).extend(getattr(b, c))
             offset = len(out.resources)
             out.resources.extend(b.resources)
             out.resource_index.extend([i + offset for i in b.resource_index])
@@ -277,22 +353,21 @@ class SpanBatch:
                 out.extra[k].extend(b.extra.get(k) or [None] * n)
         return out
 
-    def encode_json(self) -> list[int]:
-        """Encode the attributes, events and links columns now (in a decode worker), for to_arrow.
-        Returns the spans whose attributes JSON does not give back the same values (dumps_exact)."""
-        texts: list[bytes | None] = []
-        inexact = []
+    def encode_json(self) -> None:
+        """Encode the attributes, events and links columns now (in a decode worker): the attributes
+        become a JsonAttributes column, events and links keep their JSON in `encoded`."""
+        texts: list[bytes] = []
+        exact: dict[int, dict[str, Any]] = {}
         for i, attrs in enumerate(self.attributes):
-            text, exact = dumps_exact(attrs)
+            text, faithful = dumps_exact(attrs)
             texts.append(text)
-            if not exact:
-                inexact.append(i)
+            if not faithful:
+                exact[i] = attrs
+        self.attributes = JsonAttributes(texts, exact)
         self.encoded = EncodedJson(
             {c: getattr(self, c) for c in JSON_COLUMNS},
-            {"attributes": texts,
-             "events": [dumps(e) if e else _EMPTY for e in self.events],
+            {"events": [dumps(e) if e else _EMPTY for e in self.events],
              "links": [dumps(x) if x else _EMPTY for x in self.links]})
-        return inexact
 
     def resource_attributes(self, i: int) -> dict[str, Any]:
         return self.resources[self.resource_index[i]].attributes

@@ -264,3 +264,38 @@ def test_workers_compute_the_processors_per_span_reading_and_processors_trust_it
     changed = replace(batch, attributes=[{} for _ in batch.attributes])
     assert derived_value(changed, reward.derivation().key) is None
     assert derived_value(batch.take([0, 1]), rollout.derivation().key) is None
+
+
+def test_the_default_chain_never_builds_attribute_dicts_in_the_collector_process():
+    """rollout and reward take their reading from the workers; batch concatenates; the writer
+    stores the JSON: the attributes stay JSON (JsonAttributes) all the way, and what is stored is
+    what in-process decoding stores. Reading them (any other processor) gives the exact values."""
+    from spanpipe.component import FanOut
+    from spanpipe.derived import downstream
+    from spanpipe.processors.reward import RewardConfig, RewardProcessor
+    from spanpipe.processors.rollout import RolloutConfig, RolloutProcessor
+    from spanpipe.spanbatch import JsonAttributes, SpanBatch
+
+    reward = RewardProcessor("reward", RewardConfig(), FanOut([]))
+    bodies = [odd_request()[0].SerializeToString() for _ in range(3)]
+    pool = DecodePool(1, "test", downstream(FanOut([RolloutProcessor("rollout", RolloutConfig(), reward)])))
+    try:
+        shipped = [pool.decode(b).batch for b in bodies]
+    finally:
+        pool.close()
+    outs = []
+    for batches in (shipped, [decode_traces_protobuf(b).batch for b in bodies]):
+        rollout = RolloutProcessor("rollout", RolloutConfig(idle_timeout=0), reward)
+        rollout.start()
+        try:
+            merged = SpanBatch.concat([reward.process(rollout.process(b)) for b in batches])
+        finally:
+            rollout.shutdown()
+        outs.append((merged, merged.to_arrow()))
+    (merged, table), (_, reference) = outs
+    assert isinstance(merged.attributes, JsonAttributes) and merged.attributes._dicts is None
+    assert table.drop(["sequence_id"]).equals(reference.drop(["sequence_id"]))
+    picked = pickle.loads(pickle.dumps(merged.take([1, 16, 32])))  # as the persistent queue keeps it
+    assert isinstance(picked.attributes[0]["bytes"], bytes) and math.isnan(picked.attributes[1]["score"])
+    assert picked.attributes[2] == {"agent.name": "solver", "step": 1}
+    assert picked.to_arrow().column("attributes").equals(reference.take([1, 16, 32]).column("attributes"))
