@@ -191,17 +191,25 @@ class EncodedJson:
     sources: dict[str, list[Any]]
     json: dict[str, list[bytes | None]]
 
-    def take(self, indices: list[int]) -> EncodedJson:
-        return EncodedJson({c: [v[i] for i in indices] for c, v in self.sources.items()},
+    def take(self, indices: list[int], batch: SpanBatch, taken: dict[str, list[Any]]) -> EncodedJson:
+        """For `batch.take(indices)`, whose new columns are `taken`."""
+        return EncodedJson({c: taken[c] if getattr(batch, c) is v else [v[i] for i in indices]
+                            for c, v in self.sources.items()},
                            {c: [v[i] for i in indices] for c, v in self.json.items()})
 
     @staticmethod
-    def concat(batches: list[SpanBatch]) -> EncodedJson | None:
+    def concat(batches: list[SpanBatch], merged: SpanBatch) -> EncodedJson | None:
+        """For `merged = SpanBatch.concat(batches)`."""
         if all(b.encoded is None for b in batches):
             return None
         out = EncodedJson({c: [] for c in JSON_COLUMNS}, {c: [] for c in JSON_COLUMNS})
-        for b in batches:
-            for c in JSON_COLUMNS:
+        for c in JSON_COLUMNS:
+            if all(b.encoded is not None and getattr(b, c) is b.encoded.sources[c] for b in batches):
+                out.sources[c] = getattr(merged, c)  # no batch changed this column: nor did the merge
+                for b in batches:
+                    out.json[c].extend(b.encoded.json[c])  # type: ignore[union-attr]
+                continue
+            for b in batches:
                 if b.encoded is None:
                     out.sources[c].extend(getattr(b, c))
                     out.json[c].extend([None] * len(b))
@@ -321,7 +329,7 @@ class SpanBatch:
         return SpanBatch(**cols, resource_index=new_index, resources=resources, extra=extra,
                          client_metadata=self.client_metadata,
                          nbytes=self.nbytes * len(indices) // max(len(self), 1),
-                         encoded=self.encoded.take(indices) if self.encoded is not None else None)
+                         encoded=self.encoded.take(indices, self, cols) if self.encoded is not None else None)
 
     @staticmethod
     def concat(batches: list[SpanBatch]) -> SpanBatch:
@@ -335,7 +343,6 @@ class SpanBatch:
             extra_keys.update(b.extra)
         out.extra = {k: [] for k in extra_keys}
         out.nbytes = sum(b.nbytes for b in batches)
-        out.encoded = EncodedJson.concat(batches)
         if all(isinstance(b.attributes, JsonAttributes) for b in batches):
             out.attributes = JsonAttributes.concat([b.attributes for b in batches])  # type: ignore[misc]
         else:
@@ -351,6 +358,7 @@ class SpanBatch:
             n = len(b)
             for k in extra_keys:
                 out.extra[k].extend(b.extra.get(k) or [None] * n)
+        out.encoded = EncodedJson.concat(batches, out)
         return out
 
     def encode_json(self) -> None:
