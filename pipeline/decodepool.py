@@ -14,7 +14,8 @@ stays in the collector process, so nothing about a span depends on which worker 
 worker only computes the pure per-span parts processors offer (spanpipe.derived).
 
 A worker that dies (OOM killer, kill -9) fails only the requests it held, with UNAVAILABLE /
-503, which clients retry; the pool is rebuilt for the next request. A request is acknowledged
+503, which clients retry; the pool is rebuilt, and while its interpreters start (as at collector
+start-up) requests are decoded in the receiving thread instead of waiting for them. A request is acknowledged
 only after its batch is back and delivered, so nothing acknowledged depends on a worker.
 """
 
@@ -26,7 +27,7 @@ import os
 import signal
 import threading
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 
 from dataclasses import dataclass
@@ -111,16 +112,28 @@ class DecodePool:
         self.workers, self.name = workers, name
         self.derivations = derivations or []
         self._lock = threading.Lock()
+        self._warming: list[Future[int]] = []
         self._pool = self._start()
 
     def _start(self) -> ProcessPoolExecutor:
         pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
                                    initializer=_worker_init, initargs=(os.getpid(), self.derivations))
-        for _ in range(self.workers):
-            pool.submit(_ready)  # start the interpreters now, not on the first request
+        # Start the interpreters now, not on the first request.
+        self._warming = [pool.submit(_ready) for _ in range(self.workers)]
         return pool
 
+    def ready(self, timeout: float | None = None) -> bool:
+        """Whether the workers are up (waiting up to `timeout` seconds for them)."""
+        done, _ = wait(self._warming, timeout)
+        return len(done) == len(self._warming)
+
     def decode(self, body: bytes, json: bool = False) -> DecodedTraces:
+        if not all(f.done() for f in self._warming):
+            # The workers are starting (collector start-up, or after one died): a request does
+            # not wait a second for an interpreter; it is decoded here, as with decode_workers: 0.
+            from spanpipe.otlp import decode_traces_json, decode_traces_protobuf
+
+            return decode_traces_json(body) if json else decode_traces_protobuf(body)
         pool = self._pool
         try:
             return pool.submit(_decode, body, json).result().unpack()
