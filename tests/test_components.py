@@ -5,6 +5,7 @@ its self-metrics counted."""
 from __future__ import annotations
 
 import contextlib
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -139,6 +140,34 @@ def check_processor(factory, cfg, batch, ids, tmp_path, ports) -> None:
     assert sink.log_records == (3 if "logs" in factory.signals else 0)
     expected = len(ids) + (3 if "logs" in factory.signals else 0)
     assert counters.value("processor_incoming_items", processor=factory.type) - before == expected
+    check_derivation(factory, cfg, batch, ids)
+
+
+def check_derivation(factory, cfg, batch, ids) -> None:
+    """A processor's per-span derivation travels to the decode workers (pickled, its key intact),
+    gives there what it gives here, and a batch carrying its result goes through the processor."""
+    import pickle
+
+    from spanpipe.derived import bind, derived_value
+
+    offered = create(factory, cfg, Sink()).derivation()
+    if offered is None:
+        return
+    shipped = pickle.loads(pickle.dumps(offered))
+    assert shipped.key == offered.key
+    value = shipped.derive(batch)
+    assert value == offered.derive(batch)
+    carried = replace(batch)
+    bind(carried, {offered.key: value})
+    assert derived_value(carried, offered.key) is value
+    sink = Sink()
+    proc = create(factory, cfg, sink)
+    proc.start()
+    try:
+        proc.consume(carried)
+    finally:
+        proc.shutdown()
+    assert sorted(sink.span_ids) == sorted(ids)
 
 
 def check_exporter(factory, cfg, batch, ids, tmp_path, ports) -> None:
