@@ -173,7 +173,11 @@ class OtlpReceiver(Receiver):
         protocols = self.config.protocols
         workers = workers_for(self.config.decode_workers)
         if workers and self.next is not None:
-            self.decode_pool = DecodePool(workers, self.id, derived.downstream(self.next))
+            derivations = derived.downstream(self.next)
+            self.decode_pool = DecodePool(workers, self.id, derivations)
+            self.log.info("decoding span requests in %d worker process(es)%s", workers,
+                          f" that also compute {', '.join(sorted(d.key.split(':')[0] for d in derivations))}"
+                          if derivations else "")
         try:
             if protocols.grpc is not None:
                 self.servers.append(OtlpGrpcServer(self, protocols.grpc))

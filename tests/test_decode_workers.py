@@ -156,6 +156,9 @@ def test_workers_store_exactly_what_in_process_decoding_stores(tmp_path):
         with collector_with(tmp_path, workers, f"w{workers}") as c:
             if workers:
                 wait_for(lambda: len(decode_workers(c.proc.pid)) == 1, 20, "the decode worker started")
+                assert "decoding span requests in 1 worker process(es) that also compute reward, rollout-ids" in c.log()
+            else:
+                assert "decoding span requests" not in c.log()
             assert grpc_export(c.grpc_endpoint, body)[0] == "OK"
             r = requests.post(c.http_url + "/v1/traces", json=json_body, timeout=10)
             assert r.status_code == 200, r.text
