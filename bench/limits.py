@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import random
 import re
 import statistics
 import subprocess

@@ -181,42 +181,33 @@ JSON_COLUMNS = ("events", "links")
 
 @dataclass(slots=True)
 class EncodedJson:
-    """The JSON of the events and links columns, encoded where the batch was decoded (a decode
-    worker process), so that the process that writes the batch does not encode it again.
+    """The JSON of the events and links columns, made where the batch was decoded (a decode worker
+    process), so that the process that writes the batch does not encode it again.
 
-    Entry i of a column is used only while that column still holds the very object it was encoded
-    from: processors replace a value they change, never mutate it (see the rule above), so an
-    identity check is enough to tell a stale entry."""
+    A column's JSON is used while the batch still holds the very list it was made from: a processor
+    that changes events or links replaces the list (see the rule above), and that column is then
+    encoded again."""
 
-    sources: dict[str, list[Any]]
-    json: dict[str, list[bytes | None]]
+    columns: dict[str, tuple[list[Any], list[bytes]]]  # column -> (the list encoded, its JSON texts)
+
+    def texts(self, batch: SpanBatch, column: str) -> list[bytes] | None:
+        entry = self.columns.get(column)
+        return entry[1] if entry is not None and getattr(batch, column) is entry[0] else None
 
     def take(self, indices: list[int], batch: SpanBatch, taken: dict[str, list[Any]]) -> EncodedJson:
         """For `batch.take(indices)`, whose new columns are `taken`."""
-        return EncodedJson({c: taken[c] if getattr(batch, c) is v else [v[i] for i in indices]
-                            for c, v in self.sources.items()},
-                           {c: [v[i] for i in indices] for c, v in self.json.items()})
+        return EncodedJson({c: (taken[c], [texts[i] for i in indices]) for c in JSON_COLUMNS
+                            if (texts := self.texts(batch, c)) is not None})
 
     @staticmethod
     def concat(batches: list[SpanBatch], merged: SpanBatch) -> EncodedJson | None:
         """For `merged = SpanBatch.concat(batches)`."""
-        if all(b.encoded is None for b in batches):
-            return None
-        out = EncodedJson({c: [] for c in JSON_COLUMNS}, {c: [] for c in JSON_COLUMNS})
+        columns = {}
         for c in JSON_COLUMNS:
-            if all(b.encoded is not None and getattr(b, c) is b.encoded.sources[c] for b in batches):
-                out.sources[c] = getattr(merged, c)  # no batch changed this column: nor did the merge
-                for b in batches:
-                    out.json[c].extend(b.encoded.json[c])  # type: ignore[union-attr]
-                continue
-            for b in batches:
-                if b.encoded is None:
-                    out.sources[c].extend(getattr(b, c))
-                    out.json[c].extend([None] * len(b))
-                else:
-                    out.sources[c].extend(b.encoded.sources[c])
-                    out.json[c].extend(b.encoded.json[c])
-        return out
+            parts = [b.encoded.texts(b, c) if b.encoded is not None else None for b in batches]
+            if all(p is not None for p in parts):
+                columns[c] = (getattr(merged, c), [t for p in parts for t in p])  # type: ignore[union-attr]
+        return EncodedJson(columns) if columns else None
 
 
 def _json_array(texts: list[bytes | None]) -> pa.Array:
@@ -225,24 +216,16 @@ def _json_array(texts: list[bytes | None]) -> pa.Array:
     return pa.array(texts, pa.binary()).cast(pa.string())
 
 
-def _json_column(values: Sequence[Any], column: str, encoded: EncodedJson | None, empty: bytes | None) -> pa.Array:
-    """`values` as a JSON string column; `empty` stands for a falsy value when given."""
+def _json_column(values: Sequence[Any], texts: list[bytes] | None, empty: bytes | None) -> pa.Array:
+    """`values` as a JSON string column, from `texts` when they were made already; `empty` stands
+    for a falsy value when given."""
     if isinstance(values, JsonAttributes):
-        return _json_array(values.texts)  # type: ignore[arg-type]
-    if encoded is None or column not in encoded.sources:
-        if empty is None:
-            return _json_array([dumps(v) for v in values])
-        return _json_array([dumps(v) if v else empty for v in values])
-    sources, json = encoded.sources[column], encoded.json[column]
-    if values is sources and None not in json:
-        return _json_array(json)
-    out = []
-    for i, v in enumerate(values):
-        j = json[i]
-        if j is None or v is not sources[i]:
-            j = dumps(v) if v or empty is None else empty
-        out.append(j)
-    return _json_array(out)
+        texts = values.texts
+    if texts is not None:
+        return _json_array(texts)  # type: ignore[arg-type]
+    if empty is None:
+        return _json_array([dumps(v) for v in values])
+    return _json_array([dumps(v) if v else empty for v in values])
 
 
 @dataclass(slots=True)
@@ -372,10 +355,11 @@ class SpanBatch:
             if not faithful:
                 exact[i] = attrs
         self.attributes = JsonAttributes(texts, exact)
-        self.encoded = EncodedJson(
-            {c: getattr(self, c) for c in JSON_COLUMNS},
-            {"events": [dumps(e) if e else _EMPTY for e in self.events],
-             "links": [dumps(x) if x else _EMPTY for x in self.links]})
+        self.encoded = EncodedJson({c: (getattr(self, c), [dumps(v) if v else _EMPTY for v in getattr(self, c)])
+                                    for c in JSON_COLUMNS})
+
+    def _encoded_texts(self, column: str) -> list[bytes] | None:
+        return self.encoded.texts(self, column) if self.encoded is not None else None
 
     def resource_attributes(self, i: int) -> dict[str, Any]:
         return self.resources[self.resource_index[i]].attributes
@@ -422,10 +406,10 @@ class SpanBatch:
             "service_name": pa.DictionaryArray.from_arrays(res_index, res_service),
             "scope_name": pa.array(self.scope_name, pa.string()),
             "scope_version": pa.array(self.scope_version, pa.string()),
-            "attributes": _json_column(self.attributes, "attributes", self.encoded, None),
+            "attributes": _json_column(self.attributes, None, None),
             "resource_attributes": pa.DictionaryArray.from_arrays(res_index, res_json),
-            "events": _json_column(self.events, "events", self.encoded, _EMPTY),
-            "links": _json_column(self.links, "links", self.encoded, _EMPTY),
+            "events": _json_column(self.events, self._encoded_texts("events"), _EMPTY),
+            "links": _json_column(self.links, self._encoded_texts("links"), _EMPTY),
         }
         for col, typ in PROMOTED_COLUMNS.items():
             values = self.extra.get(col)

@@ -44,9 +44,12 @@ def alive(pid: int) -> bool:
 
 def decode_workers(pid: int) -> list[int]:
     """The collector's decode workers (its children running the pool's worker loop)."""
-    return [p for p in children(pid)
-            if "spawn_main" in Path(f"/proc/{p}/cmdline").read_bytes().decode(errors="replace")
-            and "resource_tracker" not in Path(f"/proc/{p}/cmdline").read_bytes().decode(errors="replace")]
+    def cmdline(p: int) -> str:
+        try:
+            return Path(f"/proc/{p}/cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            return ""
+    return [p for p in children(pid) if "spawn_main" in cmdline(p)]
 
 
 def odd_request():

@@ -4,12 +4,14 @@ agent gives its rollout ids (on the resource, on each span, or only on the trace
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Iterator
 
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
@@ -86,13 +88,34 @@ def where_rollouts_landed(backends: list[Collector], total: int, timeout: float)
     return per_backend, duplicates
 
 
+@contextlib.contextmanager
+def started(tmp: Path, backends: list[Collector]) -> Iterator[Collector]:
+    """The backends and a load-balancing front to them, running; all killed on the way out."""
+    lb = front(tmp, backends)
+    try:
+        for b in backends:
+            b.start()
+        lb.start()
+        yield lb
+    finally:
+        for b in backends:
+            if b.proc is not None and b.proc.poll() is None:
+                b.proc.send_signal(signal.SIGCONT)  # a paused process does not die of SIGKILL until resumed
+            b.kill()
+        lb.kill()
+
+
+def homes_of(sent: dict[str, int], per_backend: list[dict[str, int]]) -> dict[str, list[int]]:
+    """rollout → the backends it landed on; asserts each landed whole, and once, on exactly one."""
+    homes = {rid: [k for k, counts in enumerate(per_backend) if rid in counts] for rid in sent}
+    assert all(len(h) == 1 for h in homes.values()), {r: h for r, h in homes.items() if len(h) != 1}
+    assert all(per_backend[h[0]][rid] == sent[rid] for rid, h in homes.items())  # whole, once
+    return homes
+
+
 def test_every_rollout_lands_whole_on_one_backend_even_with_a_backend_paused(tmp_path):
     backends = [backend(tmp_path, f"b{k}") for k in range(3)]
-    for b in backends:
-        b.start()
-    lb = front(tmp_path, backends)
-    try:
-        lb.start()
+    with started(tmp_path, backends) as lb:
         # One backend paused for 15 s mid-run: its rollouts wait in its queue at the front, none go elsewhere.
         backends[1].proc.send_signal(signal.SIGSTOP)
         paused_at = time.monotonic()
@@ -101,14 +124,7 @@ def test_every_rollout_lands_whole_on_one_backend_even_with_a_backend_paused(tmp
         backends[1].proc.send_signal(signal.SIGCONT)
         per_backend, duplicates = where_rollouts_landed(backends, sum(sent.values()), 60)
         assert lb.stop() == 0
-    finally:
-        for b in backends:
-            b.proc.send_signal(signal.SIGCONT)
-            b.kill()
-        lb.kill()
-    homes = {rid: [k for k, counts in enumerate(per_backend) if rid in counts] for rid in sent}
-    assert all(len(h) == 1 for h in homes.values()), {r: h for r, h in homes.items() if len(h) != 1}
-    assert all(per_backend[h[0]][rid] == sent[rid] for rid, h in homes.items())  # whole, once
+    homes = homes_of(sent, per_backend)
     assert duplicates == 0 and None not in set().union(*per_backend)  # every span tagged on its backend
     ring = Ring([b.grpc_endpoint for b in backends])
     assert all(backends[homes[rid][0]].grpc_endpoint == ring.backend(rid) for rid in sent)
@@ -149,11 +165,7 @@ def rollouts_sent(clients: list[subprocess.Popen[str]]) -> dict[str, int]:
 
 def test_four_clients_200_rollouts_a_backend_killed_and_restarted_nothing_lost_none_split(tmp_path):
     backends = [durable_backend(tmp_path, f"b{k}") for k in range(3)]
-    for b in backends:
-        b.start()
-    lb = front(tmp_path, backends)
-    try:
-        lb.start()
+    with started(tmp_path, backends) as lb:
         clients = start_clients(lb.grpc_endpoint)
         victim = Warehouse.connect(backends[2].query_url)
         wait_for(lambda: victim.sql("SELECT count(*) AS n FROM spans").column("n")[0].as_py() > 0, 60,
@@ -168,14 +180,8 @@ def test_four_clients_200_rollouts_a_backend_killed_and_restarted_nothing_lost_n
         per_backend, duplicates = where_rollouts_landed(backends, total, 90)
         assert lb.stop() == 0
         assert all(b.stop() == 0 for b in backends)
-    finally:
-        for b in backends:
-            b.kill()
-        lb.kill()
     assert len(sent) == 4 * 3 * 17 and total == 4 * len(sent)
-    homes = {rid: [k for k, counts in enumerate(per_backend) if rid in counts] for rid in sent}
-    assert all(len(h) == 1 for h in homes.values()), {r: h for r, h in homes.items() if len(h) != 1}
-    assert all(per_backend[h[0]][rid] == sent[rid] for rid, h in homes.items())  # whole, once
+    homes = homes_of(sent, per_backend)
     assert duplicates == 0 and sum(len(p) for p in per_backend) == len(sent)
     assert any(h[0] == 2 for h in homes.values())  # the killed backend had rollouts of its own
 
