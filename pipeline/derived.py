@@ -23,14 +23,21 @@ INPUTS = ("attributes", "name", "events", "resources", "resource_index")
 
 
 class Derivation(ABC):
-    """Picklable (it travels to the decode workers); `key` names the computation and its settings:
-    two derivations with one key give the same result for the same batch."""
+    """Picklable (it travels to the decode workers); `name` says what it computes, `key` names the
+    computation and its settings: two derivations with one key give the same result for the same
+    batch."""
 
+    name: str
     key: str
 
     @abstractmethod
     def derive(self, batch: SpanBatch) -> Any:
         """The result for every span of `batch`; must not change the batch."""
+
+    def of(self, batch: SpanBatch) -> Any:
+        """The result for `batch`: the one a decode worker computed, while valid, else computed now."""
+        carried = derived_value(batch, self.key)
+        return carried if carried is not None else self.derive(batch)
 
 
 @dataclass(slots=True)

@@ -10,13 +10,14 @@ batch: the span is kept without a reward, counted in `reward_malformed` and logg
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from pydantic import Field
 
 from spanpipe import events
 from spanpipe.component import BatchTransform, ComponentConfig, Consumer
-from spanpipe.derived import Derivation, derived_value
+from spanpipe.derived import Derivation
 from spanpipe.registry import Factory
 from spanpipe.semconv.rewards import DEFAULT_LLM_SPAN_NAME, Promoted, RewardReader
 from spanpipe.spanbatch import SpanBatch
@@ -39,33 +40,32 @@ class RewardConfig(ComponentConfig):
 class ReadRewards(Derivation):
     """What the processor reads from each span, for the decode workers to do."""
 
-    def __init__(self, config: RewardConfig) -> None:
-        self.config = config
-        self.key = "reward:" + config.model_dump_json()
-        self._reader: RewardReader | None = None
+    name = "reward"
 
-    def __getstate__(self) -> dict[str, Any]:
-        return {"config": self.config, "key": self.key, "_reader": None}
+    def __init__(self, config: RewardConfig, log: logging.Logger | None = None) -> None:
+        self.config = config
+        self.key = f"{self.name}:{config.model_dump_json()}"
+        self.reader = RewardReader(config.llm_span_name_pattern, config.extra_keys, config.classify, log)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return ReadRewards, (self.config,)  # the reader (compiled patterns) is built again there
 
     def derive(self, batch: SpanBatch) -> Promoted:
-        if self._reader is None:
-            c = self.config
-            self._reader = RewardReader(c.llm_span_name_pattern, c.extra_keys, c.classify)
-        return self._reader.read(batch)
+        return self.reader.read(batch)
 
 
 class RewardProcessor(BatchTransform):
     def __init__(self, component_id: str, config: RewardConfig, next_consumer: Consumer) -> None:
         super().__init__(component_id, next_consumer)
         self.config = config
-        self.reader = RewardReader(config.llm_span_name_pattern, config.extra_keys, config.classify, self.log)
-        self._derivation = ReadRewards(config)
+        self._derivation = ReadRewards(config, self.log)
+        self.reader = self._derivation.reader
 
     def derivation(self) -> ReadRewards:
         return self._derivation
 
     def process(self, batch: SpanBatch) -> SpanBatch:
-        read = derived_value(batch, self._derivation.key) or self.reader.read(batch)
+        read = self._derivation.of(batch)
         if read.extracted:
             counters.add("rewards_extracted", read.extracted, processor=self.id)
             if events.bus.subscribers():

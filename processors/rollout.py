@@ -36,7 +36,7 @@ from spanpipe import events
 from spanpipe.component import BatchTransform, Consumer
 from spanpipe.component import ComponentConfig
 from spanpipe.configtypes import Duration
-from spanpipe.derived import Derivation, derived_value
+from spanpipe.derived import Derivation
 from spanpipe.errors import PipelineError
 from spanpipe.periodic import Periodic
 from spanpipe.processors.idle_completion import IdleRollouts
@@ -126,9 +126,11 @@ class RolloutIds:
 class ReadRolloutIds(Derivation):
     """The stateless part of the processor: ids read from each span and its resource."""
 
+    name = "rollout-ids"
+
     def __init__(self, config: RolloutConfig) -> None:
         self.config = config
-        self.key = "rollout-ids:" + config.model_dump_json(
+        self.key = f"{self.name}:" + config.model_dump_json(
             include={"rollout_id_keys", "attempt_id_keys", "sequence_id_keys"})
 
     def derive(self, batch: SpanBatch) -> RolloutIds:
@@ -212,7 +214,7 @@ class RolloutProcessor(BatchTransform):
     def process(self, batch: SpanBatch, observe: bool = True) -> SpanBatch:
         cfg = self.config
         n = len(batch)
-        ids = derived_value(batch, self._derivation.key) or self._derivation.derive(batch)
+        ids = self._derivation.of(batch)
         # Copies: a batch fanned out to two pipelines carries one derived result for both.
         rollouts, attempts, given_seq, untagged = list(ids.rollouts), list(ids.attempts), ids.given_seq, ids.untagged
         keep = None

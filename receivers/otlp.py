@@ -176,7 +176,7 @@ class OtlpReceiver(Receiver):
             derivations = derived.downstream(self.next)
             self.decode_pool = DecodePool(workers, self.id, derivations)
             self.log.info("decoding span requests in %d worker process(es)%s", workers,
-                          f" that also compute {', '.join(sorted(d.key.split(':')[0] for d in derivations))}"
+                          f" that also compute {', '.join(sorted(d.name for d in derivations))}"
                           if derivations else "")
         try:
             if protocols.grpc is not None:
