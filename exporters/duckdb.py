@@ -42,7 +42,8 @@ from spanpipe.warehouse.database import DATA_ERRORS, CannotOpen, WarehouseDataba
 from spanpipe.warehouse.query_server import QueryServer
 from spanpipe import events
 from spanpipe.warehouse.schema import (INSERT_COMPLETIONS, INSERT_DEDUPED, INSERT_LATE_REWARDS, INSERT_LOGS,
-                                       INSERT_REWARD_DIMENSIONS, ROLLOUT_SPAN)
+                                       INSERT_REWARD_DIMENSIONS, RECOUNT_ATTEMPT_SUMMARIES, ROLLOUT_SPAN,
+                                       upsert_attempt_summaries)
 from spanpipe.warehouse.retention import Archive, apply_retention
 
 class QueryApiConfig(BaseModel):
@@ -111,6 +112,9 @@ class DuckDBExporterConfig(ExporterHelperConfig):
         if self.query is not None and self.query.auth is not None:
             refs["query::auth::authenticator"] = self.query.auth.authenticator
         return refs
+
+
+_UPSERT_SUMMARIES = upsert_attempt_summaries("__batch")
 
 
 def endpoint_file(db_path: str | Path) -> Path:
@@ -319,6 +323,11 @@ class DuckDBExporter(QueuedExporter):
             inserted = writer.execute(INSERT_DEDUPED, {"lo": bounds["min"], "hi": bounds["max"]}).fetchall()
             if dims is not None:
                 writer.execute(INSERT_REWARD_DIMENSIONS)
+            if inserted and inserted[0][0] == table.num_rows:
+                writer.execute(_UPSERT_SUMMARIES)
+            else:  # spans already stored were left out: count the batch's rollouts again
+                for stmt in RECOUNT_ATTEMPT_SUMMARIES:
+                    writer.execute(stmt)
             late = writer.execute(INSERT_LATE_REWARDS).fetchall() if "reward" in batch.extra.get("span_type", ()) else []
             completed = writer.execute(INSERT_COMPLETIONS).fetchall() if ROLLOUT_SPAN in batch.name else []
             writer.execute("COMMIT")

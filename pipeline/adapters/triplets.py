@@ -25,7 +25,7 @@ from spanpipe.adapters.triplet_types import NO_SPANS, AttemptDecision, RewardLin
 from spanpipe.adapters.tree import Tree
 from spanpipe.adapters.bulk import ATTRIBUTE_KEYS_SQL, AGENT_SQL, REWARD_OPERATION_SQL, bulk_triplets, response_id_sql
 from spanpipe.warehouse.source import SqlSource
-from spanpipe.warehouse.views import events_with_logs_sql, gateway_twin_sql, llm_attributes_sql
+from spanpipe.warehouse.views import EVERY_SHAPE, Shapes, events_with_logs_sql, gateway_twin_sql, llm_attributes_sql
 from spanpipe.warehouse.views import sql_string as _q
 from spanpipe.userregex import compile_regex
 
@@ -96,14 +96,14 @@ class TripletAdapter:
             wanted = [r for r in wanted if r in set(modes)]
         return wanted, cursor
 
-    def candidate_sql(self) -> str:
+    def candidate_sql(self, shapes: Shapes = EVERY_SHAPE) -> str:
         by_name = f"regexp_matches(name, {_q(self.llm_call_match)})"
         llm = f"(span_type = 'llm' OR {by_name})" if self.llm_conventions else by_name
-        return f"({llm} AND NOT {gateway_twin_sql('s')})"
+        return f"({llm} AND NOT {gateway_twin_sql('s', shapes)})"
 
-    def _query(self, rollout_ids: list[str]) -> str:
+    def _query(self, rollout_ids: list[str], shapes: Shapes = EVERY_SHAPE) -> str:
         ids = ", ".join(_q(r) for r in rollout_ids)
-        candidate = self.candidate_sql()
+        candidate = self.candidate_sql(shapes)
         # `spans` below means these rollouts' spans only: the gateway-twin and stream-sibling
         # subqueries look within one rollout anyway, and then do not scan the whole table.
         return f"""
@@ -112,8 +112,8 @@ SELECT rollout_id, attempt_id, trace_id, span_id, parent_span_id, name, start_ti
        sequence_id, span_type, reward, {AGENT_SQL} AS agent_name,
        {response_id_sql(candidate)} AS response_id,
        {REWARD_OPERATION_SQL} AS reward_operation,
-       CASE WHEN {candidate} THEN {llm_attributes_sql("s")} END AS attributes,
-       CASE WHEN {candidate} THEN {events_with_logs_sql("s")} END AS events,
+       CASE WHEN {candidate} THEN {llm_attributes_sql("s", shapes)} END AS attributes,
+       CASE WHEN {candidate} THEN {events_with_logs_sql("s", shapes)} END AS events,
        COALESCE({candidate}, FALSE) AS candidate
 FROM (SELECT *, {ATTRIBUTE_KEYS_SQL} AS v,
              min(start_time_unix_nano) OVER (PARTITION BY rollout_id, attempt_id) AS attempt_start
@@ -167,7 +167,9 @@ ORDER BY rollout_id, attempt_start, attempt_id, sequence_id NULLS LAST, start_ti
 
     def _attempts_of(self, rollout_ids: list[str]) -> dict[str, list[tuple[str | None, SpanColumns]]]:
         """The stored spans of `rollout_ids`, per rollout as (attempt id, its spans) in start order."""
-        table = self.warehouse.sql(self._query(rollout_ids))
+        ids = ", ".join(_q(r) for r in rollout_ids)
+        shapes = Shapes.of(self.warehouse, f"rollout_id IN ({ids})")
+        table = self.warehouse.sql(self._query(rollout_ids, shapes))
         cols = {name: table.column(name).to_pylist() for name in table.column_names}
         rids, aids = cols["rollout_id"], cols["attempt_id"]
         groups: dict[str, list[tuple[str | None, SpanColumns]]] = {}

@@ -24,6 +24,7 @@ from spanpipe.adapters.tree import Tree
 from spanpipe.adapters.span_columns import SpanColumns
 from spanpipe.adapters.triplets import TripletAdapter
 from spanpipe.semconv.llm_call import GATEWAY_SCOPE, TOKEN_IDS_MISSING_REASON, llm_call, token_ids
+from spanpipe.warehouse.schema import ATTEMPT_SUMMARIES_KEPT
 from spanpipe.warehouse.views import TOKENS_IN_SQL, TOKENS_OUT_SQL
 from spanpipe.warehouse.warehouse import Warehouse
 
@@ -43,26 +44,31 @@ def to_ms(ns: int | None) -> float | None:
 # ---- overview -------------------------------------------------------------------------------
 
 def overview(cur: duckdb.DuckDBPyConnection, points: int = 2000, minutes: int = 120,
-             coverage_rollouts: int = 200) -> dict[str, Any]:
+             coverage_rollouts: int = 200, coverage_memo: Coverage | None = None) -> dict[str, Any]:
     """Completions per minute, the final reward of the latest completed rollouts (with mode and
     model version, for one series each), rollouts by status, and the share of LLM calls with token
     ids in the latest `coverage_rollouts` completed rollouts (read as the triplet adapter reads them)."""
+    kept = summaries_kept(cur)
+    model_version = (
+        "(SELECT arg_max(a.model_version, a.model_version_at) FROM attempt_summaries a WHERE a.rollout_id = l.rollout_id)"
+        if kept else
+        f"""(SELECT arg_max(CASE WHEN s.span_type = 'llm' THEN s.attributes->>'{MODEL_VERSION}' END,
+                            s.start_time_unix_nano) FILTER (WHERE s.span_type = 'llm')
+             FROM spans s WHERE s.rollout_id = l.rollout_id)""")
     done = rows(cur, f"""
         WITH last AS (SELECT * FROM rollout_completions ORDER BY seq DESC LIMIT {int(points)})
-        SELECT l.rollout_id, l.status, l.mode, l.final_reward, l.end_time_unix_nano,
-               arg_max(CASE WHEN s.span_type = 'llm' THEN s.attributes->>'{MODEL_VERSION}' END,
-                       s.start_time_unix_nano) FILTER (WHERE s.span_type = 'llm') AS model_version
-        FROM last l LEFT JOIN spans s ON s.rollout_id = l.rollout_id
-        GROUP BY ALL ORDER BY l.end_time_unix_nano""")
+        SELECT l.rollout_id, l.status, l.mode, l.final_reward, l.end_time_unix_nano, {model_version} AS model_version
+        FROM last l ORDER BY l.end_time_unix_nano""")
     per_minute = rows(cur, f"""
         SELECT (end_time_unix_nano // {60_000 * MS}) * 60000 AS minute, count(*) AS completed
         FROM rollout_completions GROUP BY 1 ORDER BY 1 DESC LIMIT {int(minutes)}""")
-    status = rows(cur, """
+    rollout_ids = ("SELECT DISTINCT rollout_id FROM attempt_summaries" if kept else
+                   "SELECT DISTINCT rollout_id FROM spans WHERE rollout_id IS NOT NULL")
+    status = rows(cur, f"""
         WITH latest AS (SELECT rollout_id, arg_max(status, seq) AS status FROM rollout_completions GROUP BY 1)
         SELECT COALESCE(l.status, 'running') AS status, count(*) AS rollouts
-        FROM (SELECT DISTINCT rollout_id FROM spans WHERE rollout_id IS NOT NULL) r
-        LEFT JOIN latest l USING (rollout_id) GROUP BY 1 ORDER BY 1""")
-    with_ids, calls = token_id_coverage(cur, coverage_rollouts)
+        FROM ({rollout_ids}) r LEFT JOIN latest l USING (rollout_id) GROUP BY 1 ORDER BY 1""")
+    with_ids, calls = token_id_coverage(cur, coverage_rollouts, kept, coverage_memo)
     return {
         "rewards": [{"rollout_id": d["rollout_id"], "status": d["status"], "mode": d["mode"] or "train",
                      "model_version": d["model_version"] or "", "reward": d["final_reward"],
@@ -73,22 +79,45 @@ def overview(cur: duckdb.DuckDBPyConnection, points: int = 2000, minutes: int = 
     }
 
 
-def token_id_coverage(cur: duckdb.DuckDBPyConnection, latest_rollouts: int) -> tuple[int, int]:
+Coverage = dict[str, tuple[int, int, int]]  # rollout id -> (its LLM calls, calls with token ids, calls)
+
+
+def token_id_coverage(cur: duckdb.DuckDBPyConnection, latest_rollouts: int, kept: bool,
+                      memo: Coverage | None = None) -> tuple[int, int]:
     """(LLM calls with prompt and response token ids, LLM calls) in the latest completed rollouts;
-    a client span whose call the gateway also recorded counts once (the gateway's)."""
-    spans = rows(cur, f"""
-        SELECT scope_name = '{GATEWAY_SCOPE}' AS gateway, response_id, attributes::VARCHAR AS attributes FROM spans
-        WHERE span_type = 'llm' AND rollout_id IN (SELECT rollout_id FROM rollout_completions
-                                                   ORDER BY seq DESC LIMIT {int(latest_rollouts)})""")
-    recorded = {s["response_id"] for s in spans if s["gateway"] and s["response_id"]}
-    with_ids = calls = 0
+    a client span whose call the gateway also recorded in its rollout counts once (the gateway's).
+    With kept summaries, `memo` keeps each rollout's figures until its number of LLM spans changes."""
+    latest = f"SELECT rollout_id FROM rollout_completions ORDER BY seq DESC LIMIT {int(latest_rollouts)}"
+    memo = {} if memo is None or not kept else memo
+    if kept:
+        llm_spans = {r["rollout_id"]: r["n"] for r in rows(
+            cur, f"SELECT rollout_id, sum(llm_calls)::BIGINT AS n FROM attempt_summaries "
+                 f"WHERE rollout_id IN ({latest}) GROUP BY rollout_id")}
+        for rid in [r for r in memo if r not in llm_spans]:
+            del memo[rid]
+        todo = [r for r, n in llm_spans.items() if r not in memo or memo[r][0] != n]
+        where = "rollout_id IN (SELECT unnest($ids))"
+        params: dict[str, Any] = {"ids": todo}
+    else:
+        llm_spans, todo, where, params = {}, [], f"rollout_id IN ({latest})", {}
+    if kept and not todo:
+        spans: list[dict[str, Any]] = []
+    else:
+        spans = rows(cur, f"""
+            SELECT rollout_id, scope_name = '{GATEWAY_SCOPE}' AS gateway, response_id, attributes::VARCHAR AS attributes
+            FROM spans WHERE span_type = 'llm' AND {where}""", params)
+    recorded = {(s["rollout_id"], s["response_id"]) for s in spans if s["gateway"] and s["response_id"]}
+    fresh: dict[str, list[int]] = {r: [0, 0] for r in todo}
     for s in spans:
-        if not s["gateway"] and s["response_id"] in recorded:
+        if not s["gateway"] and (s["rollout_id"], s["response_id"]) in recorded:
             continue
-        prompt_ids, response_ids, _ = token_ids(orjson.loads(s["attributes"]) if s["attributes"] else {})
-        calls += 1
-        with_ids += bool(prompt_ids) and bool(response_ids)
-    return with_ids, calls
+        prompt_ids, response_ids = token_ids(orjson.loads(s["attributes"]) if s["attributes"] else {})[:2]
+        counts = fresh.setdefault(s["rollout_id"], [0, 0])
+        counts[0] += bool(prompt_ids) and bool(response_ids)
+        counts[1] += 1
+    for rid, (with_ids, calls) in fresh.items():
+        memo[rid] = (llm_spans.get(rid, 0), with_ids, calls)
+    return sum(m[1] for m in memo.values()), sum(m[2] for m in memo.values())
 
 
 # ---- the rollouts table ---------------------------------------------------------------------
@@ -128,10 +157,36 @@ def _tokens_sql(where: str) -> str:
             f"FROM spans WHERE span_type = 'llm' AND {where} GROUP BY rollout_id")
 
 
+_COMPLETIONS_SQL = """SELECT rollout_id, arg_max(status, seq) AS status, arg_max(mode, seq) AS mode,
+                             arg_max(end_time_unix_nano, seq) AS end_time_unix_nano
+                      FROM rollout_completions GROUP BY rollout_id"""
+
+
+def summaries_kept(cur: duckdb.DuckDBPyConnection) -> bool:
+    """Whether the warehouse keeps `attempt_summaries` up to date (a collector's file does; a
+    lake, or a file written some other way, is aggregated from its spans)."""
+    return (bool(rows(cur, "SELECT 1 AS meta FROM duckdb_tables() WHERE table_name = 'spanpipe_meta'"))
+            and bool(rows(cur, "SELECT 1 AS kept FROM spanpipe_meta WHERE key = $k", {"k": ATTEMPT_SUMMARIES_KEPT})))
+
+
 def rollout_summaries(cur: duckdb.DuckDBPyConnection, with_tokens: bool = False) -> pa.Table:
-    """One row per rollout with what the table shows but tokens (unless `with_tokens`: that reads
-    every LLM call's attributes, seconds on a million spans)."""
-    tokens_join = f"LEFT JOIN ({_tokens_sql('rollout_id IS NOT NULL')}) t USING (rollout_id)" if with_tokens else ""
+    """One row per rollout with what the table shows, filters and sorts on: from `attempt_summaries`
+    when the warehouse keeps it (milliseconds), else aggregated over every span — without token
+    counts unless `with_tokens`, which reads every LLM call's attributes (seconds on a million spans)."""
+    if summaries_kept(cur):
+        return cur.sql(f"""
+            WITH agg AS (
+                SELECT rollout_id, count(attempt_id) AS attempts, min(start_time_unix_nano) AS start_time_unix_nano,
+                       max(last_span_time_unix_nano) AS last_span_time_unix_nano,
+                       sum(spans)::BIGINT AS spans, sum(llm_calls)::BIGINT AS llm_calls,
+                       sum(input_tokens)::BIGINT AS input_tokens, sum(output_tokens)::BIGINT AS output_tokens, arg_max(final_reward, final_reward_at) AS final_reward
+                FROM attempt_summaries GROUP BY rollout_id)
+            SELECT agg.*, COALESCE(done.status, 'running') AS status, done.mode,
+                   done.end_time_unix_nano - agg.start_time_unix_nano AS duration_ns,
+                   (COALESCE(input_tokens, 0) + COALESCE(output_tokens, 0))::HUGEINT AS tokens
+            FROM agg LEFT JOIN ({_COMPLETIONS_SQL}) done USING (rollout_id)""").to_arrow_table()
+    tokens_join = (f"LEFT JOIN ({_tokens_sql('rollout_id IS NOT NULL')}) t USING (rollout_id)"
+                   if with_tokens else "")
     tokens_col = "COALESCE(t.input_tokens, 0) + COALESCE(t.output_tokens, 0)" if with_tokens else "NULL::HUGEINT"
     return cur.sql(f"""
         WITH agg AS (
@@ -139,21 +194,18 @@ def rollout_summaries(cur: duckdb.DuckDBPyConnection, with_tokens: bool = False)
                    max(end_time_unix_nano) AS last_span_time_unix_nano, count(*) AS spans,
                    count(*) FILTER (WHERE span_type = 'llm') AS llm_calls,
                    arg_max(reward, (sequence_id, start_time_unix_nano)) FILTER (WHERE span_type = 'reward') AS final_reward
-            FROM spans WHERE rollout_id IS NOT NULL GROUP BY rollout_id),
-        done AS (
-            SELECT rollout_id, arg_max(status, seq) AS status, arg_max(mode, seq) AS mode,
-                   arg_max(end_time_unix_nano, seq) AS end_time_unix_nano
-            FROM rollout_completions GROUP BY rollout_id)
+            FROM spans WHERE rollout_id IS NOT NULL GROUP BY rollout_id)
         SELECT agg.*, COALESCE(done.status, 'running') AS status, done.mode,
                done.end_time_unix_nano - agg.start_time_unix_nano AS duration_ns, {tokens_col} AS tokens
-        FROM agg LEFT JOIN done USING (rollout_id) {tokens_join}""").to_arrow_table()
+        FROM agg LEFT JOIN ({_COMPLETIONS_SQL}) done USING (rollout_id) {tokens_join}""").to_arrow_table()
 
 
 def rollouts_page(cur: duckdb.DuckDBPyConnection, f: RolloutFilter, summaries: pa.Table | None = None) -> dict[str, Any]:
     """A page of the rollouts table, from `summaries` (rollout_summaries, possibly a few seconds
-    old: see routes.SummaryCache) or read now; token counts are read for the page's rows only."""
+    old: see routes.Refreshed) or read now. Without kept summaries, token counts are read for the
+    page's rows only (or for all, to sort by them)."""
     f.validate()
-    if summaries is None or f.sort == "tokens":
+    if summaries is None or (f.sort == "tokens" and "input_tokens" not in summaries.column_names):
         summaries = rollout_summaries(cur, with_tokens=f.sort == "tokens")
     where, params = ["TRUE"], {}
     for cond, key, value in (("contains(rollout_id, $id)", "id", f.id_contains), ("status = $status", "status", f.status),
@@ -176,12 +228,12 @@ def rollouts_page(cur: duckdb.DuckDBPyConnection, f: RolloutFilter, summaries: p
         cur.unregister(name)
     ids = [r["rollout_id"] for r in page]
     tokens = {}
-    if ids:
+    if ids and "input_tokens" not in summaries.column_names:
         tokens = {t["rollout_id"]: t for t in rows(cur, _tokens_sql("rollout_id IN (SELECT unnest($ids))"),
                                                     {"ids": ids})}
     out = []
     for r in page:
-        t = tokens.get(r["rollout_id"], {})
+        t = tokens.get(r["rollout_id"], r)
         out.append({"rollout_id": r["rollout_id"], "status": r["status"], "mode": r["mode"], "attempts": r["attempts"],
                     "final_reward": r["final_reward"], "llm_calls": r["llm_calls"], "spans": r["spans"],
                     "input_tokens": t.get("input_tokens"), "output_tokens": t.get("output_tokens"),

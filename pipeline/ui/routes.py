@@ -106,10 +106,11 @@ class WebViewer:
         self.server = server
         self.live_metrics = live_metrics
         self._pages = {name: page_html(name) for name in PAGES}
-        self.summaries: Refreshed[pa.Table] = Refreshed(lambda: self._with_cursor(queries.rollout_summaries), 3.0, 5.0)
+        self.summaries: Refreshed[pa.Table] = Refreshed(lambda: self._with_cursor(queries.rollout_summaries), 1.0, 5.0)
         self.overview: Refreshed[dict[str, Any]] = Refreshed(lambda: self._with_cursor(self._overview_if_changed),
                                                              2.0, 10.0)
         self._overview_seen: tuple[Any, dict[str, Any]] | None = None
+        self._coverage: queries.Coverage = {}
 
     secure = staticmethod(security_headers)
 
@@ -191,7 +192,7 @@ class WebViewer:
         version = cur.execute("SELECT (SELECT count(*) FROM spans), (SELECT max(seq) FROM rollout_completions)").fetchall()[0]
         if self._overview_seen is not None and self._overview_seen[0] == version:
             return self._overview_seen[1]
-        doc = queries.overview(cur)
+        doc = queries.overview(cur, coverage_memo=self._coverage)
         self._overview_seen = (version, doc)
         return doc
 

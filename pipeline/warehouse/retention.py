@@ -55,6 +55,7 @@ def apply_retention(con: duckdb.DuckDBPyConnection, max_age_s: float, max_rows: 
         for table in ("reward_dimensions", "triplet_payloads", "logs"):
             con.execute(f"DELETE FROM {table} WHERE (trace_id, span_id) IN (SELECT (trace_id, span_id) {_DOOMED_SPANS})")
         spans = con.execute(f"DELETE {_DOOMED_SPANS}").fetchall()[0][0]
+        con.execute("DELETE FROM attempt_summaries WHERE rollout_id IN (SELECT unit FROM __doomed)")
         con.execute("COMMIT")
     except duckdb.Error:
         con.execute("ROLLBACK")

@@ -29,6 +29,76 @@ WHERE NOT EXISTS (
 )
 """
 
+# Token counts of an LLM span, by the usage keys of OTel GenAI (current and legacy) and OpenInference.
+TOKENS_IN_SQL = ("COALESCE(TRY_CAST(attributes->>'gen_ai.usage.input_tokens' AS BIGINT), "
+                 "TRY_CAST(attributes->>'gen_ai.usage.prompt_tokens' AS BIGINT), "
+                 "TRY_CAST(attributes->>'llm.token_count.prompt' AS BIGINT))")
+TOKENS_OUT_SQL = ("COALESCE(TRY_CAST(attributes->>'gen_ai.usage.output_tokens' AS BIGINT), "
+                  "TRY_CAST(attributes->>'gen_ai.usage.completion_tokens' AS BIGINT), "
+                  "TRY_CAST(attributes->>'llm.token_count.completion' AS BIGINT))")
+
+# One row per rollout attempt with what the viewer's tables show, filter and sort on, kept by
+# the exporter in the transaction that inserts the spans (upsert_attempt_summaries), so that a
+# page never aggregates every span. Counts are added per batch when every span of the batch was
+# new; a batch that repeated stored spans (a retried export) has its rollouts counted again from
+# `spans` (RECOUNT_ATTEMPT_SUMMARIES). attempt_key is the attempt id, '' for none.
+ATTEMPT_SUMMARIES_DDL = """CREATE TABLE IF NOT EXISTS attempt_summaries (
+    rollout_id VARCHAR NOT NULL, attempt_key VARCHAR NOT NULL, attempt_id VARCHAR,
+    start_time_unix_nano BIGINT, last_span_time_unix_nano BIGINT,
+    spans BIGINT, llm_calls BIGINT, input_tokens BIGINT, output_tokens BIGINT,
+    final_reward DOUBLE, final_reward_at STRUCT(sequence_id BIGINT, start_time_unix_nano BIGINT),
+    model_version VARCHAR, model_version_at BIGINT,
+    PRIMARY KEY (rollout_id, attempt_key))"""
+
+# spanpipe_meta's key saying attempt_summaries holds every stored span (a file whose spans were
+# written some other way gets it rebuilt when the collector opens it; readers fall back to `spans`).
+ATTEMPT_SUMMARIES_KEPT = "attempt_summaries"
+
+_FINAL_AT = "(sequence_id, start_time_unix_nano)::STRUCT(sequence_id BIGINT, start_time_unix_nano BIGINT)"
+
+
+def upsert_attempt_summaries(source: str) -> str:
+    """Folds the spans of relation `source` into attempt_summaries."""
+    return f"""
+INSERT INTO attempt_summaries
+SELECT rollout_id, COALESCE(attempt_id, ''), any_value(attempt_id), min(start_time_unix_nano),
+       max(end_time_unix_nano), count(*), count(*) FILTER (WHERE span_type = 'llm'),
+       sum({TOKENS_IN_SQL}) FILTER (WHERE span_type = 'llm'), sum({TOKENS_OUT_SQL}) FILTER (WHERE span_type = 'llm'),
+       arg_max(reward, {_FINAL_AT}) FILTER (WHERE span_type = 'reward'),
+       max({_FINAL_AT}) FILTER (WHERE span_type = 'reward'),
+       arg_max(attributes->>'spanpipe.model_version', start_time_unix_nano) FILTER (WHERE span_type = 'llm'),
+       max(start_time_unix_nano) FILTER (WHERE span_type = 'llm')
+FROM {source} WHERE rollout_id IS NOT NULL
+GROUP BY rollout_id, COALESCE(attempt_id, '')
+ON CONFLICT DO UPDATE SET
+    start_time_unix_nano = least(start_time_unix_nano, excluded.start_time_unix_nano),
+    last_span_time_unix_nano = greatest(last_span_time_unix_nano, excluded.last_span_time_unix_nano),
+    spans = spans + excluded.spans, llm_calls = llm_calls + excluded.llm_calls,
+    input_tokens = COALESCE(input_tokens + excluded.input_tokens, input_tokens, excluded.input_tokens),
+    output_tokens = COALESCE(output_tokens + excluded.output_tokens, output_tokens, excluded.output_tokens),
+    final_reward = CASE WHEN excluded.final_reward_at IS NOT NULL AND (final_reward_at IS NULL
+                             OR excluded.final_reward_at > final_reward_at)
+                        THEN excluded.final_reward ELSE final_reward END,
+    final_reward_at = greatest(final_reward_at, excluded.final_reward_at),
+    model_version = CASE WHEN excluded.model_version_at IS NOT NULL AND (model_version_at IS NULL
+                              OR excluded.model_version_at > model_version_at)
+                         THEN excluded.model_version ELSE model_version END,
+    model_version_at = greatest(model_version_at, excluded.model_version_at)
+"""
+
+
+_BATCH_ROLLOUTS = "(SELECT DISTINCT rollout_id FROM __batch WHERE rollout_id IS NOT NULL)"
+RECOUNT_ATTEMPT_SUMMARIES = [
+    f"DELETE FROM attempt_summaries WHERE rollout_id IN {_BATCH_ROLLOUTS}",
+    upsert_attempt_summaries(f"(SELECT * FROM spans WHERE rollout_id IN {_BATCH_ROLLOUTS})"),
+]
+
+REBUILD_ATTEMPT_SUMMARIES = [
+    "DELETE FROM attempt_summaries",
+    upsert_attempt_summaries("spans"),
+    f"INSERT OR REPLACE INTO spanpipe_meta VALUES ('{ATTEMPT_SUMMARIES_KEPT}', 'yes')",
+]
+
 DDL = [
     columns.create_table_sql("spans", columns.SPANS),
     # Every reward dimension the reward processor found (the spans table keeps the primary one).
@@ -42,6 +112,7 @@ DDL = [
     "start_time_unix_nano BIGINT, end_time_unix_nano BIGINT)",
     payloads.DDL,
     LOGS_DDL,
+    ATTEMPT_SUMMARIES_DDL,
     "CREATE TABLE IF NOT EXISTS spanpipe_meta (key VARCHAR PRIMARY KEY, value VARCHAR)",
     f"INSERT OR IGNORE INTO spanpipe_meta VALUES ('schema_version', '{SCHEMA_VERSION}')",
 ]

@@ -8,27 +8,51 @@ a read-only connection to an older file gets them as temporary views.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import duckdb
 import orjson
 import pyarrow as pa
 
 from spanpipe.semconv.agents import agent_name_sql
 from spanpipe.warehouse import payloads
-from spanpipe.warehouse.schema import COMPLETION_COLUMNS, DDL, LOGS_DDL, ROLLOUT_SPAN, SPANS_COLUMNS
+from spanpipe.warehouse.source import SqlSource
+from spanpipe.warehouse.schema import (COMPLETION_COLUMNS, DDL, LOGS_DDL, ROLLOUT_SPAN, SPANS_COLUMNS, TOKENS_IN_SQL,
+                                       TOKENS_OUT_SQL)
 from spanpipe.semconv.llm_call import GATEWAY_SCOPE, llm_call
 from spanpipe.semconv.span_types import LOGFIRE_STREAM_PREFIX, classify
 
-TOKENS_IN_SQL = ("COALESCE(TRY_CAST(attributes->>'gen_ai.usage.input_tokens' AS BIGINT), "
-              "TRY_CAST(attributes->>'gen_ai.usage.prompt_tokens' AS BIGINT), "
-              "TRY_CAST(attributes->>'llm.token_count.prompt' AS BIGINT))")
-TOKENS_OUT_SQL = ("COALESCE(TRY_CAST(attributes->>'gen_ai.usage.output_tokens' AS BIGINT), "
-               "TRY_CAST(attributes->>'gen_ai.usage.completion_tokens' AS BIGINT), "
-               "TRY_CAST(attributes->>'llm.token_count.completion' AS BIGINT))")
-def events_with_logs_sql(span: str = "s") -> str:
+
+
+@dataclass(frozen=True)
+class Shapes:
+    """Which of the rarer shapes the spans a query reads hold: Logfire stream spans, gateway
+    spans, OTLP log records. Each costs the query a join per LLM call; a query over spans known to
+    lack a shape leaves its join out (`Shapes.of`) and gives the same rows."""
+    streams: bool = True
+    gateway: bool = True
+    logs: bool = True
+
+    @classmethod
+    def of(cls, source: SqlSource, spans_where: str) -> "Shapes":
+        """The shapes present among the spans matching `spans_where` (one pass over them)."""
+        row = source.sql(
+            f"SELECT COALESCE(bool_or(name LIKE '{LOGFIRE_STREAM_PREFIX}%'), FALSE) AS streams, "
+            f"COALESCE(bool_or(scope_name = '{GATEWAY_SCOPE}'), FALSE) AS gateway, "
+            f"EXISTS (SELECT 1 FROM logs) AS logs FROM spans WHERE {spans_where}").to_pylist()[0]
+        return cls(**row)
+
+
+EVERY_SHAPE = Shapes()
+
+
+def events_with_logs_sql(span: str = "s", shapes: Shapes = EVERY_SHAPE) -> str:
     """The events of span alias `span` as JSON text, followed by the OTLP log records sent for it
     (same trace and span id) as events: `{time_unix_nano, name: event_name, attributes}` where the
     attributes are the record's, with its body's keys merged in (a non-object body as `content`)
     — the shape GenAI instrumentations give `gen_ai.*.message` / `gen_ai.choice` events."""
+    if not shapes.logs:
+        return f"{span}.events::VARCHAR"
     return f"""COALESCE((
     SELECT to_json(list_concat(CAST({span}.events AS JSON[]), list(json_object(
         'time_unix_nano', l.time_unix_nano, 'name', l.event_name,
@@ -62,10 +86,12 @@ def _stream_sibling_sql(span: str, value: str) -> str:
     return f"(SELECT first({value}) FROM spans st WHERE {is_stream_sibling_sql(span, 'st')})"
 
 
-def llm_attributes_sql(span: str = "s") -> str:
+def llm_attributes_sql(span: str = "s", shapes: Shapes = EVERY_SHAPE) -> str:
     """The attributes of span alias `span` as JSON text; a streamed Logfire call gets its stream
     sibling's attributes over its own (the answer: `gen_ai.output.messages` and the response id in
     current Logfire, `response_data` in older ones), so the pair is one LLM call."""
+    if not shapes.streams:
+        return f"{span}.attributes::VARCHAR"
     merged = f"json_merge_patch({span}.attributes, st.attributes)::VARCHAR"
     return f"COALESCE({_stream_sibling_sql(span, merged)}, {span}.attributes::VARCHAR)"
 
@@ -78,9 +104,11 @@ def llm_end_sql(span: str = "s") -> str:
 _IS_LLM = "(span_type = 'llm' OR (span_type IS NULL AND spanpipe_span_type(name, attributes::VARCHAR) = 'llm'))"
 
 
-def gateway_twin_sql(span: str = "s") -> str:
+def gateway_twin_sql(span: str = "s", shapes: Shapes = EVERY_SHAPE) -> str:
     """TRUE for a client-side span of a call the llm_gateway receiver also recorded (same response
     id in the same rollout): the gateway's span, with the token ids, stands for that call."""
+    if not shapes.gateway:
+        return "FALSE"
     return (f"({span}.response_id IS NOT NULL AND {span}.scope_name IS DISTINCT FROM '{GATEWAY_SCOPE}' AND EXISTS "
             f"(SELECT 1 FROM spans g WHERE g.scope_name = '{GATEWAY_SCOPE}' AND g.response_id = {span}.response_id "
             f"AND g.rollout_id IS NOT DISTINCT FROM {span}.rollout_id))")
