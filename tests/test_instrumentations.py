@@ -145,9 +145,11 @@ def test_real_logfire_plain_and_streamed_calls(tmp_path: Path) -> None:
                  15, "Logfire's 4 spans")
         calls = wh.sql("SELECT * FROM llm_calls WHERE rollout_id = 'ro-lf' ORDER BY start_time_unix_nano").to_pylist()
         triplets = TripletAdapter(wh).triplets(["ro-lf"])
+        one_by_one = TripletAdapter(wh, bulk=False).triplets(["ro-lf"])  # as the viewer reads a rollout
     assert [c_["response_id"] for c_ in calls] == ["chatcmpl-fake-1", "chatcmpl-fake-2"]
     assert [json.loads(c_["output_messages"])[0]["parts"][0]["content"] for c_ in calls] == \
         ["The answer is 6.", "The answer is 8."]
     assert [json.loads(c_["input_messages"])[0]["parts"][0]["content"] for c_ in calls] == \
         ["What is 2 + 3?", "What is 4 + 4?"]
-    assert [t.response["raw_content"][0]["content"] for t in triplets] == ["The answer is 6.", "The answer is 8."]
+    for got in (triplets, one_by_one):
+        assert [t.response["raw_content"][0]["content"] for t in got] == ["The answer is 6.", "The answer is 8."]

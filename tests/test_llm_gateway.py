@@ -268,6 +268,7 @@ def test_an_instrumented_agent_gets_one_llm_call_per_call_with_the_gateways_toke
                       if s["scope_name"] != "spanpipe.llm_gateway"]
         calls = wh.sql(f"SELECT * FROM llm_calls WHERE rollout_id = '{rollout}'").to_pylist()
         triplets = wh.triplets([rollout])
+        one_by_one = wh.triplets([rollout], bulk=False)  # the reference tree, as the viewer reads a rollout
     # Both sides recorded the call, in the agent's trace and rollout (traceparent and baggage)...
     assert len(client_llm) == 1 and gateway["trace_id"] == client_llm[0]["trace_id"]
     assert gateway["rollout_id"] == rollout
@@ -280,9 +281,10 @@ def test_an_instrumented_agent_gets_one_llm_call_per_call_with_the_gateways_toke
     assert len(calls) == 1 and calls[0]["span_id"] == gateway["span_id"] and calls[0]["response_id"] == reply_id
     assert calls[0]["response_token_ids"] == tokens(text) and calls[0]["prompt_token_ids"]
     assert len(json.loads(calls[0]["response_logprobs"])) == len(tokens(text))
-    assert len(triplets) == 1
-    assert triplets[0].response["token_ids"] == tokens(text)
-    assert triplets[0].reward is not None
+    for got in (triplets, one_by_one):
+        assert len(got) == 1
+        assert got[0].response["token_ids"] == tokens(text)
+        assert got[0].reward is not None
 
 
 def test_metrics_count_calls_latency_and_time_to_first_token(tmp_path, vllm):
