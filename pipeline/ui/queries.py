@@ -5,9 +5,10 @@ parameters, and sort keys are looked up in a fixed table. Every function takes a
 cursor over the warehouse (a collector's, a file's or a lake's). Times leave as milliseconds since
 the epoch (a JavaScript number holds them exactly; nanoseconds it would round).
 
-The rollouts page is paged on the server and must stay fast on a million spans: it aggregates
-only plain columns over all spans, takes status and mode from the small `rollout_completions`
-log, and parses attributes (token counts) only for the rows of the page it returns.
+The rollouts page is paged on the server and must stay fast on a million spans while the
+collector ingests: it reads `attempt_summaries` (one row per attempt, kept by the exporter) and
+the small `rollout_completions` log. Over a lake or a file without kept summaries it aggregates
+plain columns over all spans and parses attributes (token counts) only for the page's rows.
 """
 
 from __future__ import annotations
@@ -94,7 +95,7 @@ def token_id_coverage(cur: duckdb.DuckDBPyConnection, latest_rollouts: int, kept
             cur, f"SELECT rollout_id, sum(llm_calls)::BIGINT AS n FROM attempt_summaries "
                  f"WHERE rollout_id IN ({latest}) GROUP BY rollout_id")}
         for rid in [r for r in memo if r not in llm_spans]:
-            del memo[rid]
+            memo.pop(rid, None)
         todo = [r for r, n in llm_spans.items() if r not in memo or memo[r][0] != n]
         where = "rollout_id IN (SELECT unnest($ids))"
         params: dict[str, Any] = {"ids": todo}
@@ -179,7 +180,8 @@ def rollout_summaries(cur: duckdb.DuckDBPyConnection, with_tokens: bool = False)
                 SELECT rollout_id, count(attempt_id) AS attempts, min(start_time_unix_nano) AS start_time_unix_nano,
                        max(last_span_time_unix_nano) AS last_span_time_unix_nano,
                        sum(spans)::BIGINT AS spans, sum(llm_calls)::BIGINT AS llm_calls,
-                       sum(input_tokens)::BIGINT AS input_tokens, sum(output_tokens)::BIGINT AS output_tokens, arg_max(final_reward, final_reward_at) AS final_reward
+                       sum(input_tokens)::BIGINT AS input_tokens, sum(output_tokens)::BIGINT AS output_tokens,
+                       arg_max(final_reward, final_reward_at) AS final_reward
                 FROM attempt_summaries GROUP BY rollout_id)
             SELECT agg.*, COALESCE(done.status, 'running') AS status, done.mode,
                    done.end_time_unix_nano - agg.start_time_unix_nano AS duration_ns,
