@@ -27,7 +27,8 @@ from spanpipe.semconv.llm_call import RESPONSE_ID
 from spanpipe.warehouse.payloads import PAYLOAD_FIELDS, PAYLOAD_VERSION, payload_columns
 from spanpipe.warehouse.source import WarehouseError
 from spanpipe.semconv.span_types import LOGFIRE_STREAM_PREFIX
-from spanpipe.warehouse.views import events_with_logs_sql, is_stream_sibling_sql, llm_attributes_sql, sql_string as _q
+from spanpipe.warehouse.views import (EVERY_SHAPE, Shapes, events_with_logs_sql, is_stream_sibling_sql,
+                                     llm_attributes_sql, sql_string as _q)
 
 if TYPE_CHECKING:
     from spanpipe.adapters.triplets import TripletAdapter
@@ -129,8 +130,9 @@ def bulk_triplets(adapter: TripletAdapter, rollout_ids: list[str]) -> BulkResult
     # The stored payloads are read meanwhile (DuckDB works outside the GIL): they do not depend on
     # the decisions, only on the rollouts.
     names = _TOKEN_NAMES if adapter.token_ids_only else _PAYLOAD_NAMES
-    stored = adapter.warehouse.sql_in_background(stored_payloads_sql(rollout_ids, names))
-    t = adapter.warehouse.sql(forest_query(rollout_ids, adapter.candidate_sql(), adapter.attempts == "latest"))
+    shapes = Shapes.of(adapter.warehouse, f"rollout_id IN (SELECT rollout_id FROM ({wanted_sql(rollout_ids)}))")
+    stored = adapter.warehouse.sql_in_background(stored_payloads_sql(rollout_ids, names, shapes))
+    t = adapter.warehouse.sql(forest_query(rollout_ids, adapter.candidate_sql(shapes), adapter.attempts == "latest"))
     n = t.num_rows
     empty = BulkResult(pa.table({c: [] for c in (*TRIPLET_COLUMNS, "_k")}), set())
     if n == 0:
@@ -177,7 +179,7 @@ def bulk_triplets(adapter: TripletAdapter, rollout_ids: list[str]) -> BulkResult
 
     source = order[d.calls]  # rows of `t`
     trace_ids, span_ids = t.column("trace_id").take(source), t.column("span_id").take(source)
-    payloads = _payloads(adapter, _stored(stored, names), trace_ids, span_ids, names)
+    payloads = _payloads(adapter, _stored(stored, names), trace_ids, span_ids, names, shapes)
     calls, agents = d.calls, d.agents
     if adapter.skip_empty_token_spans:
         has_tokens = (pc.fill_null(pc.list_value_length(payloads.column("prompt_token_ids")), 0).to_numpy() > 0) & \
@@ -231,16 +233,17 @@ def _constant(value: str, n: int) -> pa.Array:
     return pa.array([value], pa.string()).take(pa.array(np.zeros(n, np.int64)))
 
 
-def stored_payloads_sql(rollout_ids: list[str], names: list[str] = _PAYLOAD_NAMES) -> str:
+def stored_payloads_sql(rollout_ids: list[str], names: list[str] = _PAYLOAD_NAMES, shapes: Shapes = EVERY_SHAPE) -> str:
     # A payload stored from the span alone is not taken when the span has log records sent for it, or
     # is a streamed Logfire call with its answer in a sibling span: it is computed with those instead.
     wanted = f"SELECT rollout_id FROM ({wanted_sql(rollout_ids)})"
-    return f"""SELECT trace_id || '/' || span_id AS key, {', '.join(names)} FROM triplet_payloads tp
-WHERE version = {PAYLOAD_VERSION} AND rollout_id IN ({wanted})
-  AND NOT EXISTS (SELECT 1 FROM logs l WHERE l.trace_id = tp.trace_id AND l.span_id = tp.span_id)
-  AND (trace_id, span_id) NOT IN (
+    without_logs = ("AND NOT EXISTS (SELECT 1 FROM logs l WHERE l.trace_id = tp.trace_id AND l.span_id = tp.span_id)"
+                    if shapes.logs else "")
+    without_streams = f"""AND (trace_id, span_id) NOT IN (
       SELECT (c.trace_id, c.span_id) FROM spans st JOIN spans c ON {is_stream_sibling_sql('c', 'st')}
-      WHERE st.name LIKE '{LOGFIRE_STREAM_PREFIX}%' AND st.rollout_id IN ({wanted}))"""
+      WHERE st.name LIKE '{LOGFIRE_STREAM_PREFIX}%' AND st.rollout_id IN ({wanted}))""" if shapes.streams else ""
+    return f"""SELECT trace_id || '/' || span_id AS key, {', '.join(names)} FROM triplet_payloads tp
+WHERE version = {PAYLOAD_VERSION} AND rollout_id IN ({wanted}) {without_logs} {without_streams}"""
 
 
 def _stored(future: Future[pa.Table], names: list[str] = _PAYLOAD_NAMES) -> pa.Table:
@@ -253,7 +256,7 @@ def _stored(future: Future[pa.Table], names: list[str] = _PAYLOAD_NAMES) -> pa.T
 
 
 def _payloads(adapter: TripletAdapter, stored: pa.Table, trace_ids: pa.Array, span_ids: pa.Array,
-              names: list[str] = _PAYLOAD_NAMES) -> pa.Table:
+              names: list[str] = _PAYLOAD_NAMES, shapes: Shapes = EVERY_SHAPE) -> pa.Table:
     """The payload columns `names` of these LLM spans, in this order: as `stored`, or computed here
     from the span where none is stored (an older file, a lake, a span only our own llm_call_match finds)."""
     keys = pc.binary_join_element_wise(trace_ids, span_ids, "/")
@@ -264,7 +267,8 @@ def _payloads(adapter: TripletAdapter, stored: pa.Table, trace_ids: pa.Array, sp
         return stored.take(at)
     wanted = [[trace_ids[i].as_py(), span_ids[i].as_py()] for i in missing.tolist()]
     found = adapter.warehouse.sql(
-        f"SELECT s.trace_id, s.span_id, {llm_attributes_sql('s')} AS attributes, {events_with_logs_sql('s')} AS events "
+        f"SELECT s.trace_id, s.span_id, {llm_attributes_sql('s', shapes)} AS attributes, "
+        f"{events_with_logs_sql('s', shapes)} AS events "
         f"FROM spans s JOIN ({_pairs_sql(wanted)}) w USING (trace_id, span_id)").to_pylist()
     by_id = {(f["trace_id"], f["span_id"]): (f["attributes"], f["events"]) for f in found}
     computed = pa.table(payload_columns(by_id.get((t, s), (None, None)) for t, s in wanted)).select(names).cast(stored.schema)
