@@ -15,7 +15,7 @@ class Column:
     name: str
     arrow: pa.DataType
     sql: str
-    filled_by: str = ""  # a promoted column: the processor that fills it (NULL without it)
+    promoted: bool = False  # filled by a processor that declares it (`Factory.adds_columns`), else NULL
 
 
 _S, _I64, _F64 = pa.string(), pa.int64(), pa.float64()
@@ -39,13 +39,16 @@ SPANS: tuple[Column, ...] = (
     Column("resource_attributes", _S, "JSON"),
     Column("events", _S, "JSON"),
     Column("links", _S, "JSON"),
-    Column("rollout_id", _S, "VARCHAR", filled_by="rollout"),
-    Column("attempt_id", _S, "VARCHAR", filled_by="rollout"),
-    Column("sequence_id", _I64, "BIGINT", filled_by="rollout"),
-    Column("span_type", _S, "VARCHAR", filled_by="reward"),
-    Column("reward", _F64, "DOUBLE", filled_by="reward"),
-    Column("response_id", _S, "VARCHAR", filled_by="reward"),
+    Column("rollout_id", _S, "VARCHAR", promoted=True),
+    Column("attempt_id", _S, "VARCHAR", promoted=True),
+    Column("sequence_id", _I64, "BIGINT", promoted=True),
+    Column("span_type", _S, "VARCHAR", promoted=True),
+    Column("reward", _F64, "DOUBLE", promoted=True),
+    Column("response_id", _S, "VARCHAR", promoted=True),
 )
+
+# Batch columns a processor may add that go to a table of their own, not to `spans`.
+BATCH_ONLY: dict[str, str] = {"reward_dimensions": "every reward dimension, for the reward_dimensions table"}
 
 LOGS: tuple[Column, ...] = (
     Column("trace_id", _S, "VARCHAR"),
@@ -73,4 +76,4 @@ def arrow_schema(columns: tuple[Column, ...]) -> pa.Schema:
 
 def promoted(columns: tuple[Column, ...] = SPANS) -> dict[str, pa.DataType]:
     """The columns processors fill, with their Arrow types."""
-    return {c.name: c.arrow for c in columns if c.filled_by}
+    return {c.name: c.arrow for c in columns if c.promoted}

@@ -30,6 +30,9 @@ class Factory:
     aliases: tuple[str, ...] = ()
     signals: tuple[str, ...] = ("traces",)  # the pipelines (otelcol signals) it can be in
     capabilities: tuple[str, ...] = ()  # extensions: what they can be used as ("authenticator", "storage")
+    # processors: the batch columns they add, each a promoted column of the warehouse schema
+    # (`columns.SPANS`) or a batch-only one (`columns.BATCH_ONLY`); the component test holds them to it
+    adds_columns: tuple[str, ...] = ()
 
 
 class RegistryError(Exception):
@@ -44,6 +47,7 @@ class Registry:
         for f in factories:
             if f.kind not in self._by_kind:
                 raise RegistryError(f"factory '{f.type}' has unknown kind '{f.kind}' (one of {', '.join(KINDS)})")
+            _check_columns(f, origins.get(id(f), "an unknown package"))
             for name in (f.type, *f.aliases):
                 other = self._by_kind[f.kind].get(name)
                 if other is not None and other is not f:
@@ -77,6 +81,18 @@ class Registry:
                 factories.append(factory)
                 origins[id(factory)] = f"package '{ep.dist.name if ep.dist else '?'}' ({ep.value})"
         return cls(factories, origins)
+
+
+def _check_columns(f: Factory, origin: str) -> None:
+    from spanpipe import columns
+
+    if f.adds_columns and f.kind != "processors":
+        raise RegistryError(f"{f.kind} '{f.type}' from {origin} declares columns it adds; only processors add columns")
+    known = set(columns.promoted()) | set(columns.BATCH_ONLY)
+    unknown = [c for c in f.adds_columns if c not in known]
+    if unknown:
+        raise RegistryError(f"processor '{f.type}' from {origin} declares columns the warehouse schema does not "
+                            f"have: {', '.join(unknown)} (known: {', '.join(sorted(known))})")
 
 
 def _load(ep: EntryPoint, kind: str) -> Factory:

@@ -82,4 +82,5 @@ class RewardProcessor(BatchTransform):
 
 
 factory = Factory("reward", "processors", RewardConfig,
-                  lambda cid, cfg, nxt: RewardProcessor(cid, cfg, nxt))
+                  lambda cid, cfg, nxt: RewardProcessor(cid, cfg, nxt),
+                  adds_columns=("span_type", "reward", "response_id", "reward_dimensions"))

@@ -277,4 +277,5 @@ class RolloutProcessor(BatchTransform):
 
 
 factory = Factory("rollout", "processors", RolloutConfig,
-                  lambda cid, cfg, nxt: RolloutProcessor(cid, cfg, nxt))
+                  lambda cid, cfg, nxt: RolloutProcessor(cid, cfg, nxt),
+                  adds_columns=("rollout_id", "attempt_id", "sequence_id"))

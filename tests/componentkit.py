@@ -39,12 +39,14 @@ class Sink(Consumer, LogsConsumer):
 
     def __init__(self) -> None:
         self.span_ids: list[tuple[str, str]] = []
+        self.columns: set[str] = set()  # the batch columns beyond the core ones that reached it
         self.log_records = 0
         self._lock = threading.Lock()
 
     def consume(self, batch: SpanBatch) -> None:
         with self._lock:
             self.span_ids.extend(zip(batch.trace_id, batch.span_id))
+            self.columns.update(batch.extra)
 
     def consume_logs(self, table: pa.Table) -> None:
         with self._lock:

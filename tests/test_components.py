@@ -137,6 +137,7 @@ def check_processor(factory, cfg, batch, ids, tmp_path, ports) -> None:
     finally:
         proc.shutdown()  # drains what it holds
     assert sorted(sink.span_ids) == sorted(ids)
+    assert sink.columns - set(batch.extra) == set(factory.adds_columns), "a processor declares the columns it adds"
     assert sink.log_records == (3 if "logs" in factory.signals else 0)
     expected = len(ids) + (3 if "logs" in factory.signals else 0)
     assert counters.value("processor_incoming_items", processor=factory.type) - before == expected
@@ -226,3 +227,15 @@ def test_an_extension_used_as_what_it_is_not_is_a_config_error(tmp_path):
     assert "extension 'file_storage' is not an authenticator (a 'file_storage' extension provides: storage)" in text
     assert "receivers::otlp::" in text, text
     assert "exporters::duckdb::sending_queue::storage: extension 'bearertokenauth' is not a storage" in text, text
+
+
+def test_a_processor_declares_only_columns_the_warehouse_has():
+    from spanpipe.registry import Factory, Registry, RegistryError
+
+    rollout = REGISTRY.get("processors", "rollout")
+    adds_task = Factory("tasks", "processors", rollout.config_class, rollout.create, adds_columns=("task_id",))
+    with pytest.raises(RegistryError, match="processor 'tasks' .* does not have: task_id"):
+        Registry([adds_task], {id(adds_task): "package 'acme-tasks'"})
+    exporter = Factory("x", "exporters", rollout.config_class, rollout.create, adds_columns=("rollout_id",))
+    with pytest.raises(RegistryError, match="only processors add columns"):
+        Registry([exporter])
