@@ -230,3 +230,23 @@ def test_trajectories_through_the_gateway(tmp_path):
     rows = [json.loads(line) for line in out.stdout.splitlines()]
     assert [(r["rollout_id"], r["num_turns"]) for r in rows] == [("ro-three", 3), ("ro-noids", 1)]
     assert "2 sample(s); breaks: no_token_ids 1; 0 rollout(s) without samples" in out.stderr
+
+
+def test_stored_logprobs_read_the_span_as_the_sql_fallback_does():
+    """Trajectories take sampling logprobs from stored payloads, else DuckDB unpacks them from the
+    span: both readings of `logprobs.content` must agree, whatever shape it has."""
+    import duckdb
+    import orjson
+
+    from spanpipe.warehouse.payloads import sampling_logprobs
+
+    entries = [{"token": "a", "logprob": -0.25}, {"token": "b", "logprob": -1}, {"token": "c"},
+               {"token": "d", "logprob": None}]
+    cases = [entries, orjson.dumps(entries).decode(), [], "not json", {"logprob": -1.0}, None,
+             [{"token": "x", "logprob": -3.5, "top_logprobs": [{"token": "y", "logprob": -4.0}]}]]
+    sql = ("SELECT list_transform(TRY(from_json(json(a->>'logprobs.content'), '[{\"logprob\":\"FLOAT\"}]')), "
+           "lambda e: e.logprob) FROM (SELECT $a::JSON AS a)")
+    for value in cases:
+        attributes = orjson.dumps({} if value is None else {"logprobs.content": value}).decode()
+        from_sql = duckdb.execute(sql, {"a": attributes}).fetchall()[0][0] or []
+        assert sampling_logprobs(value) == from_sql, value

@@ -225,8 +225,9 @@ def bulk_triplets(adapter: TripletAdapter, rollout_ids: list[str]) -> BulkResult
     return BulkResult(out, decided)
 
 
-_PAYLOAD_NAMES = list(PAYLOAD_FIELDS)
+_PAYLOAD_NAMES = ["prompt_token_ids", "response_token_ids", "prompt", "response", "metadata_head"]
 _TOKEN_NAMES = ["prompt_token_ids", "response_token_ids"]
+_TOKEN_IDS = pa.list_(pa.int32())  # as triplets carry them; read so, the 60 M ids of a big pull move as half the bytes
 
 
 def _constant(value: str, n: int) -> pa.Array:
@@ -242,7 +243,8 @@ def stored_payloads_sql(rollout_ids: list[str], names: list[str] = _PAYLOAD_NAME
     without_streams = f"""AND (trace_id, span_id) NOT IN (
       SELECT (c.trace_id, c.span_id) FROM spans st JOIN spans c ON {is_stream_sibling_sql('c', 'st')}
       WHERE st.name LIKE '{LOGFIRE_STREAM_PREFIX}%' AND st.rollout_id IN ({wanted}))""" if shapes.streams else ""
-    return f"""SELECT trace_id || '/' || span_id AS key, {', '.join(names)} FROM triplet_payloads tp
+    columns = ", ".join(f"{n}::INTEGER[] AS {n}" if n in _TOKEN_NAMES else n for n in names)
+    return f"""SELECT trace_id || '/' || span_id AS key, {columns} FROM triplet_payloads tp
 WHERE version = {PAYLOAD_VERSION} AND rollout_id IN ({wanted}) {without_logs} {without_streams}"""
 
 
@@ -252,7 +254,8 @@ def _stored(future: Future[pa.Table], names: list[str] = _PAYLOAD_NAMES) -> pa.T
     except WarehouseError:
         # A read-only file from before payloads were stored has the table only on the opening
         # connection (a temporary, empty one): every payload is computed from its span then.
-        return pa.table({"key": pa.array([], pa.string()), **{n: pa.array([], PAYLOAD_FIELDS[n]) for n in names}})
+        return pa.table({"key": pa.array([], pa.string()),
+                         **{n: pa.array([], _TOKEN_IDS if n in _TOKEN_NAMES else PAYLOAD_FIELDS[n]) for n in names}})
 
 
 def _payloads(adapter: TripletAdapter, stored: pa.Table, trace_ids: pa.Array, span_ids: pa.Array,

@@ -22,6 +22,8 @@ import pyarrow.compute as pc
 
 from spanpipe.emit.setup import TASK_ID
 from spanpipe.semconv.llm_call import GATEWAY_SCOPE
+from spanpipe.warehouse.payloads import PAYLOAD_VERSION
+from spanpipe.warehouse.source import WarehouseError
 from spanpipe.warehouse.views import sql_string
 
 if TYPE_CHECKING:
@@ -322,17 +324,22 @@ class TrajectoryBuilder:
         return Trajectories(out, brk_table, reasons, chosen.cursor)
 
     # ---- what the triplets table does not carry ------------------------------------------------
-    def _span_facts(self, ids: str) -> dict[str, tuple[int, str | None, list[float | None] | None]]:
-        """span_id → (start time, model version, sampling logprobs) of the rollouts' LLM spans; the
-        logprobs (`logprobs.content`, JSON text or array) are unpacked by DuckDB, not in Python."""
-        t = self.warehouse.sql(
-            f"SELECT span_id, start_time_unix_nano AS start, CASE WHEN scope_name = '{GATEWAY_SCOPE}' THEN "
-            f"attributes->>'{MODEL_VERSION}' END AS version, "
-            f"list_transform(TRY(from_json(json(attributes->>'logprobs.content'), '[{{\"logprob\":\"FLOAT\"}}]')), "
-            "lambda e: e.logprob) AS logprobs "
-            f"FROM spans WHERE rollout_id IN ({ids}) AND span_type = 'llm'")
-        return dict(zip(t.column("span_id").to_pylist(), zip(t.column("start").to_pylist(), t.column("version").to_pylist(),
-                                                            t.column("logprobs").to_pylist())))
+    def _span_facts(self, ids: str) -> pa.Table:
+        """span_id, start time, model version and sampling logprobs of the rollouts' LLM spans. The
+        logprobs come from the stored payloads (`response_logprobs`), else DuckDB unpacks them from
+        the span's `logprobs.content` — never Python."""
+        from_span = ("list_transform(TRY(from_json(json(s.attributes->>'logprobs.content'), "
+                     "'[{\"logprob\":\"FLOAT\"}]')), lambda e: e.logprob)")
+        query = (f"SELECT s.span_id, s.start_time_unix_nano AS start, CASE WHEN s.scope_name = '{GATEWAY_SCOPE}' THEN "
+                 f"s.attributes->>'{MODEL_VERSION}' END AS version, {{logprobs}} AS logprobs FROM spans s {{join}} "
+                 f"WHERE s.rollout_id IN ({ids}) AND s.span_type = 'llm'")
+        try:
+            return self.warehouse.sql(query.format(
+                logprobs=f"COALESCE(p.response_logprobs, {from_span})",
+                join=f"LEFT JOIN triplet_payloads p ON p.trace_id = s.trace_id AND p.span_id = s.span_id "
+                     f"AND p.version = {PAYLOAD_VERSION}"))
+        except WarehouseError:  # a lake, or a file from before stored logprobs: no payload column to read
+            return self.warehouse.sql(query.format(logprobs=from_span, join=""))
 
     def _final_rewards(self, ids: str) -> dict[str, float | None]:
         """The rollouts' final reward: their latest reward span (a late judge's reward included)."""
@@ -348,31 +355,73 @@ class TrajectoryBuilder:
             f"'{GATEWAY_SCOPE}') AND attributes->>'{TASK_ID}' IS NOT NULL GROUP BY rollout_id")
         return dict(zip(t.column("rollout_id").to_pylist(), t.column("task").to_pylist()))
 
-    def _calls(self, table: pa.Table, facts: dict[str, tuple[int, str | None, list[float | None] | None]]
-               ) -> dict[tuple[str, str | None], list[Call]]:
-        """The triplets as Calls, grouped by (rollout, attempt), each group in call order."""
-        cols = {n: table.column(n).to_pylist() for n in ("rollout_id", "attempt_id", "span_id", "sequence_id",
-                                                           "reward", "metadata")}
+    def _calls(self, table: pa.Table, facts: pa.Table) -> dict[tuple[str, str | None], list[Call]]:
+        """The triplets as Calls, grouped by (rollout, attempt), each group in call order. Token ids
+        and logprobs stay in flat arrays; a Call holds views into them."""
+        n = table.num_rows
+        at = pc.index_in(table.column("span_id"), value_set=facts.column("span_id"))
+        known = ~at.is_null().to_numpy(zero_copy_only=False)
+        row = at.fill_null(0).to_numpy()
+        start = np.where(known, facts.column("start").fill_null(0).to_numpy()[row], 0) if facts.num_rows else np.zeros(n, np.int64)
+        versions = facts.column("version").to_pylist()
+        seq_col = table.column("sequence_id")
+        seq_null = seq_col.is_null().to_numpy(zero_copy_only=False)
+        seq = seq_col.fill_null(0).to_numpy()
+        order = np.lexsort((np.arange(n), start, seq, seq_null))  # sequence id (nulls last), start, position
+
         prompts = table.column("prompt_token_ids").combine_chunks()
         responses = table.column("response_token_ids").combine_chunks()
         p_vals, p_off = prompts.values.to_numpy(zero_copy_only=False), prompts.offsets.to_numpy()
         r_vals, r_off = responses.values.to_numpy(zero_copy_only=False), responses.offsets.to_numpy()
-        groups: dict[tuple[str, str | None], list[tuple[tuple[Any, ...], Call]]] = {}
-        for i in range(table.num_rows):
+        r_len = np.diff(r_off)
+        logprobs = _aligned_logprobs(facts.column("logprobs").combine_chunks() if facts.num_rows else None,
+                                     row, known, r_off, r_len)
+        rollouts, attempts = table.column("rollout_id").to_pylist(), table.column("attempt_id").to_pylist()
+        span_ids, rewards = table.column("span_id").to_pylist(), table.column("reward").to_pylist()
+        agents = _agents(table.column("metadata"))
+        groups: dict[tuple[str, str | None], list[Call]] = {}
+        for key in zip(rollouts, attempts):  # groups in the triplets' order, calls in call order
+            groups.setdefault(key, [])
+        for i in order.tolist():
             prompt, response = p_vals[p_off[i]:p_off[i + 1]], r_vals[r_off[i]:r_off[i + 1]]
-            start, version, lps = facts.get(cols["span_id"][i], (0, None, None))
-            logprobs = np.full(len(response), np.nan, np.float32)
-            if lps:
-                known = np.array(lps[:len(response)], dtype=np.float32)  # None → nan
-                logprobs[:len(known)] = known
-            meta = cols["metadata"][i]
-            agent = orjson.loads(meta).get("agent_name") if '"agent_name"' in meta else None
-            call = Call(cols["rollout_id"][i], cols["attempt_id"][i], cols["span_id"][i], prompt, response,
-                        logprobs, cols["reward"][i], agent, version or "", bool(len(prompt) and len(response)))
-            seq = cols["sequence_id"][i]
-            key = (seq is None, seq or 0, start or 0, i)
-            groups.setdefault((call.rollout_id, call.attempt_id), []).append((key, call))
-        return {g: [c for _, c in sorted(items, key=lambda kc: kc[0])] for g, items in groups.items()}
+            version = versions[row[i]] if known[i] else None
+            groups[(rollouts[i], attempts[i])].append(Call(
+                rollouts[i], attempts[i], span_ids[i], prompt, response, logprobs[r_off[i]:r_off[i + 1]],
+                rewards[i], agents[i], version or "", bool(len(prompt) and len(response))))
+        return groups
+
+
+def _aligned_logprobs(lists: pa.ListArray | None, row: np.ndarray, known: np.ndarray, r_off: np.ndarray,
+                      r_len: np.ndarray) -> np.ndarray:
+    """One float32 per response token of every call (flat, at the response offsets): the call's
+    sampling logprobs, NaN where unknown or past the end of what was recorded."""
+    out = np.full(int(r_off[-1]), np.nan, np.float32)
+    if lists is None or len(lists) == 0:
+        return out
+    values = pc.fill_null(lists.values, float("nan")).to_numpy(zero_copy_only=False).astype(np.float32)
+    offsets = lists.offsets.to_numpy()
+    has = known & ~lists.is_null().to_numpy(zero_copy_only=False)[row]
+    src_start = offsets[row]
+    take = np.where(has, np.minimum(offsets[row + 1] - src_start, r_len), 0)
+    if not take.any():
+        return out
+    dst = np.repeat(r_off[:-1] - np.cumsum(np.concatenate([[0], take[:-1]])), take) + np.arange(int(take.sum()))
+    src = np.repeat(src_start - np.cumsum(np.concatenate([[0], take[:-1]])), take) + np.arange(int(take.sum()))
+    out[dst] = values[src]
+    return out
+
+
+def _agents(metadata: pa.ChunkedArray) -> list[str | None]:
+    """The agent name in each triplet's metadata JSON (the bulk path puts it last)."""
+    tail = pc.extract_regex(metadata, r'"agent_name":(?P<a>"(?:[^"\\]|\\.)*"|null)\}$')
+    found = pc.struct_field(tail, "a").to_pylist() if len(metadata) else []
+    out: list[str | None] = []
+    for text, meta in zip(found, metadata.to_pylist()):
+        if text is None:  # elsewhere in the object (a triplet of the reference path), or absent
+            out.append(orjson.loads(meta).get("agent_name") if '"agent_name"' in meta else None)
+        else:
+            out.append(orjson.loads(text))
+    return out
 
 
 def _column(values: list[Any], type_: pa.DataType) -> pa.Array:

@@ -33,11 +33,32 @@ PAYLOAD_FIELDS: dict[str, pa.DataType] = {
     "prompt": pa.string(),         # JSON of {token_ids, raw_content, image_urls}
     "response": pa.string(),       # JSON of {token_ids, raw_content[, logprobs]}
     "metadata_head": pa.string(),  # JSON of {request, response, response_id, — the reader appends agent_name
+    "response_logprobs": pa.list_(pa.float32()),  # each response token's sampling logprob; [] when none
 }
 
 DDL = ("CREATE TABLE IF NOT EXISTS triplet_payloads (rollout_id VARCHAR, trace_id VARCHAR NOT NULL, span_id VARCHAR NOT NULL, "
        "start_time_unix_nano BIGINT, version INTEGER, prompt_token_ids BIGINT[], response_token_ids BIGINT[], "
-       "prompt VARCHAR, response VARCHAR, metadata_head VARCHAR)")
+       "prompt VARCHAR, response VARCHAR, metadata_head VARCHAR, response_logprobs FLOAT[])")
+# Files from before `response_logprobs`: their rows have it NULL, and readers parse the span for those.
+ADD_LOGPROBS = "ALTER TABLE triplet_payloads ADD COLUMN IF NOT EXISTS response_logprobs FLOAT[]"
+
+
+def sampling_logprobs(value: Any) -> list[float | None]:
+    """The logprobs of `logprobs.content` (the llm_gateway's list of {token, logprob, …}, or its
+    JSON text); None where an entry has none, [] when there is no such list. The SQL fallback of
+    the trajectory reader reads the same key the same way."""
+    if isinstance(value, (str, bytes)):
+        try:
+            value = orjson.loads(value)
+        except orjson.JSONDecodeError:
+            return []
+    if not isinstance(value, list):
+        return []
+    out: list[float | None] = []
+    for e in value:
+        lp = e.get("logprob") if isinstance(e, dict) else None
+        out.append(float(lp) if isinstance(lp, (int, float)) and not isinstance(lp, bool) else None)
+    return out
 
 # Same deduplication as the spans insert: a retried batch finds its rows in its start-time range.
 INSERT = """
@@ -62,7 +83,7 @@ def payload_fields(attributes_json: str | bytes | None, events_json: str | bytes
     return {"prompt_token_ids": [int(i) for i in prompt["token_ids"]],
             "response_token_ids": [int(i) for i in response["token_ids"]],
             "prompt": orjson.dumps(prompt).decode(), "response": orjson.dumps(response).decode(),
-            "metadata_head": head.decode()}
+            "metadata_head": head.decode(), "response_logprobs": sampling_logprobs(attrs.get("logprobs.content"))}
 
 
 def payload_columns(rows: Iterable[tuple[Any, Any]]) -> dict[str, pa.Array]:

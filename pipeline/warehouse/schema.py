@@ -111,6 +111,7 @@ DDL = [
     "attempt_id VARCHAR, trace_id VARCHAR, span_id VARCHAR, status VARCHAR, mode VARCHAR, final_reward DOUBLE, "
     "start_time_unix_nano BIGINT, end_time_unix_nano BIGINT)",
     payloads.DDL,
+    payloads.ADD_LOGPROBS,
     LOGS_DDL,
     ATTEMPT_SUMMARIES_DDL,
     "CREATE TABLE IF NOT EXISTS spanpipe_meta (key VARCHAR PRIMARY KEY, value VARCHAR)",
