@@ -11,9 +11,9 @@ import threading
 import time
 from typing import Literal, TextIO
 
-import pyarrow as pa
 from pydantic import Field
 
+from spanpipe.logbatch import LogBatch
 from spanpipe.component import Exporter
 from spanpipe.component import ComponentConfig
 from spanpipe.registry import Factory
@@ -57,7 +57,8 @@ class DebugExporter(Exporter):
             self.out.write("\n".join(lines) + "\n")
             self.out.flush()
 
-    def consume_logs(self, table: pa.Table) -> None:
+    def consume_logs(self, batch: LogBatch) -> None:
+        table = batch.table
         counters.add("exporter_sent_log_records", table.num_rows, exporter=self.id)
         with self._lock:
             if not self._sampled():

@@ -25,6 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from spanpipe.logbatch import LogBatch
 from spanpipe.extensions.bearertokenauth import AuthSettings
 from spanpipe import admission, lake
 from spanpipe.configtypes import Duration, Endpoint, parse_endpoint
@@ -279,7 +280,8 @@ class DuckDBExporter(QueuedExporter):
                 raise TransientError(f"{self.id}: insert of {len(batch)} spans into {self.path} failed: "
                                      f"{exc}") from None
 
-    def send_logs(self, table: pa.Table, timeout: float) -> None:
+    def send_logs(self, batch: LogBatch, timeout: float) -> None:
+        table = batch.table
         bounds = pc.min_max(table.column("time_unix_nano")).as_py()
         with self._write_lock:
             writer = self._usable_writer()

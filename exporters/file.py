@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import orjson
-import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field
 
+from spanpipe.logbatch import LogBatch
 from spanpipe.errors import TransientError
 from spanpipe.exporterhelper import ExporterHelperConfig, QueuedExporter
 from spanpipe.otlp_encode import logs_to_otlp_json, to_otlp_json
@@ -87,8 +87,8 @@ class FileExporter(QueuedExporter):
     def send(self, batch: SpanBatch, timeout: float) -> None:
         self._write_line(orjson.dumps(to_otlp_json(batch)) + b"\n")
 
-    def send_logs(self, table: pa.Table, timeout: float) -> None:
-        self._write_line(orjson.dumps(logs_to_otlp_json(table)) + b"\n")
+    def send_logs(self, batch: LogBatch, timeout: float) -> None:
+        self._write_line(orjson.dumps(logs_to_otlp_json(batch.table)) + b"\n")
 
     def _write_line(self, line: bytes) -> None:
         with self._lock:

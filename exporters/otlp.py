@@ -33,6 +33,7 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 from pydantic import Field
 
+from spanpipe.logbatch import LogBatch
 from spanpipe.extensions.bearertokenauth import AuthSettings
 from spanpipe.component import Authenticator
 from spanpipe.errors import PermanentError, RequestTooLargeError, TransientError
@@ -165,8 +166,8 @@ class OtlpGrpcExporter(OtlpClientExporter):
     def send(self, batch: SpanBatch, timeout: float) -> None:
         self._call(self._export, to_request(batch), len(batch), timeout)
 
-    def send_logs(self, table: Any, timeout: float) -> None:
-        self._call(self._export_logs, logs_to_request(table), table.num_rows, timeout)
+    def send_logs(self, batch: LogBatch, timeout: float) -> None:
+        self._call(self._export_logs, logs_to_request(batch.table), len(batch), timeout)
 
     def _call(self, export: Any, request: Any, items: int, timeout: float) -> None:
         self.check_size(request.ByteSize(), items)

@@ -20,7 +20,6 @@ every other status is permanent.
 from __future__ import annotations
 
 import gzip
-from typing import Any
 from email.utils import parsedate_to_datetime
 from datetime import datetime, timezone
 
@@ -30,6 +29,7 @@ from google.protobuf import json_format
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
+from spanpipe.logbatch import LogBatch
 from spanpipe.exporters.otlp import OtlpClientConfig, OtlpClientExporter
 from spanpipe.errors import PermanentError, RequestTooLargeError, TransientError
 from spanpipe.otlp_encode import logs_to_otlp_json, logs_to_request, to_otlp_json, to_request
@@ -103,7 +103,8 @@ class OtlpHttpExporter(OtlpClientExporter):
         self.check_size(len(body), len(batch))
         self._post(self.config.url, body, len(batch), timeout, ExportTraceServiceResponse)
 
-    def send_logs(self, table: Any, timeout: float) -> None:
+    def send_logs(self, batch: LogBatch, timeout: float) -> None:
+        table = batch.table
         if self.config.encoding == "json":
             body = orjson.dumps(logs_to_otlp_json(table))
         else:

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Protocol, TypeVar, runtime_checkable
 
-import pyarrow as pa
 from pydantic import BaseModel, ConfigDict
 
 from spanpipe.errors import PipelineError
@@ -23,6 +22,7 @@ from spanpipe.telemetry import counters
 
 if TYPE_CHECKING:
     from spanpipe.derived import Derivation
+    from spanpipe.logbatch import LogBatch
     from spanpipe.spanbatch import SpanBatch
 
 
@@ -104,10 +104,10 @@ class Consumer(ABC):
 
 
 class LogsConsumer(ABC):
-    """Takes log records as an Arrow table of `spanpipe.otlp_logs.LOGS_COLUMNS`."""
+    """Takes log records (a LogBatch). May raise a PipelineError to refuse them."""
 
     @abstractmethod
-    def consume_logs(self, table: pa.Table) -> None: ...
+    def consume_logs(self, batch: LogBatch) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -146,14 +146,14 @@ class Processor(Component, Consumer):
     def count_out(self, spans: int) -> None:
         counters.add("processor_outgoing_items", spans, processor=self.id)
 
-    def forward(self, item: SpanBatch | pa.Table) -> None:
-        """Hand spans (a SpanBatch) or log records (an Arrow table) to the next stage."""
+    def forward(self, item: SpanBatch | LogBatch) -> None:
+        """Hand spans (a SpanBatch) or log records (a LogBatch) to the next stage."""
         if signal_of(item) == LOGS:
             self.next.consume_logs(item)  # type: ignore[attr-defined]
         else:
             self.next.consume(item)
 
-    def send_downstream(self, batch: SpanBatch | pa.Table) -> None:
+    def send_downstream(self, batch: SpanBatch | LogBatch) -> None:
         """For processors that send from their own thread (batch, tail_sampling): retry a
         retryable refusal with backoff, so back-pressure builds up here instead of losing data;
         drop (counted, logged) only what downstream refuses for good."""
@@ -226,5 +226,5 @@ class FanOut(Consumer, LogsConsumer):
     def consume(self, batch: SpanBatch) -> None:
         self._each(lambda c: c.consume(batch))
 
-    def consume_logs(self, table: pa.Table) -> None:
-        self._each(lambda c: c.consume_logs(table))
+    def consume_logs(self, batch: LogBatch) -> None:
+        self._each(lambda c: c.consume_logs(batch))

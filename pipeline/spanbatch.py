@@ -15,7 +15,7 @@ import base64
 import math
 from dataclasses import dataclass, field, replace
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import orjson
 import pyarrow as pa
@@ -260,6 +260,9 @@ class SpanBatch:
     # take() and concat() leave them behind (new columns): processors then compute again.
     derived: dict[str, Any] = field(default_factory=dict)
 
+    signal: ClassVar[str] = "traces"
+    unit: ClassVar[str] = "spans"  # what counters call one item
+
     CORE = (
         "trace_id", "span_id", "parent_span_id", "trace_state", "name", "kind",
         "start_time_unix_nano", "end_time_unix_nano", "status_code", "status_message",
@@ -293,6 +296,10 @@ class SpanBatch:
     def with_columns(self, **extra: list[Any]) -> SpanBatch:
         """A new batch sharing this one's columns, with extra columns set or replaced."""
         return replace(self, extra={**self.extra, **extra})
+
+    def halves(self) -> tuple[SpanBatch, SpanBatch]:
+        n = len(self)
+        return self.take(list(range(n // 2))), self.take(list(range(n // 2, n)))
 
     def take(self, indices: list[int]) -> SpanBatch:
         """A new batch with only the spans at `indices` (in that order)."""

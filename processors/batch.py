@@ -16,9 +16,9 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-import pyarrow as pa
 from pydantic import Field
 
+from spanpipe.logbatch import LogBatch
 from spanpipe import admission
 from spanpipe.component import Consumer, Processor
 from spanpipe.component import ComponentConfig
@@ -48,10 +48,10 @@ class _Group:
     """Spans (or log records) pending for one combination of metadata_keys values."""
 
     first_at: float
-    batches: list[SpanBatch | pa.Table] = field(default_factory=list)
+    batches: list[SpanBatch | LogBatch] = field(default_factory=list)
     spans: int = 0
 
-    def merged(self) -> SpanBatch | pa.Table:
+    def merged(self) -> SpanBatch | LogBatch:
         return merge(self.batches)
 
 
@@ -75,10 +75,10 @@ class BatchProcessor(Processor):
     def consume(self, batch: SpanBatch) -> None:
         self._add(batch, (("traces",), *(batch.client_metadata.get(k, ()) for k in self.metadata_keys)))
 
-    def consume_logs(self, table: pa.Table) -> None:
-        self._add(table, (("logs",),))  # log records carry no client metadata: one group, never merged with spans
+    def consume_logs(self, batch: LogBatch) -> None:
+        self._add(batch, (("logs",),))  # log records carry no client metadata: one group, never merged with spans
 
-    def _add(self, batch: SpanBatch | pa.Table, key: tuple[tuple[str, ...], ...]) -> None:
+    def _add(self, batch: SpanBatch | LogBatch, key: tuple[tuple[str, ...], ...]) -> None:
         n = len(batch)
         if not n:
             return
@@ -106,11 +106,11 @@ class BatchProcessor(Processor):
             group.batches.append(batch)
             group.spans += n
             self._pending_spans += n
-            self._pending_bytes += batch.nbytes  # SpanBatch and Arrow table alike
+            self._pending_bytes += batch.nbytes
             if len(group.batches) == 1 or group.spans >= self.config.send_batch_size:
                 self._cond.notify_all()
 
-    def _take(self) -> SpanBatch | pa.Table | None:
+    def _take(self) -> SpanBatch | LogBatch | None:
         """Wait until a group is due (full, timed out, or stopping), then take it whole."""
         with self._cond:
             while True:

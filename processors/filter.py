@@ -19,9 +19,9 @@ from __future__ import annotations
 
 from typing import Any, Callable, Literal
 
-import pyarrow as pa
 from pydantic import BaseModel, ConfigDict
 
+from spanpipe.logbatch import LogBatch
 from spanpipe.component import BatchTransform, Consumer
 from spanpipe.component import ComponentConfig
 from spanpipe.errors import PermanentError
@@ -95,7 +95,8 @@ class FilterProcessor(BatchTransform):
         counters.add("processor_filter_spans_filtered", dropped, processor=self.id)
         return batch.take(keep)
 
-    def consume_logs(self, table: pa.Table) -> None:
+    def consume_logs(self, batch: LogBatch) -> None:
+        table = batch.table
         self.count_in(table.num_rows)
         if self.log_conditions:
             keep = self._keep(LogView.rows(table), self.log_conditions, lambda i: f"log record {i}")
@@ -103,7 +104,7 @@ class FilterProcessor(BatchTransform):
                 counters.add("processor_filter_logs_filtered", table.num_rows - len(keep), processor=self.id)
                 table = table.take(keep)
         if table.num_rows:
-            self.next.consume_logs(table)  # type: ignore[attr-defined]
+            self.next.consume_logs(LogBatch(table))  # type: ignore[attr-defined]
         self.count_out(table.num_rows)
 
 

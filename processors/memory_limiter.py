@@ -19,9 +19,9 @@ counted (`otelcol_processor_refused_spans`).
 from __future__ import annotations
 
 
-import pyarrow as pa
 from pydantic import Field
 
+from spanpipe.logbatch import LogBatch
 from spanpipe import events
 from spanpipe import admission
 from spanpipe.component import Consumer, Processor
@@ -115,10 +115,10 @@ class MemoryLimiterProcessor(Processor):
     def consume(self, batch: SpanBatch) -> None:
         self._admit(batch, "spans")
 
-    def consume_logs(self, table: pa.Table) -> None:
-        self._admit(table, "log_records")
+    def consume_logs(self, batch: LogBatch) -> None:
+        self._admit(batch, "log_records")
 
-    def _admit(self, batch: SpanBatch | pa.Table, what: str) -> None:
+    def _admit(self, batch: SpanBatch | LogBatch, what: str) -> None:
         self.count_in(len(batch))
         if self._refusing:
             counters.add(f"processor_refused_{what}", len(batch), processor=self.id)

@@ -23,6 +23,7 @@ from typing import Annotated, Any, Callable, Iterable, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from spanpipe.logbatch import LogBatch
 from spanpipe import derived, events
 from spanpipe.extensions.bearertokenauth import AuthSettings
 from spanpipe.component import Authenticator, ComponentConfig, Consumers, Receiver
@@ -157,7 +158,7 @@ class OtlpReceiver(Receiver):
                 decoded.batch.client_metadata = metadata  # type: ignore[union-attr]
                 self.next.consume(decoded.batch)  # type: ignore[union-attr]
             else:
-                self.logs.consume_logs(decoded.table)  # type: ignore[union-attr]
+                self.logs.consume_logs(LogBatch(decoded.table))  # type: ignore[union-attr]
         except PipelineError as exc:
             counters.add(f"receiver_refused_{signal.items}", n, receiver=self.id)
             if signal is TRACES:

@@ -7,10 +7,10 @@ import os
 import threading
 from typing import Any
 
-import pyarrow as pa
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 
 from spanpipe.component import Component, Consumer, Consumers, Extension, LogsConsumer, extension_as
+from spanpipe.logbatch import LogBatch
 from spanpipe.otlp import decode_traces
 from spanpipe.otlp_logs import decode_logs
 from spanpipe.registry import Factory, Registry
@@ -48,9 +48,9 @@ class Sink(Consumer, LogsConsumer):
             self.span_ids.extend(zip(batch.trace_id, batch.span_id))
             self.columns.update(batch.extra)
 
-    def consume_logs(self, table: pa.Table) -> None:
+    def consume_logs(self, batch: LogBatch) -> None:
         with self._lock:
-            self.log_records += table.num_rows
+            self.log_records += len(batch)
 
 
 def spans(n: int = 5) -> tuple[SpanBatch, list[tuple[str, str]]]:
@@ -70,8 +70,8 @@ def log_request(n: int = 3) -> ExportLogsServiceRequest:
     return req
 
 
-def log_records(n: int = 3) -> pa.Table:
-    return decode_logs(log_request(n)).table
+def log_records(n: int = 3) -> LogBatch:
+    return LogBatch(decode_logs(log_request(n)).table)
 
 
 def create(factory: Factory, config: Any, next_consumer: Consumer | None = None,

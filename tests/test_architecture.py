@@ -120,7 +120,7 @@ def test_one_schema_for_batches_the_warehouse_the_lake_and_logs(tmp_path):
     assert table.schema.names == [c.name for c in columns.SPANS]
     assert value_types == [c.arrow for c in columns.SPANS]
     assert LAKE_SCHEMA == columns.arrow_schema(columns.SPANS)
-    assert log_records(2).schema == columns.arrow_schema(columns.LOGS)
+    assert log_records(2).table.schema == columns.arrow_schema(columns.LOGS)
     con = duckdb.connect(str(tmp_path / "w.duckdb"))
     for stmt in DDL:
         con.execute(stmt)

@@ -234,3 +234,21 @@ def test_persistent_queue_recovers_in_order_and_sets_an_unreadable_file_aside(tm
     assert not list(tmp_path.glob("*.batch"))
     again.put(batches[0])
     assert [p.name for p in tmp_path.glob("*.batch")] == ["0000000000000004.3.batch"], "keys keep increasing"
+
+
+def test_log_records_queued_on_disk_by_the_previous_version_are_read_back_as_a_log_batch(tmp_path):
+    """Log records were queued as a bare Arrow table before LogBatch; a queue directory left by
+    that version must still deliver them after an upgrade."""
+    import pickle
+
+    from componentkit import log_records
+    from spanpipe.exporterhelper.queue import FileStore, SendingQueue
+    from spanpipe.logbatch import LogBatch
+
+    old = log_records(4).table
+    (tmp_path / "0000000000000001.4.batch").write_bytes(FileStore.MAGIC + pickle.dumps(old))
+    q = SendingQueue(10, FileStore(tmp_path, fsync=False))
+    q.put(log_records(2))
+    keys, merged = q.take(1.0)
+    assert keys == [1, 2] and isinstance(merged, LogBatch) and len(merged) == 6
+    assert merged.table.slice(0, 4).equals(old)

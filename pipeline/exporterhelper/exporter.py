@@ -19,8 +19,8 @@ import time
 from abc import abstractmethod
 from typing import ClassVar
 
-import pyarrow as pa
 
+from spanpipe.logbatch import LogBatch
 from spanpipe import admission, events
 from spanpipe.component import Exporter, Storage
 from spanpipe.errors import (BackPressureError, PermanentError, PipelineError, RequestTooLargeError,
@@ -63,7 +63,7 @@ class QueuedExporter(Exporter):
     def send(self, batch: SpanBatch, timeout: float) -> None:
         """Deliver the batch or raise a PipelineError (retryable or not)."""
 
-    def send_logs(self, table: pa.Table, timeout: float) -> None:
+    def send_logs(self, batch: LogBatch, timeout: float) -> None:
         """Deliver log records (exporters that take logs) or raise a PipelineError."""
         raise NotImplementedError(f"{self.id} does not export logs")
 
@@ -135,10 +135,10 @@ class QueuedExporter(Exporter):
             batch = self._promoted.fill(batch)
         self._enqueue(batch)
 
-    def consume_logs(self, table: pa.Table) -> None:
+    def consume_logs(self, batch: LogBatch) -> None:
         if not self.exports_logs():
             raise PermanentError(f"{self.id} does not export log records")
-        self._enqueue(table)
+        self._enqueue(batch)
 
     def _enqueue(self, item: Item) -> None:
         queue = self.queues.get(signal_of(item))
@@ -178,9 +178,9 @@ class QueuedExporter(Exporter):
             else:
                 queue.done(keys)
 
-    def _send_with_retry(self, batch: SpanBatch | pa.Table, final: bool) -> str:
+    def _send_with_retry(self, batch: SpanBatch | LogBatch, final: bool) -> str:
         """SENT, KEPT (draining a persistent queue: left on disk) or DROPPED (counted and logged;
-        with `final`, also raised to the caller). `batch`: spans, or log records as a table.
+        with `final`, also raised to the caller). `batch`: spans or log records.
 
         An error that can never succeed is permanent: it is not retried. When the data is at fault
         (UnwritableDataError, or an exception the exporter did not expect) or the request is too
@@ -224,7 +224,7 @@ class QueuedExporter(Exporter):
                 raise error
             return DROPPED
 
-    def _send_halves(self, batch: SpanBatch | pa.Table, final: bool, error: PipelineError) -> str:
+    def _send_halves(self, batch: SpanBatch | LogBatch, final: bool, error: PipelineError) -> str:
         n = len(batch)
         self.log.warning("sending %d items failed (%s); sending them in two halves", n, error)
         results = [self._send_with_retry(half, final) for half in halves(batch)]

@@ -18,6 +18,9 @@ import time
 from pathlib import Path
 from typing import Callable, Iterable
 
+import pyarrow as pa
+
+from spanpipe.logbatch import LogBatch
 from spanpipe.signals import Item
 from spanpipe import signals
 
@@ -55,7 +58,7 @@ class MemoryStore:
 class FileStore:
     """One file per request: `<seq>.<spans>.batch`, written to a temp name and renamed.
 
-    The payload is a pickled request (SpanBatch or Arrow table): this directory is the collector's own, trusted as its
+    The payload is a pickled request (SpanBatch or LogBatch): this directory is the collector's own, trusted as its
     database file is. `fsync` (otelcol file_storage's key) makes it survive a power loss as well
     as a killed process; without it the page cache is enough for `kill -9`.
     """
@@ -103,7 +106,9 @@ class FileStore:
         data = path.read_bytes()
         if not data.startswith(self.MAGIC):
             raise ValueError(f"{path} is not a spanpipe queue file of format {self.MAGIC!r}")
-        return pickle.loads(data[len(self.MAGIC):])
+        item = pickle.loads(data[len(self.MAGIC):])
+        # log records queued by a version that carried them as a bare Arrow table
+        return LogBatch(item) if isinstance(item, pa.Table) else item
 
     def quarantine(self, key: int) -> str:
         """Move an unreadable file aside (kept for a person to look at) and forget it."""
