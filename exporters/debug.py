@@ -88,5 +88,5 @@ class DebugExporter(Exporter):
         return line
 
 
-factory = Factory("debug", "exporters", DebugExporterConfig,
-                  lambda cid, cfg: DebugExporter(cid, cfg), signals=("traces", "logs"))
+_create = lambda cid, cfg: DebugExporter(cid, cfg)
+factory = Factory("debug", "exporters", DebugExporterConfig, traces=_create, logs=_create)

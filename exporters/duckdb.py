@@ -355,5 +355,5 @@ class DuckDBExporter(QueuedExporter):
                            status=status, mode=mode, final_reward=final_reward)
 
 
-factory = Factory("duckdb", "exporters", DuckDBExporterConfig,
-                  lambda cid, cfg: DuckDBExporter(cid, cfg), signals=("traces", "logs"))
+_create = lambda cid, cfg: DuckDBExporter(cid, cfg)
+factory = Factory("duckdb", "exporters", DuckDBExporterConfig, traces=_create, logs=_create)

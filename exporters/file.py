@@ -120,5 +120,5 @@ class FileExporter(QueuedExporter):
         self._fh = open(self.path, "ab")
 
 
-factory = Factory("file", "exporters", FileExporterConfig,
-                  lambda cid, cfg: FileExporter(cid, cfg), signals=("traces", "logs"))
+_create = lambda cid, cfg: FileExporter(cid, cfg)
+factory = Factory("file", "exporters", FileExporterConfig, traces=_create, logs=_create)

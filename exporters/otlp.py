@@ -186,5 +186,5 @@ class OtlpGrpcExporter(OtlpClientExporter):
         self.check_partial_success(response, items)
 
 
-factory = Factory("otlp", "exporters", OtlpGrpcExporterConfig,
-                  lambda cid, cfg: OtlpGrpcExporter(cid, cfg), aliases=("otlp_grpc",), signals=("traces", "logs"))
+_create = lambda cid, cfg: OtlpGrpcExporter(cid, cfg)
+factory = Factory("otlp", "exporters", OtlpGrpcExporterConfig, aliases=("otlp_grpc",), traces=_create, logs=_create)

@@ -150,5 +150,5 @@ class OtlpHttpExporter(OtlpClientExporter):
         self.check_partial_success(response, sent)
 
 
-factory = Factory("otlphttp", "exporters", OtlpHttpExporterConfig,
-                  lambda cid, cfg: OtlpHttpExporter(cid, cfg), aliases=("otlp_http",), signals=("traces", "logs"))
+_create = lambda cid, cfg: OtlpHttpExporter(cid, cfg)
+factory = Factory("otlphttp", "exporters", OtlpHttpExporterConfig, aliases=("otlp_http",), traces=_create, logs=_create)

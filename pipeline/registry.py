@@ -17,22 +17,49 @@ if TYPE_CHECKING:
     from spanpipe.component import ComponentConfig
 
 KINDS = ("receivers", "processors", "exporters", "extensions")
+SIGNALS = ("traces", "logs")
 ENTRY_POINT_GROUP = "spanpipe.{kind}"
 
 
 @dataclass(frozen=True)
 class Factory:
+    """A component type: its typed config and how to create it, per signal.
+
+    Like otelcol's `WithTraces` / `WithLogs`, a factory gives a creator per signal it supports —
+    `traces=`, `logs=` — and its `signals` derive from them. Receivers and processors are created
+    as `creator(id, config, next)` (a receiver's `next` is its `Consumers`), exporters and
+    extensions as `creator(id, config)`. A processor is one instance per pipeline, made by the
+    creator of that pipeline's signal; a receiver or an exporter is one instance per id serving
+    all its signals (one OTLP port, one warehouse), so its creators must be the same function.
+    `create=` with `signals=` is the older spelling of one creator for the signals listed."""
+
     type: str
     kind: str
     config_class: type[ComponentConfig]
-    # receivers/processors: create(id, config, next_consumer); exporters/extensions: create(id, config)
-    create: Callable[..., Any]
+    create: Callable[..., Any] | None = None
     aliases: tuple[str, ...] = ()
-    signals: tuple[str, ...] = ("traces",)  # the pipelines (otelcol signals) it can be in
+    signals: tuple[str, ...] = ("traces",)  # derived from the creators when they are given
     capabilities: tuple[str, ...] = ()  # extensions: what they can be used as ("authenticator", "storage")
     # processors: the batch columns they add, each a promoted column of the warehouse schema
     # (`columns.SPANS`) or a batch-only one (`columns.BATCH_ONLY`); the component test holds them to it
     adds_columns: tuple[str, ...] = ()
+    traces: Callable[..., Any] | None = None
+    logs: Callable[..., Any] | None = None
+
+    def __post_init__(self) -> None:
+        given = tuple(s for s in SIGNALS if getattr(self, s) is not None)
+        if given:
+            object.__setattr__(self, "signals", given)
+            if self.create is None:
+                object.__setattr__(self, "create", getattr(self, given[0]))
+        elif self.create is None:
+            raise TypeError(f"factory '{self.type}' has no creator: give traces=, logs= or create=")
+
+    def creator(self, signal: str) -> Callable[..., Any]:
+        """How to create this component for a pipeline of `signal` (one it supports)."""
+        if signal not in self.signals:
+            raise KeyError(f"{self.kind} '{self.type}' does not take {signal}")
+        return getattr(self, signal) or self.create
 
 
 class RegistryError(Exception):
@@ -48,6 +75,7 @@ class Registry:
             if f.kind not in self._by_kind:
                 raise RegistryError(f"factory '{f.type}' has unknown kind '{f.kind}' (one of {', '.join(KINDS)})")
             _check_columns(f, origins.get(id(f), "an unknown package"))
+            _check_shared(f, origins.get(id(f), "an unknown package"))
             for name in (f.type, *f.aliases):
                 other = self._by_kind[f.kind].get(name)
                 if other is not None and other is not f:
@@ -93,6 +121,12 @@ def _check_columns(f: Factory, origin: str) -> None:
     if unknown:
         raise RegistryError(f"processor '{f.type}' from {origin} declares columns the warehouse schema does not "
                             f"have: {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+
+
+def _check_shared(f: Factory, origin: str) -> None:
+    if f.kind in ("receivers", "exporters") and len({id(f.creator(s)) for s in f.signals}) > 1:
+        raise RegistryError(f"{f.kind[:-1]} '{f.type}' from {origin} gives a different creator per signal; a "
+                            f"{f.kind[:-1]} is one instance serving all its signals, so give one creator")
 
 
 def _load(ep: EntryPoint, kind: str) -> Factory:

@@ -66,7 +66,7 @@ class Service:
             nxt: Consumer = FanOut([self.exporters[e] for e in pipe.exporters])
             chain: list[Processor] = []
             for pid in reversed(pipe.processors):
-                proc = self._factory("processors", pid).create(f"{pid}", cfg.processors[pid], nxt)
+                proc = self._factory("processors", pid).creator(pipe.signal)(f"{pid}", cfg.processors[pid], nxt)
                 chain.insert(0, proc)
                 nxt = proc
             self.processors.append(chain)

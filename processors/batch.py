@@ -153,5 +153,5 @@ class BatchProcessor(Processor):
             self._thread.join()
 
 
-factory = Factory("batch", "processors", BatchConfig,
-                  lambda cid, cfg, nxt: BatchProcessor(cid, cfg, nxt), signals=("traces", "logs"))
+_create = lambda cid, cfg, nxt: BatchProcessor(cid, cfg, nxt)
+factory = Factory("batch", "processors", BatchConfig, traces=_create, logs=_create)

@@ -108,5 +108,5 @@ class FilterProcessor(BatchTransform):
         self.count_out(table.num_rows)
 
 
-factory = Factory("filter", "processors", FilterConfig,
-                  lambda cid, cfg, nxt: FilterProcessor(cid, cfg, nxt), signals=("traces", "logs"))
+_create = lambda cid, cfg, nxt: FilterProcessor(cid, cfg, nxt)
+factory = Factory("filter", "processors", FilterConfig, traces=_create, logs=_create)

@@ -127,5 +127,5 @@ class MemoryLimiterProcessor(Processor):
         self.count_out(len(batch))
 
 
-factory = Factory("memory_limiter", "processors", MemoryLimiterConfig,
-                  lambda cid, cfg, nxt: MemoryLimiterProcessor(cid, cfg, nxt), signals=("traces", "logs"))
+_create = lambda cid, cfg, nxt: MemoryLimiterProcessor(cid, cfg, nxt)
+factory = Factory("memory_limiter", "processors", MemoryLimiterConfig, traces=_create, logs=_create)

@@ -199,5 +199,5 @@ class OtlpReceiver(Receiver):
             self.decode_pool = None
 
 
-factory = Factory("otlp", "receivers", OtlpReceiverConfig,
-                  lambda cid, cfg, nxt: OtlpReceiver(cid, cfg, nxt), signals=("traces", "logs"))
+_create = lambda cid, cfg, nxt: OtlpReceiver(cid, cfg, nxt)
+factory = Factory("otlp", "receivers", OtlpReceiverConfig, traces=_create, logs=_create)

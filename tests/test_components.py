@@ -239,3 +239,40 @@ def test_a_processor_declares_only_columns_the_warehouse_has():
     exporter = Factory("x", "exporters", rollout.config_class, rollout.create, adds_columns=("rollout_id",))
     with pytest.raises(RegistryError, match="only processors add columns"):
         Registry([exporter])
+
+
+def test_a_factory_creates_per_signal_and_its_signals_derive_from_its_creators(tmp_path):
+    """otelcol's WithTraces/WithLogs: a processor may be a different thing per signal; the
+    service makes each pipeline's instance with the creator of that pipeline's signal."""
+    from spanpipe.component import BatchTransform
+    from spanpipe.config import parse_config
+    from spanpipe.registry import Factory, Registry, RegistryError
+    from spanpipe.service import Service
+
+    class SpanStamp(BatchTransform):
+        def process(self, batch):
+            return batch
+
+    class LogStamp(SpanStamp):
+        pass
+
+    base = REGISTRY.get("processors", "batch")
+    stamp = Factory("stamp", "processors", base.config_class,
+                    traces=lambda cid, cfg, nxt: SpanStamp(cid, nxt), logs=lambda cid, cfg, nxt: LogStamp(cid, nxt))
+    logs_only = Factory("logs_only", "processors", base.config_class, logs=lambda cid, cfg, nxt: LogStamp(cid, nxt))
+    assert stamp.signals == ("traces", "logs") and logs_only.signals == ("logs",)
+    registry = Registry([*REGISTRY.factories(), stamp, logs_only])
+    doc = {"receivers": {"otlp": {"protocols": {"grpc": {"endpoint": f"127.0.0.1:{free_port()}"}}}},
+           "processors": {"stamp": {}, "logs_only": {}},
+           "exporters": {"debug": {}},
+           "service": {"pipelines": {"traces": {"receivers": ["otlp"], "processors": ["stamp"], "exporters": ["debug"]},
+                                     "logs": {"receivers": ["otlp"], "processors": ["stamp", "logs_only"],
+                                              "exporters": ["debug"]}}}}
+    service = Service(parse_config(doc, registry), registry)
+    assert [[type(p) for p in chain] for chain in service.processors] == [[SpanStamp], [LogStamp, LogStamp]]
+    doc["service"]["pipelines"]["traces"]["processors"] = ["logs_only"]
+    with pytest.raises(Exception, match="does not support traces"):
+        parse_config(doc, registry)
+    two_receivers = Factory("twice", "receivers", base.config_class, traces=lambda *a: None, logs=lambda *a: None)
+    with pytest.raises(RegistryError, match="one instance serving all its signals"):
+        Registry([two_receivers])
