@@ -362,7 +362,8 @@ class TrajectoryBuilder:
         at = pc.index_in(table.column("span_id"), value_set=facts.column("span_id"))
         known = ~at.is_null().to_numpy(zero_copy_only=False)
         row = at.fill_null(0).to_numpy()
-        start = np.where(known, facts.column("start").fill_null(0).to_numpy()[row], 0) if facts.num_rows else np.zeros(n, np.int64)
+        start = (np.where(known, facts.column("start").fill_null(0).to_numpy()[row], 0) if facts.num_rows
+                 else np.zeros(n, np.int64))
         versions = facts.column("version").to_pylist()
         seq_col = table.column("sequence_id")
         seq_null = seq_col.is_null().to_numpy(zero_copy_only=False)
@@ -405,9 +406,9 @@ def _aligned_logprobs(lists: pa.ListArray | None, row: np.ndarray, known: np.nda
     take = np.where(has, np.minimum(offsets[row + 1] - src_start, r_len), 0)
     if not take.any():
         return out
-    dst = np.repeat(r_off[:-1] - np.cumsum(np.concatenate([[0], take[:-1]])), take) + np.arange(int(take.sum()))
-    src = np.repeat(src_start - np.cumsum(np.concatenate([[0], take[:-1]])), take) + np.arange(int(take.sum()))
-    out[dst] = values[src]
+    before = np.concatenate([[0], np.cumsum(take)[:-1]])  # entries taken for the calls before each
+    within = np.arange(int(take.sum())) - np.repeat(before, take)  # 0, 1, … inside each call
+    out[np.repeat(r_off[:-1], take) + within] = values[np.repeat(src_start, take) + within]
     return out
 
 
