@@ -72,11 +72,17 @@ def chosen_attempts_sql(relation: str) -> str:
 def forest_query(rollout_ids: list[str], candidate_sql: str, latest_only: bool) -> str:
     chosen = f", chosen AS ({chosen_attempts_sql('w')})" if latest_only else ""
     rows = "SELECT w.* FROM w SEMI JOIN chosen USING (k, ha)" if latest_only else "SELECT * FROM w"
+    # Attempt start and rank come from a per-attempt aggregate joined back: a window partitioned by
+    # attempt over every span sorts them all (1.8 s of a 1M-span pull; the aggregate is ~0.05 s).
     return f"""
 WITH want AS ({wanted_sql(rollout_ids)}),
-w AS MATERIALIZED (
-  SELECT row_number() OVER () AS r, s.k, hash(s.attempt_id) AS ha, s.attempt_id, s.trace_id, s.span_id, s.name,
-         s.attempt_start,
+att AS (
+  SELECT want.k, s.attempt_id, min(s.start_time_unix_nano) AS attempt_start,
+         dense_rank() OVER (ORDER BY s.attempt_id) AS attempt_rank
+  FROM spans s JOIN want USING (rollout_id) GROUP BY want.k, s.attempt_id),
+w AS MATERIALIZED (SELECT row_number() OVER () AS r, * FROM (  -- numbered once narrow: a window buffers its rows
+  SELECT s.k, hash(s.attempt_id) AS ha, s.attempt_id, s.trace_id, s.span_id, s.name,
+         a.attempt_start, a.attempt_rank,
          TRY_CAST('0x' || s.span_id AS UBIGINT) AS sid, TRY_CAST('0x' || s.parent_span_id AS UBIGINT) AS psid,
          s.parent_span_id IS NOT NULL AND s.parent_span_id <> s.span_id AS has_parent,
          s.sequence_id, s.start_time_unix_nano, s.end_time_unix_nano,
@@ -86,11 +92,11 @@ w AS MATERIALIZED (
          {AGENT_SQL} AS agent,
          {REWARD_OPERATION_SQL} AS reward_operation,
          {response_id_sql('s.candidate')} AS response_id
-  FROM (SELECT s.*, want.k, COALESCE({candidate_sql}, FALSE) AS candidate,
-               min(s.start_time_unix_nano) OVER (PARTITION BY want.k, s.attempt_id) AS attempt_start
+  FROM (SELECT s.*, want.k, COALESCE({candidate_sql}, FALSE) AS candidate
         FROM spans s JOIN want USING (rollout_id)) s
+  JOIN att a ON a.k = s.k AND a.attempt_id IS NOT DISTINCT FROM s.attempt_id)
 ){chosen}, b AS ({rows})
-SELECT b.k, b.ha, b.attempt_start, dense_rank() OVER (ORDER BY b.attempt_id) AS attempt_rank,
+SELECT b.k, b.ha, b.attempt_start, b.attempt_rank,
        b.r, p.r AS pr, b.has_parent, b.sid IS NULL AS odd_id, b.sequence_id,
        b.start_time_unix_nano, b.end_time_unix_nano, b.candidate, b.reward_value, b.reward_operation, b.agent,
        b.response_id,
