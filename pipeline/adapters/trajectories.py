@@ -24,7 +24,7 @@ from spanpipe.emit.setup import TASK_ID
 from spanpipe.semconv.llm_call import GATEWAY_SCOPE
 from spanpipe.warehouse.payloads import PAYLOAD_VERSION
 from spanpipe.warehouse.source import WarehouseError
-from spanpipe.warehouse.views import sql_string
+from spanpipe.adapters.bulk import wanted_sql
 
 if TYPE_CHECKING:
     from spanpipe.warehouse.source import SqlSource
@@ -278,7 +278,8 @@ class TrajectoryBuilder:
         if table.num_rows == 0:
             return Trajectories(SAMPLE_SCHEMA.empty_table(), BREAK_SCHEMA.empty_table(), reasons, chosen.cursor)
         rollouts = list(dict.fromkeys(table.column("rollout_id").to_pylist()))
-        ids = ", ".join(sql_string(r) for r in rollouts)
+        # as a relation: DuckDB binds a literal list of 10,000 ids ~0.15 s slower, in each query
+        ids = f"SELECT rollout_id FROM ({wanted_sql(rollouts)})"
         extra = self._span_facts(ids)
         finals = self._final_rewards(ids) if reward == "final" else {}
         tasks = self._task_ids(ids)
@@ -364,7 +365,6 @@ class TrajectoryBuilder:
         row = at.fill_null(0).to_numpy()
         start = (np.where(known, facts.column("start").fill_null(0).to_numpy()[row], 0) if facts.num_rows
                  else np.zeros(n, np.int64))
-        versions = facts.column("version").to_pylist()
         seq_col = table.column("sequence_id")
         seq_null = seq_col.is_null().to_numpy(zero_copy_only=False)
         seq = seq_col.fill_null(0).to_numpy()
@@ -380,15 +380,17 @@ class TrajectoryBuilder:
         rollouts, attempts = table.column("rollout_id").to_pylist(), table.column("attempt_id").to_pylist()
         span_ids, rewards = table.column("span_id").to_pylist(), table.column("reward").to_pylist()
         agents = _agents(table.column("metadata"))
+        versions = (pc.take(facts.column("version"), pa.array(row)).to_pylist() if facts.num_rows else [None] * n)
+        known_l, p_at, r_at = known.tolist(), p_off.tolist(), r_off.tolist()  # plain ints index faster
         groups: dict[tuple[str, str | None], list[Call]] = {}
         for key in zip(rollouts, attempts):  # groups in the triplets' order, calls in call order
             groups.setdefault(key, [])
         for i in order.tolist():
-            prompt, response = p_vals[p_off[i]:p_off[i + 1]], r_vals[r_off[i]:r_off[i + 1]]
-            version = versions[row[i]] if known[i] else None
+            p0, p1, r0, r1 = p_at[i], p_at[i + 1], r_at[i], r_at[i + 1]
+            version = versions[i] if known_l[i] else None
             groups[(rollouts[i], attempts[i])].append(Call(
-                rollouts[i], attempts[i], span_ids[i], prompt, response, logprobs[r_off[i]:r_off[i + 1]],
-                rewards[i], agents[i], version or "", bool(len(prompt) and len(response))))
+                rollouts[i], attempts[i], span_ids[i], p_vals[p0:p1], r_vals[r0:r1], logprobs[r0:r1],
+                rewards[i], agents[i], version or "", p1 > p0 and r1 > r0))
         return groups
 
 
