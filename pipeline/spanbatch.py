@@ -219,8 +219,6 @@ def _json_array(texts: list[bytes | None]) -> pa.Array:
 def _json_column(values: Sequence[Any], texts: list[bytes] | None, empty: bytes | None) -> pa.Array:
     """`values` as a JSON string column, from `texts` when they were made already; `empty` stands
     for a falsy value when given."""
-    if isinstance(values, JsonAttributes):
-        texts = values.texts
     if texts is not None:
         return _json_array(texts)  # type: ignore[arg-type]
     if empty is None:
@@ -366,6 +364,9 @@ class SpanBatch:
                                     for c in JSON_COLUMNS})
 
     def _encoded_texts(self, column: str) -> list[bytes] | None:
+        """The JSON of `column` made by a decode worker, while the batch still holds what it was made from."""
+        if column == "attributes":
+            return self.attributes.texts if isinstance(self.attributes, JsonAttributes) else None
         return self.encoded.texts(self, column) if self.encoded is not None else None
 
     def resource_attributes(self, i: int) -> dict[str, Any]:
@@ -413,7 +414,7 @@ class SpanBatch:
             "service_name": pa.DictionaryArray.from_arrays(res_index, res_service),
             "scope_name": pa.array(self.scope_name, pa.string()),
             "scope_version": pa.array(self.scope_version, pa.string()),
-            "attributes": _json_column(self.attributes, None, None),
+            "attributes": _json_column(self.attributes, self._encoded_texts("attributes"), None),
             "resource_attributes": pa.DictionaryArray.from_arrays(res_index, res_json),
             "events": _json_column(self.events, self._encoded_texts("events"), _EMPTY),
             "links": _json_column(self.links, self._encoded_texts("links"), _EMPTY),

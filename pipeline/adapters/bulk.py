@@ -213,8 +213,8 @@ def bulk_triplets(adapter: TripletAdapter, rollout_ids: list[str]) -> BulkResult
         "trace_id": trace_ids,
         "span_id": span_ids,
         "sequence_id": pa.array(seq[calls], pa.int64(), mask=seq[calls] == np.iinfo(np.int64).max),
-        "prompt_token_ids": payloads.column("prompt_token_ids").cast(pa.list_(pa.int32())),
-        "response_token_ids": payloads.column("response_token_ids").cast(pa.list_(pa.int32())),
+        "prompt_token_ids": payloads.column("prompt_token_ids"),  # int32 lists, as read (_TOKEN_IDS)
+        "response_token_ids": payloads.column("response_token_ids"),
         "reward": reward,
         "prompt": payloads.column("prompt") if not adapter.token_ids_only else _constant("{}", len(calls)),
         "response": payloads.column("response") if not adapter.token_ids_only else _constant("{}", len(calls)),

@@ -66,9 +66,8 @@ def overview(cur: duckdb.DuckDBPyConnection, points: int = 2000, minutes: int = 
     rollout_ids = ("SELECT DISTINCT rollout_id FROM attempt_summaries" if kept else
                    "SELECT DISTINCT rollout_id FROM spans WHERE rollout_id IS NOT NULL")
     status = rows(cur, f"""
-        WITH latest AS (SELECT rollout_id, arg_max(status, seq) AS status FROM rollout_completions GROUP BY 1)
         SELECT COALESCE(l.status, 'running') AS status, count(*) AS rollouts
-        FROM ({rollout_ids}) r LEFT JOIN latest l USING (rollout_id) GROUP BY 1 ORDER BY 1""")
+        FROM ({rollout_ids}) r LEFT JOIN ({_COMPLETIONS_SQL}) l USING (rollout_id) GROUP BY 1 ORDER BY 1""")
     with_ids, calls = token_id_coverage(cur, coverage_rollouts, kept, coverage_memo)
     return {
         "rewards": [{"rollout_id": d["rollout_id"], "status": d["status"], "mode": d["mode"] or "train",
