@@ -19,7 +19,7 @@ from spanpipe import events
 from spanpipe.component import BatchTransform, ComponentConfig, Consumer
 from spanpipe.derived import Derivation
 from spanpipe.registry import Factory
-from spanpipe.semconv.rewards import DEFAULT_LLM_SPAN_NAME, Promoted, RewardReader
+from spanpipe.semconv.promoted_columns import DEFAULT_LLM_SPAN_NAME, Promoted, RewardReader
 from spanpipe.spanbatch import SpanBatch
 from spanpipe.telemetry import counters
 from spanpipe.userregex import RegexError, compile_regex

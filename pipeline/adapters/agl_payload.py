@@ -10,13 +10,10 @@ from typing import Any
 
 import orjson
 
-from spanpipe.emit.attributes import unflatten
+from spanpipe.semconv.conventions import ALL
+from spanpipe.semconv.conventions.agentlightning import LOGPROBS, PROMPT_TOKEN_IDS, RESPONSE_TOKEN_IDS
 from spanpipe.semconv.llm_call import TOKEN_IDS_MISSING_REASON, llm_call, response_id
-
-PROMPT_IDS = ("prompt_token_ids", "agentlightning.operation.output.prompt_token_ids")
-RESPONSE_IDS = ("response_token_ids", "agentlightning.operation.output.response_token_ids.0",
-                "agentlightning.operation.output.choices.0.token_ids",
-                "agentlightning.operation.output.choices.0.provider_specific_fields.token_ids")
+from spanpipe.semconv.values import unflatten
 
 
 _INT_TYPES = ({int}, {bool}, {int, bool}, set())
@@ -118,8 +115,8 @@ def payload(attrs: dict[str, Any], events: list[dict[str, Any]] | None, agent_na
             call = llm_call(attrs, events)
         return call
 
-    prompt_ids = _ids(attrs, PROMPT_IDS)
-    response_ids = _ids(attrs, RESPONSE_IDS)
+    prompt_ids = _ids(attrs, PROMPT_TOKEN_IDS)
+    response_ids = _ids(attrs, RESPONSE_TOKEN_IDS)
     if prompt_ids is None or response_ids is None:
         prompt_ids = prompt_ids if prompt_ids is not None else normalised()["prompt_token_ids"]
         response_ids = response_ids if response_ids is not None else normalised()["response_token_ids"]
@@ -139,7 +136,7 @@ def payload(attrs: dict[str, Any], events: list[dict[str, Any]] | None, agent_na
         completion_raw = openai_style(normalised()["output_messages"])
     prompt = {"token_ids": prompt_ids or [], "raw_content": prompt_raw, "image_urls": image_urls(prompt_raw)}
     response: dict[str, Any] = {"token_ids": response_ids or [], "raw_content": completion_raw}
-    logprobs = attrs.get("logprobs.content")
+    logprobs = attrs.get(LOGPROBS)
     if isinstance(logprobs, str):
         response["logprobs"] = orjson.loads(logprobs)
     elif isinstance(logprobs, list):
@@ -155,9 +152,8 @@ def payload(attrs: dict[str, Any], events: list[dict[str, Any]] | None, agent_na
     return prompt, response, metadata
 
 
-CONVENTION_NAMES = {"gen_ai": "OTel GenAI / OpenLLMetry", "gen_ai_flat": "OpenLLMetry (flat gen_ai.prompt.*)",
-                    "gen_ai_events": "OTel GenAI (events)", "openinference": "OpenInference", "logfire": "Logfire",
-                    "unknown": "this instrumentation"}
+# `llm_calls.convention` → how users know it.
+CONVENTION_NAMES = {**{r.label: r.title for c in ALL for r in c.messages}, "unknown": "this instrumentation"}
 
 
 def token_ids_missing_reason(attrs: dict[str, Any], has_prompt: bool, has_response: bool,

@@ -26,7 +26,7 @@ from spanpipe.semconv.agents import AGENT_KEYS, agent_name_sql
 from spanpipe.semconv.llm_call import RESPONSE_ID
 from spanpipe.warehouse.payloads import PAYLOAD_FIELDS, PAYLOAD_VERSION, payload_columns
 from spanpipe.warehouse.source import WarehouseError
-from spanpipe.semconv.span_types import LOGFIRE_STREAM_PREFIX
+from spanpipe.semconv.conventions.logfire import STREAM_PREFIX as LOGFIRE_STREAM_PREFIX
 from spanpipe.warehouse.views import (EVERY_SHAPE, Shapes, events_with_logs_sql, is_stream_sibling_sql,
                                      llm_attributes_sql, sql_string as _q)
 

@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from spanpipe.semconv.agents import agent_name
-from spanpipe.semconv.llm_call import response_id
 
 if TYPE_CHECKING:
     from spanpipe.adapters.triplets import TripletAdapter
@@ -40,8 +39,9 @@ class SpanColumns:
 
 def spans_to_columns(spans: list[dict[str, Any]], adapter: TripletAdapter) -> SpanColumns:
     """Hand-built or exported span dicts → columns, classifying them as the collector would."""
-    from spanpipe.emit.reading import get_reward_value
-    from spanpipe.semconv.span_types import classify
+    from spanpipe.semconv.rewards import SpanReader
+
+    reader = SpanReader()
 
     def attrs_of(sp: dict[str, Any]) -> dict[str, Any]:
         a = sp.get("attributes") or {}
@@ -51,10 +51,10 @@ def spans_to_columns(spans: list[dict[str, Any]], adapter: TripletAdapter) -> Sp
     for sp in spans:
         attrs = attrs_of(sp)
         name = sp.get("name") or ""
-        reward = get_reward_value({"name": name, "attributes": attrs})
-        kind = "reward" if reward is not None else classify(name, attrs)
+        events = sp.get("events")
+        read = reader.read(name, attrs, orjson.loads(events) if isinstance(events, (str, bytes)) else events)
+        kind, reward, rid = read.span_type, read.reward, read.response_id
         agent = agent_name(name, attrs)
-        rid = response_id(attrs, llm=True)
         cols.span_id.append(sp["span_id"])
         cols.parent_span_id.append(sp.get("parent_span_id", sp.get("parent_id")))
         cols.name.append(name)

@@ -12,11 +12,12 @@ import json
 import logging
 from typing import Any
 
+from spanpipe.semconv.conventions.agentlightning import REWARD_PREFIX
+
 logger = logging.getLogger(__name__)
 
 Primitive = (str, int, float, bool)
 
-REWARD_PREFIX = "agentlightning.reward"
 LINK_PREFIX = "agentlightning.link"
 TAG_PREFIX = "agentlightning.tag"
 
@@ -53,35 +54,6 @@ def flatten(value: dict[str, Any] | list[Any], *, expand_leaf_lists: bool = Fals
 
     walk(value, "")
     return flat
-
-
-def unflatten(flat: dict[str, Any]) -> dict[str, Any] | list[Any]:
-    """The inverse of `flatten`: a level whose keys are exactly 0..n-1 becomes a list."""
-    root: dict[str, Any] = {}
-    for key, value in flat.items():
-        node = root
-        *parents, leaf = key.split(".")
-        for part in parents:
-            if not isinstance(node.get(part), dict):
-                node[part] = {}
-            node = node[part]
-        node[leaf] = value
-
-    def listify(node: dict[str, Any]) -> Any:
-        for k, v in node.items():
-            if type(v) is dict:
-                node[k] = listify(v)
-        if node and all(k.isdigit() for k in node) and all(str(i) in node for i in range(len(node))):
-            return [node[str(i)] for i in range(len(node))]
-        return node
-
-    return listify(root)
-
-
-def under_prefix(attributes: dict[str, Any], prefix: str) -> dict[str, Any] | list[Any]:
-    """The attributes below `prefix.`, unflattened (`agentlightning.reward.0.value` → `[{"value": …}]`)."""
-    dot = prefix + "."
-    return unflatten({k[len(dot):]: v for k, v in attributes.items() if k.startswith(dot)})
 
 
 def _list_value(items: list[Any]) -> list[Any]:

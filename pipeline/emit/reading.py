@@ -11,12 +11,17 @@ import json
 import logging
 from typing import Any, Mapping, Sequence
 
-from spanpipe.semconv import agentlightning
+from spanpipe.semconv.rewards import reward_dimensions
 from spanpipe.emit.emitters import MESSAGE_BODY, OBJECT_JSON, OBJECT_LITERAL, OBJECT_TYPE
 
 logger = logging.getLogger(__name__)
 
-AGENTOPS_OUTPUT_KEYS = ("agentops.task.output", "agentops.entity.output")
+
+def _events(span: Any) -> list[dict[str, Any]] | None:
+    if isinstance(span, Mapping):
+        events = span.get("events")
+        return json.loads(events) if isinstance(events, (str, bytes)) else events
+    return [{"name": e.name, "attributes": dict(e.attributes or {})} for e in getattr(span, "events", None) or ()]
 
 
 def _name_and_attributes(span: Any) -> tuple[str | None, dict[str, Any]]:
@@ -29,28 +34,18 @@ def _name_and_attributes(span: Any) -> tuple[str | None, dict[str, Any]]:
 
 
 def get_rewards_from_span(span: Any) -> list[dict[str, Any]]:
-    """Every `agentlightning.reward.<i>` dimension as `{"name", "value"}`, primary first (a
-    malformed one raises ValueError, as Agent Lightning's does)."""
-    _, attrs = _name_and_attributes(span)
-    return agentlightning.reward_dimensions(attrs)
+    """Every reward dimension on a span as `{"name", "value"}`, primary first, by the collector's
+    rules (`spanpipe.semconv.rewards`: Agent Lightning's `agentlightning.reward.<i>` keys and legacy
+    form, AgentOps outputs, GenAI evaluation events, OpenInference annotations). A malformed reward
+    raises ValueError, as Agent Lightning's does."""
+    name, attrs = _name_and_attributes(span)
+    return [{"name": d["name"], "value": d["value"]} for d in reward_dimensions(name or "", attrs, _events(span), every_key=True)]
 
 
 def get_reward_value(span: Any) -> float | None:
-    """The primary reward of a span (Agent Lightning, AgentOps or legacy form), or None."""
+    """The primary reward of a span, or None."""
     dims = get_rewards_from_span(span)
-    if dims:
-        return dims[0]["value"]
-    name, attrs = _name_and_attributes(span)
-    for key in AGENTOPS_OUTPUT_KEYS:
-        output = attrs.get(key)
-        if isinstance(output, str):
-            try:
-                output = json.loads(output)
-            except json.JSONDecodeError:
-                output = None
-        if isinstance(output, dict) and output.get("type") == "reward":
-            return output.get("value")
-    return agentlightning.legacy_reward(name, attrs)
+    return dims[0]["value"] if dims else None
 
 
 def is_reward_span(span: Any) -> bool:

@@ -1,38 +1,27 @@
-"""Which agent a span stands for, across frameworks — one rule list, read in Python and in SQL.
-
-Agent Lightning 0.3's order (OpenAI Agents `agent.name`, AgentOps agent spans' `operation.name`,
-AutoGen `recipient_agent_type`, LangGraph `langchain.chain.type`, agent-framework `executor.id`,
-Weave agents, Weave + LangChain chains), then OTel GenAI's `gen_ai.agent.name`.
-"""
+"""Which agent a span stands for: the agent rules of every convention (`semconv.conventions`), by
+rank — read in Python and written as SQL from the same list."""
 
 from __future__ import annotations
 
 from typing import Any, Callable
 
-# (attribute holding the name, condition: None | ("attr", key, value) | ("name_prefix", prefix))
-AGENT_RULES: tuple[tuple[str, tuple[str, ...] | None], ...] = (
-    ("agent.name", None),
-    ("operation.name", ("attr", "agentops.span.kind", "agent")),
-    ("recipient_agent_type", None),
-    ("langchain.chain.type", None),
-    ("executor.id", None),
-    ("agentlightning.operation.input.name", ("attr", "type", "agent")),
-    ("lc_name", ("name_prefix", "langchain.Chain.")),
-    ("gen_ai.agent.name", None),
-)
+from spanpipe.semconv.convention import AgentRule
+from spanpipe.semconv.conventions import ALL
 
+AGENT_RULES: tuple[AgentRule, ...] = tuple(sorted((r for c in ALL for r in c.agents), key=lambda r: r.rank))
+
+# Every attribute the rules read (what a query must fetch to decide).
 AGENT_KEYS: tuple[str, ...] = tuple(dict.fromkeys(
-    k for key, cond in AGENT_RULES for k in (key, *([cond[1]] if cond and cond[0] == "attr" else []))))
+    k for r in AGENT_RULES for k in (r.key, *([r.when_attr[0]] if r.when_attr else []))))
 
 
 def agent_name(name: str, attrs: dict[str, Any]) -> str | None:
-    for key, cond in AGENT_RULES:
-        if cond is not None:
-            if cond[0] == "attr" and attrs.get(cond[1]) != cond[2]:
-                continue
-            if cond[0] == "name_prefix" and not name.startswith(cond[1]):
-                continue
-        value = attrs.get(key)
+    for rule in AGENT_RULES:
+        if rule.when_attr is not None and attrs.get(rule.when_attr[0]) != rule.when_attr[1]:
+            continue
+        if rule.when_name_prefix is not None and not name.startswith(rule.when_name_prefix):
+            continue
+        value = attrs.get(rule.key)
         if value is not None:
             return str(value)
     return None
@@ -41,11 +30,11 @@ def agent_name(name: str, attrs: dict[str, Any]) -> str | None:
 def agent_name_sql(get: Callable[[str], str], name_expr: str = "name") -> str:
     """The same rules as a SQL expression; `get(key)` is the SQL reading attribute `key` as text."""
     terms = []
-    for key, cond in AGENT_RULES:
-        if cond is None:
-            terms.append(get(key))
-        elif cond[0] == "attr":
-            terms.append(f"CASE WHEN {get(cond[1])} = '{cond[2]}' THEN {get(key)} END")
-        else:
-            terms.append(f"CASE WHEN {name_expr} LIKE '{cond[1]}%' THEN {get(key)} END")
+    for rule in AGENT_RULES:
+        conditions = []
+        if rule.when_attr is not None:
+            conditions.append(f"{get(rule.when_attr[0])} = '{rule.when_attr[1]}'")
+        if rule.when_name_prefix is not None:
+            conditions.append(f"{name_expr} LIKE '{rule.when_name_prefix}%'")
+        terms.append(f"CASE WHEN {' AND '.join(conditions)} THEN {get(rule.key)} END" if conditions else get(rule.key))
     return "COALESCE(" + ", ".join(terms) + ")"

@@ -188,3 +188,32 @@ def first_present(keys: Iterable[str], *sources: dict[str, Any]) -> Any:
             if v is not None and v != "":
                 return v
     return None
+
+
+def unflatten(flat: dict[str, Any]) -> dict[str, Any] | list[Any]:
+    """The inverse of `flatten`: a level whose keys are exactly 0..n-1 becomes a list."""
+    root: dict[str, Any] = {}
+    for key, value in flat.items():
+        node = root
+        *parents, leaf = key.split(".")
+        for part in parents:
+            if not isinstance(node.get(part), dict):
+                node[part] = {}
+            node = node[part]
+        node[leaf] = value
+
+    def listify(node: dict[str, Any]) -> Any:
+        for k, v in node.items():
+            if type(v) is dict:
+                node[k] = listify(v)
+        if node and all(k.isdigit() for k in node) and all(str(i) in node for i in range(len(node))):
+            return [node[str(i)] for i in range(len(node))]
+        return node
+
+    return listify(root)
+
+
+def under_prefix(attributes: dict[str, Any], prefix: str) -> dict[str, Any] | list[Any]:
+    """The attributes below `prefix.`, unflattened (`agentlightning.reward.0.value` → `[{"value": …}]`)."""
+    dot = prefix + "."
+    return unflatten({k[len(dot):]: v for k, v in attributes.items() if k.startswith(dot)})

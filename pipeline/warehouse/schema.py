@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from spanpipe import columns
+from spanpipe.semconv.llm_call import INPUT_TOKEN_KEYS, OUTPUT_TOKEN_KEYS
 from spanpipe.warehouse import payloads
 
 SPANS_COLUMNS: tuple[tuple[str, str], ...] = tuple((c.name, c.sql) for c in columns.SPANS)
@@ -29,13 +30,15 @@ WHERE NOT EXISTS (
 )
 """
 
-# Token counts of an LLM span, by the usage keys of OTel GenAI (current and legacy) and OpenInference.
-TOKENS_IN_SQL = ("COALESCE(TRY_CAST(attributes->>'gen_ai.usage.input_tokens' AS BIGINT), "
-                 "TRY_CAST(attributes->>'gen_ai.usage.prompt_tokens' AS BIGINT), "
-                 "TRY_CAST(attributes->>'llm.token_count.prompt' AS BIGINT))")
-TOKENS_OUT_SQL = ("COALESCE(TRY_CAST(attributes->>'gen_ai.usage.output_tokens' AS BIGINT), "
-                  "TRY_CAST(attributes->>'gen_ai.usage.completion_tokens' AS BIGINT), "
-                  "TRY_CAST(attributes->>'llm.token_count.completion' AS BIGINT))")
+
+
+def _usage_sql(keys: tuple[str, ...]) -> str:
+    return "COALESCE(" + ", ".join(f"TRY_CAST(attributes->>'{k}' AS BIGINT)" for k in keys) + ")"
+
+
+# Token counts of an LLM span, by the usage keys of every convention.
+TOKENS_IN_SQL = _usage_sql(INPUT_TOKEN_KEYS)
+TOKENS_OUT_SQL = _usage_sql(OUTPUT_TOKEN_KEYS)
 
 # One row per rollout attempt with what the viewer's tables show, filter and sort on, kept by
 # the exporter in the transaction that inserts the spans (upsert_attempt_summaries), so that a

@@ -20,7 +20,8 @@ from spanpipe.warehouse.source import SqlSource
 from spanpipe.warehouse.schema import (COMPLETION_COLUMNS, DDL, LOGS_DDL, ROLLOUT_SPAN, SPANS_COLUMNS, TOKENS_IN_SQL,
                                        TOKENS_OUT_SQL)
 from spanpipe.semconv.llm_call import GATEWAY_SCOPE, llm_call
-from spanpipe.semconv.span_types import LOGFIRE_STREAM_PREFIX, classify
+from spanpipe.semconv.conventions.logfire import REQUEST_KEY, STREAM_PREFIX as LOGFIRE_STREAM_PREFIX
+from spanpipe.semconv.span_types import classify
 
 
 
@@ -74,11 +75,11 @@ def is_stream_sibling_sql(call: str, stream: str) -> str:
                    f"{call}.parent_span_id")
     return (f"{same_parent.format(o=stream)} AND {stream}.name LIKE '{LOGFIRE_STREAM_PREFIX}%' "
             f"AND {stream}.span_id <> {call}.span_id AND {stream}.start_time_unix_nano >= {call}.start_time_unix_nano "
-            f"AND json_extract({call}.attributes, '$.request_data') IS NOT NULL "
+            f"AND json_extract({call}.attributes, '$.{REQUEST_KEY}') IS NOT NULL "
             f"AND NOT EXISTS (SELECT 1 FROM spans o WHERE {same_parent.format(o='o')} AND o.span_id <> {call}.span_id "
             f"AND o.start_time_unix_nano > {call}.start_time_unix_nano "
             f"AND o.start_time_unix_nano <= {stream}.start_time_unix_nano "
-            f"AND o.name NOT LIKE '{LOGFIRE_STREAM_PREFIX}%' AND json_extract(o.attributes, '$.request_data') IS NOT NULL)")
+            f"AND o.name NOT LIKE '{LOGFIRE_STREAM_PREFIX}%' AND json_extract(o.attributes, '$.{REQUEST_KEY}') IS NOT NULL)")
 
 
 def _stream_sibling_sql(span: str, value: str) -> str:
@@ -178,13 +179,12 @@ def _span_type_udf(names: pa.Array, attributes: pa.Array) -> pa.Array:
 
 def _reward_dimensions_udf(names: pa.Array, attributes: pa.Array, events: pa.Array) -> pa.Array:
     """Every reward dimension of a span, by the reward processor's rules (JSON list; [] for none)."""
-    from spanpipe.semconv.rewards import Malformed, RewardReader
+    from spanpipe.semconv.rewards import Malformed, reward_dimensions
 
-    reader = RewardReader()
     out = []
     for n, a, e in zip(names.to_pylist(), attributes.to_pylist(), events.to_pylist()):
         try:
-            dims = reader.rewards_of(n or "", orjson.loads(a) if a else {}, orjson.loads(e) if e else None)
+            dims = reward_dimensions(n or "", orjson.loads(a) if a else {}, orjson.loads(e) if e else None)
         except Malformed:
             dims = []
         out.append(orjson.dumps(dims).decode())
