@@ -68,3 +68,7 @@ class HttpServer:
         if self._thread.is_alive():
             self.loop.call_soon_threadsafe(self.loop.stop)
             self._thread.join(timeout=10)
+        if not self._thread.is_alive() and not self.loop.is_closed():
+            # An unclosed loop is closed by the garbage collector at exit, after its self-pipe is
+            # gone: a traceback on every stop.
+            self.loop.close()

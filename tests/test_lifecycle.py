@@ -58,6 +58,7 @@ def test_sigterm_under_load_keeps_every_acknowledged_span(tmp_path):
             t.join(60)
         c.kill()
     assert "draining" in c.log() and "collector stopped" in c.log()
+    assert "Traceback" not in c.log(), "a clean stop logs no traceback (an unclosed event loop once did)"
     with Warehouse.open(c.db) as wh:
         stored = {(r["trace_id"], r["span_id"]) for r in wh.sql("SELECT trace_id, span_id FROM spans").to_pylist()}
         total = wh.sql("SELECT count(*) n FROM spans").to_pylist()[0]["n"]
@@ -74,6 +75,7 @@ def test_sigint_also_drains(tmp_path):
         grpc_export(c.grpc_endpoint, req.SerializeToString())
         c.proc.send_signal(signal.SIGINT)
         assert c.proc.wait(30) == 0
+    assert "Traceback" not in c.log(), "a clean stop logs no traceback (an unclosed event loop once did)"
     with Warehouse.open(c.db) as wh:
         assert wh.sql("SELECT count(*) n FROM spans").to_pylist()[0]["n"] == 10
 
