@@ -112,7 +112,7 @@ def start_collector(tmp: Path, upstream: str) -> tuple[subprocess.Popen, int, Pa
         "receivers": {"otlp": {"protocols": {"grpc": {"endpoint": f"127.0.0.1:{grpc}"}}},
                       "llm_gateway": {"endpoint": f"127.0.0.1:{gw}", "upstreams": [{"base_url": upstream}]}},
         "processors": {"rollout": {}, "reward": {}, "batch": {}},
-        "exporters": {"duckdb": {"path": str(db), "query": None}},
+        "exporters": {"duckdb": {"path": str(db), "query": {"enabled": False}}},
         "service": {"pipelines": {"traces": {"receivers": ["otlp", "llm_gateway"],
                                              "processors": ["rollout", "reward", "batch"], "exporters": ["duckdb"]}},
                     "telemetry": {"metrics": {"address": f"127.0.0.1:{metrics}"}}},

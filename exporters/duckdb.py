@@ -4,7 +4,7 @@
 exporters:
   duckdb:
     path: ./data/spans.duckdb
-    query: {endpoint: 127.0.0.1:4319}   # the read-only query API; `query: null` turns it off
+    query: {endpoint: 127.0.0.1:4319}   # the read-only query API; `query: {enabled: false}` turns it off
 ```
 The exporter helper queues what the pipeline sends (bounded: a full queue is a retryable refusal;
 `sending_queue::storage` puts it on disk). One sender merges what is queued, converts it to Arrow
@@ -49,6 +49,8 @@ from spanpipe.warehouse.retention import Archive, apply_retention
 
 class QueryApiConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_default=True)
+    # An empty `query:` section means these defaults, as everywhere in the config; `enabled: false` turns it off.
+    enabled: bool = True
     endpoint: Endpoint = "127.0.0.1:4319"
     max_rows: int = Field(5_000_000, gt=0)
     max_result_size_mib: int = Field(256, gt=0, description="Arrow bytes of one result")
@@ -110,7 +112,7 @@ class DuckDBExporterConfig(ExporterHelperConfig):
 
     def extension_refs(self) -> dict[str, str]:
         refs = super().extension_refs()
-        if self.query is not None and self.query.auth is not None:
+        if self.query is not None and self.query.enabled and self.query.auth is not None:
             refs["query::auth::authenticator"] = self.query.auth.authenticator
         return refs
 
@@ -155,7 +157,7 @@ class DuckDBExporter(QueuedExporter):
             self.log.error("%s; writing starts when space returns", exc)
         gauges.set_function("warehouse_rows", lambda: self._rows, exporter=self.id)
         admission.register_cache(f"exporter/{self.id}/duckdb", self.db.working_memory)
-        if self.config.query is not None:
+        if self.config.query is not None and self.config.query.enabled:
             host, port = parse_endpoint(self.config.query.endpoint)
             auth = self.config.query.auth
             authenticate = self.host.extension_as(auth.authenticator, Authenticator).authenticate if auth else None

@@ -63,7 +63,7 @@ def random_batches(rng: random.Random, rollouts: int, per_batch: int) -> list[Sp
 
 
 def exporter(path: Path, **config: object) -> DuckDBExporter:
-    e = DuckDBExporter("duckdb", DuckDBExporterConfig.model_validate({"path": str(path), "query": None, **config}))
+    e = DuckDBExporter("duckdb", DuckDBExporterConfig.model_validate({"path": str(path), "query": {"enabled": False}, **config}))
     e.start()
     return e
 

@@ -37,7 +37,7 @@ def sample_config(kind: str, type_: str, tmp: Path, ports: dict[str, int]) -> di
         ("processors", "attributes"): {"actions": [{"key": "k", "value": "v", "action": "upsert"}]},
         ("processors", "resource"): {"attributes": [{"key": "k", "value": "v", "action": "upsert"}]},
         ("processors", "redaction"): {"allow_all_keys": True},
-        ("exporters", "duckdb"): {"path": str(tmp / "w.duckdb"), "query": None},
+        ("exporters", "duckdb"): {"path": str(tmp / "w.duckdb"), "query": {"enabled": False}},
         ("exporters", "parquet"): {"path": str(tmp / "lake")},
         ("exporters", "otlp"): {"endpoint": f"127.0.0.1:{ports['grpc']}", "tls": {"insecure": True},
                                 "retry_on_failure": {"initial_interval": "50ms"}},

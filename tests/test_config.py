@@ -149,3 +149,20 @@ def test_run_refuses_to_start_on_a_bad_config(tmp_path):
     p.write_text(BASE.replace("timeout: 1s", "timout: 1s"))
     r = run_cli("run", "--config", str(p), timeout=30)
     assert r.returncode == 1 and "processors::batch: unknown key 'timout'" in r.stderr
+
+
+
+def test_query_enabled_false_turns_the_query_api_off_and_an_empty_section_means_defaults(tmp_path):
+    from spanpipe.exporters.duckdb import DuckDBExporter, DuckDBExporterConfig
+
+    off = DuckDBExporterConfig.model_validate(yaml.safe_load(f"path: {tmp_path}/x.duckdb\nquery: {{enabled: false}}"))
+    assert off.query.enabled is False and "query::auth::authenticator" not in off.extension_refs()
+    exporter = DuckDBExporter("duckdb", off)
+    exporter.start()
+    try:
+        assert exporter.query_server is None
+    finally:
+        exporter.shutdown()
+    empty = DuckDBExporterConfig.model_validate(yaml.safe_load("path: /tmp/x.duckdb\nquery:\nsending_queue:\n"))
+    assert empty.query.enabled and empty.query.endpoint == "127.0.0.1:4319"
+    assert empty.sending_queue.queue_size == 8

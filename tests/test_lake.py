@@ -116,7 +116,7 @@ def test_duckdb_retention_archives_oldest_whole_rollouts(tmp_path):
 
     lake = tmp_path / "archive"
     cfg = DuckDBExporterConfig.model_validate({
-        "path": str(tmp_path / "w.duckdb"), "query": None,
+        "path": str(tmp_path / "w.duckdb"), "query": {"enabled": False},
         "retention": {"max_rows": 25, "check_interval": "1h", "archive_path": str(lake),
                       "archive_partition_by": ["rollout_id"]}})
     exporter = DuckDBExporter("duckdb", cfg)
