@@ -7,9 +7,9 @@ with these NULL, and rollouts and triplets over it were empty without a word. Th
 exporters (`duckdb`, `parquet`) now derive what no processor filled, and say so once in the log:
 rollout and attempt ids from span attributes, else resource attributes (Agent Lightning's keys),
 else another span of the same trace in the same batch; span types and rewards by the reward
-processor's own rules (`semconv.rewards`, `semconv.promoted_columns`). What only the `rollout` processor gives — sequence ids,
-trace → rollout memory across batches, completion of idle rollouts — stays absent; the message
-names the processors to add.
+processor's own rules (`semconv.rewards`, `semconv.promoted_columns`). What only the `rollout`
+processor gives — sequence ids, trace → rollout memory across batches, completion of idle rollouts —
+stays absent; the message names the processors to add.
 """
 
 from __future__ import annotations

@@ -47,6 +47,8 @@ REWARD_CASES = {
                               "malformed"),
     "openinference annotation": ("openinference", "judge", {"annotations.0.annotation.name": "correct",
                                                             "annotations.0.annotation.score": 0.9}, None, 0.9),
+    "openinference not from 0": ("openinference", "judge", {"annotations.1.annotation.name": "correct",
+                                                            "annotations.1.annotation.score": 0.9}, None, "malformed"),
     "openinference without a score": ("openinference", "judge", {"annotations.0.annotation.name": "correct"}, None,
                                       "malformed"),
     "evaluation event": ("gen_ai", "judge", {}, EVAL, 0.4),

@@ -39,7 +39,8 @@ def get_rewards_from_span(span: Any) -> list[dict[str, Any]]:
     form, AgentOps outputs, GenAI evaluation events, OpenInference annotations). A malformed reward
     raises ValueError, as Agent Lightning's does."""
     name, attrs = _name_and_attributes(span)
-    return [{"name": d["name"], "value": d["value"]} for d in reward_dimensions(name or "", attrs, _events(span), every_key=True)]
+    dims = reward_dimensions(name or "", attrs, _events(span), every_key=True)
+    return [{"name": d["name"], "value": d["value"]} for d in dims]
 
 
 def get_reward_value(span: Any) -> float | None:

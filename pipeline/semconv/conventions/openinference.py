@@ -66,6 +66,8 @@ def _annotations(name: str, attrs: Attrs, events: Events) -> list[Dimension]:
         m = _ANNOTATION.match(k)
         if m:
             dims.setdefault(int(m.group(1)), {})[m.group(2)] = v
+    if sorted(dims) != list(range(len(dims))):  # a list, as Agent Lightning's reward keys must be
+        raise Malformed(f"{SOURCE} annotations are not numbered 0, 1, …: {sorted(dims)}")
     out = []
     for idx in sorted(dims):
         d = dims[idx]
@@ -73,7 +75,8 @@ def _annotations(name: str, attrs: Attrs, events: Events) -> list[Dimension]:
             raise Malformed(f"{SOURCE} dimension {idx} has a name but no value")
         if not isinstance(d.get("name"), str) or not d["name"]:
             raise Malformed(f"{SOURCE} dimension {idx} has no name")
-        out.append({"name": d["name"], "value": reward_number(d["score"], f"{SOURCE} dimension {idx}"), "source": SOURCE})
+        value = reward_number(d["score"], f"{SOURCE} dimension {idx}")
+        out.append({"name": d["name"], "value": value, "source": SOURCE})
     return out
 
 

@@ -44,6 +44,6 @@ CONVENTION = Convention(
     name="openllmetry",
     title="OpenLLMetry",
     kinds=(KindRule(31, span_kind_by("traceloop.span.kind")), KindRule(60, _request_type)),
-    messages=(MessagesReader(40, "gen_ai_flat", "OpenLLMetry (flat gen_ai.prompt.*)", _messages("gen_ai.prompt", "user"),
-                             _messages("gen_ai.completion", "assistant")),),
+    messages=(MessagesReader(40, "gen_ai_flat", "OpenLLMetry (flat gen_ai.prompt.*)",
+                             _messages("gen_ai.prompt", "user"), _messages("gen_ai.completion", "assistant")),),
 )
