@@ -107,9 +107,13 @@ def test_streamed_chunks_reach_the_client_before_the_upstream_has_finished(tmp_p
             arrivals.append(time.monotonic() - started)
         span = g.gateway_spans(1)[0]
     chunks = len(tokens(answer(Q))) // 4
-    assert arrivals[-1] >= 0.25 * (chunks - 1)  # the upstream spaced its chunks out...
-    assert arrivals[0] < 0.2  # ...and the first one was forwarded at once, not after the whole answer
-    assert span["attributes"]["spanpipe.gateway.time_to_first_chunk_ms"] < 200
+    streamed = 0.25 * (chunks - 1)
+    assert chunks >= 4 and arrivals[-1] >= streamed  # the upstream spaced its chunks out...
+    # ...and the first one was forwarded when it came, not with the whole answer: it reached the
+    # client at least two chunk intervals before the last (measured between arrivals, so the test
+    # holds on a loaded machine, where the call itself may start late)
+    assert arrivals[-1] - arrivals[0] >= streamed - 0.5
+    assert span["attributes"]["spanpipe.gateway.time_to_first_chunk_ms"] < 1000 * (streamed - 0.5)
     assert span["attributes"]["response_token_ids"] == tokens(answer(Q))
 
 
