@@ -254,22 +254,27 @@ def test_stored_logprobs_read_the_span_as_the_sql_fallback_does():
 
 def test_logprobs_are_aligned_to_each_calls_response_tokens():
     """Each call's recorded logprobs land on its own response tokens, cut to its length, NaN where
-    a call has none or recorded fewer (random calls against a per-call loop)."""
+    a call has none or recorded fewer (random calls against a per-call loop). The calls' response
+    tokens lie in another order than the calls (as the stored payloads were read)."""
     from spanpipe.adapters.trajectories import _aligned_logprobs
 
     rng = np.random.default_rng(1)
     n = 200
     r_len = rng.integers(0, 6, n)
-    r_off = np.concatenate([[0], np.cumsum(r_len)])
+    laid = rng.permutation(n)  # laid[j]: the call whose tokens come j-th
+    starts_laid = np.concatenate([[0], np.cumsum(r_len[laid])])[:-1]
+    r_start = np.empty(n, np.int64)
+    r_start[laid] = starts_laid
+    size = int(r_len.sum())
     recorded = [None if rng.random() < 0.2 else [None if rng.random() < 0.1 else float(rng.normal())
                                                  for _ in range(rng.integers(0, 8))] for _ in range(60)]
     row, known = rng.integers(0, 60, n), rng.random(n) < 0.8
-    got = _aligned_logprobs(pa.array(recorded, pa.list_(pa.float32())), row, known, r_off, r_len)
-    expected = np.full(int(r_off[-1]), np.nan, np.float32)
+    got = _aligned_logprobs(pa.array(recorded, pa.list_(pa.float32())), row, known, r_start, r_len, size)
+    expected = np.full(size, np.nan, np.float32)
     for i in range(n):
         lp = recorded[row[i]] if known[i] else None
         if lp:
             cut = np.array(lp[:r_len[i]], dtype=np.float32)
-            expected[r_off[i]:r_off[i] + len(cut)] = cut
+            expected[r_start[i]:r_start[i] + len(cut)] = cut
     assert np.array_equal(got, expected, equal_nan=True)
     assert np.isnan(got).any() and not np.isnan(got).all()

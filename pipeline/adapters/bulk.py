@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from spanpipe.adapters import forest
+from spanpipe.adapters.triplet_types import TRIPLET_COLUMNS, TokenLists
 from spanpipe.semconv.agents import AGENT_KEYS, agent_name_sql
 from spanpipe.semconv.llm_call import RESPONSE_ID
 from spanpipe.warehouse.payloads import PAYLOAD_FIELDS, PAYLOAD_VERSION, payload_columns
@@ -128,10 +129,19 @@ def _ints(table: pa.Table, name: str, null: int) -> np.ndarray:
 class BulkResult:
     table: pa.Table          # TRIPLET_COLUMNS + `_k` (position of the rollout in the request)
     decided: set[int]        # positions of rollouts fully decided here (with at least one triplet)
+    # With `token_ids_only`: the token id columns, kept out of `table` until someone needs them there.
+    tokens: TokenLists | None = None
+
+    def with_token_columns(self) -> BulkResult:
+        if self.tokens is None:
+            return self
+        prompts, responses = self.tokens.in_triplet_order()
+        at = self.table.column_names.index("sequence_id") + 1
+        table = self.table.add_column(at, "prompt_token_ids", prompts).add_column(at + 1, "response_token_ids", responses)
+        return BulkResult(table, self.decided)
 
 
 def bulk_triplets(adapter: TripletAdapter, rollout_ids: list[str]) -> BulkResult:
-    from spanpipe.adapters.triplet_types import TRIPLET_COLUMNS
 
     # The stored payloads are read meanwhile (DuckDB works outside the GIL): they do not depend on
     # the decisions, only on the rollouts.
@@ -185,14 +195,18 @@ def bulk_triplets(adapter: TripletAdapter, rollout_ids: list[str]) -> BulkResult
 
     source = order[d.calls]  # rows of `t`
     trace_ids, span_ids = t.column("trace_id").take(source), t.column("span_id").take(source)
-    payloads = _payloads(adapter, _stored(stored, names), trace_ids, span_ids, names, shapes)
+    read, row = _payload_rows(adapter, _stored(stored, names), trace_ids, span_ids, names, shapes)
     calls, agents = d.calls, d.agents
     if adapter.skip_empty_token_spans:
-        has_tokens = (pc.fill_null(pc.list_value_length(payloads.column("prompt_token_ids")), 0).to_numpy() > 0) & \
-            (pc.fill_null(pc.list_value_length(payloads.column("response_token_ids")), 0).to_numpy() > 0)
-        calls, agents, source = calls[has_tokens], agents[has_tokens], source[has_tokens]
+        def has(name: str) -> np.ndarray:
+            return pc.fill_null(pc.list_value_length(read.column(name)), 0).to_numpy()[row] > 0
+        has_tokens = has("prompt_token_ids") & has("response_token_ids")
+        calls, agents, source, row = calls[has_tokens], agents[has_tokens], source[has_tokens], row[has_tokens]
         kept = pa.array(has_tokens)
-        payloads, trace_ids, span_ids = payloads.filter(kept), trace_ids.filter(kept), span_ids.filter(kept)
+        trace_ids, span_ids = trace_ids.filter(kept), span_ids.filter(kept)
+    # Trajectories read the token ids where they lie; triplets get them in triplet order.
+    tokens = TokenLists.of(read).select(row) if adapter.token_ids_only else None
+    payloads = read.take(pa.array(row)) if tokens is None else read.select([])
     rewarded = np.flatnonzero(d.sure & ~np.isnan(rows.reward))
     if adapter.reward_match == "first_occurrence":
         got = forest.match_rewards(calls, rewarded, rows.reward, start, end, group,
@@ -213,8 +227,9 @@ def bulk_triplets(adapter: TripletAdapter, rollout_ids: list[str]) -> BulkResult
         "trace_id": trace_ids,
         "span_id": span_ids,
         "sequence_id": pa.array(seq[calls], pa.int64(), mask=seq[calls] == np.iinfo(np.int64).max),
-        "prompt_token_ids": payloads.column("prompt_token_ids"),  # int32 lists, as read (_TOKEN_IDS)
-        "response_token_ids": payloads.column("response_token_ids"),
+        **({} if tokens is not None else {  # int32 lists, as read (_TOKEN_IDS)
+            "prompt_token_ids": payloads.column("prompt_token_ids"),
+            "response_token_ids": payloads.column("response_token_ids")}),
         "reward": reward,
         "prompt": payloads.column("prompt") if not adapter.token_ids_only else _constant("{}", len(calls)),
         "response": payloads.column("response") if not adapter.token_ids_only else _constant("{}", len(calls)),
@@ -227,8 +242,10 @@ def bulk_triplets(adapter: TripletAdapter, rollout_ids: list[str]) -> BulkResult
     unsure = set(k[new_group][d.unsure].tolist())
     decided = set(ks.tolist()) - unsure
     if unsure:
-        out = out.filter(pa.array(~np.isin(ks, list(unsure))))
-    return BulkResult(out, decided)
+        sure = ~np.isin(ks, list(unsure))
+        out = out.filter(pa.array(sure))
+        tokens = tokens.select(sure) if tokens is not None else None
+    return BulkResult(out, decided, tokens)
 
 
 _PAYLOAD_NAMES = ["prompt_token_ids", "response_token_ids", "prompt", "response", "metadata_head"]
@@ -264,16 +281,18 @@ def _stored(future: Future[pa.Table], names: list[str] = _PAYLOAD_NAMES) -> pa.T
                          **{n: pa.array([], _TOKEN_IDS if n in _TOKEN_NAMES else PAYLOAD_FIELDS[n]) for n in names}})
 
 
-def _payloads(adapter: TripletAdapter, stored: pa.Table, trace_ids: pa.Array, span_ids: pa.Array,
-              names: list[str] = _PAYLOAD_NAMES, shapes: Shapes = EVERY_SHAPE) -> pa.Table:
-    """The payload columns `names` of these LLM spans, in this order: as `stored`, or computed here
-    from the span where none is stored (an older file, a lake, a span only our own llm_call_match finds)."""
+def _payload_rows(adapter: TripletAdapter, stored: pa.Table, trace_ids: pa.Array, span_ids: pa.Array,
+                  names: list[str] = _PAYLOAD_NAMES, shapes: Shapes = EVERY_SHAPE) -> tuple[pa.Table, np.ndarray]:
+    """The payload columns `names` of these LLM spans: a table and each span's row in it — as
+    `stored`, or computed here from the span where none is stored (an older file, a lake, a span only
+    our own llm_call_match finds), appended."""
     keys = pc.binary_join_element_wise(trace_ids, span_ids, "/")
     at = pc.index_in(keys, value_set=stored.column("key"))
     missing = np.flatnonzero(at.is_null().to_numpy(zero_copy_only=False))
     stored = stored.select(names)
+    index = at.fill_null(0).to_numpy().astype(np.int64)
     if len(missing) == 0:
-        return stored.take(at)
+        return stored, index
     wanted = [[trace_ids[i].as_py(), span_ids[i].as_py()] for i in missing.tolist()]
     found = adapter.warehouse.sql(
         f"SELECT s.trace_id, s.span_id, {llm_attributes_sql('s', shapes)} AS attributes, "
@@ -281,6 +300,5 @@ def _payloads(adapter: TripletAdapter, stored: pa.Table, trace_ids: pa.Array, sp
         f"FROM spans s JOIN ({_pairs_sql(wanted)}) w USING (trace_id, span_id)").to_pylist()
     by_id = {(f["trace_id"], f["span_id"]): (f["attributes"], f["events"]) for f in found}
     computed = pa.table(payload_columns(by_id.get((t, s), (None, None)) for t, s in wanted)).select(names).cast(stored.schema)
-    index = at.fill_null(0).to_numpy().copy()
     index[missing] = stored.num_rows + np.arange(len(missing))
-    return pa.concat_tables([stored, computed]).take(index)
+    return pa.concat_tables([stored, computed]), index

@@ -25,6 +25,7 @@ from spanpipe.semconv.llm_call import GATEWAY_SCOPE
 from spanpipe.warehouse.payloads import PAYLOAD_VERSION
 from spanpipe.warehouse.source import WarehouseError
 from spanpipe.adapters.bulk import wanted_sql
+from spanpipe.adapters.triplet_types import TokenLists
 
 if TYPE_CHECKING:
     from spanpipe.warehouse.source import SqlSource
@@ -274,7 +275,7 @@ class TrajectoryBuilder:
             raise ValueError(f"reward must be 'final' or 'per_turn', got {reward!r}")
         chosen = self.triplets.triplets(rollout_ids, since=since, mode=mode)
         reasons = dict(chosen.reasons)
-        table = chosen.to_arrow()
+        table = chosen.to_arrow(token_ids=False)
         if table.num_rows == 0:
             return Trajectories(SAMPLE_SCHEMA.empty_table(), BREAK_SCHEMA.empty_table(), reasons, chosen.cursor)
         rollouts = list(dict.fromkeys(table.column("rollout_id").to_pylist()))
@@ -283,7 +284,7 @@ class TrajectoryBuilder:
         extra = self._span_facts(ids)
         finals = self._final_rewards(ids) if reward == "final" else {}
         tasks = self._task_ids(ids)
-        groups = self._calls(table, extra)
+        groups = self._calls(table, chosen.token_lists(), extra)
         rows: dict[str, list[Any]] = {name: [] for name in SAMPLE_SCHEMA.names}
         breaks: list[tuple[str, str | None, str, str, int | None]] = []
         stale_count: dict[str, int] = {}
@@ -356,9 +357,10 @@ class TrajectoryBuilder:
             f"'{GATEWAY_SCOPE}') AND attributes->>'{TASK_ID}' IS NOT NULL GROUP BY rollout_id")
         return dict(zip(t.column("rollout_id").to_pylist(), t.column("task").to_pylist()))
 
-    def _calls(self, table: pa.Table, facts: pa.Table) -> dict[tuple[str, str | None], list[Call]]:
+    def _calls(self, table: pa.Table, tokens: TokenLists, facts: pa.Table) -> dict[tuple[str, str | None], list[Call]]:
         """The triplets as Calls, grouped by (rollout, attempt), each group in call order. Token ids
-        and logprobs stay in flat arrays; a Call holds views into them."""
+        and logprobs stay in flat arrays (triplet i's at row `tokens.row[i]`); a Call holds views
+        into them."""
         n = table.num_rows
         at = pc.index_in(table.column("span_id"), value_set=facts.column("span_id"))
         known = ~at.is_null().to_numpy(zero_copy_only=False)
@@ -370,23 +372,23 @@ class TrajectoryBuilder:
         seq = seq_col.fill_null(0).to_numpy()
         order = np.lexsort((np.arange(n), start, seq, seq_null))  # sequence id (nulls last), start, position
 
-        prompts = table.column("prompt_token_ids").combine_chunks()
-        responses = table.column("response_token_ids").combine_chunks()
-        p_vals, p_off = prompts.values.to_numpy(zero_copy_only=False), prompts.offsets.to_numpy()
-        r_vals, r_off = responses.values.to_numpy(zero_copy_only=False), responses.offsets.to_numpy()
-        r_len = np.diff(r_off)
+        p_vals, p_off = tokens.prompts.values.to_numpy(zero_copy_only=False), tokens.prompts.offsets.to_numpy()
+        r_vals, r_off = tokens.responses.values.to_numpy(zero_copy_only=False), tokens.responses.offsets.to_numpy()
+        p_start, p_end = p_off[tokens.row], p_off[tokens.row + 1]
+        r_start, r_end = r_off[tokens.row], r_off[tokens.row + 1]
         logprobs = _aligned_logprobs(facts.column("logprobs").combine_chunks() if facts.num_rows else None,
-                                     row, known, r_off, r_len)
+                                     row, known, r_start, r_end - r_start, len(r_vals))
         rollouts, attempts = table.column("rollout_id").to_pylist(), table.column("attempt_id").to_pylist()
         span_ids, rewards = table.column("span_id").to_pylist(), table.column("reward").to_pylist()
         agents = _agents(table.column("metadata"))
         versions = (pc.take(facts.column("version"), pa.array(row)).to_pylist() if facts.num_rows else [None] * n)
-        known_l, p_at, r_at = known.tolist(), p_off.tolist(), r_off.tolist()  # plain ints index faster
+        known_l = known.tolist()  # plain ints index faster
+        p_start_l, p_end_l, r_start_l, r_end_l = p_start.tolist(), p_end.tolist(), r_start.tolist(), r_end.tolist()
         groups: dict[tuple[str, str | None], list[Call]] = {}
         for key in zip(rollouts, attempts):  # groups in the triplets' order, calls in call order
             groups.setdefault(key, [])
         for i in order.tolist():
-            p0, p1, r0, r1 = p_at[i], p_at[i + 1], r_at[i], r_at[i + 1]
+            p0, p1, r0, r1 = p_start_l[i], p_end_l[i], r_start_l[i], r_end_l[i]
             version = versions[i] if known_l[i] else None
             groups[(rollouts[i], attempts[i])].append(Call(
                 rollouts[i], attempts[i], span_ids[i], p_vals[p0:p1], r_vals[r0:r1], logprobs[r0:r1],
@@ -394,11 +396,11 @@ class TrajectoryBuilder:
         return groups
 
 
-def _aligned_logprobs(lists: pa.ListArray | None, row: np.ndarray, known: np.ndarray, r_off: np.ndarray,
-                      r_len: np.ndarray) -> np.ndarray:
-    """One float32 per response token of every call (flat, at the response offsets): the call's
-    sampling logprobs, NaN where unknown or past the end of what was recorded."""
-    out = np.full(int(r_off[-1]), np.nan, np.float32)
+def _aligned_logprobs(lists: pa.ListArray | None, row: np.ndarray, known: np.ndarray, r_start: np.ndarray,
+                      r_len: np.ndarray, size: int) -> np.ndarray:
+    """One float32 per response token id (flat, as the ids lie: call i's at r_start[i] onward): the
+    call's sampling logprobs, NaN where unknown or past the end of what was recorded."""
+    out = np.full(size, np.nan, np.float32)
     if lists is None or len(lists) == 0:
         return out
     values = pc.fill_null(lists.values, float("nan")).to_numpy(zero_copy_only=False).astype(np.float32)
@@ -410,7 +412,7 @@ def _aligned_logprobs(lists: pa.ListArray | None, row: np.ndarray, known: np.nda
         return out
     before = np.concatenate([[0], np.cumsum(take)[:-1]])  # entries taken for the calls before each
     within = np.arange(int(take.sum())) - np.repeat(before, take)  # 0, 1, … inside each call
-    out[np.repeat(r_off[:-1], take) + within] = values[np.repeat(src_start, take) + within]
+    out[np.repeat(r_start, take) + within] = values[np.repeat(src_start, take) + within]
     return out
 
 

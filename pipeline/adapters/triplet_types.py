@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
+import numpy as np
 import orjson
 import pyarrow as pa
 
@@ -71,6 +72,29 @@ class AttemptDecision:
     reward_links: list[RewardLink]
 
 
+@dataclass
+class TokenLists:
+    """Each triplet's token ids as row `row[i]` of `prompts` / `responses`, in the order the stored
+    payloads were read: what trajectories read, without first copying a big pull's tens of millions
+    of ids into triplet order."""
+
+    prompts: pa.ListArray
+    responses: pa.ListArray
+    row: np.ndarray
+
+    @classmethod
+    def of(cls, table: pa.Table) -> TokenLists:
+        return cls(table.column("prompt_token_ids").combine_chunks(),
+                   table.column("response_token_ids").combine_chunks(), np.arange(table.num_rows))
+
+    def select(self, keep: np.ndarray) -> TokenLists:
+        return TokenLists(self.prompts, self.responses, self.row[keep])
+
+    def in_triplet_order(self) -> tuple[pa.Array, pa.Array]:
+        index = pa.array(self.row)
+        return self.prompts.take(index), self.responses.take(index)
+
+
 class Triplets(Sequence[Triplet]):
     """Triplets with `.reasons` (rollout_id → why it gave none) and `.cursor` (for `since=`).
 
@@ -78,8 +102,9 @@ class Triplets(Sequence[Triplet]):
     lists ready for a tensor) and a `Triplet` object is made only for the rows you index."""
 
     def __init__(self, items: Iterable[Triplet] = (), reasons: dict[str, str] | None = None,
-                 cursor: int | None = None, table: pa.Table | None = None) -> None:
+                 cursor: int | None = None, table: pa.Table | None = None, tokens: TokenLists | None = None) -> None:
         self._table = table
+        self._tokens = tokens  # the token id columns, while `table` does not hold them yet
         self._items: list[Triplet | None] = list(items) if table is None else [None] * table.num_rows
         self.reasons: dict[str, str] = reasons or {}
         self.cursor = cursor
@@ -114,10 +139,22 @@ class Triplets(Sequence[Triplet]):
     def __repr__(self) -> str:
         return f"Triplets({len(self)} triplets, {len(self.reasons)} rollouts without any)"
 
-    def to_arrow(self) -> pa.Table:
-        if self._table is not None:
-            return self._table
-        return triplets_to_arrow(self)
+    def to_arrow(self, token_ids: bool = True) -> pa.Table:
+        """The triplets as one table (TRIPLET_COLUMNS); without the two token id columns when
+        `token_ids` is False."""
+        table = self._table if self._table is not None else triplets_to_arrow(self)
+        if not token_ids:
+            return table.drop_columns([c for c in _TOKEN_COLUMNS if c in table.column_names])
+        if self._tokens is not None:
+            prompts, responses = self._tokens.in_triplet_order()
+            at = TRIPLET_COLUMNS.index("prompt_token_ids")
+            table = table.add_column(at, "prompt_token_ids", prompts).add_column(at + 1, "response_token_ids", responses)
+            self._table, self._tokens = table, None
+        return table
+
+    def token_lists(self) -> TokenLists:
+        """Each triplet's token ids, as rows of two list arrays (no copy when read in bulk)."""
+        return self._tokens if self._tokens is not None else TokenLists.of(self.to_arrow())
 
     def to_jsonl(self, path: str | Path) -> int:
         with open(path, "wb") as f:
@@ -126,6 +163,7 @@ class Triplets(Sequence[Triplet]):
         return len(self)
 
 
+_TOKEN_COLUMNS = ("prompt_token_ids", "response_token_ids")
 TRIPLET_COLUMNS = ("rollout_id", "attempt_id", "trace_id", "span_id", "sequence_id", "prompt_token_ids",
                    "response_token_ids", "reward", "prompt", "response", "metadata")
 

@@ -131,7 +131,8 @@ ORDER BY rollout_id, attempt_start, attempt_id, sequence_id NULLS LAST, start_ti
         if fast is None or fast.table.num_rows == 0:
             return slow
         if not len(slow):
-            return Triplets(table=fast.table.drop_columns(["_k"]), reasons=slow.reasons)
+            return Triplets(table=fast.table.drop_columns(["_k"]), reasons=slow.reasons, tokens=fast.tokens)
+        fast = fast.with_token_columns()
         position = {r: k for k, r in enumerate(rollout_ids)}
         slow_table = slow.to_arrow().append_column("_k", pa.array([position[t.rollout_id] for t in slow], pa.int64()))
         merged = pa.concat_tables([fast.table, slow_table.cast(fast.table.schema)])
