@@ -25,7 +25,7 @@ from spanpipe.semconv.llm_call import GATEWAY_SCOPE
 from spanpipe.warehouse.payloads import PAYLOAD_VERSION
 from spanpipe.warehouse.source import WarehouseError
 from spanpipe.adapters.bulk import wanted_sql
-from spanpipe.adapters.triplet_types import TokenLists
+from spanpipe.adapters.triplet_types import TokenLists, one_array
 
 if TYPE_CHECKING:
     from spanpipe.warehouse.source import SqlSource
@@ -376,7 +376,7 @@ class TrajectoryBuilder:
         r_vals, r_off = tokens.responses.values.to_numpy(zero_copy_only=False), tokens.responses.offsets.to_numpy()
         p_start, p_end = p_off[tokens.row], p_off[tokens.row + 1]
         r_start, r_end = r_off[tokens.row], r_off[tokens.row + 1]
-        logprobs = _aligned_logprobs(facts.column("logprobs").combine_chunks() if facts.num_rows else None,
+        logprobs = _aligned_logprobs(one_array(facts.column("logprobs")) if facts.num_rows else None,
                                      row, known, r_start, r_end - r_start, len(r_vals))
         rollouts, attempts = table.column("rollout_id").to_pylist(), table.column("attempt_id").to_pylist()
         span_ids, rewards = table.column("span_id").to_pylist(), table.column("reward").to_pylist()

@@ -72,6 +72,12 @@ class AttemptDecision:
     reward_links: list[RewardLink]
 
 
+def one_array(column: pa.ChunkedArray) -> pa.Array:
+    """The column as one array; no copy when it already is one chunk (`combine_chunks` copies
+    even then: 0.55 s for 240 MB of token ids)."""
+    return column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
+
+
 @dataclass
 class TokenLists:
     """Each triplet's token ids as row `row[i]` of `prompts` / `responses`, in the order the stored
@@ -84,8 +90,8 @@ class TokenLists:
 
     @classmethod
     def of(cls, table: pa.Table) -> TokenLists:
-        return cls(table.column("prompt_token_ids").combine_chunks(),
-                   table.column("response_token_ids").combine_chunks(), np.arange(table.num_rows))
+        return cls(one_array(table.column("prompt_token_ids")), one_array(table.column("response_token_ids")),
+                   np.arange(table.num_rows))
 
     def select(self, keep: np.ndarray) -> TokenLists:
         return TokenLists(self.prompts, self.responses, self.row[keep])
