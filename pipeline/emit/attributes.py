@@ -12,7 +12,7 @@ import json
 import logging
 from typing import Any
 
-from spanpipe.semconv.conventions.agentlightning import REWARD_PREFIX
+from spanpipe.semconv.conventions.agentlightning import REWARD_PREFIX  # noqa: F401 - emitters write rewards under it
 
 logger = logging.getLogger(__name__)
 
