@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Callable, Protocol, TypeVar, runtime_checkable
 from pydantic import BaseModel, ConfigDict
 
 from spanpipe.errors import PipelineError
-from spanpipe.signals import LOGS, signal_of, unit
+from spanpipe.signals import LOGS
 from spanpipe.telemetry import counters
 
 if TYPE_CHECKING:
@@ -148,7 +148,7 @@ class Processor(Component, Consumer):
 
     def forward(self, item: SpanBatch | LogBatch) -> None:
         """Hand spans (a SpanBatch) or log records (a LogBatch) to the next stage."""
-        if signal_of(item) == LOGS:
+        if item.signal == LOGS:
             self.next.consume_logs(item)  # type: ignore[attr-defined]
         else:
             self.next.consume(item)
@@ -158,7 +158,7 @@ class Processor(Component, Consumer):
         retryable refusal with backoff, so back-pressure builds up here instead of losing data;
         drop (counted, logged) only what downstream refuses for good."""
         delay = 0.05
-        what = unit(batch)
+        what = batch.unit
         while True:
             try:
                 self.forward(batch)

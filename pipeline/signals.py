@@ -15,21 +15,8 @@ SIGNALS = (TRACES, LOGS)
 Item = Union[SpanBatch, LogBatch]
 
 
-def signal_of(item: Item) -> str:
-    return item.signal
-
-
-def unit(item: Item) -> str:
-    """The name counters use for one thing of the item: spans or log records."""
-    return item.unit
-
-
 def merge(items: Sequence[Item]) -> Item:
     """One item holding all of `items` (all of one signal), in order."""
     if len(items) == 1:
         return items[0]
     return type(items[0]).concat(list(items))  # type: ignore[arg-type]
-
-
-def halves(item: Item) -> tuple[Item, Item]:
-    return item.halves()

@@ -133,16 +133,10 @@ class BulkResult:
     tokens: TokenLists | None = None
 
     def with_token_columns(self) -> BulkResult:
-        if self.tokens is None:
-            return self
-        prompts, responses = self.tokens.in_triplet_order()
-        at = self.table.column_names.index("sequence_id") + 1
-        table = self.table.add_column(at, "prompt_token_ids", prompts).add_column(at + 1, "response_token_ids", responses)
-        return BulkResult(table, self.decided)
+        return self if self.tokens is None else BulkResult(self.tokens.into(self.table), self.decided)
 
 
 def bulk_triplets(adapter: TripletAdapter, rollout_ids: list[str]) -> BulkResult:
-
     # The stored payloads are read meanwhile (DuckDB works outside the GIL): they do not depend on
     # the decisions, only on the rollouts.
     names = _TOKEN_NAMES if adapter.token_ids_only else _PAYLOAD_NAMES
@@ -204,9 +198,15 @@ def bulk_triplets(adapter: TripletAdapter, rollout_ids: list[str]) -> BulkResult
         calls, agents, source, row = calls[has_tokens], agents[has_tokens], source[has_tokens], row[has_tokens]
         kept = pa.array(has_tokens)
         trace_ids, span_ids = trace_ids.filter(kept), span_ids.filter(kept)
-    # Trajectories read the token ids where they lie; triplets get them in triplet order.
-    tokens = TokenLists.of(read).select(row) if adapter.token_ids_only else None
-    payloads = read.take(pa.array(row)) if tokens is None else read.select([])
+    # Trajectories read the token ids where they lie (and no prompt or response); triplets get them
+    # in triplet order.
+    if adapter.token_ids_only:
+        m = len(calls)
+        tokens: TokenLists | None = TokenLists.of(read).select(row)
+        payloads = pa.table({"prompt": _constant("{}", m), "response": _constant("{}", m),
+                             "metadata_head": _constant("{", m)})
+    else:
+        tokens, payloads = None, read.take(pa.array(row))
     rewarded = np.flatnonzero(d.sure & ~np.isnan(rows.reward))
     if adapter.reward_match == "first_occurrence":
         got = forest.match_rewards(calls, rewarded, rows.reward, start, end, group,
@@ -231,11 +231,9 @@ def bulk_triplets(adapter: TripletAdapter, rollout_ids: list[str]) -> BulkResult
             "prompt_token_ids": payloads.column("prompt_token_ids"),
             "response_token_ids": payloads.column("response_token_ids")}),
         "reward": reward,
-        "prompt": payloads.column("prompt") if not adapter.token_ids_only else _constant("{}", len(calls)),
-        "response": payloads.column("response") if not adapter.token_ids_only else _constant("{}", len(calls)),
-        "metadata": pc.binary_join_element_wise(
-            payloads.column("metadata_head") if not adapter.token_ids_only else _constant("{", len(calls)),
-            agent_part, ""),
+        "prompt": payloads.column("prompt"),
+        "response": payloads.column("response"),
+        "metadata": pc.binary_join_element_wise(payloads.column("metadata_head"), agent_part, ""),
         "_k": pa.array(ks, pa.int64()),
     })
     # A rollout with any attempt the forest was unsure of goes whole to the reference path.

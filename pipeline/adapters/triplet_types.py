@@ -96,9 +96,12 @@ class TokenLists:
     def select(self, keep: np.ndarray) -> TokenLists:
         return TokenLists(self.prompts, self.responses, self.row[keep])
 
-    def in_triplet_order(self) -> tuple[pa.Array, pa.Array]:
-        index = pa.array(self.row)
-        return self.prompts.take(index), self.responses.take(index)
+    def into(self, table: pa.Table) -> pa.Table:
+        """`table` (TRIPLET_COLUMNS in order without the token ids) with them in their place, in
+        triplet order."""
+        index, at = pa.array(self.row), TRIPLET_COLUMNS.index("prompt_token_ids")
+        return table.add_column(at, "prompt_token_ids", self.prompts.take(index)).add_column(
+            at + 1, "response_token_ids", self.responses.take(index))
 
 
 class Triplets(Sequence[Triplet]):
@@ -152,9 +155,7 @@ class Triplets(Sequence[Triplet]):
         if not token_ids:
             return table.drop_columns([c for c in _TOKEN_COLUMNS if c in table.column_names])
         if self._tokens is not None:
-            prompts, responses = self._tokens.in_triplet_order()
-            at = TRIPLET_COLUMNS.index("prompt_token_ids")
-            table = table.add_column(at, "prompt_token_ids", prompts).add_column(at + 1, "response_token_ids", responses)
+            table = self._tokens.into(table)
             self._table, self._tokens = table, None
         return table
 

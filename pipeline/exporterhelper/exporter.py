@@ -29,7 +29,7 @@ from spanpipe.exporterhelper.config import ExporterHelperConfig
 from spanpipe.exporterhelper.queue import FileStore, MemoryStore, QueueFull, SendingQueue
 from spanpipe.exporterhelper.retry import Backoff
 from spanpipe.promoted import PromotedColumns
-from spanpipe.signals import LOGS, TRACES, Item, halves, signal_of, unit
+from spanpipe.signals import LOGS, TRACES, Item
 from spanpipe.spanbatch import SpanBatch
 from spanpipe.telemetry import counters, gauges
 
@@ -141,14 +141,14 @@ class QueuedExporter(Exporter):
         self._enqueue(batch)
 
     def _enqueue(self, item: Item) -> None:
-        queue = self.queues.get(signal_of(item))
+        queue = self.queues.get(item.signal)
         if queue is None:
             self._send_with_retry(item, final=True)
             return
         if self._stopping.is_set():
             raise TransientError(f"{self.id}: shutting down")
         qcfg = self.config.sending_queue
-        what = unit(item)
+        what = item.unit
         try:
             queue.put(item, wait=self.config.timeout if qcfg.block_on_overflow else 0.0)
         except QueueFull:
@@ -187,8 +187,8 @@ class QueuedExporter(Exporter):
         large for the destination, the request is sent in halves, so only what cannot be written
         is dropped and nothing queued behind it waits."""
         backoff = Backoff(self.config.retry_on_failure)
-        logs = signal_of(batch) == LOGS
-        what = unit(batch)
+        logs = batch.signal == LOGS
+        what = batch.unit
         while True:
             try:
                 if logs:
@@ -214,7 +214,7 @@ class QueuedExporter(Exporter):
                 self.log.warning("sending %d %s failed, retrying in %.1fs: %s", len(batch), what, delay, error)
                 self._stopping.wait(delay)  # woken early by shutdown: one last attempt now
                 continue
-            queue = self.queues.get(signal_of(batch))
+            queue = self.queues.get(batch.signal)
             if draining and error.retryable and not final and queue is not None and queue.persistent:
                 return KEPT
             counters.add(f"exporter_send_failed_{what}", len(batch), exporter=self.id)
@@ -227,5 +227,5 @@ class QueuedExporter(Exporter):
     def _send_halves(self, batch: SpanBatch | LogBatch, final: bool, error: PipelineError) -> str:
         n = len(batch)
         self.log.warning("sending %d items failed (%s); sending them in two halves", n, error)
-        results = [self._send_with_retry(half, final) for half in halves(batch)]
+        results = [self._send_with_retry(half, final) for half in batch.halves()]
         return KEPT if KEPT in results else SENT if results == [SENT, SENT] else DROPPED

@@ -3,7 +3,7 @@ rank — read in Python and written as SQL from the same list."""
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from spanpipe.semconv.convention import AgentRule
 from spanpipe.semconv.conventions import ALL
@@ -15,7 +15,7 @@ AGENT_KEYS: tuple[str, ...] = tuple(dict.fromkeys(
     k for r in AGENT_RULES for k in (r.key, *([r.when_attr[0]] if r.when_attr else []))))
 
 
-def agent_name(name: str, attrs: dict[str, Any]) -> str | None:
+def agent_name(name: str, attrs: Mapping[str, Any]) -> str | None:
     for rule in AGENT_RULES:
         if rule.when_attr is not None and attrs.get(rule.when_attr[0]) != rule.when_attr[1]:
             continue

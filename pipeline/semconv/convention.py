@@ -44,15 +44,11 @@ def reward_number(value: Any, what: str) -> float:
     return number
 
 
-# Ranks of span-kind rules: an explicit kind by span name, then explicit kind attributes, then
-# operation names, then guesses from names and keys.
-BY_SPAN_NAME, BY_KIND_ATTRIBUTE, BY_OPERATION, BY_GUESS = 10, 30, 60, 90
-
-
 @dataclass(frozen=True)
 class KindRule:
     """`decide(span name, attributes)` → 'llm' | 'tool' | 'agent' | 'other' | an Agent Lightning kind,
-    or None to let the next rule decide."""
+    or None to let the next rule decide. Ranks in use: 10 a kind by span name, 15–40 an explicit
+    kind attribute, 60 an operation name (with the configured LLM span name), 70–85 guesses."""
 
     rank: int
     decide: Callable[[str, Attrs], str | None]

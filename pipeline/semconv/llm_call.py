@@ -14,7 +14,7 @@ from spanpipe.semconv.agents import agent_name
 from spanpipe.semconv.convention import Attrs, Events, Field, Message, MessagesReader
 from spanpipe.semconv.conventions import ALL
 from spanpipe.semconv.messages import from_openai
-from spanpipe.semconv.values import loose
+from spanpipe.semconv.values import first_present, loose
 
 __all__ = ["GATEWAY_SCOPE", "TOKEN_IDS_MISSING_REASON", "RESPONSE_ID", "from_openai", "llm_call", "response_id",
            "token_ids", "input_messages", "output_messages"]
@@ -120,14 +120,6 @@ def _int(value: Any) -> int | None:
     return None
 
 
-def _usage(attrs: Attrs, keys: tuple[str, ...]) -> int | None:
-    for key in keys:
-        value = attrs.get(key)
-        if value is not None and value != "":
-            return _int(value)
-    return None
-
-
 def llm_call(attrs: Attrs, events: Events = None) -> dict[str, Any]:
     """The `llm_calls` fields of one LLM span (attributes as a dict, events as stored)."""
     inputs, in_conv = input_messages(attrs, events)
@@ -139,11 +131,11 @@ def llm_call(attrs: Attrs, events: Events = None) -> dict[str, Any]:
         "request_model": _first(attrs, _REQUEST_MODEL, documents),
         "response_model": _first(attrs, _RESPONSE_MODEL, documents),
         "response_id": _first(attrs, _RESPONSE_ID + _RESPONSE_ID_LLM, documents),
-        "agent_name": agent_name("", dict(attrs)),
+        "agent_name": agent_name("", attrs),
         "input_messages": inputs,
         "output_messages": outputs,
-        "input_tokens": _usage(attrs, INPUT_TOKEN_KEYS),
-        "output_tokens": _usage(attrs, OUTPUT_TOKEN_KEYS),
+        "input_tokens": _int(first_present(INPUT_TOKEN_KEYS, attrs)),
+        "output_tokens": _int(first_present(OUTPUT_TOKEN_KEYS, attrs)),
         "prompt_token_ids": prompt_ids,
         "response_token_ids": response_ids,
         "response_logprobs": logprobs,

@@ -8,7 +8,7 @@ token-id tuple cost gigabytes), and only up to MAX_LITERAL_CHARS.
 from __future__ import annotations
 
 import re
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 import orjson
 
@@ -166,7 +166,7 @@ def int_list(value: Any) -> list[int] | None:
     return None
 
 
-def indexed(attrs: dict[str, Any], prefix: str) -> list[dict[str, Any]]:
+def indexed(attrs: Mapping[str, Any], prefix: str) -> list[dict[str, Any]]:
     """`prefix.0.role`, `prefix.0.content`, `prefix.1.role` → `[{"role", "content"}, {"role"}]`,
     nested keys kept dotted (`tool_calls.0.name`)."""
     dot = prefix + "."
@@ -180,7 +180,7 @@ def indexed(attrs: dict[str, Any], prefix: str) -> list[dict[str, Any]]:
     return [rows[i] for i in sorted(rows)]
 
 
-def first_present(keys: Iterable[str], *sources: dict[str, Any]) -> Any:
+def first_present(keys: Iterable[str], *sources: Mapping[str, Any]) -> Any:
     """The first value that is set (not None, not "") for `keys`, searching `sources` in order."""
     for src in sources:
         for k in keys:
@@ -213,7 +213,7 @@ def unflatten(flat: dict[str, Any]) -> dict[str, Any] | list[Any]:
     return listify(root)
 
 
-def under_prefix(attributes: dict[str, Any], prefix: str) -> dict[str, Any] | list[Any]:
+def under_prefix(attributes: Mapping[str, Any], prefix: str) -> dict[str, Any] | list[Any]:
     """The attributes below `prefix.`, unflattened (`agentlightning.reward.0.value` → `[{"value": …}]`)."""
     dot = prefix + "."
     return unflatten({k[len(dot):]: v for k, v in attributes.items() if k.startswith(dot)})

@@ -48,7 +48,7 @@ def has_reward_keys(name: str, attrs: Attrs, events: Events = None) -> bool:
 def reward_dimensions(name: str, attrs: Attrs, events: Events = None) -> list[Dimension]:
     """Primary first; [] without reward keys; Malformed when the keys are there but do not make a
     list of named dimensions with numeric values (Agent Lightning raises too)."""
-    listed = under_prefix(dict(attrs), REWARD_PREFIX)
+    listed = under_prefix(attrs, REWARD_PREFIX)
     if not listed:
         legacy = attrs.get("reward") if name in (ANNOTATION, LEGACY_REWARD_SPAN) else None
         return [] if legacy is None else [{"name": "primary", "value": reward_number(legacy, "reward"),

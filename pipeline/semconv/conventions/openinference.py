@@ -25,7 +25,7 @@ def _kind(name: str, attrs: Attrs) -> str | None:
 
 def _messages(prefix: str, default_role: str):
     def read(attrs: Attrs, events: Events) -> list[Message] | None:
-        rows = indexed(dict(attrs), prefix)
+        rows = indexed(attrs, prefix)
         if not rows:
             return None
         out = []

@@ -29,7 +29,7 @@ def _request_type(name: str, attrs: Attrs) -> str | None:
 
 def _messages(prefix: str, default_role: str):
     def read(attrs: Attrs, events: Events) -> list[Message] | None:
-        rows = indexed(dict(attrs), prefix)
+        rows = indexed(attrs, prefix)
         if not rows:
             return None
         return [from_openai({"role": row.get("role") or default_role, "content": row.get("content"),
