@@ -10,9 +10,12 @@ import os
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
+
+if TYPE_CHECKING:
+    from spanpipe.registry import Registry
 
 # The collector loads no pydantic plugins: one installed for an agent (Logfire registers one) would
 # be imported into the collector by its first config model — 40 MiB of idle footprint, which the
@@ -35,7 +38,7 @@ def config_path(given: str) -> str:
 DEFAULT_DB = "./data/spans.duckdb"
 
 
-def default_registry():
+def default_registry() -> Registry:
     """Every component installed here (the built-ins and any package's), from entry points: the
     one place a registry is built."""
     from spanpipe.registry import Registry
@@ -43,13 +46,13 @@ def default_registry():
     return Registry.from_entry_points()
 
 
-def _load(path: str):
+def _load(path: str, registry: Registry | None = None):
     """The config at `path`, or None after printing why it is invalid."""
     from spanpipe.config import load_config
     from spanpipe.registry import RegistryError
 
     try:
-        return load_config(path, default_registry())
+        return load_config(path, registry or default_registry())
     except (ConfigError, RegistryError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return None
@@ -68,14 +71,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     nopandas.install()
     from spanpipe.service import Service
 
-    cfg = _load(config_path(args.config))
+    registry = default_registry()
+    cfg = _load(config_path(args.config), registry)
     if cfg is None:
         return 1
     from spanpipe.selftelemetry import configure_logging
 
     configure_logging(cfg.telemetry.logs)
     try:
-        Service(cfg, default_registry()).run()
+        Service(cfg, registry).run()
     except Exception as exc:  # noqa: BLE001 - start-up failure: one clear line, exit 1
         logging.getLogger("spanpipe").debug("start-up failed", exc_info=True)
         print(f"error: {exc}", file=sys.stderr)

@@ -67,48 +67,88 @@ class RegistryError(Exception):
 
 
 class Registry:
+    """The factories of each kind by type name. Built from entry points, a factory's module is
+    imported the first time its type is asked for: a collector imports the components its YAML
+    names, not every one installed (each costs start-up time in every process that runs one)."""
+
     def __init__(self, factories: list[Factory], origins: dict[int, str] | None = None) -> None:
         """`origins`: id(factory) → the distribution that provides it, for error messages."""
         self._by_kind: dict[str, dict[str, Factory]] = {k: {} for k in KINDS}
-        origins = origins or {}
+        self._unloaded: dict[str, dict[str, EntryPoint]] = {k: {} for k in KINDS}
+        self._origins: dict[int, str | EntryPoint] = dict(origins or {})
         for f in factories:
-            if f.kind not in self._by_kind:
-                raise RegistryError(f"factory '{f.type}' has unknown kind '{f.kind}' (one of {', '.join(KINDS)})")
-            _check_columns(f, origins.get(id(f), "an unknown package"))
-            _check_shared(f, origins.get(id(f), "an unknown package"))
-            for name in (f.type, *f.aliases):
-                other = self._by_kind[f.kind].get(name)
-                if other is not None and other is not f:
-                    raise RegistryError(
-                        f"two {f.kind} are named '{name}': one from {origins.get(id(other), 'an unknown package')}, "
-                        f"one from {origins.get(id(f), 'an unknown package')}; uninstall one of them")
-                self._by_kind[f.kind][name] = f
+            self._add(f)
+
+    def _add(self, f: Factory) -> None:
+        if f.kind not in self._by_kind:
+            raise RegistryError(f"factory '{f.type}' has unknown kind '{f.kind}' (one of {', '.join(KINDS)})")
+        _check_columns(f, self._origin(f))
+        _check_shared(f, self._origin(f))
+        for name in (f.type, *f.aliases):
+            other = self._by_kind[f.kind].get(name)
+            if other is not None and other is not f:
+                raise _two_named(f.kind, name, self._origin(other), self._origin(f))
+            self._by_kind[f.kind][name] = f
+
+    def _origin(self, f: Factory) -> str:
+        """Where `f` comes from, for an error message (reading a distribution's name parses its
+        metadata: done only here)."""
+        origin = self._origins.get(id(f), "an unknown package")
+        return origin if isinstance(origin, str) else _package(origin)
 
     def get(self, kind: str, type_name: str) -> Factory | None:
-        return self._by_kind[kind].get(type_name)
+        found = self._by_kind[kind].get(type_name)
+        if found is None and type_name in self._unloaded[kind]:
+            self._load(kind, type_name)
+            found = self._by_kind[kind].get(type_name)
+        if found is None and self._unloaded[kind]:
+            self._load_all(kind)  # an alias is known only once its factory is loaded
+            found = self._by_kind[kind].get(type_name)
+        return found
 
     def types(self, kind: str) -> list[str]:
+        self._load_all(kind)
         return list(self._by_kind[kind])
 
     def factories(self) -> list[Factory]:
         """Every factory once (aliases not repeated)."""
         seen: dict[int, Factory] = {}
-        for by_name in self._by_kind.values():
-            for f in by_name.values():
+        for kind in KINDS:
+            self._load_all(kind)
+            for f in self._by_kind[kind].values():
                 seen.setdefault(id(f), f)
         return list(seen.values())
 
+    def _load(self, kind: str, name: str) -> None:
+        ep = self._unloaded[kind].pop(name)
+        factory = _load(ep, kind)
+        self._origins[id(factory)] = ep
+        self._add(factory)
+
+    def _load_all(self, kind: str) -> None:
+        for name in list(self._unloaded[kind]):
+            self._load(kind, name)
+
     @classmethod
     def from_entry_points(cls) -> Registry:
-        """Every component installed in this environment."""
-        factories: list[Factory] = []
-        origins: dict[int, str] = {}
+        """Every component installed in this environment. Two packages giving one type name is an
+        error here, before anything is imported."""
+        registry = cls([])
         for kind in KINDS:
             for ep in entry_points(group=ENTRY_POINT_GROUP.format(kind=kind)):
-                factory = _load(ep, kind)
-                factories.append(factory)
-                origins[id(factory)] = f"package '{ep.dist.name if ep.dist else '?'}' ({ep.value})"
-        return cls(factories, origins)
+                other = registry._unloaded[kind].get(ep.name)
+                if other is not None and other.value != ep.value:
+                    raise _two_named(kind, ep.name, _package(other), _package(ep))
+                registry._unloaded[kind][ep.name] = ep
+        return registry
+
+
+def _package(ep: EntryPoint) -> str:
+    return f"package '{ep.dist.name if ep.dist else '?'}' ({ep.value})"
+
+
+def _two_named(kind: str, name: str, one: str, other: str) -> RegistryError:
+    return RegistryError(f"two {kind} are named '{name}': one from {one}, one from {other}; uninstall one of them")
 
 
 def _check_columns(f: Factory, origin: str) -> None:
@@ -130,15 +170,16 @@ def _check_shared(f: Factory, origin: str) -> None:
 
 
 def _load(ep: EntryPoint, kind: str) -> Factory:
-    where = (f"entry point '{ep.name}' = '{ep.value}' in group '{ep.group}' "
-             f"(package '{ep.dist.name if ep.dist else '?'}')")
+    def where() -> str:
+        return f"entry point '{ep.name}' = '{ep.value}' in group '{ep.group}' ({_package(ep)})"
+
     try:
         factory = ep.load()
     except Exception as exc:  # noqa: BLE001 - a broken plug-in must say which one
-        raise RegistryError(f"cannot load {where}: {type(exc).__name__}: {exc}") from None
+        raise RegistryError(f"cannot load {where()}: {type(exc).__name__}: {exc}") from None
     if not isinstance(factory, Factory):
-        raise RegistryError(f"{where} is not a spanpipe Factory (got {type(factory).__name__})")
+        raise RegistryError(f"{where()} is not a spanpipe Factory (got {type(factory).__name__})")
     if factory.kind != kind or factory.type != ep.name:
-        raise RegistryError(f"{where} names a {factory.kind} factory of type '{factory.type}'; "
+        raise RegistryError(f"{where()} names a {factory.kind} factory of type '{factory.type}'; "
                             f"the entry point must be named after the type, in the group of its kind")
     return factory

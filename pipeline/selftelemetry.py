@@ -13,6 +13,7 @@ logs one progress line: spans/s in, spans written, queue depth, RSS.
 from __future__ import annotations
 
 import logging
+import socket
 import sys
 import threading
 import time
@@ -114,8 +115,7 @@ class SelfTelemetry:
         if self._progress is not None:
             self._progress.join(5)
         if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+            _stop_serving(self._server)
             self._server = None
 
     def _progress_loop(self) -> None:
@@ -136,3 +136,17 @@ class SelfTelemetry:
                          "RSS %d MiB", (now_in - last_in) / max(now_t - last_t, 1e-9), now_in, per_exporter,
                          refused, queued, current_rss() // MIB)
             last_in, last_t, last_state = now_in, now_t, state
+
+
+def _stop_serving(server: Any) -> None:
+    """Stop prometheus_client's server. Its loop looks for the stop request every 0.5 s; one
+    connection wakes it at once (0.4 s off every collector's stop)."""
+    stopping = threading.Thread(target=server.shutdown, name="metrics-stop")
+    stopping.start()
+    try:
+        with socket.create_connection(server.server_address[:2], timeout=1):
+            pass
+    except OSError:
+        pass
+    stopping.join()
+    server.server_close()

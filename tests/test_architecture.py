@@ -141,6 +141,30 @@ def test_the_collector_imports_no_pydantic_plugin_installed_for_agents():
     assert out.returncode == 0 and out.stdout.strip() == "[]", out.stdout[:300] + out.stderr[-300:]
 
 
+def test_a_config_imports_only_the_components_it_names():
+    """The registry imports a factory's module when its type is first asked for: the default
+    config loads its five components, not the gateway, Ray-free lake, load-balancer or OTTL; an
+    alias (`otlp_grpc`) still resolves, by loading the rest of its kind."""
+    import json
+    import subprocess
+    import sys
+
+    code = ("import json, sys, spanpipe.cli as cli; from spanpipe.config import load_config; "
+            "r = cli.default_registry(); load_config('config/default.yaml', r); "
+            "print(json.dumps([m for m in sys.modules if m.startswith('spanpipe.')])); "
+            "print(r.get('exporters', 'otlp_grpc').type)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-2000:]
+    loaded, alias = set(json.loads(out.stdout.splitlines()[0])), out.stdout.splitlines()[1]
+    named = {"receivers.otlp", "processors.rollout", "processors.reward", "processors.batch", "exporters.duckdb"}
+    others = {"receivers.llm_gateway", "processors.tail_sampling", "processors.redaction", "processors.filter",
+              "exporters.loadbalancing", "exporters.parquet", "exporters.otlphttp", "extensions.file_storage",
+              "extensions.health_check"}
+    assert {f"spanpipe.{m}" for m in named} <= loaded, loaded
+    assert not {f"spanpipe.{m}" for m in others} & loaded, loaded
+    assert alias == "otlp"
+
+
 def test_a_running_collector_does_not_load_pandas(tmp_path):
     """pandas is installed here (Ray brings it); pyarrow and DuckDB would import it on first use
     only to ask whether an object is a DataFrame: 40 MiB the memory limiter counts as idle."""
@@ -152,7 +176,7 @@ def test_a_running_collector_does_not_load_pandas(tmp_path):
     from otlp_requests import make_request
 
     assert importlib.util.find_spec("pandas") is not None
-    with Collector(tmp_path) as c:
+    with Collector(tmp_path, decode_workers="auto") as c:
         request, ids = make_request(20)
         r = requests.post(c.http_url + "/v1/traces", data=request.SerializeToString(),
                           headers={"Content-Type": "application/x-protobuf"}, timeout=10)

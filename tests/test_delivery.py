@@ -20,13 +20,13 @@ def stored_ids(db: Path) -> list[tuple[str, str]]:
 
 def backend(tmp: Path) -> Collector:
     tmp.mkdir(parents=True, exist_ok=True)
-    return Collector(tmp)
+    return Collector(tmp, decode_workers="auto")
 
 
 def forwarder(tmp: Path, exporter: dict[str, Any], extensions: dict[str, Any] | None = None) -> Collector:
     """A collector whose only exporter is `exporter` (an id → config mapping)."""
     tmp.mkdir(parents=True, exist_ok=True)
-    c = Collector(tmp)
+    c = Collector(tmp, decode_workers="auto")
     cfg = c.config
     cfg["exporters"] = exporter
     cfg["processors"] = {}
@@ -65,7 +65,7 @@ def test_persistent_queue_survives_kill_9(tmp_path):
     """Spans acknowledged by a collector that is then killed -9 are all in the warehouse after a
     restart, none twice."""
     queue_dir = tmp_path / "queue"
-    c = Collector(tmp_path)
+    c = Collector(tmp_path, decode_workers="auto")
     cfg = c.config
     cfg["processors"] = {}
     cfg["service"]["pipelines"]["traces"]["processors"] = []
@@ -168,7 +168,7 @@ def test_shutdown_keeps_undelivered_requests_on_disk_then_delivers_them(tmp_path
     in the persistent queue; the next start delivers them."""
     b_dir = tmp_path / "backend"
     b_dir.mkdir()
-    b = Collector(b_dir)  # configured (ports fixed) but not started yet
+    b = Collector(b_dir, decode_workers="auto")  # configured (ports fixed) but not started yet
     queue_dir = tmp_path / "queue"
     a = forwarder(tmp_path / "front", {"otlphttp": {
         "endpoint": b.http_url, "timeout": "1s",

@@ -73,7 +73,7 @@ def use_persistent_queue(c: Collector, directory: Path) -> None:
 def test_disk_full_under_the_warehouse_loses_nothing_acknowledged(tmp_path, queue):
     disk = Tmpfs(tmp_path / "disk")
     try:
-        c = Collector(tmp_path)
+        c = Collector(tmp_path, decode_workers="auto")
         c.config["exporters"]["duckdb"]["path"] = str(disk.path / "spans.duckdb")
         c.config["exporters"]["duckdb"]["retry_on_failure"] = {"max_interval": "1s"}
         if queue == "persistent":
@@ -308,7 +308,7 @@ def test_nan_and_infinity_attributes_keep_their_meaning(tmp_path):
 
 
 def _limited_collector(tmp_path: Path, limit_mib: int) -> Collector:
-    return Collector(tmp_path, processors={
+    return Collector(tmp_path, decode_workers="auto", processors={
         "memory_limiter": {"check_interval": "100ms", "limit_mib": limit_mib, "spike_limit_mib": limit_mib // 5},
         "batch": {"timeout": "50ms"}})
 

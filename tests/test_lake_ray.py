@@ -19,6 +19,8 @@ from spanpipe.warehouse.warehouse import Warehouse
 
 import ray  # noqa: E402 — the spanpipe[ray] extra, which make test installs
 
+pytestmark = pytest.mark.xdist_group("ray")  # one worker, one local cluster, one lake for the module
+
 ROOT = Path(__file__).parents[1]
 # The S3 test's credentials for the local S3 server, set before the Ray cluster starts so its
 # workers have them too (pyarrow reads them from the environment, as on a real cluster).
@@ -101,11 +103,14 @@ def test_ray_gives_what_duckdb_gives_on_the_same_lake(lake: Path, cluster: None)
     assert collect(after.dataset).equals(later.to_arrow().sort_by(by_rollout_then_span))
 
 
-def test_triplets_cli_with_the_ray_engine(lake: Path) -> None:
+def test_triplets_cli_with_the_ray_engine(lake: Path, cluster: None) -> None:
+    """The CLI joins the cluster in $RAY_ADDRESS, as on a real cluster (starting one of its own
+    while this module's runs would cost 20 s of the suite's two cores)."""
     duck = subprocess.run([SPANPIPE, "triplets", "--lake", str(lake), "--since", "0"], capture_output=True,
                           text=True, timeout=120)
+    env = {**os.environ, "RAY_ADDRESS": ray.get_runtime_context().gcs_address}
     via_ray = subprocess.run([SPANPIPE, "triplets", "--lake", str(lake), "--since", "0", "--engine", "ray"],
-                             capture_output=True, text=True, timeout=300)
+                             capture_output=True, text=True, timeout=300, env=env)
     assert duck.returncode == 0 and via_ray.returncode == 0, via_ray.stderr
     assert via_ray.stdout.splitlines() == duck.stdout.splitlines() and len(duck.stdout.splitlines()) == 26
     assert "26 triplet(s); next cursor: 15" in via_ray.stderr and "26 triplet(s); next cursor: 15" in duck.stderr

@@ -42,7 +42,7 @@ def _http_sender(c: Collector, acked: list, stop: threading.Event) -> None:
 
 
 def test_sigterm_under_load_keeps_every_acknowledged_span(tmp_path):
-    c = Collector(tmp_path).start()
+    c = Collector(tmp_path, decode_workers="auto").start()
     acked: list[tuple[str, str]] = []
     stop = threading.Event()
     senders = [threading.Thread(target=fn, args=(c, acked, stop)) for fn in (_grpc_sender, _grpc_sender, _http_sender)]
@@ -70,7 +70,7 @@ def test_sigterm_under_load_keeps_every_acknowledged_span(tmp_path):
 
 def test_sigint_also_drains(tmp_path):
     import signal
-    with Collector(tmp_path) as c:
+    with Collector(tmp_path, decode_workers="auto") as c:
         req, ids = make_request(10)
         grpc_export(c.grpc_endpoint, req.SerializeToString())
         c.proc.send_signal(signal.SIGINT)

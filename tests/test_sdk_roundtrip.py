@@ -52,7 +52,7 @@ def emit(provider: TracerProvider) -> None:
 
 @pytest.mark.parametrize("protocol", ["grpc", "http"])
 def test_sdk_spans_land_exactly_once_field_by_field(tmp_path, protocol):
-    with Collector(tmp_path) as c:
+    with Collector(tmp_path, decode_workers="auto") as c:
         memory = InMemorySpanExporter()
         provider = TracerProvider(resource=Resource.create({"service.name": f"sdk-{protocol}",
                                                             "deployment.environment": "test",
