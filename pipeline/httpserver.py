@@ -3,6 +3,13 @@
 The collector's components are synchronous (threads and queues); each HTTP-facing one (the OTLP
 HTTP receiver, the query API) runs its aiohttp app here, and does its CPU work through
 `run_blocking` in a small thread pool so the loop stays responsive.
+
+Stopping drains on our terms, not only aiohttp's: its graceful shutdown marks kept-alive
+connections closing and from then on drops what they receive, so a client that had just begun
+sending its next request on one waits for an answer until its own timeout, and the drain with it
+(up to 30 s under steady load). Here, once stopping, every response closes its connection, a
+connection serving no request is closed at once (its client sees the close and retries), and
+only requests being served are waited for.
 """
 
 from __future__ import annotations
@@ -29,6 +36,9 @@ class HttpServer:
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, name=f"{name}-loop", daemon=True)
         self._runner: web.AppRunner | None = None
+        self._draining = False
+        self._serving: set[Any] = set()  # the connections serving a request (aiohttp RequestHandlers)
+        app.middlewares.insert(0, self._track_requests)
 
     async def run_blocking(self, fn: Callable[..., T], *args: Any) -> T:
         return await self.loop.run_in_executor(self.executor, fn, *args)
@@ -55,14 +65,50 @@ class HttpServer:
         if self.port == 0 and server is not None and server.sockets:
             self.port = server.sockets[0].getsockname()[1]
 
+    @web.middleware
+    async def _track_requests(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        """Marks a connection as serving a request until its response is written (so the drain
+        waits for it), and closes it after that response once the drain has begun."""
+        connection = request.protocol
+        if self._draining and connection.transport is None:
+            # Closed by the drain before its turn: never processed, never answered.
+            raise web.HTTPServiceUnavailable(text="shutting down")
+        self._serving.add(connection)
+        try:
+            response = await handler(request)
+            if self._draining:
+                response.force_close()
+            if not response.prepared:
+                await response.prepare(request)
+                await response.write_eof()
+            return response
+        finally:
+            self._serving.discard(connection)
+
     def stop(self) -> None:
         """Stop accepting, let in-flight requests finish, then stop the loop."""
         if self._runner is not None:
-            fut = asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self.loop)
+            fut = asyncio.run_coroutine_threadsafe(self._drain(), self.loop)
             fut.result(timeout=self.shutdown_timeout + 5)
             self._runner = None
         self._stop_loop()
         self.executor.shutdown(wait=True)
+
+    async def _drain(self) -> None:
+        runner = self._runner
+        assert runner is not None
+        self._draining = True
+        for site in list(runner.sites):
+            await site.stop()
+        deadline = self.loop.time() + self.shutdown_timeout
+        while runner.server is not None:
+            for connection in runner.server.connections:
+                if connection not in self._serving:
+                    connection.force_close()  # its transport flushes what was written, then closes
+            if not self._serving or self.loop.time() > deadline:
+                break
+            await asyncio.sleep(0.02)
+        await runner.cleanup()
 
     def _stop_loop(self) -> None:
         if self._thread.is_alive():

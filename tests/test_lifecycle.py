@@ -91,3 +91,35 @@ def test_port_in_use_fails_start_with_a_clear_message(tmp_path):
         assert f"cannot listen on 127.0.0.1:{first.grpc_port}" in r.stderr, r.stderr
         assert first.proc.poll() is None, "the first collector is unaffected"
         assert first.stop() == 0
+
+
+def test_a_request_still_arriving_when_sigterm_comes_is_answered_and_the_drain_does_not_wait_for_idle_ones(tmp_path):
+    """A request whose body is still on its way when the drain starts is read to the end and
+    answered (then its connection closed); a kept-alive idle connection does not hold the drain.
+    aiohttp's own graceful shutdown dropped the rest of such a body and left the client waiting
+    until its timeout — and the drain with it: 30 s under steady HTTP load."""
+    import signal
+    import socket
+
+    with Collector(tmp_path) as c:
+        idle = requests.Session()
+        req, idle_ids = make_request(5)
+        assert idle.post(f"{c.http_url}/v1/traces", data=req.SerializeToString(), headers=PB, timeout=10).ok
+        req, ids = make_request(20)
+        body = req.SerializeToString()
+        sending = socket.create_connection(("127.0.0.1", c.http_port), timeout=15)
+        sending.sendall((f"POST /v1/traces HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-protobuf\r\n"
+                         f"Content-Length: {len(body)}\r\n\r\n").encode() + body[:len(body) // 2])
+        time.sleep(0.5)  # the collector is reading this request's body
+        c.proc.send_signal(signal.SIGTERM)
+        time.sleep(0.5)  # the drain has begun
+        sending.sendall(body[len(body) // 2:])
+        answer = b""
+        while chunk := sending.recv(65536):  # until the collector closes the connection
+            answer += chunk
+        sending.close()
+        assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
+        assert c.proc.wait(15) == 0
+    with Warehouse.open(c.db) as wh:
+        stored = {(r["trace_id"], r["span_id"]) for r in wh.sql("SELECT trace_id, span_id FROM spans").to_pylist()}
+    assert stored == set(ids) | set(idle_ids)
