@@ -165,6 +165,23 @@ def test_a_config_imports_only_the_components_it_names():
     assert alias == "otlp"
 
 
+def test_clients_import_only_their_side():
+    """An agent process pays only for the OTel SDK (`from spanpipe import emit`); a trainer's
+    `Warehouse` client loads DuckDB and Arrow but none of the collector's servers (the query API's
+    server once came with it, for one constant: 0.3 s on every `spanpipe sql`)."""
+    import json
+    import subprocess
+    import sys
+
+    heavy = ["duckdb", "pyarrow", "numpy", "aiohttp", "grpc", "prometheus_client"]
+    for statement, allowed in (("from spanpipe import emit", set()),
+                               ("from spanpipe.warehouse import Warehouse", {"duckdb", "pyarrow", "numpy"})):
+        code = f"import json, sys; {statement}; print(json.dumps([m for m in {heavy!r} if m in sys.modules]))"
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr[-2000:]
+        assert set(json.loads(out.stdout)) <= allowed, (statement, out.stdout)
+
+
 def test_a_running_collector_does_not_load_pandas(tmp_path):
     """pandas is installed here (Ray brings it); pyarrow and DuckDB would import it on first use
     only to ask whether an object is a DataFrame: 40 MiB the memory limiter counts as idle."""

@@ -32,6 +32,7 @@ from spanpipe import events
 from spanpipe.httpserver import HttpServer
 from spanpipe.telemetry import counters
 from spanpipe.warehouse.readonly import QueryRefused, check_read_only
+from spanpipe.warehouse.source import ARROW_STREAM
 
 
 T = TypeVar("T")
@@ -41,8 +42,6 @@ class QueryInterrupted(Exception):
     pass
 
 log = logging.getLogger("spanpipe.query")
-
-ARROW_STREAM = "application/vnd.apache.arrow.stream"
 
 
 def arrow_to_ipc(table: pa.Table) -> bytes:

@@ -12,6 +12,9 @@ from typing import Protocol
 
 import pyarrow as pa
 
+ARROW_STREAM = "application/vnd.apache.arrow.stream"  # how the query API answers in Arrow
+
+
 
 class WarehouseError(Exception):
     def __init__(self, message: str, status: int | None = None) -> None:

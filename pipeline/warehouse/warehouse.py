@@ -24,8 +24,7 @@ import duckdb
 import orjson
 import pyarrow as pa
 
-from spanpipe.warehouse.query_server import ARROW_STREAM
-from spanpipe.warehouse.source import WarehouseError
+from spanpipe.warehouse.source import ARROW_STREAM, WarehouseError
 from spanpipe.warehouse.views import create_lake_views, create_views, sql_string
 
 if TYPE_CHECKING:
