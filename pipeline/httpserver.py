@@ -15,6 +15,7 @@ only requests being served are waited for.
 from __future__ import annotations
 
 import asyncio
+import logging
 import ssl
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -108,7 +109,19 @@ class HttpServer:
             if not self._serving or self.loop.time() > deadline:
                 break
             await asyncio.sleep(0.02)
-        await runner.cleanup()
+        try:  # what is left of shutdown_timeout, not another one: aiohttp's cleanup waits too
+            await asyncio.wait_for(runner.cleanup(), max(deadline - self.loop.time(), 1.0))
+        except asyncio.TimeoutError:
+            logging.getLogger("spanpipe.http").warning(
+                "%s: %d request(s) still being served after %.0fs; stopping without them",
+                self.name, len(self._serving), self.shutdown_timeout)
+            for connection in runner.server.connections if runner.server is not None else ():
+                connection.force_close()  # their clients see the close instead of waiting
+            left = [t for t in asyncio.all_tasks(self.loop) if t is not asyncio.current_task()]
+            for task in left:  # this loop is this server's own: whatever still runs is its request
+                task.cancel()
+            if left:
+                await asyncio.wait(left, timeout=1.0)
 
     def _stop_loop(self) -> None:
         if self._thread.is_alive():

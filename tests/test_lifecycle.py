@@ -123,3 +123,42 @@ def test_a_request_still_arriving_when_sigterm_comes_is_answered_and_the_drain_d
     with Warehouse.open(c.db) as wh:
         stored = {(r["trace_id"], r["span_id"]) for r in wh.sql("SELECT trace_id, span_id FROM spans").to_pylist()}
     assert stored == set(ids) | set(idle_ids)
+
+
+def test_an_http_server_stops_within_its_shutdown_timeout_even_if_a_request_never_ends(caplog):
+    """A handler that never returns is given `shutdown_timeout` once (not once by the drain and
+    once more by aiohttp's cleanup); stop() returns without raising and says what it left."""
+    import asyncio
+
+    from aiohttp import web
+
+    from spanpipe.httpserver import HttpServer
+
+    started = threading.Event()
+
+    async def forever(request: web.Request) -> web.Response:
+        started.set()
+        await asyncio.sleep(3600)
+        return web.Response(text="never")
+
+    app = web.Application()
+    app.router.add_get("/forever", forever)
+    server = HttpServer(app, "127.0.0.1", free_port(), "forever", shutdown_timeout=1.0)
+    server.start()
+
+    def call() -> None:
+        try:
+            requests.get(f"http://127.0.0.1:{server.port}/forever", timeout=30)
+        except requests.RequestException:
+            pass  # the server gave up on it
+
+    caller = threading.Thread(target=call, daemon=True)
+    caller.start()
+    assert started.wait(10)
+    t0 = time.monotonic()
+    with caplog.at_level("WARNING", logger="spanpipe.http"):
+        server.stop()
+    assert time.monotonic() - t0 < 4.0
+    assert "forever: 1 request(s) still being served after 1s" in caplog.text
+    caller.join(5)
+    assert not caller.is_alive(), "the client saw its connection closed, it does not wait for its timeout"
