@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -43,9 +44,9 @@ def validate(tmp_path: Path, text: str, env: dict[str, str] | None = None):
 
 @pytest.mark.parametrize("config", sorted(str(p.relative_to(ROOT)) for p in (ROOT / "config").rglob("*.yaml")))
 def test_shipped_configs_validate(config):
-    r = run_cli("validate", "--config", str(ROOT / config), env={"SPANPIPE_TOKEN": "a-token"})
-    assert r.returncode == 0, r.stderr
-    assert "valid" in r.stdout
+    """In-process: `spanpipe validate` is `load_config` and a line; the CLI itself is run below."""
+    cfg = load_config(ROOT / config, REGISTRY, env={**os.environ, "SPANPIPE_TOKEN": "a-token"})
+    assert cfg.pipelines
 
 
 @pytest.mark.parametrize("text, env, message", [
@@ -64,14 +65,20 @@ def test_shipped_configs_validate(config):
     (BASE.replace("exporters: [debug]", "exporters: []"), {}, "service::pipelines::traces::exporters: at least one exporter is required"),
 ])
 def test_validate_rejects_with_the_yaml_path(tmp_path, text, env, message):
-    r = validate(tmp_path, text, env)
-    assert r.returncode == 1
-    assert message in r.stderr, r.stderr
+    p = tmp_path / "c.yaml"
+    p.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        load_config(p, REGISTRY, env={**os.environ, **env})
+    assert message in str(err.value), str(err.value)
 
 
-def test_validate_accepts_and_reports_pipelines(tmp_path):
+def test_the_validate_command_says_what_is_wrong_or_which_pipelines_it_found(tmp_path):
+    r = validate(tmp_path, BASE.replace("debug:\nservice", "debug:\n  kafka:\nservice"))
+    assert r.returncode == 1 and "error:" in r.stderr and "exporters::kafka: unknown exporter type 'kafka'" in r.stderr
     r = validate(tmp_path, BASE)
     assert r.returncode == 0 and "traces" in r.stdout
+    r = run_cli("validate", "--config", str(ROOT / "config" / "default.yaml"))
+    assert r.returncode == 0 and "valid" in r.stdout, r.stderr
 
 
 def test_env_substitution_types_defaults_and_dollar_escape():
