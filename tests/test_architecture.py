@@ -4,7 +4,10 @@ and the core's module-level imports form no circle. Read from the source with `a
 from __future__ import annotations
 
 import ast
+import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -129,33 +132,32 @@ def test_one_schema_for_batches_the_warehouse_the_lake_and_logs(tmp_path):
         assert [(r[0], r[1]) for r in described] == [(c.name, c.sql.split()[0]) for c in cols]
 
 
+def python_output(code: str) -> str:
+    """What `code` prints in a fresh interpreter (whose modules are what a new process would load)."""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return out.stdout
+
+
+LOAD_DEFAULT_CONFIG = ("import json, sys, spanpipe.cli as cli; from spanpipe.config import load_config; "
+                       "r = cli.default_registry(); load_config('config/default.yaml', r); ")
+
+
 def test_the_collector_imports_no_pydantic_plugin_installed_for_agents():
     """Logfire (a test dependency, as in many agent environments) registers a pydantic plugin that
     pydantic would import with the first config model: 40 MiB the memory limiter counts as idle."""
-    import subprocess
-    import sys
-
-    code = ("import sys, spanpipe.cli; spanpipe.cli.default_registry(); "
-            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'logfire'))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0 and out.stdout.strip() == "[]", out.stdout[:300] + out.stderr[-300:]
+    loaded = python_output(LOAD_DEFAULT_CONFIG + "print(json.dumps(list(sys.modules)))")
+    assert [m for m in json.loads(loaded) if m.split(".")[0] == "logfire"] == []
 
 
 def test_a_config_imports_only_the_components_it_names():
     """The registry imports a factory's module when its type is first asked for: the default
-    config loads its five components, not the gateway, Ray-free lake, load-balancer or OTTL; an
-    alias (`otlp_grpc`) still resolves, by loading the rest of its kind."""
-    import json
-    import subprocess
-    import sys
-
-    code = ("import json, sys, spanpipe.cli as cli; from spanpipe.config import load_config; "
-            "r = cli.default_registry(); load_config('config/default.yaml', r); "
-            "print(json.dumps([m for m in sys.modules if m.startswith('spanpipe.')])); "
-            "print(r.get('exporters', 'otlp_grpc').type)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT)
-    assert out.returncode == 0, out.stderr[-2000:]
-    loaded, alias = set(json.loads(out.stdout.splitlines()[0])), out.stdout.splitlines()[1]
+    config loads its five components and not the others (the gateway, tail sampling, redaction,
+    filter, the load balancer, parquet, otlphttp, the extensions); an alias (`otlp_grpc`) still
+    resolves, by loading the rest of its kind."""
+    first, alias = python_output(LOAD_DEFAULT_CONFIG + "print(json.dumps(list(sys.modules))); "
+                                 "print(r.get('exporters', 'otlp_grpc').type)").splitlines()
+    loaded = set(json.loads(first))
     named = {"receivers.otlp", "processors.rollout", "processors.reward", "processors.batch", "exporters.duckdb"}
     others = {"receivers.llm_gateway", "processors.tail_sampling", "processors.redaction", "processors.filter",
               "exporters.loadbalancing", "exporters.parquet", "exporters.otlphttp", "extensions.file_storage",
@@ -169,17 +171,11 @@ def test_clients_import_only_their_side():
     """An agent process pays only for the OTel SDK (`from spanpipe import emit`); a trainer's
     `Warehouse` client loads DuckDB and Arrow but none of the collector's servers (the query API's
     server once came with it, for one constant: 0.3 s on every `spanpipe sql`)."""
-    import json
-    import subprocess
-    import sys
-
     heavy = ["duckdb", "pyarrow", "numpy", "aiohttp", "grpc", "prometheus_client"]
     for statement, allowed in (("from spanpipe import emit", set()),
                                ("from spanpipe.warehouse import Warehouse", {"duckdb", "pyarrow", "numpy"})):
-        code = f"import json, sys; {statement}; print(json.dumps([m for m in {heavy!r} if m in sys.modules]))"
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-        assert out.returncode == 0, out.stderr[-2000:]
-        assert set(json.loads(out.stdout)) <= allowed, (statement, out.stdout)
+        loaded = python_output(f"import json, sys; {statement}; print(json.dumps(list(sys.modules)))")
+        assert set(heavy) & set(json.loads(loaded)) <= allowed, statement
 
 
 def test_a_running_collector_does_not_load_pandas(tmp_path):
