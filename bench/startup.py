@@ -12,7 +12,6 @@ Runs alternate between this checkout and, with `--vs DIR`, another version insta
 from __future__ import annotations
 
 import argparse
-import os
 import resource
 import statistics
 import sys
@@ -26,10 +25,8 @@ sys.path.insert(0, str(ROOT / "tests"))
 from collector import Collector  # noqa: E402
 
 
-def once(where: Path, decode_workers: str, pythonpath: str | None) -> tuple[float, float, float]:
-    env = {"PYTHONPATH": pythonpath} if pythonpath else None
-    c = Collector(where, decode_workers=int(decode_workers) if decode_workers.isdigit() else decode_workers,
-                  env=env)
+def once(where: Path, decode_workers: int | str, pythonpath: str | None) -> tuple[float, float, float]:
+    c = Collector(where, decode_workers=decode_workers, env={"PYTHONPATH": pythonpath} if pythonpath else None)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.monotonic()
     c.start()
@@ -45,15 +42,16 @@ def once(where: Path, decode_workers: str, pythonpath: str | None) -> tuple[floa
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--runs", type=int, default=5)
-    p.add_argument("--decode-workers", default="auto", help="the OTLP receiver's decode_workers")
+    p.add_argument("--decode-workers", default="auto", type=lambda v: int(v) if v.isdigit() else v,
+                   help="the OTLP receiver's decode_workers")
     p.add_argument("--vs", help="a directory with another spanpipe installed (--target), measured alternately")
     args = p.parse_args()
     sides = {"this checkout": None, **({f"--vs {args.vs}": args.vs} if args.vs else {})}
     figures: dict[str, list[tuple[float, float, float]]] = {s: [] for s in sides}
     with tempfile.TemporaryDirectory() as tmp:
         for run in range(args.runs):
-            for side, path in sides.items():
-                where = Path(tmp) / f"{run}-{len(figures[side])}-{abs(hash(side))}"
+            for k, (side, path) in enumerate(sides.items()):
+                where = Path(tmp) / f"{run}-{k}"
                 where.mkdir()
                 figures[side].append(once(where, args.decode_workers, path))
     print(f"{args.runs} runs each, alternating; decode_workers: {args.decode_workers}; medians (min-max)")
@@ -67,5 +65,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("PYTHONUNBUFFERED", "1")
     main()

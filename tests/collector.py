@@ -96,7 +96,7 @@ class Collector:
         """`processors`: the default config's pipeline with these processors (in order) instead of batch;
         `logs`: add a logs pipeline (otlp → duckdb); `decode_workers`: the OTLP receiver's, unless
         `config` sets it. 0 (decoding in the receiving thread) spares each test collector a worker
-        interpreter (0.7 s of CPU); test_decode_workers holds that workers store exactly what this
+        interpreter (~0.5 s of CPU, bench/startup.py); test_decode_workers holds that workers store exactly what this
         stores, and the tests of the default config's guarantees (faults, drain, kill -9) pass "auto"."""
         self.tmp = tmp
         self.db = tmp / "spans.duckdb"

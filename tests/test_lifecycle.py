@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+import signal
+import socket
 import threading
 import time
 
 import grpc
 import requests
 import yaml
+from aiohttp import web
 
 from collector import Collector, default_config, free_port, run_cli
 from otlp_requests import make_request
+from spanpipe.httpserver import HttpServer
 from spanpipe.warehouse import Warehouse
 from test_otlp_http_grpc import PB, grpc_export
 
@@ -69,7 +74,6 @@ def test_sigterm_under_load_keeps_every_acknowledged_span(tmp_path):
 
 
 def test_sigint_also_drains(tmp_path):
-    import signal
     with Collector(tmp_path, decode_workers="auto") as c:
         req, ids = make_request(10)
         grpc_export(c.grpc_endpoint, req.SerializeToString())
@@ -98,9 +102,6 @@ def test_a_request_still_arriving_when_sigterm_comes_is_answered_and_the_drain_d
     answered (then its connection closed); a kept-alive idle connection does not hold the drain.
     aiohttp's own graceful shutdown dropped the rest of such a body and left the client waiting
     until its timeout — and the drain with it: 30 s under steady HTTP load."""
-    import signal
-    import socket
-
     with Collector(tmp_path) as c:
         idle = requests.Session()
         req, idle_ids = make_request(5)
@@ -128,12 +129,6 @@ def test_a_request_still_arriving_when_sigterm_comes_is_answered_and_the_drain_d
 def test_an_http_server_stops_within_its_shutdown_timeout_even_if_a_request_never_ends(caplog):
     """A handler that never returns is given `shutdown_timeout` once (not once by the drain and
     once more by aiohttp's cleanup); stop() returns without raising and says what it left."""
-    import asyncio
-
-    from aiohttp import web
-
-    from spanpipe.httpserver import HttpServer
-
     started = threading.Event()
 
     async def forever(request: web.Request) -> web.Response:
