@@ -1,4 +1,4 @@
-"""Running a real collector (`spanpipe run` in a subprocess) on free 127.0.0.1 ports for tests."""
+"""Running a real collector (`spanpipe run` in a process of its own) on free 127.0.0.1 ports for tests."""
 
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from forked import ForkedProcess
 
 SPANPIPE = str(Path(sys.executable).with_name("spanpipe"))
 
@@ -92,12 +94,14 @@ class Collector:
 
     def __init__(self, tmp: Path, config: dict[str, Any] | None = None, wait_ports: list[int] | None = None,
                  env: dict[str, str] | None = None, processors: dict[str, Any] | None = None,
-                 logs: bool = False, decode_workers: int | str = 0) -> None:
+                 logs: bool = False, decode_workers: int | str = 0, fresh_interpreter: bool = False) -> None:
         """`processors`: the default config's pipeline with these processors (in order) instead of batch;
         `logs`: add a logs pipeline (otlp → duckdb); `decode_workers`: the OTLP receiver's, unless
         `config` sets it. 0 (decoding in the receiving thread) spares each test collector a worker
         interpreter (~0.5 s of CPU, bench/startup.py); test_decode_workers holds that workers store exactly what this
-        stores, and the tests of the default config's guarantees (faults, drain, kill -9) pass "auto"."""
+        stores, and the tests of the default config's guarantees (faults, drain, kill -9) pass "auto".
+        `fresh_interpreter`: exec the `spanpipe` command, for tests of the process itself (imports,
+        memory, signals) and whenever `env` is given; else the collector is forked (tests/forked.py)."""
         self.tmp = tmp
         self.db = tmp / "spans.duckdb"
         self.grpc_port, self.http_port, self.query_port = free_port(), free_port(), free_port()
@@ -115,7 +119,8 @@ class Collector:
         self.wait_ports = wait_ports
         self.log_path = tmp / "collector.log"
         self.env = {**os.environ, **(env or {})}
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.fresh_interpreter = fresh_interpreter or env is not None
+        self.proc: subprocess.Popen[bytes] | ForkedProcess | None = None
 
     def rewrite(self) -> Collector:
         """Write `self.config` (changed by a test) back to the config file; ports stay."""
@@ -137,8 +142,12 @@ class Collector:
     def start(self, timeout: float = 30) -> Collector:
         self._log = open(self.log_path, "ab")
         self._log_offset = len(self.log())
-        self.proc = subprocess.Popen([SPANPIPE, "run", "--config", str(self.config_path)],
-                                     stdout=self._log, stderr=subprocess.STDOUT, cwd=self.tmp, env=self.env)
+        argv = ["run", "--config", str(self.config_path)]
+        if self.fresh_interpreter:
+            self.proc = subprocess.Popen([SPANPIPE, *argv], stdout=self._log, stderr=subprocess.STDOUT, cwd=self.tmp,
+                                         env=self.env)
+        else:
+            self.proc = ForkedProcess(argv, self.tmp, self.log_path, self.env)
         ports = self.wait_ports if self.wait_ports is not None else [self.grpc_port, self.http_port, self.query_port]
         deadline = time.monotonic() + timeout
         # Ports open is not start-up done: wait for the service's own word too.

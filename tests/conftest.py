@@ -16,8 +16,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     stops that from taking effect, those tests fail saying so instead of running slow and racy."""
     if not getattr(config.option, "loadgroup", False):  # set on xdist workers only
         return
-    config.stash[UNGROUPED] = {item.nodeid for item in items if any(item.iter_markers("xdist_group"))
-                               and "@" not in item.nodeid.rsplit("]", 1)[-1]}
+    grouped = [item for item in items if any(item.iter_markers("xdist_group"))]
+    config.stash[UNGROUPED] = {item.nodeid for item in grouped if "@" not in item.nodeid.rsplit("]", 1)[-1]}
+    # A group runs on one worker from start to end: handed out first, it overlaps the rest of the
+    # suite on the other workers instead of running alone at the end. Every worker sorts the same way.
+    first = set(map(id, grouped))
+    items[:] = grouped + [item for item in items if id(item) not in first]
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:

@@ -189,7 +189,7 @@ def test_a_running_collector_does_not_load_pandas(tmp_path):
     from otlp_requests import make_request
 
     assert importlib.util.find_spec("pandas") is not None
-    with Collector(tmp_path, decode_workers="auto") as c:
+    with Collector(tmp_path, decode_workers="auto", fresh_interpreter=True) as c:
         request, ids = make_request(20)
         r = requests.post(c.http_url + "/v1/traces", data=request.SerializeToString(),
                           headers={"Content-Type": "application/x-protobuf"}, timeout=10)

@@ -196,7 +196,7 @@ def peak_rss_mib(c: Collector) -> float:
 
 
 def test_the_query_api_times_out_caps_results_and_drains(tmp_path):
-    c = Collector(tmp_path)
+    c = Collector(tmp_path, fresh_interpreter=True)  # its peak RSS is measured
     c.config["exporters"]["duckdb"]["query"].update(timeout="3s", max_result_size_mib=16, workers=2)
     with c.rewrite():
         def sql(q: str, timeout: float = 30) -> requests.Response:
@@ -308,7 +308,7 @@ def test_nan_and_infinity_attributes_keep_their_meaning(tmp_path):
 
 
 def _limited_collector(tmp_path: Path, limit_mib: int) -> Collector:
-    return Collector(tmp_path, decode_workers="auto", processors={
+    return Collector(tmp_path, decode_workers="auto", fresh_interpreter=True, processors={
         "memory_limiter": {"check_interval": "100ms", "limit_mib": limit_mib, "spike_limit_mib": limit_mib // 5},
         "batch": {"timeout": "50ms"}})
 

@@ -162,7 +162,7 @@ def _answers(s3) -> bool:
 
 
 def test_a_balanced_tier_on_one_lake_gives_one_collectors_triplets(tmp_path: Path, cluster: None) -> None:
-    """A front routes 4 clients' 204 rollouts (three shapes) to 3 backends that write one lake, and
+    """A front routes 2 clients' 48 rollouts (three shapes) to 3 backends that write one lake, and
     also sends every span to a reference collector: every span is once in the lake, and the triplets
     through Warehouse.connect([backends]) and through Ray over the lake equal the reference's."""
     import spanpipe.lake.ray as lake_ray
@@ -185,7 +185,7 @@ def test_a_balanced_tier_on_one_lake_gives_one_collectors_triplets(tmp_path: Pat
     try:
         for c in everything:
             c.start()
-        sent = rollouts_sent(start_clients(lb.grpc_endpoint))
+        sent = rollouts_sent(start_clients(lb.grpc_endpoint, n=2, per_shape=8))  # 204 of them: test_loadbalancing
         total = sum(sent.values())
         per_backend, duplicates = where_rollouts_landed(backends, total, 90)
         ref = Warehouse.connect(reference.query_url)
@@ -197,13 +197,13 @@ def test_a_balanced_tier_on_one_lake_gives_one_collectors_triplets(tmp_path: Pat
     finally:
         for c in everything:
             c.kill()
-    assert len(sent) == 204 and duplicates == 0 and all(sum(1 for p in per_backend if r in p) == 1 for r in sent)
+    assert len(sent) == 48 and duplicates == 0 and all(sum(1 for p in per_backend if r in p) == 1 for r in sent)
     with Warehouse.open_lake(lake) as wh:
         stored = wh.sql("SELECT count(*) AS n, count(DISTINCT (trace_id, span_id)) AS d FROM spans").to_pylist()[0]
     assert stored == {"n": total, "d": total}  # every span once in the lake
     through_ray = collect(lake_ray.triplets(str(lake), rollout_ids=ids).dataset)
     key = [("rollout_id", "ascending"), ("span_id", "ascending")]
     compared = ["rollout_id", "span_id", "prompt_token_ids", "response_token_ids", "reward", "prompt", "response"]
-    assert expected.num_rows == 204 and expected.column("reward").null_count == 0
+    assert expected.num_rows == 48 and expected.column("reward").null_count == 0
     for got in (federated, through_ray):
         assert got.sort_by(key).select(compared).equals(expected.sort_by(key).select(compared))

@@ -47,7 +47,7 @@ def _http_sender(c: Collector, acked: list, stop: threading.Event) -> None:
 
 
 def test_sigterm_under_load_keeps_every_acknowledged_span(tmp_path):
-    c = Collector(tmp_path, decode_workers="auto").start()
+    c = Collector(tmp_path, decode_workers="auto", fresh_interpreter=True).start()
     acked: list[tuple[str, str]] = []
     stop = threading.Event()
     senders = [threading.Thread(target=fn, args=(c, acked, stop)) for fn in (_grpc_sender, _grpc_sender, _http_sender)]
@@ -74,7 +74,7 @@ def test_sigterm_under_load_keeps_every_acknowledged_span(tmp_path):
 
 
 def test_sigint_also_drains(tmp_path):
-    with Collector(tmp_path, decode_workers="auto") as c:
+    with Collector(tmp_path, decode_workers="auto", fresh_interpreter=True) as c:
         req, ids = make_request(10)
         grpc_export(c.grpc_endpoint, req.SerializeToString())
         c.proc.send_signal(signal.SIGINT)
@@ -87,7 +87,7 @@ def test_sigint_also_drains(tmp_path):
 def test_port_in_use_fails_start_with_a_clear_message(tmp_path):
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
-    with Collector(tmp_path / "a") as first:
+    with Collector(tmp_path / "a", fresh_interpreter=True) as first:
         cfg = default_config(tmp_path / "b" / "spans.duckdb", first.grpc_port, free_port(), free_port())
         (tmp_path / "b" / "c.yaml").write_text(yaml.safe_dump(cfg))
         r = run_cli("run", "--config", str(tmp_path / "b" / "c.yaml"), cwd=tmp_path / "b")
@@ -102,7 +102,7 @@ def test_a_request_still_arriving_when_sigterm_comes_is_answered_and_the_drain_d
     answered (then its connection closed); a kept-alive idle connection does not hold the drain.
     aiohttp's own graceful shutdown dropped the rest of such a body and left the client waiting
     until its timeout — and the drain with it: 30 s under steady HTTP load."""
-    with Collector(tmp_path) as c:
+    with Collector(tmp_path, fresh_interpreter=True) as c:
         idle = requests.Session()
         req, idle_ids = make_request(5)
         assert idle.post(f"{c.http_url}/v1/traces", data=req.SerializeToString(), headers=PB, timeout=10).ok
