@@ -35,9 +35,11 @@ $(CHROMIUM):
 
 # Byte-code compiled once: where PYTHONDONTWRITEBYTECODE is set, every collector, CLI and agent
 # process the suite starts would compile each module again (0.45 s of CPU per collector).
+# Three workers on two cores: with two, a fifth of the CPU sat idle while tests waited on
+# servers, outages and timeouts (324 s; three: 291 s). Ports are per worker (tests/collector.py).
 test: $(BIN)/spanpipe $(NODE_AGENT) $(CHROMIUM)
 	$(BIN)/python -m compileall -q pipeline receivers processors exporters extensions tests examples > /dev/null
-	$(BIN)/python -m pytest -q -n 2 --dist loadgroup --ignore=tests/compat
+	$(BIN)/python -m pytest -q -n 3 --dist loadgroup --ignore=tests/compat
 
 # Live comparison with Microsoft Agent Lightning 0.3.0 (~150 packages), in a venv of its own so the
 # project never depends on it. `make test` uses the fixtures this target checks.
