@@ -192,6 +192,20 @@ class Collector:
         self.kill()
 
 
+def config_error(path: Path) -> str:
+    """Why `spanpipe validate --config path` refuses the config, found in-process (the command is
+    `load_config` and one line: test_config runs the command itself); "" when it is valid."""
+    from spanpipe.cli import default_registry
+    from spanpipe.config import load_config
+    from spanpipe.errors import ConfigError
+
+    try:
+        load_config(path, default_registry())
+    except ConfigError as exc:
+        return str(exc)
+    return ""
+
+
 def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None,
             timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run([SPANPIPE, *args], capture_output=True, text=True, cwd=cwd,

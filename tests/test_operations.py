@@ -19,7 +19,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-from collector import Collector, free_port, grpc_export
+from collector import Collector, config_error, free_port, grpc_export
 from otlp_requests import make_request
 from spanpipe.warehouse import Warehouse, WarehouseError
 from collector import wait_for
@@ -209,20 +209,17 @@ def test_json_logs_and_the_progress_line(tmp_path):
 
 
 def test_bad_operations_config_is_refused_with_its_path(tmp_path):
-    from collector import run_cli
-
     c = Collector(tmp_path)
     c.config["service"]["telemetry"]["metrics"]["level"] = "loud"
     c.config["exporters"]["duckdb"]["sending_queue"] = {"storage": "file_storage", "queue_sise": 3}
     c.config["receivers"]["otlp"]["protocols"]["grpc"]["auth"] = {"authenticator": "bearertokenauth"}
     c.rewrite()
-    out = run_cli("validate", "--config", str(c.config_path))
-    assert out.returncode == 1
-    assert "service::telemetry::metrics: level: use none, basic, normal or detailed" in out.stderr
-    assert "exporters::duckdb::sending_queue: unknown key 'queue_sise'" in out.stderr
+    error = config_error(c.config_path)
+    assert "service::telemetry::metrics: level: use none, basic, normal or detailed" in error
+    assert "exporters::duckdb::sending_queue: unknown key 'queue_sise'" in error
     c.config["exporters"]["duckdb"]["sending_queue"] = {"storage": "file_storage"}
     c.config["service"]["telemetry"]["metrics"]["level"] = "basic"
     c.rewrite()
-    out = run_cli("validate", "--config", str(c.config_path))
-    assert "exporters::duckdb::sending_queue::storage: extension 'file_storage' must be configured" in out.stderr
-    assert "receivers::otlp::protocols::grpc::auth::authenticator: extension 'bearertokenauth'" in out.stderr
+    error = config_error(c.config_path)
+    assert "exporters::duckdb::sending_queue::storage: extension 'file_storage' must be configured" in error
+    assert "receivers::otlp::protocols::grpc::auth::authenticator: extension 'bearertokenauth'" in error
