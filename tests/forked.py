@@ -1,7 +1,7 @@
 """Collector processes forked from a server process that has already imported what `spanpipe run`
 imports for the tests' default config (the CLI, the service, the OTLP receiver, batch, DuckDB;
 grpc, duckdb, pyarrow, aiohttp). Each is a real process running `spanpipe.cli.main(["run", …])` on
-its own ports, but skips the ~1.3 s of CPU an interpreter spends importing that code (136 starts:
+its own ports, but skips the ~1.3 s of CPU an interpreter spends importing that code (~130 starts:
 a quarter of the suite's CPU). Tests whose subject is the process itself (its imports, memory,
 signal set-up, environment) exec the command instead (`Collector(fresh_interpreter=True)`)."""
 
