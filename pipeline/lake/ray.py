@@ -18,9 +18,8 @@ only their order across groups is Ray's (sort by rollout_id for a fixed order).
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator, Literal
+from typing import Any, Iterable, Literal
 
 import numpy as np
 import pyarrow as pa
@@ -81,35 +80,20 @@ def _run(what: What, location: str, rollout_ids: Iterable[str] | None, since: in
         kept = index.filter(pc.is_valid(index)).to_numpy(zero_copy_only=False)
         return batch.append_column("_bucket", pa.array(np.asarray(kept, np.int64) % buckets))
 
-    with _without_helper_actors():
+    # A sort-based shuffle: Ray Data's default hash shuffle starts aggregator actors, seconds of
+    # overhead per pull on a small cluster. The datasets keep the setting; the caller's context is restored.
+    context = DataContext.get_current()
+    caller_strategy = context.shuffle_strategy
+    context.shuffle_strategy = ShuffleStrategy.SORT_SHUFFLE_PULL_BASED
+    try:
         files = ray.data.read_parquet(root.rstrip("/"), filesystem=fs, file_extensions=["parquet"])
         spans = files.map_batches(keep_and_bucket, batch_format="pyarrow")
         adapt = _GroupAdapter(what, wanted, options)
         out = spans.groupby("_bucket", num_partitions=buckets).map_groups(lambda group: adapt(group),
                                                                           batch_format="pyarrow")
-    return LakeResult(out, cursor, wanted)
-
-
-@contextmanager
-def _without_helper_actors() -> Iterator[None]:
-    """Ray Data settings for the datasets made inside, the caller's context restored after. Two of
-    Ray Data's defaults start actors — a worker process each, seconds of start-up per pull on a
-    small cluster — for work this pipeline does not need: the hash shuffle's aggregators (a sort
-    shuffle instead), and the Parquet reader's pool of footer-reading actors (32 by default, for
-    row-group statistics; rows are filtered in `keep_and_bucket` instead). On this 2-CPU machine a
-    pull started 4 worker processes instead of 20 and took 1.4-3.2 s instead of 2.7-6.3 s."""
-    context = DataContext.get_current()
-    settings: dict[str, Any] = {"shuffle_strategy": ShuffleStrategy.SORT_SHUFFLE_PULL_BASED}
-    if hasattr(context, "use_datasource_v2"):
-        settings["use_datasource_v2"] = False
-    caller = {name: getattr(context, name) for name in settings}
-    for name, value in settings.items():
-        setattr(context, name, value)
-    try:
-        yield
     finally:
-        for name, value in caller.items():
-            setattr(context, name, value)
+        context.shuffle_strategy = caller_strategy
+    return LakeResult(out, cursor, wanted)
 
 
 _TRAJECTORY_OPTIONS = ("merge", "reward", "max_staleness", "current_version")
