@@ -192,15 +192,16 @@ class Collector:
         self.kill()
 
 
-def config_error(path: Path) -> str:
-    """Why `spanpipe validate --config path` refuses the config, found in-process (the command is
-    `load_config` and one line: test_config runs the command itself); "" when it is valid."""
+def config_error(path: Path, env: dict[str, str] | None = None) -> str:
+    """Why `spanpipe validate --config path` refuses the config (with `env` added to the
+    environment), found in-process (the command is `load_config` and one line: test_config runs
+    the command itself); "" when it is valid."""
     from spanpipe.cli import default_registry
     from spanpipe.config import load_config
     from spanpipe.errors import ConfigError
 
     try:
-        load_config(path, default_registry())
+        load_config(path, default_registry(), env={**os.environ, **(env or {})})
     except ConfigError as exc:
         return str(exc)
     return ""

@@ -15,7 +15,6 @@ import pyarrow as pa
 ARROW_STREAM = "application/vnd.apache.arrow.stream"  # how the query API answers in Arrow
 
 
-
 class WarehouseError(Exception):
     def __init__(self, message: str, status: int | None = None) -> None:
         super().__init__(message)
