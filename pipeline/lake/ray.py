@@ -24,6 +24,7 @@ from typing import Any, Iterable, Literal
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.dataset as pads
 import ray
 import ray.data
 from ray.data.context import DataContext, ShuffleStrategy
@@ -66,28 +67,27 @@ def _run(what: What, location: str, rollout_ids: Iterable[str] | None, since: in
 
     adapter_options = {k: v for k, v in options.items() if k not in _TRAJECTORY_OPTIONS}
     fs, root = open_filesystem(location)
-    with _completion_spans(fs, root) as lake:
+    dataset = pads.dataset(root, filesystem=fs, format="parquet", partitioning="hive")
+    with _completion_spans(dataset) as lake:
         wanted, cursor = TripletAdapter(lake, **adapter_options).select(rollout_ids, since, mode)
     if not wanted:
         return LakeResult(ray.data.from_arrow(pa.table({"rollout_id": pa.array([], pa.string())})), cursor, [])
-    buckets = buckets or max(1, min(len(wanted), int(ray.available_resources().get("CPU", 1)) * 4))
-    order = pa.array(wanted, pa.string())
-    columns = [name for name, _ in SPANS_COLUMNS]
+    cpus = int(ray.available_resources().get("CPU", 1))
+    buckets = buckets or max(1, min(len(wanted), cpus * 4))
+    files = [f for f in dataset.files if f.endswith(".parquet")]
+    read = _ReadAndBucket(fs, wanted, buckets)
 
-    def keep_and_bucket(batch: pa.Table) -> pa.Table:
-        index = pc.index_in(batch.column("rollout_id"), value_set=order)
-        batch = batch.select(columns).filter(pc.is_valid(index))
-        kept = index.filter(pc.is_valid(index)).to_numpy(zero_copy_only=False)
-        return batch.append_column("_bucket", pa.array(np.asarray(kept, np.int64) % buckets))
-
+    # The files are listed here (the listing above) and read by plain tasks: Ray Data 2.60's
+    # read_parquet provisions a pool of up to 32 footer-reading actors per call, each a new worker
+    # process, which on a small cluster costs more than the read.
     # A sort-based shuffle: Ray Data's default hash shuffle starts aggregator actors, seconds of
     # overhead per pull on a small cluster. The datasets keep the setting; the caller's context is restored.
     context = DataContext.get_current()
     caller_strategy = context.shuffle_strategy
     context.shuffle_strategy = ShuffleStrategy.SORT_SHUFFLE_PULL_BASED
     try:
-        files = ray.data.read_parquet(root.rstrip("/"), filesystem=fs, file_extensions=["parquet"])
-        spans = files.map_batches(keep_and_bucket, batch_format="pyarrow")
+        paths = ray.data.from_items([{"path": f} for f in files], override_num_blocks=max(1, min(len(files), cpus * 4)))
+        spans = paths.map_batches(read, batch_format="pyarrow", batch_size=None)
         adapt = _GroupAdapter(what, wanted, options)
         out = spans.groupby("_bucket", num_partitions=buckets).map_groups(lambda group: adapt(group),
                                                                           batch_format="pyarrow")
@@ -96,21 +96,40 @@ def _run(what: What, location: str, rollout_ids: Iterable[str] | None, since: in
     return LakeResult(out, cursor, wanted)
 
 
+class _ReadAndBucket:
+    """A block of file paths → those files' rows of the wanted rollouts, each with its group
+    (`_bucket`), on a Ray worker."""
+
+    def __init__(self, fs: Any, wanted: list[str], buckets: int) -> None:
+        self.fs, self.wanted, self.buckets = fs, wanted, buckets
+
+    def __call__(self, paths: pa.Table) -> pa.Table:
+        import pyarrow.parquet as pq
+
+        order = pa.array(self.wanted, pa.string())
+        columns = [name for name, _ in SPANS_COLUMNS]
+        kept = []
+        for path in paths.column("path").to_pylist():
+            table = pq.read_table(path, filesystem=self.fs, columns=columns, partitioning=None,
+                                  filters=pc.field("rollout_id").isin(order))
+            index = pc.index_in(table.column("rollout_id"), value_set=order).to_numpy(zero_copy_only=False)
+            kept.append(table.append_column("_bucket", pa.array(np.asarray(index, np.int64) % self.buckets)))
+        return pa.concat_tables(kept, promote_options="permissive")
+
+
 _TRAJECTORY_OPTIONS = ("merge", "reward", "max_staleness", "current_version")
 
 
-def _completion_spans(fs: Any, root: str) -> Any:
+def _completion_spans(dataset: pads.Dataset) -> Any:
     """A warehouse over the lake's rollout and reward spans only (what choosing rollouts reads:
     completions, modes, late rewards), read with pyarrow from any filesystem — a local path, S3…"""
     import duckdb
-    import pyarrow.dataset as pads
 
     from spanpipe.warehouse.schema import ROLLOUT_SPAN
     from spanpipe.warehouse.views import create_views_over_spans
     from spanpipe.warehouse.warehouse import Warehouse
 
     names = [name for name, _ in SPANS_COLUMNS]
-    dataset = pads.dataset(root, filesystem=fs, format="parquet", partitioning="hive")
     wanted = (pads.field("name") == ROLLOUT_SPAN) | (pads.field("span_type") == "reward")
     table = dataset.to_table(columns=[n for n in names if n in dataset.schema.names], filter=wanted)
     con = duckdb.connect()
