@@ -19,12 +19,14 @@ code is permanent. (otelcol retries RESOURCE_EXHAUSTED only with RetryInfo; a co
 memory pressure sends none, and we would rather wait than drop.) A partial success is logged and
 its rejected spans counted as failed, not retried. Log records go through a sending queue of
 their own (spanpipe.exporterhelper.exporter). A request is never sent larger than `max_request_size_mib`
-(uncompressed, the size a receiver limits), and one the backend refuses for its size
-(RESOURCE_EXHAUSTED "larger than max", HTTP 413) is sent in halves, never retried unchanged.
+(uncompressed, the size a receiver limits): a larger one (a backlog merged by the sending queue)
+is sent in as many parts as fit. One the backend refuses for its size (RESOURCE_EXHAUSTED
+"larger than max", HTTP 413) is sent in halves, never retried unchanged.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import grpc
@@ -102,10 +104,14 @@ class OtlpClientExporter(QueuedExporter):
         return headers
 
     def check_size(self, size: int, items: int) -> None:
-        """Refuse to send a request larger than the backend takes: the helper sends it in halves."""
-        if size > self.config.max_request_bytes and items > 1:
+        """Refuse to send a request larger than the backend takes: the helper sends it in as many
+        parts as should each fit (with a margin for items of uneven sizes), each encoded once more,
+        rather than halving and re-encoding the whole backlog at every level."""
+        limit = self.config.max_request_bytes
+        if size > limit and items > 1:
             raise RequestTooLargeError(f"{self.id}: a request of {items} items is {size} bytes, over "
-                                       f"max_request_size_mib ({self.config.max_request_size_mib})")
+                                       f"max_request_size_mib ({self.config.max_request_size_mib})",
+                                       parts=min(items, math.ceil(size / (0.8 * limit))))
 
     def check_partial_success(self, response: ExportTraceServiceResponse | ExportLogsServiceResponse,
                               sent: int) -> None:

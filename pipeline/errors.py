@@ -50,7 +50,12 @@ class UnwritableDataError(PermanentError):
 
 
 class RequestTooLargeError(PermanentError):
-    """The destination refuses the request for its size: the exporter helper sends it in halves."""
+    """The destination refuses the request for its size: the exporter helper sends it in `parts`
+    parts (two when the sender could not tell how far over the limit it is)."""
+
+    def __init__(self, message: str, parts: int = 2) -> None:
+        super().__init__(message)
+        self.parts = max(2, parts)
 
 
 class ConfigError(Exception):

@@ -2,7 +2,7 @@
 
 The records are one Arrow table of `columns.LOGS` (what the warehouse's `logs` table holds), so a
 batch of records costs no Python object per record. Queues, batching, retry and fan-out handle
-both kinds of batch through `signal`, `unit`, `concat` and `halves` alone (`pipeline/signals.py`).
+both kinds of batch through `signal`, `unit`, `concat` and `slice` alone (`pipeline/signals.py`).
 """
 
 from __future__ import annotations
@@ -34,6 +34,5 @@ class LogBatch:
     def take(self, indices: list[int]) -> LogBatch:
         return LogBatch(self.table.take(indices))
 
-    def halves(self) -> tuple[LogBatch, LogBatch]:
-        n = len(self)
-        return LogBatch(self.table.slice(0, n // 2)), LogBatch(self.table.slice(n // 2))
+    def slice(self, start: int, stop: int) -> LogBatch:
+        return LogBatch(self.table.slice(start, stop - start))

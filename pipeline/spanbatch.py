@@ -295,9 +295,8 @@ class SpanBatch:
         """A new batch sharing this one's columns, with extra columns set or replaced."""
         return replace(self, extra={**self.extra, **extra})
 
-    def halves(self) -> tuple[SpanBatch, SpanBatch]:
-        n = len(self)
-        return self.take(list(range(n // 2))), self.take(list(range(n // 2, n)))
+    def slice(self, start: int, stop: int) -> SpanBatch:
+        return self.take(list(range(start, stop)))
 
     def take(self, indices: list[int]) -> SpanBatch:
         """A new batch with only the spans at `indices` (in that order)."""

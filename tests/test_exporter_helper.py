@@ -76,6 +76,27 @@ def test_a_request_too_large_for_the_destination_is_split_never_retried_unchange
     assert len(set(exp.stored)) == 500
 
 
+def test_a_request_the_exporter_knows_is_too_large_is_sent_at_once_in_parts_that_fit():
+    """The otlp exporter knows how far over its size limit a merged backlog is: the helper sends it
+    in that many parts, each encoded once more, instead of halving and re-encoding level by level."""
+    sizes: list[int] = []
+
+    class Limited(RecordingExporter):
+        def send(self, batch: SpanBatch, timeout: float) -> None:
+            sizes.append(len(batch))
+            if len(batch) > 64:
+                raise RequestTooLargeError(f"{len(batch)} spans is over 64", parts=-(-len(batch) // 64))
+            self.stored.extend(batch.span_id)
+
+    exp = Limited(config())
+    exp.start()
+    exp.consume(spans(500))
+    wait_for(lambda: len(exp.stored) == 500, 10, poll=0.01)
+    exp.shutdown()
+    assert sizes[0] == 500 and len(sizes) == 1 + 8 and all(60 <= n <= 64 for n in sizes[1:]), sizes
+    assert len(set(exp.stored)) == 500
+
+
 def test_without_queue_batching_requests_are_sent_one_by_one():
     """No `sending_queue::batch`: a backlog is never merged into one request (it once grew to
     55,000 spans that the downstream refused for ever)."""

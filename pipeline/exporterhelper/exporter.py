@@ -21,7 +21,7 @@ from typing import ClassVar
 
 
 from spanpipe.logbatch import LogBatch
-from spanpipe import admission, events
+from spanpipe import admission, events, signals
 from spanpipe.component import Exporter, Storage
 from spanpipe.errors import (BackPressureError, PermanentError, PipelineError, RequestTooLargeError,
                              TransientError, UnwritableDataError)
@@ -184,7 +184,7 @@ class QueuedExporter(Exporter):
 
         An error that can never succeed is permanent: it is not retried. When the data is at fault
         (UnwritableDataError, or an exception the exporter did not expect) or the request is too
-        large for the destination, the request is sent in halves, so only what cannot be written
+        large for the destination, the request is sent in parts, so only what cannot be written
         is dropped and nothing queued behind it waits."""
         backoff = Backoff(self.config.retry_on_failure)
         logs = batch.signal == LOGS
@@ -203,7 +203,7 @@ class QueuedExporter(Exporter):
                 self.log.exception("unexpected error sending %d %s", len(batch), what)
                 error = UnwritableDataError(f"{type(exc).__name__}: {exc}")
             if isinstance(error, (UnwritableDataError, RequestTooLargeError)) and len(batch) > 1:
-                return self._send_halves(batch, final, error)
+                return self._send_in_parts(batch, final, error)
             draining = self._stopping.is_set()
             delay = backoff.next_delay(error.retry_after) if error.retryable else None
             if draining:
@@ -224,8 +224,10 @@ class QueuedExporter(Exporter):
                 raise error
             return DROPPED
 
-    def _send_halves(self, batch: SpanBatch | LogBatch, final: bool, error: PipelineError) -> str:
-        n = len(batch)
-        self.log.warning("sending %d items failed (%s); sending them in two halves", n, error)
-        results = [self._send_with_retry(half, final) for half in batch.halves()]
-        return KEPT if KEPT in results else SENT if results == [SENT, SENT] else DROPPED
+    def _send_in_parts(self, batch: SpanBatch | LogBatch, final: bool, error: PipelineError) -> str:
+        """Unwritable data: halves, until the items at fault are alone. Too large: the parts the
+        exporter says should fit."""
+        parts = error.parts if isinstance(error, RequestTooLargeError) else 2
+        self.log.warning("sending %d items failed (%s); sending them in %d parts", len(batch), error, parts)
+        results = [self._send_with_retry(part, final) for part in signals.split(batch, parts)]
+        return KEPT if KEPT in results else SENT if all(r == SENT for r in results) else DROPPED
