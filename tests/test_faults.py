@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 from pathlib import Path
 
@@ -76,6 +77,9 @@ def test_disk_full_under_the_warehouse_loses_nothing_acknowledged(tmp_path, queu
         c = Collector(tmp_path, decode_workers="auto")
         c.config["exporters"]["duckdb"]["path"] = str(disk.path / "spans.duckdb")
         c.config["exporters"]["duckdb"]["retry_on_failure"] = {"max_interval": "1s"}
+        # The receiver refuses once the batch processor holds this many (default 32,768: ~14 s of
+        # this test's sender): what is refused and what is kept does not depend on the number.
+        c.config["processors"]["batch"]["max_pending"] = 4000
         if queue == "persistent":
             use_persistent_queue(c, tmp_path / "queue")
         c.db = disk.path / "spans.duckdb"
@@ -345,11 +349,12 @@ def test_the_memory_limiter_accepts_again_once_idle_after_an_overload(tmp_path):
             sp.attributes.add(key="blob").value.string_value = "x" * 2000
         templates.append(req)
     acked: list[tuple[str, str]] = []
+    overloaded = threading.Event()  # the limiter has refused: enough of a flood
     with _limited_collector(tmp_path, 300) as c:
         def flood(i: int) -> dict[str, int]:
             codes: dict[str, int] = {}
             deadline = time.monotonic() + 10
-            while time.monotonic() < deadline:
+            while time.monotonic() < deadline and not overloaded.is_set():
                 req = templates[i]
                 spans = req.resource_spans[0].scope_spans[0].spans
                 for sp in spans:
@@ -358,11 +363,14 @@ def test_the_memory_limiter_accepts_again_once_idle_after_an_overload(tmp_path):
                 if code == "OK":
                     acked.extend((sp.trace_id.hex(), sp.span_id.hex()) for sp in spans)
                 codes[code] = codes.get(code, 0) + 1
+                if codes.get("RESOURCE_EXHAUSTED", 0) >= 3:
+                    overloaded.set()
             return codes
 
         with ThreadPoolExecutor(4) as pool:
             results = list(pool.map(flood, range(4)))
         assert all(set(r) <= {"OK", "RESOURCE_EXHAUSTED"} for r in results), results
+        assert overloaded.is_set(), f"the flood never overloaded the collector: {results}"
         wait_for(lambda: count_stored(c) == len(acked), 60, "the backlog to be written")
         time.sleep(1)
         late, late_ids = make_request(50)
