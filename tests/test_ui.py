@@ -34,6 +34,9 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-
 PLAIN = [f"ro-ui-{n:02d}" for n in range(10)]
 SPECIAL = ["ro-ui-xss", "ro-ui-early", "ro-ui-nocall", "ro-ui-orphan"]
 GATEWAY_ROLLOUT = "ro-ui-gw"
+# One worker builds the viewer (a gateway collector, an agent run, Chromium) once for the module,
+# rather than each worker its own (~5 s each).
+pytestmark = pytest.mark.xdist_group("ui")
 
 
 def run_agent(c: Gateway, ids: list[str]) -> None:
