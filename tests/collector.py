@@ -9,13 +9,14 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from forked import ForkedProcess
+from forked import ForkedProcess, run_command
 
 SPANPIPE = str(Path(sys.executable).with_name("spanpipe"))
 
@@ -208,9 +209,14 @@ def config_error(path: Path, env: dict[str, str] | None = None) -> str:
 
 
 def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None,
-            timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([SPANPIPE, *args], capture_output=True, text=True, cwd=cwd,
-                          env={**os.environ, **(env or {})}, timeout=timeout)
+            timeout: float = 60, fresh_interpreter: bool = False) -> subprocess.CompletedProcess[str]:
+    """`spanpipe <args>`: its exit code, output and errors. Forked (tests/forked.py) unless the
+    test is about the process itself (`fresh_interpreter`) or sets its environment."""
+    if fresh_interpreter or env is not None:
+        return subprocess.run([SPANPIPE, *args], capture_output=True, text=True, cwd=cwd,
+                              env={**os.environ, **(env or {})}, timeout=timeout)
+    with tempfile.TemporaryDirectory(prefix="spanpipe-cli-") as scratch:
+        return run_command(list(args), cwd or Path.cwd(), dict(os.environ), timeout, Path(scratch))
 
 
 def wait_for(predicate: Any, timeout: float, what: str = "a condition", poll: float = 0.25) -> None:

@@ -1,9 +1,11 @@
-"""Collector processes forked from a server process that has already imported what `spanpipe run`
-imports for the tests' default config (the CLI, the service, the OTLP receiver, batch, DuckDB;
-grpc, duckdb, pyarrow, aiohttp). Each is a real process running `spanpipe.cli.main(["run", …])` on
-its own ports, but skips the ~1.3 s of CPU an interpreter spends importing that code (~130 starts:
-a quarter of the suite's CPU). Tests whose subject is the process itself (its imports, memory,
-signal set-up, environment) exec the command instead (`Collector(fresh_interpreter=True)`)."""
+"""Collector and command processes forked from a server process that has already imported what
+`spanpipe run` imports for the tests' default config (the CLI, the service, the OTLP receiver,
+batch, DuckDB; grpc, duckdb, pyarrow, aiohttp). Each is a real process running
+`spanpipe.cli.main([...])` — a collector on its own ports, or a command such as `spanpipe sql` — but
+skips the ~1.3 s of CPU an interpreter spends importing that code (~130 collector starts: a quarter
+of the suite's CPU). Tests whose subject is the process itself (its imports, memory, signal set-up,
+environment) exec the command instead (`Collector(fresh_interpreter=True)`, `run_cli(...,
+fresh_interpreter=True)`)."""
 
 from __future__ import annotations
 
@@ -37,6 +39,34 @@ def _run(argv: list[str], cwd: str, log_path: str, env: dict[str, str]) -> None:
     os.environ.clear()
     os.environ.update(env)
     sys.exit(main(argv))
+
+
+def _run_captured(argv: list[str], cwd: str, out_path: str, err_path: str, env: dict[str, str]) -> None:
+    """In the child: the CLI with its output and errors in two files, as `subprocess.run` captures them."""
+    for fd, path in ((1, out_path), (2, err_path)):
+        opened = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+        os.dup2(opened, fd)
+        os.close(opened)
+    os.chdir(cwd)
+    os.environ.clear()
+    os.environ.update(env)
+    sys.exit(main(argv))
+
+
+def run_command(argv: list[str], cwd: Path, env: dict[str, str], timeout: float,
+                scratch: Path) -> subprocess.CompletedProcess[str]:
+    """`spanpipe <argv>` in a forked process: what `subprocess.run(capture_output=True, text=True)`
+    returns for the exec'd command, without its ~0.6 s of imports. `scratch` holds the captures."""
+    out, err = scratch / "stdout", scratch / "stderr"
+    process = _CONTEXT.Process(target=_run_captured, args=(argv, str(cwd), str(out), str(err), env))
+    process.start()
+    process.join(timeout)
+    if process.exitcode is None:
+        os.kill(process.pid, signal.SIGKILL)
+        process.join()
+        raise subprocess.TimeoutExpired(["spanpipe", *argv], timeout)
+    return subprocess.CompletedProcess(["spanpipe", *argv], process.exitcode,
+                                       out.read_text(errors="replace"), err.read_text(errors="replace"))
 
 
 class ForkedProcess:

@@ -90,7 +90,7 @@ def test_port_in_use_fails_start_with_a_clear_message(tmp_path):
     with Collector(tmp_path / "a", fresh_interpreter=True) as first:
         cfg = default_config(tmp_path / "b" / "spans.duckdb", first.grpc_port, free_port(), free_port())
         (tmp_path / "b" / "c.yaml").write_text(yaml.safe_dump(cfg))
-        r = run_cli("run", "--config", str(tmp_path / "b" / "c.yaml"), cwd=tmp_path / "b")
+        r = run_cli("run", "--config", str(tmp_path / "b" / "c.yaml"), cwd=tmp_path / "b", fresh_interpreter=True)
         assert r.returncode == 1
         assert f"cannot listen on 127.0.0.1:{first.grpc_port}" in r.stderr, r.stderr
         assert first.proc.poll() is None, "the first collector is unaffected"
