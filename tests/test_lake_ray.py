@@ -14,7 +14,7 @@ from typing import Iterator
 import pyarrow as pa
 import pytest
 
-from collector import SPANPIPE, Collector, wait_for
+from collector import SPANPIPE, Collector, run_cli, wait_for
 from spanpipe.warehouse.warehouse import Warehouse
 
 import ray  # noqa: E402 — the spanpipe[ray] extra, which make test installs
@@ -106,8 +106,7 @@ def test_ray_gives_what_duckdb_gives_on_the_same_lake(lake: Path, cluster: None)
 def test_triplets_cli_with_the_ray_engine(lake: Path, cluster: None) -> None:
     """The CLI joins the cluster in $RAY_ADDRESS, as on a real cluster (starting one of its own
     while this module's runs would cost 20 s of the suite's two cores)."""
-    duck = subprocess.run([SPANPIPE, "triplets", "--lake", str(lake), "--since", "0"], capture_output=True,
-                          text=True, timeout=120)
+    duck = run_cli("triplets", "--lake", str(lake), "--since", "0", timeout=120)
     env = {**os.environ, "RAY_ADDRESS": ray.get_runtime_context().gcs_address}
     via_ray = subprocess.run([SPANPIPE, "triplets", "--lake", str(lake), "--since", "0", "--engine", "ray"],
                              capture_output=True, text=True, timeout=300, env=env)

@@ -13,7 +13,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import requests
 
-from collector import SPANPIPE, Collector, wait_for
+from collector import SPANPIPE, Collector, run_cli, wait_for
 from spanpipe.warehouse.warehouse import Warehouse
 
 ROOT = Path(__file__).parents[1]
@@ -94,7 +94,7 @@ def test_ui_command_serves_a_file_and_a_lake_read_only_after_the_collector_stopp
         run_agent(c, IDS)
         wh = Warehouse.connect(c.query_url)
         wait_for(lambda: wh.sql("SELECT count(*) AS n FROM rollout_completions").column("n")[0].as_py() == 4, 20)
-        told = subprocess.run([SPANPIPE, "ui", "--db", str(c.db)], capture_output=True, text=True, timeout=30)
+        told = run_cli("ui", "--db", str(c.db), timeout=30)
         assert told.returncode == 0 and f"its viewer is at {c.query_url}/ui/" in told.stdout
         assert c.stop() == 0
 
@@ -118,7 +118,7 @@ def test_ui_command_serves_a_file_and_a_lake_read_only_after_the_collector_stopp
         finally:
             assert stop_ui(proc) == 0
 
-    missing = subprocess.run([SPANPIPE, "ui", "--db", str(tmp_path / "none.duckdb")], capture_output=True, text=True, timeout=30)
+    missing = run_cli("ui", "--db", str(tmp_path / "none.duckdb"), timeout=30)
     assert missing.returncode == 1 and "no warehouse at" in missing.stderr
 
 
