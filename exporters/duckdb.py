@@ -98,17 +98,16 @@ class DuckDBExporterConfig(ExporterHelperConfig):
     def validate_config(self) -> None:
         if not self.path:
             raise ValueError("path: must name the database file")
-        for key in ("checkpoint_threshold", "memory_limit"):
-            value = getattr(self, key)
-            if value is None:
-                continue
+        sizes = {key: value for key in ("checkpoint_threshold", "memory_limit")
+                 if (value := getattr(self, key)) is not None}
+        for key, value in sizes.items():
             if value.strip().startswith("-"):
                 raise ValueError(f"{key}: must not be negative, got '{value}'")
-            try:  # DuckDB's own parser decides what it accepts, at validate time rather than at run
-                duckdb.connect(":memory:", config={key: value}).close()
-            except duckdb.Error as exc:
-                raise ValueError(f"{key}: '{value}' is not a size DuckDB accepts (e.g. 512MB, 2GiB): "
-                                 f"{exc}") from None
+        if not sizes or _refusal(sizes) is None:  # one connection for both (~20 ms each)
+            return
+        for key, value in sizes.items():  # which one it refused
+            if (why := _refusal({key: value})) is not None:
+                raise ValueError(f"{key}: '{value}' is not a size DuckDB accepts (e.g. 512MB, 2GiB): {why}")
 
     def extension_refs(self) -> dict[str, str]:
         refs = super().extension_refs()
@@ -118,6 +117,16 @@ class DuckDBExporterConfig(ExporterHelperConfig):
 
 
 _UPSERT_SUMMARIES = upsert_attempt_summaries("__batch")
+
+
+def _refusal(settings: dict[str, str]) -> str | None:
+    """DuckDB's own parser on these settings (at validate time rather than at run): why it refuses
+    them, or None."""
+    try:
+        duckdb.connect(":memory:", config=settings).close()
+        return None
+    except duckdb.Error as exc:
+        return str(exc)
 
 
 def endpoint_file(db_path: str | Path) -> Path:

@@ -134,8 +134,9 @@ class Registry:
         """Every component installed in this environment. Two packages giving one type name is an
         error here, before anything is imported."""
         registry = cls([])
+        installed = entry_points()  # one scan of the installed distributions (~15 ms here), not one per kind
         for kind in KINDS:
-            for ep in entry_points(group=ENTRY_POINT_GROUP.format(kind=kind)):
+            for ep in installed.select(group=ENTRY_POINT_GROUP.format(kind=kind)):
                 other = registry._unloaded[kind].get(ep.name)
                 if other is not None and other.value != ep.value:
                     raise _two_named(kind, ep.name, _package(other), _package(ep))
