@@ -29,22 +29,11 @@ _CONTEXT.set_forkserver_preload(["spanpipe.cli", "spanpipe.service", "spanpipe.s
 _running: set[ForkedProcess] = set()
 
 
-def _run(argv: list[str], cwd: str, log_path: str, env: dict[str, str]) -> None:
-    """In the child: output to the log as the exec'd command's would go, then the CLI."""
-    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
-    os.dup2(fd, 1)
-    os.dup2(fd, 2)
-    os.close(fd)
-    os.chdir(cwd)
-    os.environ.clear()
-    os.environ.update(env)
-    sys.exit(main(argv))
-
-
-def _run_captured(argv: list[str], cwd: str, out_path: str, err_path: str, env: dict[str, str]) -> None:
-    """In the child: the CLI with its output and errors in two files, as `subprocess.run` captures them."""
+def _run(argv: list[str], cwd: str, out_path: str, err_path: str, env: dict[str, str], append: bool) -> None:
+    """In the child: output and errors where the exec'd command's would go (a collector's log, or
+    two captures as `subprocess.run` makes them), then the CLI."""
     for fd, path in ((1, out_path), (2, err_path)):
-        opened = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+        opened = os.open(path, os.O_WRONLY | os.O_CREAT | (os.O_APPEND if append else os.O_TRUNC))
         os.dup2(opened, fd)
         os.close(opened)
     os.chdir(cwd)
@@ -58,7 +47,7 @@ def run_command(argv: list[str], cwd: Path, env: dict[str, str], timeout: float,
     """`spanpipe <argv>` in a forked process: what `subprocess.run(capture_output=True, text=True)`
     returns for the exec'd command, without its ~0.6 s of imports. `scratch` holds the captures."""
     out, err = scratch / "stdout", scratch / "stderr"
-    process = _CONTEXT.Process(target=_run_captured, args=(argv, str(cwd), str(out), str(err), env))
+    process = _CONTEXT.Process(target=_run, args=(argv, str(cwd), str(out), str(err), env, False))
     process.start()
     process.join(timeout)
     if process.exitcode is None:
@@ -74,7 +63,7 @@ class ForkedProcess:
     exit status comes back through the server)."""
 
     def __init__(self, argv: list[str], cwd: Path, log_path: Path, env: dict[str, str]) -> None:
-        self._process = _CONTEXT.Process(target=_run, args=(argv, str(cwd), str(log_path), env))
+        self._process = _CONTEXT.Process(target=_run, args=(argv, str(cwd), str(log_path), str(log_path), env, True))
         self._process.start()
         self.pid = self._process.pid
         _running.add(self)
