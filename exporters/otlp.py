@@ -111,7 +111,7 @@ class OtlpClientExporter(QueuedExporter):
         if size > limit and items > 1:
             raise RequestTooLargeError(f"{self.id}: a request of {items} items is {size} bytes, over "
                                        f"max_request_size_mib ({self.config.max_request_size_mib})",
-                                       parts=min(items, math.ceil(size / (0.8 * limit))))
+                                       parts=math.ceil(size / (0.8 * limit)))
 
     def check_partial_success(self, response: ExportTraceServiceResponse | ExportLogsServiceResponse,
                               sent: int) -> None:

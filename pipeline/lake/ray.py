@@ -101,18 +101,16 @@ class _ReadAndBucket:
     (`_bucket`), on a Ray worker."""
 
     def __init__(self, fs: Any, wanted: list[str], buckets: int) -> None:
-        self.fs, self.wanted, self.buckets = fs, wanted, buckets
+        self.fs, self.order, self.buckets = fs, pa.array(wanted, pa.string()), buckets
 
     def __call__(self, paths: pa.Table) -> pa.Table:
         import pyarrow.parquet as pq
 
-        order = pa.array(self.wanted, pa.string())
-        columns = [name for name, _ in SPANS_COLUMNS]
         kept = []
         for path in paths.column("path").to_pylist():
-            table = pq.read_table(path, filesystem=self.fs, columns=columns, partitioning=None,
-                                  filters=pc.field("rollout_id").isin(order))
-            index = pc.index_in(table.column("rollout_id"), value_set=order).to_numpy(zero_copy_only=False)
+            table = pq.read_table(path, filesystem=self.fs, columns=[name for name, _ in SPANS_COLUMNS],
+                                  partitioning=None, filters=pc.field("rollout_id").isin(self.order))
+            index = pc.index_in(table.column("rollout_id"), value_set=self.order).to_numpy(zero_copy_only=False)
             kept.append(table.append_column("_bucket", pa.array(np.asarray(index, np.int64) % self.buckets)))
         return pa.concat_tables(kept, promote_options="permissive")
 
