@@ -10,16 +10,13 @@ batch: the span is kept without a reward, counted in `reward_malformed` and logg
 
 from __future__ import annotations
 
-import logging
-from typing import Any
-
 from pydantic import Field
 
 from spanpipe import events
 from spanpipe.component import BatchTransform, ComponentConfig, Consumer
-from spanpipe.derived import Derivation
+from spanpipe.processors.reward_reading import ReadRewards
 from spanpipe.registry import Factory
-from spanpipe.semconv.promoted_columns import DEFAULT_LLM_SPAN_NAME, Promoted, RewardReader
+from spanpipe.semconv.promoted_columns import DEFAULT_LLM_SPAN_NAME
 from spanpipe.spanbatch import SpanBatch
 from spanpipe.telemetry import counters
 from spanpipe.userregex import RegexError, compile_regex
@@ -37,28 +34,11 @@ class RewardConfig(ComponentConfig):
             raise ValueError(f"llm_span_name_pattern: {exc}") from None
 
 
-class ReadRewards(Derivation):
-    """What the processor reads from each span, for the decode workers to do."""
-
-    name = "reward"
-
-    def __init__(self, config: RewardConfig, log: logging.Logger | None = None) -> None:
-        self.config = config
-        self.key = f"{self.name}:{config.model_dump_json()}"
-        self.reader = RewardReader(config.llm_span_name_pattern, config.extra_keys, config.classify, log)
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return ReadRewards, (self.config,)  # the reader (compiled patterns) is built again there
-
-    def derive(self, batch: SpanBatch) -> Promoted:
-        return self.reader.read(batch)
-
-
 class RewardProcessor(BatchTransform):
     def __init__(self, component_id: str, config: RewardConfig, next_consumer: Consumer) -> None:
         super().__init__(component_id, next_consumer)
         self.config = config
-        self._derivation = ReadRewards(config, self.log)
+        self._derivation = ReadRewards(config.llm_span_name_pattern, config.extra_keys, config.classify, self.log)
         self.reader = self._derivation.reader
 
     def derivation(self) -> ReadRewards:

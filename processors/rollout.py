@@ -25,7 +25,6 @@ from __future__ import annotations
 import os
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -36,12 +35,11 @@ from spanpipe import events
 from spanpipe.component import BatchTransform, Consumer
 from spanpipe.component import ComponentConfig
 from spanpipe.configtypes import Duration
-from spanpipe.derived import Derivation
 from spanpipe.errors import PipelineError
 from spanpipe.periodic import Periodic
 from spanpipe.processors.idle_completion import IdleRollouts
+from spanpipe.processors.rollout_ids import ReadRolloutIds
 from spanpipe.registry import Factory
-from spanpipe.semconv.values import first_present
 from spanpipe.spanbatch import SpanBatch
 from spanpipe.telemetry import counters
 
@@ -62,21 +60,6 @@ class RolloutConfig(ComponentConfig):
     def validate_config(self) -> None:
         if not self.rollout_id_keys:
             raise ValueError("rollout_id_keys: list at least one key")
-
-
-def _as_int(v: Any) -> int | None:
-    if isinstance(v, bool):
-        return None
-    if isinstance(v, int):
-        return v
-    if isinstance(v, float) and v.is_integer():
-        return int(v)
-    if isinstance(v, str):
-        try:
-            return int(v)
-        except ValueError:
-            return None
-    return None
 
 
 class SequenceCounters:
@@ -112,57 +95,11 @@ class SequenceCounters:
             self._fh = None
 
 
-@dataclass(slots=True)
-class RolloutIds:
-    """The ids each span carries itself (or its resource does), before the trace memory fills
-    the gaps: `untagged` lists the spans with no rollout id."""
-
-    rollouts: list[str | None]
-    attempts: list[str | None]
-    given_seq: list[int | None]
-    untagged: list[int]
-
-
-class ReadRolloutIds(Derivation):
-    """The stateless part of the processor: ids read from each span and its resource."""
-
-    name = "rollout-ids"
-
-    def __init__(self, config: RolloutConfig) -> None:
-        self.config = config
-        self.key = f"{self.name}:" + config.model_dump_json(
-            include={"rollout_id_keys", "attempt_id_keys", "sequence_id_keys"})
-
-    def derive(self, batch: SpanBatch) -> RolloutIds:
-        cfg = self.config
-        n = len(batch)
-        out = RolloutIds([None] * n, [None] * n, [None] * n, [])
-        res_ids = [tuple(first_present(keys, r.attributes)
-                         for keys in (cfg.rollout_id_keys, cfg.attempt_id_keys, cfg.sequence_id_keys))
-                   for r in batch.resources]
-        for i, attrs in enumerate(batch.attributes):
-            res_rollout, res_attempt, res_seq = res_ids[batch.resource_index[i]]
-            rollout = first_present(cfg.rollout_id_keys, attrs)
-            if rollout is None:
-                rollout = res_rollout
-            if rollout is None:
-                out.untagged.append(i)
-                continue
-            attempt = first_present(cfg.attempt_id_keys, attrs)
-            if attempt is None:
-                attempt = res_attempt
-            seq = first_present(cfg.sequence_id_keys, attrs)
-            out.rollouts[i] = str(rollout)
-            out.attempts[i] = None if attempt is None else str(attempt)
-            out.given_seq[i] = _as_int(seq if seq is not None else res_seq)
-        return out
-
-
 class RolloutProcessor(BatchTransform):
     def __init__(self, component_id: str, config: RolloutConfig, next_consumer: Consumer) -> None:
         super().__init__(component_id, next_consumer)
         self.config = config
-        self._derivation = ReadRolloutIds(config)
+        self._derivation = ReadRolloutIds(config.rollout_id_keys, config.attempt_id_keys, config.sequence_id_keys)
         self.by_trace: OrderedDict[str, tuple[str, str | None]] = OrderedDict()
         self.started: OrderedDict[str, None] = OrderedDict()
         self.counters: SequenceCounters | None = None
