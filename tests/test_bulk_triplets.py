@@ -11,6 +11,7 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
+from spanpipe.adapters import bulk
 from spanpipe.adapters.bulk import bulk_triplets, stored_payloads_sql
 from spanpipe.adapters.span_columns import spans_to_columns
 from spanpipe.adapters.triplets import TripletAdapter
@@ -152,7 +153,8 @@ def _well_formed(wh: Warehouse, rollout_id: str) -> bool:
     return len(roots) == 1 and all(s["parent_span_id"] in ids for s in spans if s["parent_span_id"] is not None)
 
 
-def test_without_stored_payloads_the_same_triplets(tmp_path: Path, warehouse: tuple[Warehouse, dict[str, Any]]) -> None:
+def test_without_stored_payloads_the_same_triplets(tmp_path: Path, warehouse: tuple[Warehouse, dict[str, Any]],
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     """A file written before payloads were stored (or a lake): every payload is computed on read."""
     wh, ids = warehouse[0], list(warehouse[1])
     expected = TripletAdapter(wh).triplets(ids)
@@ -168,6 +170,15 @@ def test_without_stored_payloads_the_same_triplets(tmp_path: Path, warehouse: tu
     with Warehouse.open(path) as old:
         got = old.triplets(ids)
     assert comparable(got) == comparable(expected) and len(got) > 100
+    # The spans are read back a few ids per statement (a statement stays small), same result.
+    monkeypatch.setattr(bulk, "_PAIRS_PER_QUERY", 7, raising=False)
+    with Warehouse.open(path) as old:
+        statements: list[str] = []
+        sql = old.sql
+        monkeypatch.setattr(old, "sql", lambda q, *a, **k: statements.append(q) or sql(q, *a, **k))
+        assert comparable(old.triplets(ids)) == comparable(expected)
+    by_pairs = [q for q in statements if "generate_subscripts" in q]
+    assert len(by_pairs) > 10 and all(q.count('["') - 1 <= 7 for q in by_pairs)  # ids, then the type
 
 
 def test_payload_indexer_works_in_idle_time_and_bounds_its_backlog(warehouse: tuple[Warehouse, dict[str, Any]]) -> None:

@@ -7,6 +7,7 @@ import json
 import requests
 
 from collector import Collector, run_cli
+from spanpipe.warehouse import Warehouse
 from otlp_requests import make_request
 from test_otlp_http_grpc import grpc_export, wait_rows
 
@@ -56,6 +57,10 @@ def test_sql_through_a_running_collector_and_refusals(tmp_path):
                              headers={"Content-Type": "application/x-www-form-urlencoded"})
         assert resp.status_code == 200 and resp.json() == [{"x": 1}]
         assert len(wait_rows(c, 4)) == 4, "nothing was changed"
+        # A statement naming many ids inline, as the adapters build them (~2 MB of SQL).
+        many = ", ".join(f"'{i:032x}'" for i in range(60_000))
+        found = Warehouse.connect(c.query_url).sql(f"SELECT count(*) AS n FROM spans WHERE span_id IN ({many}, '{ids[0][1]}')")
+        assert found.column("n").to_pylist() == [1]
         assert c.stop() == 0
 
     # no collector: the file directly

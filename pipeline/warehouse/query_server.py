@@ -59,6 +59,11 @@ class QueryTooLarge(QueryRefused):
     pass
 
 
+# The adapters' statements name the rollouts they read inline (10,000 ids are ~0.4 MB of SQL);
+# aiohttp's own 1 MiB default refused a pull of ~25,000 rollouts.
+MAX_REQUEST_BYTES = 16 * 1024 * 1024
+
+
 class Query:
     """One running query: its cursor, so that another thread can interrupt it, and why it was."""
 
@@ -85,7 +90,7 @@ class QueryServer:
         self._running: set[Query] = set()
         self._running_lock = threading.Lock()
         self.authenticate = authenticate
-        app = web.Application(client_max_size=1024 * 1024, middlewares=[self._auth])
+        app = web.Application(client_max_size=MAX_REQUEST_BYTES, middlewares=[self._auth])
         self.viewer = None
         if ui:
             from spanpipe.ui.routes import WebViewer  # the viewer reads through the adapters, which import us
