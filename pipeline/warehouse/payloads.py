@@ -146,7 +146,7 @@ class PayloadIndexer:
     """
 
     def __init__(self, name: str, busy: Callable[[], bool], write: Callable[[pa.Table], None],
-                 max_rows: int = 50_000, quiet: float = 0.5, chunk: int = 64) -> None:
+                 max_rows: int = 16_384, quiet: float = 0.5, chunk: int = 64) -> None:
         self._busy, self._write, self._max_rows = busy, write, max_rows
         self._quiet, self._chunk = quiet, chunk
         self._busy_at = 0.0
