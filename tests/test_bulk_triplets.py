@@ -244,3 +244,32 @@ def test_attempts_come_in_the_order_they_started_on_both_paths(tmp_path: Path) -
     assert {t.attempt_id for t in latest if t.rollout_id in seen} <= {"at-m", "at-a"}
     assert {(t.rollout_id, t.attempt_id) for t in latest} == \
         {(rid, starts[rid][-1]) for rid in {t.rollout_id for t in latest}}  # latest = last to start
+
+
+def test_through_a_collector_stored_payloads_are_read_a_few_rollouts_per_statement(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A collector answers one statement with at most max_result_size_mib: a big pull's stored
+    payloads are read in parts, not given up on and computed again from every span."""
+    from tests.collector import Collector, wait_for
+    from tests.test_read_api import run_agent
+
+    ids = [f"ro-{n}" for n in range(1, 6)]
+    with Collector(tmp_path, processors={"rollout": {}, "reward": {}, "batch": {"timeout": "20ms"}}) as c:
+        run_agent(c, ids)
+        wh = Warehouse.connect(c.query_url)
+        wait_for(lambda: wh.sql("SELECT count(*) AS n FROM triplet_payloads").column("n")[0].as_py() == 10, 20,
+                 "the payload indexer")
+        monkeypatch.setattr(bulk, "ROLLOUTS_PER_REMOTE_READ", 2, raising=False)
+        reads: list[str] = []
+        background = wh.sql_in_background
+        monkeypatch.setattr(wh, "sql_in_background", lambda q: reads.append(q) or background(q))
+        computed: list[Any] = []
+        pairs = bulk._pairs_sql
+        monkeypatch.setattr(bulk, "_pairs_sql", lambda p: computed.append(p) or pairs(p))
+        got = wh.triplets(ids)
+        assert len([q for q in reads if "FROM triplet_payloads" in q]) == 3 and computed == []
+        assert c.stop() == 0
+    with Warehouse.open(c.db) as file:
+        expected = file.triplets(ids)
+    assert comparable(got) == comparable(expected) and len(got) == 10
+    assert all(t.prompt["token_ids"] for t in got)

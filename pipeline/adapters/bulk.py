@@ -11,6 +11,7 @@ group `forest.decide` is unsure of.
 
 from __future__ import annotations
 
+import logging
 import re
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -33,6 +34,9 @@ from spanpipe.warehouse.views import (EVERY_SHAPE, Shapes, events_with_logs_sql,
 
 if TYPE_CHECKING:
     from spanpipe.adapters.triplets import TripletAdapter
+    from spanpipe.warehouse.warehouse import Warehouse
+
+log = logging.getLogger("spanpipe.adapters.bulk")
 
 _KEYS = [*AGENT_KEYS, "agentlightning.operation.name"]
 _K = {k: i + 1 for i, k in enumerate(_KEYS)}
@@ -145,7 +149,7 @@ def bulk_triplets(adapter: TripletAdapter, rollout_ids: list[str]) -> BulkResult
     # the decisions, only on the rollouts.
     names = _TOKEN_NAMES if adapter.token_ids_only else _PAYLOAD_NAMES
     shapes = Shapes.of(adapter.warehouse, f"rollout_id IN (SELECT rollout_id FROM ({wanted_sql(rollout_ids)}))")
-    stored = adapter.warehouse.sql_in_background(stored_payloads_sql(rollout_ids, names, shapes))
+    stored = _read_stored(adapter.warehouse, rollout_ids, names, shapes)
     t = adapter.warehouse.sql(forest_query(rollout_ids, adapter.candidate_sql(shapes), adapter.attempts == "latest"))
     n = t.num_rows
     empty = BulkResult(pa.table({c: [] for c in (*TRIPLET_COLUMNS, "_k")}), set())
@@ -273,14 +277,31 @@ def stored_payloads_sql(rollout_ids: list[str], names: list[str] = _PAYLOAD_NAME
 WHERE version = {PAYLOAD_VERSION} AND rollout_id IN ({wanted}) {without_logs} {without_streams}"""
 
 
-def _stored(future: Future[pa.Table], names: list[str] = _PAYLOAD_NAMES) -> pa.Table:
-    try:
-        return future.result()
-    except WarehouseError:
-        # A read-only file from before payloads were stored has the table only on the opening
-        # connection (a temporary, empty one): every payload is computed from its span then.
+# A collector answers one statement with at most `query.max_result_size_mib` (256 MiB by default),
+# and 10,000 rollouts of stored payloads are more: through a collector they are read this many
+# rollouts at a time (~30 MB each), several statements at once.
+ROLLOUTS_PER_REMOTE_READ = 1000
+
+
+def _read_stored(warehouse: Warehouse, rollout_ids: list[str], names: list[str], shapes: Shapes) -> list[Future[pa.Table]]:
+    per = ROLLOUTS_PER_REMOTE_READ if warehouse.url is not None else max(len(rollout_ids), 1)
+    return [warehouse.sql_in_background(stored_payloads_sql(rollout_ids[i:i + per], names, shapes))
+            for i in range(0, max(len(rollout_ids), 1), per)]
+
+
+def _stored(futures: list[Future[pa.Table]], names: list[str] = _PAYLOAD_NAMES) -> pa.Table:
+    tables = []
+    for future in futures:
+        try:
+            tables.append(future.result())
+        except WarehouseError as exc:
+            # A read-only file from before payloads were stored has the table only on the opening
+            # connection (a temporary, empty one): every payload is computed from its span then.
+            log.debug("stored payloads not read (%s): computing them from the spans", exc)
+    if not tables:
         return pa.table({"key": pa.array([], pa.string()),
                          **{n: pa.array([], _TOKEN_IDS if n in _TOKEN_NAMES else PAYLOAD_FIELDS[n]) for n in names}})
+    return tables[0] if len(tables) == 1 else pa.concat_tables(tables)
 
 
 def _payload_rows(adapter: TripletAdapter, stored: pa.Table, trace_ids: pa.Array, span_ids: pa.Array,
