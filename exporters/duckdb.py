@@ -81,7 +81,7 @@ class RetentionConfig(BaseModel):
 class DuckDBExporterConfig(ExporterHelperConfig):
     # One writer per file and signal, merging queued requests; the local warehouse is never given up on.
     helper_defaults: ClassVar[dict[str, Any]] = {
-        "sending_queue": {"num_consumers": 1, "queue_size": 8, "block_on_overflow": True,
+        "sending_queue": {"num_consumers": 1, "queue_size": 4, "block_on_overflow": True,
                           "batch": {"max_size": 16384, "flush_timeout": "0s"}},
         "retry_on_failure": {"initial_interval": "100ms", "max_interval": "10s", "max_elapsed_time": "0s"},
     }
