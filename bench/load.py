@@ -284,7 +284,8 @@ def main() -> int:
     load_end = time.time()
     cpu1, rss_now = tree_stats(coll.pid, cpu_seen)
     main_cpu = cpu_seen[coll.pid] - main_cpu0
-    peak = max(peak, rss_now, proc_stats(coll.pid)[1])
+    main_peak = proc_stats(coll.pid)[1]  # VmHWM: what the memory_limiter's limit is about
+    peak = max(peak, rss_now)
     workers = len(tree_pids(coll.pid)) - 1
     probes = idle_probe(f"127.0.0.1:{port}", coll.pid, args.idle_probe) if args.idle_probe else []
     coll.send_signal(signal.SIGTERM)
@@ -319,6 +320,7 @@ def main() -> int:
     client_cpu = sum(r["cpu"] for r in results)
     print(f"load clients CPU         {client_cpu / (load_end - start_at) * 100:.0f}% of one core")
     print(f"collector peak RSS       {peak / 2**20:.0f} MiB (all its processes)")
+    print(f"  of which the collector {main_peak / 2**20:.0f} MiB (VmHWM of the collector process alone)")
     marks = [timeline[int(len(timeline) * q) - 1] for q in (0.1, 0.25, 0.5, 0.75, 1.0)] if timeline else []
     print("collector RSS over time  " + ", ".join(f"{t:.0f}s {r / 2**20:.0f}MiB" for t, r in marks))
     if probes:
