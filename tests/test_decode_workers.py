@@ -167,6 +167,9 @@ def test_workers_store_exactly_what_in_process_decoding_stores(tmp_path):
             assert r.status_code == 200, r.text
             wait_for(lambda: len(stored(c)) == len(ids) + len(json_ids), 15, "the spans stored")
             rows[workers] = stored(c)
+            if workers:  # a worker decodes without pyarrow or pydantic (~100 MiB of RSS each)
+                maps = Path(f"/proc/{decode_workers(c.proc.pid)[0]}/maps").read_text()
+                assert "libarrow" not in maps and "_pydantic_core" not in maps
             assert c.stop() == 0
     assert rows[0] == rows[1]
     assert any('"bytes":"AAH+/w=="' in r["attributes"] for r in rows[1])

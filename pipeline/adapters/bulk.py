@@ -297,7 +297,9 @@ def _stored(futures: list[Future[pa.Table]], names: list[str] = _PAYLOAD_NAMES) 
         except WarehouseError as exc:
             # A read-only file from before payloads were stored has the table only on the opening
             # connection (a temporary, empty one): every payload is computed from its span then.
-            log.debug("stored payloads not read (%s): computing them from the spans", exc)
+            # A collector's refusal (it has the table) is worth a line: the pull gets far slower.
+            log.log(logging.WARNING if exc.status else logging.DEBUG,
+                    "stored payloads not read (%s): computing them from the spans", exc)
     if not tables:
         return pa.table({"key": pa.array([], pa.string()),
                          **{n: pa.array([], _TOKEN_IDS if n in _TOKEN_NAMES else PAYLOAD_FIELDS[n]) for n in names}})
