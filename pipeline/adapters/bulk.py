@@ -284,9 +284,10 @@ ROLLOUTS_PER_REMOTE_READ = 1000
 
 
 def _read_stored(warehouse: Warehouse, rollout_ids: list[str], names: list[str], shapes: Shapes) -> list[Future[pa.Table]]:
-    per = ROLLOUTS_PER_REMOTE_READ if warehouse.url is not None else max(len(rollout_ids), 1)
+    n = len(rollout_ids)
+    per = ROLLOUTS_PER_REMOTE_READ if warehouse.url is not None else n or 1
     return [warehouse.sql_in_background(stored_payloads_sql(rollout_ids[i:i + per], names, shapes))
-            for i in range(0, max(len(rollout_ids), 1), per)]
+            for i in range(0, n, per)]
 
 
 def _stored(futures: list[Future[pa.Table]], names: list[str] = _PAYLOAD_NAMES) -> pa.Table:

@@ -102,13 +102,14 @@ class _ReadAndBucket:
 
     def __init__(self, fs: Any, wanted: list[str], buckets: int) -> None:
         self.fs, self.order, self.buckets = fs, pa.array(wanted, pa.string()), buckets
+        self.columns = [name for name, _ in SPANS_COLUMNS]
 
     def __call__(self, paths: pa.Table) -> pa.Table:
         import pyarrow.parquet as pq
 
         kept = []
         for path in paths.column("path").to_pylist():
-            table = pq.read_table(path, filesystem=self.fs, columns=[name for name, _ in SPANS_COLUMNS],
+            table = pq.read_table(path, filesystem=self.fs, columns=self.columns,
                                   partitioning=None, filters=pc.field("rollout_id").isin(self.order))
             index = pc.index_in(table.column("rollout_id"), value_set=self.order).to_numpy(zero_copy_only=False)
             kept.append(table.append_column("_bucket", pa.array(np.asarray(index, np.int64) % self.buckets)))
