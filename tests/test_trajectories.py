@@ -18,7 +18,8 @@ import json
 
 from collector import run_cli, wait_for
 from examples.fake_openai import FakeOpenAI, answer, logprob_of, prompt_tokens, tokens
-from spanpipe.adapters.trajectories import SAMPLE_SCHEMA, BREAK_SCHEMA, Call, Trajectories, merge_calls, merge_reference, stale
+from spanpipe.adapters.trajectories import SAMPLE_SCHEMA, BREAK_SCHEMA, Trajectories, merge_reference, stale
+from spanpipe.adapters.trajectory_merge import REASON_NAMES, FlatCalls, merge_calls, offsets_of, sample_tokens
 from spanpipe.warehouse.warehouse import Warehouse
 from gateway_collector import Gateway
 
@@ -45,29 +46,61 @@ def random_attempt(rng: random.Random, n_calls: int) -> list[dict]:
     return calls
 
 
-def as_calls(raw: list[dict]) -> list[Call]:
-    return [Call("r", "a", c["span_id"], np.array(c["prompt"], np.int32), np.array(c["response"], np.int32),
-                 np.array(c["logprobs"][:len(c["response"])], np.float32), None, c["agent"], c["version"],
-                 bool(c["prompt"] and c["response"])) for c in raw]
+def as_flat_calls(attempts: list[list[dict]]) -> FlatCalls:
+    """Several attempts' calls, one after the other, as the flat arrays the merge reads."""
+    calls = [c for raw in attempts for c in raw]
+    p_len = np.array([len(c["prompt"]) for c in calls], np.int64)
+    r_len = np.array([len(c["response"]) for c in calls], np.int64)
+    p_off, r_off = offsets_of(p_len), offsets_of(r_len)
+    codes: dict[str, int] = {}
+    return FlatCalls(
+        group=np.repeat(np.arange(len(attempts)), [len(raw) for raw in attempts]),
+        agent=np.array([codes.setdefault(c["agent"], len(codes)) for c in calls], np.int64),
+        version=np.array([codes.setdefault(c["version"], len(codes)) for c in calls], np.int64),
+        prompt_values=np.array([t for c in calls for t in c["prompt"]], np.int32),
+        prompt_start=p_off[:-1], prompt_end=p_off[1:],
+        response_values=np.array([t for c in calls for t in c["response"]], np.int32),
+        response_start=r_off[:-1], response_end=r_off[1:],
+        logprobs=np.array([x for c in calls for x in c["logprobs"][:len(c["response"])]], np.float32))
 
 
 def test_the_numpy_merge_equals_the_reference_on_random_rollouts():
     rng = random.Random(7)
-    reasons = set()
-    for _ in range(400):
-        raw = random_attempt(rng, rng.randrange(1, 14))
-        samples, breaks = merge_calls(as_calls(raw), "prefix")
-        ref_samples, ref_breaks = merge_reference(raw)
-        assert [(b[3], b[4]) for b in breaks] == ref_breaks
-        assert len(samples) == len(ref_samples)
-        for s, r in zip(samples, ref_samples):
-            assert s.prompt.tolist() == r["prompt"] and s.span_ids == r["spans"]
-            ids, mask, logprobs = s.response()
-            assert ids.tolist() == r["response"] and mask.tolist() == r["mask"]
-            assert np.allclose(logprobs, np.array(r["logprobs"], np.float32), equal_nan=True)
-        reasons |= {b[3] for b in breaks}
-    assert reasons == {"no_token_ids", "not_a_prefix", "response_retokenized", "different_agent",
-                       "different_model_version"}  # the random rollouts exercised every reason
+    attempts = [random_attempt(rng, rng.randrange(1, 14)) for _ in range(400)]
+    calls = as_flat_calls(attempts)
+    merged = merge_calls(calls, "prefix")
+    tokens = sample_tokens(calls, merged)
+    span_of = [c["span_id"] for raw in attempts for c in raw]
+    attempt_of = np.repeat(np.arange(len(attempts)), [len(raw) for raw in attempts])
+    got_breaks = [(int(attempt_of[i]), REASON_NAMES[r], None if p < 0 else p) for i, r, p in
+                  zip(merged.break_call.tolist(), merged.break_reason.tolist(), merged.break_position.tolist())]
+    expected_breaks, expected_samples = [], []
+    for a, raw in enumerate(attempts):
+        samples, breaks = merge_reference(raw)
+        expected_breaks += [(a, reason, position) for reason, position in breaks]
+        expected_samples += samples
+    assert got_breaks == expected_breaks
+    assert len(merged.first) == len(expected_samples)
+    p_off, r_off = tokens.prompt_offsets, tokens.response_offsets
+    for s, ref in enumerate(expected_samples):
+        assert tokens.prompt_ids[p_off[s]:p_off[s + 1]].tolist() == ref["prompt"]
+        assert span_of[merged.first[s]:merged.last[s] + 1] == ref["spans"]
+        assert tokens.response_ids[r_off[s]:r_off[s + 1]].tolist() == ref["response"]
+        assert tokens.response_mask[r_off[s]:r_off[s + 1]].tolist() == ref["mask"]
+        assert np.allclose(tokens.response_logprobs[r_off[s]:r_off[s + 1]], np.array(ref["logprobs"], np.float32),
+                           equal_nan=True)
+    assert {b[1] for b in got_breaks} == {"no_token_ids", "not_a_prefix", "response_retokenized", "different_agent",
+                                          "different_model_version"}  # the random rollouts exercised every reason
+
+
+def test_merge_none_makes_one_sample_per_call_with_ids():
+    rng = random.Random(3)
+    attempts = [random_attempt(rng, 6) for _ in range(30)]
+    calls = as_flat_calls(attempts)
+    merged = merge_calls(calls, "none")
+    with_ids = [i for i, c in enumerate(c for raw in attempts for c in raw) if c["prompt"] and c["response"]]
+    assert merged.first.tolist() == with_ids and merged.last.tolist() == with_ids
+    assert {REASON_NAMES[r] for r in merged.break_reason.tolist()} <= {"no_token_ids"}
 
 
 def test_staleness_compares_versions_as_integers_when_they_parse():

@@ -12,7 +12,7 @@ logprobs. Otherwise a new sample starts and `.breaks` says why — never a re-to
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from collections import Counter
 from typing import TYPE_CHECKING, Any, Iterable, Literal
 
 import numpy as np
@@ -25,12 +25,13 @@ from spanpipe.semconv.llm_call import GATEWAY_SCOPE
 from spanpipe.warehouse.payloads import PAYLOAD_VERSION
 from spanpipe.warehouse.source import WarehouseError
 from spanpipe.adapters.bulk import wanted_sql
+from spanpipe.adapters.trajectory_merge import (REASON_NAMES, FlatCalls, Merge, merge_calls, offsets_of, ranges,
+                                               sample_tokens)
 from spanpipe.adapters.triplet_types import TokenLists, one_array
 
 if TYPE_CHECKING:
     from spanpipe.warehouse.source import SqlSource
 
-Merge = Literal["prefix", "none"]
 RewardMode = Literal["final", "per_turn"]
 
 MODEL_VERSION = "spanpipe.model_version"
@@ -46,103 +47,6 @@ BREAK_SCHEMA = pa.schema([("rollout_id", pa.string()), ("attempt_id", pa.string(
                           ("reason", pa.string()), ("position", pa.int64())])
 BREAK_REASONS = ("no_token_ids", "not_a_prefix", "response_retokenized", "different_agent",
                  "different_model_version")
-
-
-@dataclass
-class Call:
-    """One LLM call as the merge sees it (token ids as int32 NumPy arrays)."""
-
-    rollout_id: str
-    attempt_id: str | None
-    span_id: str
-    prompt: np.ndarray
-    response: np.ndarray
-    logprobs: np.ndarray  # float32, NaN where unknown; as long as `response`
-    reward: float | None
-    agent: str | None
-    model_version: str
-    has_ids: bool
-
-
-@dataclass
-class Sample:
-    """Consecutive calls merged into one sample. Each call's prompt continues the previous call's
-    prompt + response, so the whole sample is the last call's prompt + response: the first
-    call's prompt is the sample's prompt, the rest is the response."""
-
-    calls: list[Call] = field(default_factory=list)
-
-    @property
-    def span_ids(self) -> list[str]:
-        return [c.span_id for c in self.calls]
-
-    @property
-    def versions(self) -> list[str]:
-        return [c.model_version for c in self.calls]
-
-    @property
-    def rewards(self) -> list[float | None]:
-        return [c.reward for c in self.calls]
-
-    @property
-    def prompt(self) -> np.ndarray:
-        return self.calls[0].prompt
-
-    def response(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(response ids, mask, logprobs): mask 1 and the sampling logprobs on each call's own
-        response tokens, mask 0 and NaN on what came between (tools, environment, user)."""
-        first, last = self.calls[0], self.calls[-1]
-        base = len(first.prompt)
-        ids = np.concatenate([last.prompt[base:], last.response])
-        mask = np.zeros(len(ids), np.int8)
-        logprobs = np.full(len(ids), np.nan, np.float32)
-        for c in self.calls:
-            at = len(c.prompt) - base
-            mask[at:at + len(c.response)] = 1
-            logprobs[at:at + len(c.response)] = c.logprobs
-        return ids, mask, logprobs
-
-
-def first_difference(a: np.ndarray, b: np.ndarray) -> int:
-    """The first index where `a` and `b` differ (the shorter length when one is a prefix)."""
-    n = min(len(a), len(b))
-    diff = np.flatnonzero(a[:n] != b[:n])
-    return int(diff[0]) if len(diff) else n
-
-
-def merge_calls(calls: list[Call], merge: Merge) -> tuple[list[Sample], list[tuple[str, str | None, str, str, int | None]]]:
-    """Samples and breaks (rollout, attempt, span, reason, position) of one attempt's calls, in
-    order. The prefix test is one memcmp per call (`bytes.startswith`) on the previous call's
-    prompt + response; arrays are built once per sample."""
-    samples: list[Sample] = []
-    breaks: list[tuple[str, str | None, str, str, int | None]] = []
-    current: Sample | None = None
-    previous = b""
-    for call in calls:
-        if not call.has_ids:
-            breaks.append((call.rollout_id, call.attempt_id, call.span_id, "no_token_ids", None))
-            current = None
-            continue
-        prompt_bytes = call.prompt.tobytes()
-        if merge == "prefix" and current is not None:
-            last = current.calls[-1]
-            reason, position = None, None
-            if call.agent != last.agent:
-                reason = "different_agent"
-            elif call.model_version != last.model_version:
-                reason = "different_model_version"
-            elif prompt_bytes.startswith(previous):
-                current.calls.append(call)
-                previous = prompt_bytes + call.response.tobytes()
-                continue
-            else:
-                position = first_difference(call.prompt, np.concatenate([last.prompt, last.response]))
-                reason = "response_retokenized" if position >= len(current.prompt) else "not_a_prefix"
-            breaks.append((call.rollout_id, call.attempt_id, call.span_id, reason, position))
-        current = Sample([call])
-        samples.append(current)
-        previous = prompt_bytes + call.response.tobytes()
-    return samples, breaks
 
 
 def merge_reference(calls: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[tuple[str, int | None]]]:
@@ -281,49 +185,63 @@ class TrajectoryBuilder:
         rollouts = list(dict.fromkeys(table.column("rollout_id").to_pylist()))
         # as a relation: DuckDB binds a literal list of 10,000 ids ~0.15 s slower, in each query
         ids = f"SELECT rollout_id FROM ({wanted_sql(rollouts)})"
-        extra = self._span_facts(ids)
-        finals = self._final_rewards(ids) if reward == "final" else {}
-        tasks = self._task_ids(ids)
-        groups = self._calls(table, chosen.token_lists(), extra)
-        rows: dict[str, list[Any]] = {name: [] for name in SAMPLE_SCHEMA.names}
-        breaks: list[tuple[str, str | None, str, str, int | None]] = []
-        stale_count: dict[str, int] = {}
-        for (rid, aid), calls in groups.items():
-            samples, brk = merge_calls(calls, merge)
-            breaks += brk
-            index = 0
-            for s in samples:
-                if stale(s.versions, current_version, max_staleness):
-                    stale_count[rid] = stale_count.get(rid, 0) + 1
-                    continue
-                per_turn = [r for r in s.rewards if r is not None]
-                ids, mask, logprobs = s.response()
-                rows["rollout_id"].append(rid)
-                rows["attempt_id"].append(aid)
-                rows["sample_index"].append(index)
-                rows["prompt_ids"].append(s.prompt)
-                rows["response_ids"].append(ids)
-                rows["response_mask"].append(mask)
-                rows["response_logprobs"].append(logprobs)
-                rows["reward"].append(finals.get(rid) if reward == "final" else (sum(per_turn) if per_turn else None))
-                rows["num_turns"].append(len(s.span_ids))
-                rows["span_ids"].append(s.span_ids)
-                rows["model_versions"].append(s.versions)
-                rows["task_id"].append(tasks.get(rid))
-                index += 1
-        produced = set(rows["rollout_id"])
+        facts = self._span_facts(ids)
+        calls, described = self._calls(table, chosen.token_lists(), facts)
+        merged = merge_calls(calls, merge)
+        first, last = merged.first, merged.last
+        # a sample is left out when any of its calls has a stale model version
+        stale_call = _stale_calls(described["version"], current_version, max_staleness)
+        stale_sample = _any_in_runs(stale_call, first, last)
+        keep = ~stale_sample
+        kept_first, kept_last = first[keep], last[keep]
+        tokens = sample_tokens(calls, merged, keep)
+
+        def per_sample(name: str) -> pa.Array:
+            return described[name].take(pa.array(kept_first))
+
+        sample_rollouts = per_sample("rollout_id")
+        if reward == "final":
+            sample_reward = _lookup(sample_rollouts, self._final_rewards(ids), pa.float64())
+        else:
+            sample_reward = _sum_in_runs(described["reward"], kept_first, kept_last)
+        turns = (kept_last - kept_first + 1).astype(np.int32)
+        members = ranges(kept_first, turns)
+        member_offsets = pa.array(offsets_of(turns).astype(np.int32))
+        versions = pc.fill_null(described["version"], "")
+        out = pa.table({
+            "rollout_id": sample_rollouts,
+            "attempt_id": per_sample("attempt_id"),
+            "sample_index": pa.array(_index_in_runs(calls.group[kept_first]), pa.int32()),
+            "prompt_ids": _lists(tokens.prompt_offsets, tokens.prompt_ids, pa.int32()),
+            "response_ids": _lists(tokens.response_offsets, tokens.response_ids, pa.int32()),
+            "response_mask": _lists(tokens.response_offsets, tokens.response_mask, pa.int8()),
+            "response_logprobs": _lists(tokens.response_offsets, tokens.response_logprobs, pa.float32()),
+            "reward": sample_reward,
+            "num_turns": pa.array(turns, pa.int32()),
+            "span_ids": pa.ListArray.from_arrays(member_offsets, described["span_id"].take(pa.array(members))),
+            "model_versions": pa.ListArray.from_arrays(member_offsets, versions.take(pa.array(members))),
+            "task_id": _lookup(sample_rollouts, self._task_ids(ids), pa.string()),
+        }, schema=SAMPLE_SCHEMA)
+
+        produced = set(sample_rollouts.to_pylist())
+        stale_count = Counter(described["rollout_id"].take(pa.array(first[stale_sample])).to_pylist())
         for rid in rollouts:
-            if rid not in produced:
-                if stale_count.get(rid):
-                    reasons[rid] = f"{stale_count[rid]} sample(s) left out: a model version older than " \
-                                   f"{current_version} - {max_staleness}"
-                else:
-                    reasons[rid] = "no LLM call with token ids (see .breaks: no_token_ids)"
-        out = pa.table({name: _column(rows[name], SAMPLE_SCHEMA.field(name).type) for name in SAMPLE_SCHEMA.names},
-                       schema=SAMPLE_SCHEMA)
-        brk_table = pa.table([pa.array([b[k] for b in breaks], BREAK_SCHEMA.field(k).type) for k in range(5)],
-                             schema=BREAK_SCHEMA)
-        return Trajectories(out, brk_table, reasons, chosen.cursor)
+            if rid in produced:
+                continue
+            if stale_count[rid]:
+                reasons[rid] = f"{stale_count[rid]} sample(s) left out: a model version older than " \
+                               f"{current_version} - {max_staleness}"
+            else:
+                reasons[rid] = "no LLM call with token ids (see .breaks: no_token_ids)"
+        at = pa.array(merged.break_call)
+        breaks = pa.table({
+            "rollout_id": described["rollout_id"].take(at),
+            "attempt_id": described["attempt_id"].take(at),
+            "span_id": described["span_id"].take(at),
+            "reason": pa.array([REASON_NAMES[r] for r in merged.break_reason.tolist()], pa.string()),
+            "position": pa.array(merged.break_position, pa.int64(), mask=merged.break_position < 0),
+        }, schema=BREAK_SCHEMA)
+        return Trajectories(out, breaks, reasons, chosen.cursor)
 
     # ---- what the triplets table does not carry ------------------------------------------------
     def _span_facts(self, ids: str) -> pa.Table:
@@ -357,10 +275,11 @@ class TrajectoryBuilder:
             f"'{GATEWAY_SCOPE}') AND attributes->>'{TASK_ID}' IS NOT NULL GROUP BY rollout_id")
         return dict(zip(t.column("rollout_id").to_pylist(), t.column("task").to_pylist()))
 
-    def _calls(self, table: pa.Table, tokens: TokenLists, facts: pa.Table) -> dict[tuple[str, str | None], list[Call]]:
-        """The triplets as Calls, grouped by (rollout, attempt), each group in call order. Token ids
-        and logprobs stay in flat arrays (triplet i's at row `tokens.row[i]`); a Call holds views
-        into them."""
+    def _calls(self, table: pa.Table, tokens: TokenLists, facts: pa.Table) -> tuple[FlatCalls, dict[str, pa.Array]]:
+        """The triplets as flat calls in call order (attempt by attempt, in the triplets' order;
+        inside one by sequence id, nulls last, then start time), and beside them, in the same
+        order, what the table needs of each call: rollout_id, attempt_id, span_id, reward, version.
+        Token ids stay where the stored payloads were read (triplet i's at row `tokens.row[i]`)."""
         n = table.num_rows
         at = pc.index_in(table.column("span_id"), value_set=facts.column("span_id"))
         known = ~at.is_null().to_numpy(zero_copy_only=False)
@@ -370,30 +289,33 @@ class TrajectoryBuilder:
         seq_col = table.column("sequence_id")
         seq_null = seq_col.is_null().to_numpy(zero_copy_only=False)
         seq = seq_col.fill_null(0).to_numpy()
-        order = np.lexsort((np.arange(n), start, seq, seq_null))  # sequence id (nulls last), start, position
+        group = _first_seen_codes(table.column("rollout_id"), table.column("attempt_id"))
+        order = np.lexsort((np.arange(n), start, seq, seq_null, group))
 
-        p_vals, p_off = tokens.prompts.values.to_numpy(zero_copy_only=False), tokens.prompts.offsets.to_numpy()
-        r_vals, r_off = tokens.responses.values.to_numpy(zero_copy_only=False), tokens.responses.offsets.to_numpy()
-        p_start, p_end = p_off[tokens.row], p_off[tokens.row + 1]
-        r_start, r_end = r_off[tokens.row], r_off[tokens.row + 1]
-        logprobs = _aligned_logprobs(one_array(facts.column("logprobs")) if facts.num_rows else None,
-                                     row, known, r_start, r_end - r_start, len(r_vals))
-        rollouts, attempts = table.column("rollout_id").to_pylist(), table.column("attempt_id").to_pylist()
-        span_ids, rewards = table.column("span_id").to_pylist(), table.column("reward").to_pylist()
-        agents = _agents(table.column("metadata"))
-        versions = (pc.take(facts.column("version"), pa.array(row)).to_pylist() if facts.num_rows else [None] * n)
-        known_l = known.tolist()  # plain ints index faster
-        p_start_l, p_end_l, r_start_l, r_end_l = p_start.tolist(), p_end.tolist(), r_start.tolist(), r_end.tolist()
-        groups: dict[tuple[str, str | None], list[Call]] = {}
-        for key in zip(rollouts, attempts):  # groups in the triplets' order, calls in call order
-            groups.setdefault(key, [])
-        for i in order.tolist():
-            p0, p1, r0, r1 = p_start_l[i], p_end_l[i], r_start_l[i], r_end_l[i]
-            version = versions[i] if known_l[i] else None
-            groups[(rollouts[i], attempts[i])].append(Call(
-                rollouts[i], attempts[i], span_ids[i], p_vals[p0:p1], r_vals[r0:r1], logprobs[r0:r1],
-                rewards[i], agents[i], version or "", p1 > p0 and r1 > r0))
-        return groups
+        p_off, r_off = tokens.prompts.offsets.to_numpy(), tokens.responses.offsets.to_numpy()
+        token_row = tokens.row[order]
+        r_start = r_off[token_row]
+        r_len = r_off[token_row + 1] - r_start
+        r_vals = tokens.responses.values.to_numpy(zero_copy_only=False)
+        if facts.num_rows:
+            logprobs = _aligned_logprobs(one_array(facts.column("logprobs")), row[order], known[order], r_start,
+                                         r_len, len(r_vals))
+            version = pc.if_else(pa.array(known), one_array(facts.column("version")).take(pa.array(row)),
+                                 pa.nulls(n, pa.string()))
+        else:
+            logprobs, version = np.full(len(r_vals), np.nan, np.float32), pa.nulls(n, pa.string())
+        agent = pa.array(_agents(table.column("metadata")), pa.string())
+        taken = pa.array(order)
+        described = {name: one_array(table.column(name).take(taken))
+                     for name in ("rollout_id", "attempt_id", "span_id", "reward")}
+        described["version"] = version.take(taken)
+        calls = FlatCalls(
+            group=group[order], agent=_codes(agent.take(taken)), version=_codes(pc.fill_null(described["version"], "")),
+            prompt_values=tokens.prompts.values.to_numpy(zero_copy_only=False),
+            prompt_start=p_off[token_row].astype(np.int64), prompt_end=p_off[token_row + 1].astype(np.int64),
+            response_values=r_vals, response_start=r_start.astype(np.int64),
+            response_end=(r_start + r_len).astype(np.int64), logprobs=logprobs)
+        return calls, described
 
 
 def _aligned_logprobs(lists: pa.ListArray | None, row: np.ndarray, known: np.ndarray, r_start: np.ndarray,
@@ -410,9 +332,7 @@ def _aligned_logprobs(lists: pa.ListArray | None, row: np.ndarray, known: np.nda
     take = np.where(has, np.minimum(offsets[row + 1] - src_start, r_len), 0)
     if not take.any():
         return out
-    before = np.concatenate([[0], np.cumsum(take)[:-1]])  # entries taken for the calls before each
-    within = np.arange(int(take.sum())) - np.repeat(before, take)  # 0, 1, … inside each call
-    out[np.repeat(r_start, take) + within] = values[np.repeat(src_start, take) + within]
+    out[ranges(r_start, take)] = values[ranges(src_start, take)]
     return out
 
 
@@ -429,10 +349,64 @@ def _agents(metadata: pa.ChunkedArray) -> list[str | None]:
     return out
 
 
-def _column(values: list[Any], type_: pa.DataType) -> pa.Array:
-    if pa.types.is_list(type_) and values and isinstance(values[0], np.ndarray):
-        lengths = np.fromiter((len(v) for v in values), np.int64, len(values))
-        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
-        flat = np.concatenate(values).astype(type_.value_type.to_pandas_dtype())
-        return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), pa.array(flat, type_.value_type))
-    return pa.array(values, type_)
+def _first_seen_codes(rollouts: pa.ChunkedArray, attempts: pa.ChunkedArray) -> np.ndarray:
+    """A code per (rollout, attempt) pair, numbered in the order the pairs first appear."""
+    r = _codes(rollouts)
+    a = _codes(attempts)
+    key = r * (int(a.max(initial=0)) + 1) + a
+    _, first_at, inverse = np.unique(key, return_index=True, return_inverse=True)
+    rank = np.empty(len(first_at), np.int64)
+    rank[np.argsort(first_at, kind="stable")] = np.arange(len(first_at))
+    return rank[inverse.reshape(-1)]
+
+
+def _codes(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """Integer codes of the values (null is a value of its own)."""
+    encoded = pc.dictionary_encode(values, null_encoding="encode")
+    if isinstance(encoded, pa.ChunkedArray):
+        encoded = encoded.combine_chunks()
+    return encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+
+
+def _stale_calls(versions: pa.Array, current_version: str | None, max_staleness: int | None) -> np.ndarray:
+    """Per call: is its model version stale? Decided once per distinct version."""
+    if max_staleness is None or current_version is None or len(versions) == 0:
+        return np.zeros(len(versions), bool)
+    encoded = pc.dictionary_encode(pc.fill_null(versions, ""))
+    verdict = np.array([stale([v], current_version, max_staleness) for v in encoded.dictionary.to_pylist()], bool)
+    return verdict[encoded.indices.to_numpy(zero_copy_only=False)]
+
+
+def _run_sums(values: np.ndarray, first: np.ndarray, last: np.ndarray) -> np.ndarray:
+    """Sum of values[first[s]..last[s]] for each run s."""
+    total = np.concatenate([[0], np.cumsum(values)])
+    return total[last + 1] - total[first]
+
+
+def _any_in_runs(flags: np.ndarray, first: np.ndarray, last: np.ndarray) -> np.ndarray:
+    return _run_sums(flags.astype(np.int64), first, last) > 0
+
+
+def _sum_in_runs(rewards: pa.Array, first: np.ndarray, last: np.ndarray) -> pa.Array:
+    """Per run: the sum of its calls' rewards, null when none of them has one."""
+    given = ~rewards.is_null().to_numpy(zero_copy_only=False)
+    values = pc.fill_null(rewards, 0.0).to_numpy(zero_copy_only=False).astype(np.float64)
+    sums = _run_sums(values, first, last)
+    return pa.array(sums, pa.float64(), mask=~_any_in_runs(given, first, last))
+
+
+def _index_in_runs(group: np.ndarray) -> np.ndarray:
+    """0, 1, 2… restarting wherever `group` changes."""
+    n = len(group)
+    begins = np.concatenate([[True], group[1:] != group[:-1]]) if n else np.zeros(0, bool)
+    return np.arange(n) - np.maximum.accumulate(np.where(begins, np.arange(n), 0)) if n else np.zeros(0, np.int64)
+
+
+def _lookup(keys: pa.Array, mapping: dict[str, Any], type_: pa.DataType) -> pa.Array:
+    """mapping[key] for each key (null where absent)."""
+    names = pa.array(list(mapping), pa.string())
+    return pa.array(list(mapping.values()), type_).take(pc.index_in(keys, value_set=names))
+
+
+def _lists(offsets: np.ndarray, values: np.ndarray, type_: pa.DataType) -> pa.Array:
+    return pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), pa.array(values, type_))
