@@ -177,15 +177,18 @@ class TrajectoryBuilder:
             raise ValueError(f"merge must be 'prefix' or 'none', got {merge!r}")
         if reward not in ("final", "per_turn"):
             raise ValueError(f"reward must be 'final' or 'per_turn', got {reward!r}")
-        chosen = self.triplets.triplets(rollout_ids, since=since, mode=mode)
+        # Asked for by id, what the triplets do not carry is read meanwhile (DuckDB works outside
+        # the GIL while the triplet selection decides in NumPy).
+        requested = None if rollout_ids is None else list(dict.fromkeys(rollout_ids))
+        early = None if requested is None else self._side_reads(requested, reward)
+        chosen = self.triplets.triplets(requested, since=since, mode=mode)
         reasons = dict(chosen.reasons)
         table = chosen.to_arrow(token_ids=False)
         if table.num_rows == 0:
             return Trajectories(SAMPLE_SCHEMA.empty_table(), BREAK_SCHEMA.empty_table(), reasons, chosen.cursor)
         rollouts = list(dict.fromkeys(table.column("rollout_id").to_pylist()))
-        # as a relation: DuckDB binds a literal list of 10,000 ids ~0.15 s slower, in each query
-        ids = f"SELECT rollout_id FROM ({wanted_sql(rollouts)})"
-        facts = self._span_facts(ids)
+        side = early or self._side_reads(rollouts, reward)
+        facts = side.span_facts()
         calls, described = self._calls(table, chosen.token_lists(), facts)
         merged = merge_calls(calls, merge)
         first, last = merged.first, merged.last
@@ -201,7 +204,7 @@ class TrajectoryBuilder:
 
         sample_rollouts = per_sample("rollout_id")
         if reward == "final":
-            sample_reward = _lookup(sample_rollouts, self._final_rewards(ids), pa.float64())
+            sample_reward = _lookup(sample_rollouts, side.final_rewards(), pa.float64())
         else:
             sample_reward = _sum_in_runs(described["reward"], kept_first, kept_last)
         turns = (kept_last - kept_first + 1).astype(np.int32)
@@ -220,7 +223,7 @@ class TrajectoryBuilder:
             "num_turns": pa.array(turns, pa.int32()),
             "span_ids": pa.ListArray.from_arrays(member_offsets, described["span_id"].take(pa.array(members))),
             "model_versions": pa.ListArray.from_arrays(member_offsets, versions.take(pa.array(members))),
-            "task_id": _lookup(sample_rollouts, self._task_ids(ids), pa.string()),
+            "task_id": _lookup(sample_rollouts, side.task_ids(), pa.string()),
         }, schema=SAMPLE_SCHEMA)
 
         produced = set(sample_rollouts.to_pylist())
@@ -243,37 +246,8 @@ class TrajectoryBuilder:
         }, schema=BREAK_SCHEMA)
         return Trajectories(out, breaks, reasons, chosen.cursor)
 
-    # ---- what the triplets table does not carry ------------------------------------------------
-    def _span_facts(self, ids: str) -> pa.Table:
-        """span_id, start time, model version and sampling logprobs of the rollouts' LLM spans. The
-        logprobs come from the stored payloads (`response_logprobs`), else DuckDB unpacks them from
-        the span's `logprobs.content` — never Python."""
-        from_span = ("list_transform(TRY(from_json(json(s.attributes->>'logprobs.content'), "
-                     "'[{\"logprob\":\"FLOAT\"}]')), lambda e: e.logprob)")
-        query = (f"SELECT s.span_id, s.start_time_unix_nano AS start, CASE WHEN s.scope_name = '{GATEWAY_SCOPE}' THEN "
-                 f"s.attributes->>'{MODEL_VERSION}' END AS version, {{logprobs}} AS logprobs FROM spans s {{join}} "
-                 f"WHERE s.rollout_id IN ({ids}) AND s.span_type = 'llm'")
-        try:
-            return self.warehouse.sql(query.format(
-                logprobs=f"COALESCE(p.response_logprobs, {from_span})",
-                join=f"LEFT JOIN triplet_payloads p ON p.trace_id = s.trace_id AND p.span_id = s.span_id "
-                     f"AND p.version = {PAYLOAD_VERSION}"))
-        except WarehouseError:  # a lake, or a file from before stored logprobs: no payload column to read
-            return self.warehouse.sql(query.format(logprobs=from_span, join=""))
-
-    def _final_rewards(self, ids: str) -> dict[str, float | None]:
-        """The rollouts' final reward: their latest reward span (a late judge's reward included)."""
-        t = self.warehouse.sql(f"SELECT rollout_id, arg_max(reward, (sequence_id, start_time_unix_nano)) AS r "
-                               f"FROM spans WHERE rollout_id IN ({ids}) AND span_type = 'reward' GROUP BY rollout_id")
-        return dict(zip(t.column("rollout_id").to_pylist(), t.column("r").to_pylist()))
-
-    def _task_ids(self, ids: str) -> dict[str, str]:
-        """Each rollout's task id: on its rollout span (emit.rollout), else on its gateway spans."""
-        t = self.warehouse.sql(
-            f"SELECT rollout_id, first(attributes->>'{TASK_ID}' ORDER BY name = 'agentlightning.rollout' DESC) AS task "
-            f"FROM spans WHERE rollout_id IN ({ids}) AND (name = 'agentlightning.rollout' OR scope_name = "
-            f"'{GATEWAY_SCOPE}') AND attributes->>'{TASK_ID}' IS NOT NULL GROUP BY rollout_id")
-        return dict(zip(t.column("rollout_id").to_pylist(), t.column("task").to_pylist()))
+    def _side_reads(self, rollout_ids: list[str], reward: RewardMode) -> _SideReads:
+        return _SideReads(self.warehouse, rollout_ids, reward == "final")
 
     def _calls(self, table: pa.Table, tokens: TokenLists, facts: pa.Table) -> tuple[FlatCalls, dict[str, pa.Array]]:
         """The triplets as flat calls in call order (attempt by attempt, in the triplets' order;
@@ -316,6 +290,53 @@ class TrajectoryBuilder:
             response_values=r_vals, response_start=r_start.astype(np.int64),
             response_end=(r_start + r_len).astype(np.int64), logprobs=logprobs)
         return calls, described
+
+
+class _SideReads:
+    """What the triplets table does not carry, read in the background: each LLM span's start time,
+    model version and sampling logprobs; the final rewards; the task ids."""
+
+    def __init__(self, warehouse: SqlSource, rollout_ids: list[str], final_rewards: bool) -> None:
+        self.warehouse = warehouse
+        # as a relation: DuckDB binds a literal list of 10,000 ids ~0.15 s slower, in each query
+        ids = f"SELECT rollout_id FROM ({wanted_sql(rollout_ids)})"
+        from_span = ("list_transform(TRY(from_json(json(s.attributes->>'logprobs.content'), "
+                     "'[{\"logprob\":\"FLOAT\"}]')), lambda e: e.logprob)")
+        facts = (f"SELECT s.span_id, s.start_time_unix_nano AS start, CASE WHEN s.scope_name = '{GATEWAY_SCOPE}' "
+                 f"THEN s.attributes->>'{MODEL_VERSION}' END AS version, {{logprobs}} AS logprobs FROM spans s "
+                 f"{{join}} WHERE s.rollout_id IN ({ids}) AND s.span_type = 'llm'")
+        # The logprobs come from the stored payloads (`response_logprobs`), else DuckDB unpacks them
+        # from the span's `logprobs.content` — never Python.
+        self._facts = warehouse.sql_in_background(facts.format(
+            logprobs=f"COALESCE(p.response_logprobs, {from_span})",
+            join=f"LEFT JOIN triplet_payloads p ON p.trace_id = s.trace_id AND p.span_id = s.span_id "
+                 f"AND p.version = {PAYLOAD_VERSION}"))
+        self._facts_from_spans = facts.format(logprobs=from_span, join="")
+        # the latest reward span is the final reward (a late judge's reward included)
+        self._finals = warehouse.sql_in_background(
+            f"SELECT rollout_id, arg_max(reward, (sequence_id, start_time_unix_nano)) AS r FROM spans "
+            f"WHERE rollout_id IN ({ids}) AND span_type = 'reward' GROUP BY rollout_id") if final_rewards else None
+        # on the rollout span (emit.rollout), else on its gateway spans
+        self._tasks = warehouse.sql_in_background(
+            f"SELECT rollout_id, first(attributes->>'{TASK_ID}' ORDER BY name = 'agentlightning.rollout' DESC) AS r "
+            f"FROM spans WHERE rollout_id IN ({ids}) AND (name = 'agentlightning.rollout' OR scope_name = "
+            f"'{GATEWAY_SCOPE}') AND attributes->>'{TASK_ID}' IS NOT NULL GROUP BY rollout_id")
+
+    def span_facts(self) -> pa.Table:
+        try:
+            return self._facts.result()
+        except WarehouseError:  # a lake, or a file from before stored logprobs: no payload column to read
+            return self.warehouse.sql(self._facts_from_spans)
+
+    def final_rewards(self) -> dict[str, float | None]:
+        return _by_rollout(self._finals.result()) if self._finals is not None else {}
+
+    def task_ids(self) -> dict[str, str]:
+        return _by_rollout(self._tasks.result())
+
+
+def _by_rollout(t: pa.Table) -> dict[str, Any]:
+    return dict(zip(t.column("rollout_id").to_pylist(), t.column("r").to_pylist()))
 
 
 def _aligned_logprobs(lists: pa.ListArray | None, row: np.ndarray, known: np.ndarray, r_start: np.ndarray,
