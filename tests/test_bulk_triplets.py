@@ -29,7 +29,8 @@ OPTIONS: list[dict[str, Any]] = [
 def random_rollout(rng: random.Random, r: int, malformed: bool) -> list[dict[str, Any]]:
     """A rollout's spans: nested agents, LLM calls (some sharing response ids, some without token
     ids), reward spans (a few wrapping calls), tools; children one after another inside their
-    parent's time. Malformed: a missing parent, a second root, or overlapping siblings."""
+    parent's time. Malformed: a missing parent, a second root, overlapping siblings, or a span id
+    used twice (by a span of another trace)."""
     n = rng.randint(2, 30)
     kinds = ["agent"] + [rng.choice(["llm", "llm", "llm", "reward", "agent", "tool", "tool", "op_reward"])
                          for _ in range(n - 1)]
@@ -62,8 +63,10 @@ def random_rollout(rng: random.Random, r: int, malformed: bool) -> list[dict[str
                       "_lo": times[i][0], "_hi": times[i][1]})
     if malformed and n > 2:
         victim = spans[rng.randrange(1, n)]
-        trouble = rng.choice(["missing", "second_root", "overlap"])
-        if trouble == "missing":
+        trouble = rng.choice(["missing", "second_root", "overlap", "same_id"])
+        if trouble == "same_id":
+            victim["span_id"], victim["_trace"] = spans[rng.randrange(0, n)]["span_id"], f"{r + 1:031x}f"
+        elif trouble == "missing":
             victim["parent"] = -1
         elif trouble == "second_root":
             victim["parent"] = None
@@ -73,7 +76,7 @@ def random_rollout(rng: random.Random, r: int, malformed: bool) -> list[dict[str
     for seq, sp in enumerate(spans, 1):
         parent = sp["parent"]
         parent_id = None if parent is None else ("ffffffffffffffff" if parent == -1 else spans[parent]["span_id"])
-        out.append({"trace_id": f"{r:032x}", "span_id": sp["span_id"], "parent_span_id": parent_id,
+        out.append({"trace_id": sp.get("_trace", f"{r:032x}"), "span_id": sp["span_id"], "parent_span_id": parent_id,
                     "name": sp["name"], "attributes": sp["attributes"], "sequence_id": seq,
                     "start_time_unix_nano": BASE_NS + sp["_lo"], "end_time_unix_nano": BASE_NS + sp["_hi"]})
     return out
