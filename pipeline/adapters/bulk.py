@@ -237,7 +237,9 @@ def bulk_triplets(adapter: TripletAdapter, rollout_ids: list[str]) -> BulkResult
     else:
         tokens, payloads = None, read.take(pa.array(row))
     rewarded = np.flatnonzero(d.sure & ~np.isnan(rows.reward))
-    if adapter.reward_match == "first_occurrence":
+    if not adapter.match_rewards:
+        got = {}
+    elif adapter.reward_match == "first_occurrence":
         got = forest.match_rewards(calls, rewarded, rows.reward, start, end, group,
                                    (d.preorder, start, group))
     else:

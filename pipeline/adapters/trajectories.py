@@ -181,6 +181,7 @@ class TrajectoryBuilder:
         # the GIL while the triplet selection decides in NumPy).
         requested = None if rollout_ids is None else list(dict.fromkeys(rollout_ids))
         early = None if requested is None else self._side_reads(requested, reward)
+        self.triplets.match_rewards = reward == "per_turn"  # "final" reads the rollout's own
         chosen = self.triplets.triplets(requested, since=since, mode=mode)
         reasons = dict(chosen.reasons)
         table = chosen.to_arrow(token_ids=False)

@@ -60,6 +60,8 @@ class TripletAdapter:
         # True: the bulk path reads only token ids and agent names (trajectories); prompt and
         # response come back as "{}" from it.
         self.token_ids_only = token_ids_only
+        # False: the bulk path leaves each triplet's reward null (trajectories with the final reward)
+        self.match_rewards = True
 
     # ---- reading the warehouse -------------------------------------------------------------
     def triplets(self, rollout_ids: Iterable[str] | None = None, since: int | None = None,
