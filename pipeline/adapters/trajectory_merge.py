@@ -122,24 +122,30 @@ def _slices(calls: FlatCalls, i: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _prefix_holds(calls: FlatCalls, tested: np.ndarray) -> np.ndarray:
-    """For each call i in `tested`: does its prompt begin with call i-1's prompt + response? One
-    memcmp each; a prompt's bytes serve again as the next call's prefix."""
+    """For each call i in `tested`: does its prompt begin with call i-1's prompt + response? The
+    response part (a few tokens a call) is compared in NumPy for all pairs at once; the prompt
+    part with one memcmp each, a prompt's bytes serving again as the next call's prefix."""
     p_len, r_len = calls.prompt_length, calls.response_length
     out = np.zeros(len(tested), bool)
     if len(tested) == 0:
         return out
-    candidates = np.flatnonzero(p_len[tested] >= p_len[tested - 1] + r_len[tested - 1])
-    values, r_values = calls.prompt_values, calls.response_values
-    ps, pe = calls.prompt_start.tolist(), calls.prompt_end.tolist()
-    rs, re_ = calls.response_start.tolist(), calls.response_end.tolist()
+    i_all = tested[p_len[tested] >= p_len[tested - 1] + r_len[tested - 1]]
+    j_all = i_all - 1
+    said = ranges(calls.prompt_start[i_all] + p_len[j_all], r_len[j_all])  # where i's prompt repeats j's answer
+    answer = ranges(calls.response_start[j_all], r_len[j_all])
+    wrong = calls.prompt_values[said] != calls.response_values[answer]
+    ends = np.cumsum(r_len[j_all])
+    wrong_before = np.concatenate([[0], np.cumsum(wrong)])
+    answer_repeated = wrong_before[ends] - wrong_before[ends - r_len[j_all]] == 0
+    values, ps, pe = calls.prompt_values, calls.prompt_start.tolist(), calls.prompt_end.tolist()
+    holds = np.zeros(len(calls), bool)
     kept, kept_bytes = -1, b""
-    for k, i in zip(candidates.tolist(), tested[candidates].tolist()):
+    for i in i_all[answer_repeated].tolist():
         j = i - 1
         head = kept_bytes if kept == j else values[ps[j]:pe[j]].tobytes()
-        whole = values[ps[i]:pe[i]].tobytes()
-        out[k] = whole.startswith(head) and whole.startswith(r_values[rs[j]:re_[j]].tobytes(), len(head))
-        kept, kept_bytes = i, whole
-    return out
+        kept, kept_bytes = i, values[ps[i]:pe[i]].tobytes()
+        holds[i] = kept_bytes.startswith(head)
+    return holds[tested]
 
 
 def _first_difference(calls: FlatCalls, i: int) -> int:
