@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any, Iterable, Literal
 
 import numpy as np
@@ -295,7 +296,8 @@ class TrajectoryBuilder:
 
 class _SideReads:
     """What the triplets table does not carry, read in the background: each LLM span's start time,
-    model version and sampling logprobs; the final rewards; the task ids."""
+    model version and sampling logprobs; the final rewards; the task ids. A source whose relations
+    only its own connection sees (a lake group's registered spans) answers them here instead."""
 
     def __init__(self, warehouse: SqlSource, rollout_ids: list[str], final_rewards: bool) -> None:
         self.warehouse = warehouse
@@ -308,32 +310,43 @@ class _SideReads:
                  f"{{join}} WHERE s.rollout_id IN ({ids}) AND s.span_type = 'llm'")
         # The logprobs come from the stored payloads (`response_logprobs`), else DuckDB unpacks them
         # from the span's `logprobs.content` — never Python.
-        self._facts = warehouse.sql_in_background(facts.format(
+        self._facts_query = facts.format(
             logprobs=f"COALESCE(p.response_logprobs, {from_span})",
             join=f"LEFT JOIN triplet_payloads p ON p.trace_id = s.trace_id AND p.span_id = s.span_id "
-                 f"AND p.version = {PAYLOAD_VERSION}"))
+                 f"AND p.version = {PAYLOAD_VERSION}")
         self._facts_from_spans = facts.format(logprobs=from_span, join="")
         # the latest reward span is the final reward (a late judge's reward included)
-        self._finals = warehouse.sql_in_background(
-            f"SELECT rollout_id, arg_max(reward, (sequence_id, start_time_unix_nano)) AS r FROM spans "
-            f"WHERE rollout_id IN ({ids}) AND span_type = 'reward' GROUP BY rollout_id") if final_rewards else None
+        self._finals_query = (f"SELECT rollout_id, arg_max(reward, (sequence_id, start_time_unix_nano)) AS r "
+                              f"FROM spans WHERE rollout_id IN ({ids}) AND span_type = 'reward' GROUP BY rollout_id"
+                              if final_rewards else None)
         # on the rollout span (emit.rollout), else on its gateway spans
-        self._tasks = warehouse.sql_in_background(
+        self._tasks_query = (
             f"SELECT rollout_id, first(attributes->>'{TASK_ID}' ORDER BY name = 'agentlightning.rollout' DESC) AS r "
             f"FROM spans WHERE rollout_id IN ({ids}) AND (name = 'agentlightning.rollout' OR scope_name = "
             f"'{GATEWAY_SCOPE}') AND attributes->>'{TASK_ID}' IS NOT NULL GROUP BY rollout_id")
+        self._facts = warehouse.sql_in_background(self._facts_query)
+        self._finals = warehouse.sql_in_background(self._finals_query) if self._finals_query else None
+        self._tasks = warehouse.sql_in_background(self._tasks_query)
+
+    def _answer(self, future: Future[pa.Table], query: str) -> pa.Table:
+        try:
+            return future.result()
+        except WarehouseError:
+            return self.warehouse.sql(query)
 
     def span_facts(self) -> pa.Table:
         try:
-            return self._facts.result()
+            return self._answer(self._facts, self._facts_query)
         except WarehouseError:  # a lake, or a file from before stored logprobs: no payload column to read
             return self.warehouse.sql(self._facts_from_spans)
 
     def final_rewards(self) -> dict[str, float | None]:
-        return _by_rollout(self._finals.result()) if self._finals is not None else {}
+        if self._finals is None or self._finals_query is None:
+            return {}
+        return _by_rollout(self._answer(self._finals, self._finals_query))
 
     def task_ids(self) -> dict[str, str]:
-        return _by_rollout(self._tasks.result())
+        return _by_rollout(self._answer(self._tasks, self._tasks_query))
 
 
 def _by_rollout(t: pa.Table) -> dict[str, Any]:
