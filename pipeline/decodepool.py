@@ -52,7 +52,7 @@ def workers_for(setting: int | str) -> int:
     return max(len(os.sched_getaffinity(0)) - 1, 0)
 
 
-def _exit_with(parent: int) -> None:
+def exit_when_parent_exits(parent: int) -> None:
     """A worker outlives a collector killed -9 (the pool's pipes stay open in the worker itself):
     it watches its parent and exits when the parent is gone."""
     while os.getppid() == parent:
@@ -68,7 +68,7 @@ def _worker_init(parent: int, derivations: list[Derivation]) -> None:
     # must keep decoding until it closes the pool.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _derivations[:] = derivations
-    threading.Thread(target=_exit_with, args=(parent,), name="parent-watch", daemon=True).start()
+    threading.Thread(target=exit_when_parent_exits, args=(parent,), name="parent-watch", daemon=True).start()
     nopandas.install()
     import spanpipe.otlp  # noqa: F401 - loaded before the first request, not during it
 

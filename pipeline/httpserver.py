@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import ssl
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -29,8 +30,11 @@ T = TypeVar("T")
 class HttpServer:
     def __init__(self, app: web.Application, host: str, port: int, name: str,
                  workers: int = 4, shutdown_timeout: float = 30.0,
-                 ssl_context: ssl.SSLContext | None = None) -> None:
+                 ssl_context: ssl.SSLContext | None = None, sock: socket.socket | None = None) -> None:
+        """`sock`: a socket already listening (one several processes accept from) instead of
+        binding `host:port`."""
         self.app, self.host, self.port, self.name = app, host, port, name
+        self.sock = sock
         self.ssl_context = ssl_context
         self.shutdown_timeout = shutdown_timeout
         self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=name)
@@ -60,7 +64,11 @@ class HttpServer:
         self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False,
                                      shutdown_timeout=self.shutdown_timeout)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port, ssl_context=self.ssl_context)
+        site: web.BaseSite
+        if self.sock is not None:
+            site = web.SockSite(self._runner, self.sock, ssl_context=self.ssl_context)
+        else:
+            site = web.TCPSite(self._runner, self.host, self.port, ssl_context=self.ssl_context)
         await site.start()
         server = getattr(site, "_server", None)
         if self.port == 0 and server is not None and server.sockets:

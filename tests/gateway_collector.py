@@ -32,7 +32,7 @@ class Gateway(Collector):
         return f"http://127.0.0.1:{self.gateway_port}"
 
     def client(self, path: str = "", **kw: Any) -> openai.OpenAI:
-        return openai.OpenAI(base_url=f"{self.url}{path}/v1", api_key="client-key", max_retries=0, **kw)
+        return openai.OpenAI(base_url=f"{self.url}{path}/v1", **{"api_key": "client-key", "max_retries": 0, **kw})
 
     def spans(self, where: str = "TRUE") -> list[dict[str, Any]]:
         rows = Warehouse.connect(self.query_url).sql(

@@ -34,7 +34,9 @@ from spanpipe.component import Authenticator, ComponentConfig, Consumers, Receiv
 from spanpipe.configtypes import Duration, Endpoint, parse_endpoint
 from spanpipe.extensions.bearertokenauth import AuthSettings
 from spanpipe.httpserver import HttpServer
-from spanpipe.receivers.llm_gateway.proxy import GatewayApp
+from spanpipe.decodepool import workers_for
+from spanpipe.receivers.llm_gateway.proxy import GatewayApp, GatewayMetrics
+from spanpipe.receivers.llm_gateway.workers import ProxyWorkers
 from spanpipe.receivers.llm_gateway.spans import SpanBuffer
 from spanpipe.registry import Factory
 from spanpipe.spanbatch import Resource
@@ -105,12 +107,21 @@ class LlmGatewayConfig(ComponentConfig):
     flush_interval: Duration = "50ms"  # type: ignore[assignment]
     max_batch_spans: int = Field(1024, ge=1)
     drain_timeout: Duration = Field("60s", description="at shutdown: time for calls in flight and buffered spans")
+    workers: int | Literal["auto"] = Field(
+        0, description="proxy processes accepting calls on the endpoint (0: the collector process itself; "
+        "auto: one per core beyond the first); their spans join the pipeline in the collector process")
+
+    def upstream_for(self, model: str) -> Upstream | None:
+        return next((u for u in self.upstreams if u.model == "*" or u.model == model or glob_match(u.model, model)),
+                    None)
 
     def validate_config(self) -> None:
         if not self.upstreams:
             raise ValueError("upstreams: list at least one model server (base_url: http://host:port/v1)")
         if self.timeout <= 0:
             raise ValueError("timeout must be positive")
+        if self.workers != "auto" and self.workers < 0:
+            raise ValueError("workers must be 0 or more, or auto")
 
     def extension_refs(self) -> dict[str, str]:
         return {"auth::authenticator": self.auth.authenticator} if self.auth is not None else {}
@@ -122,14 +133,17 @@ class LlmGatewayReceiver(Receiver):
         self.config = config
         self.authenticate: Callable[[str | None], bool] | None = None
         self.server: HttpServer | None = None
+        self.workers: ProxyWorkers | None = None
         self.spans: SpanBuffer  # set in start()
+        self.metrics = GatewayMetrics(component_id)
 
     def upstream_for(self, model: str) -> Upstream | None:
-        return next((u for u in self.config.upstreams
-                     if u.model == "*" or u.model == model or glob_match(u.model, model)), None)
+        return self.config.upstream_for(model)
 
     @property
     def port(self) -> int:
+        if self.workers is not None:
+            return self.workers.port
         return self.server.port if self.server is not None else 0
 
     def start(self) -> None:
@@ -142,27 +156,45 @@ class LlmGatewayReceiver(Receiver):
                             "spanpipe-llm-gateway")
         self.spans = SpanBuffer(self.id, self.next, resource, cfg.buffer_size, cfg.flush_interval,
                                 cfg.max_batch_spans, self.log, __version__)
-        self.app = GatewayApp(self)
         host, port = parse_endpoint(cfg.endpoint)
-        self.server = HttpServer(self.app.application(), host, port, self.id, workers=1,
-                                 shutdown_timeout=cfg.drain_timeout,
-                                 ssl_context=cfg.tls.ssl_context() if cfg.tls else None)
         self.spans.start()
         try:
-            self.server.start()
+            workers = workers_for(cfg.workers)
+            if workers:
+                self.workers = ProxyWorkers(self, workers)
+                self.workers.start(host, port)
+                in_flight = self.workers.in_flight
+            else:
+                self.app = GatewayApp(self)
+                self.server = HttpServer(self.app.application(), host, port, self.id, workers=1,
+                                         shutdown_timeout=cfg.drain_timeout,
+                                         ssl_context=cfg.tls.ssl_context() if cfg.tls else None)
+                self.server.start()
+                in_flight = self._in_flight_here
         except BaseException:
+            if self.workers is not None:
+                self.workers.stop(0)
+                self.workers = None
             self.spans.close(0)
             raise
-        gauges.set_function("spanpipe_gateway_in_flight", lambda: self.app.state.in_flight, receiver=self.id)
+        gauges.set_function("spanpipe_gateway_in_flight", in_flight, receiver=self.id)
         gauges.set_function("spanpipe_gateway_buffered_spans", lambda: len(self.spans), receiver=self.id)
-        self.log.info("LLM gateway listening on %s:%d → %s", host, self.server.port,
+        self.log.info("LLM gateway listening on %s:%d%s → %s", host, self.port,
+                      f" ({workers} proxy processes)" if workers else "",
                       ", ".join(f"{u.model} @ {u.base_url}" for u in cfg.upstreams))
+
+    def _in_flight_here(self) -> int:
+        return self.app.state.in_flight
 
     def shutdown(self) -> None:
         """Let calls in flight finish (streams too), then hand every buffered span to the pipeline."""
-        if self.server is not None:
-            self.server.stop()
-            self.server = None
+        if self.server is not None or self.workers is not None:
+            if self.server is not None:
+                self.server.stop()
+                self.server = None
+            if self.workers is not None:
+                self.workers.stop(self.config.drain_timeout)
+                self.workers = None
             self.spans.close(self.config.drain_timeout)
 
 factory = Factory("llm_gateway", "receivers", LlmGatewayConfig,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 import aiohttp
 import orjson
@@ -41,6 +41,27 @@ def _passthrough_headers(upstream: aiohttp.ClientResponse) -> dict[str, str]:
     return {k: v for k, v in upstream.headers.items() if k.lower() not in _HOP_BY_HOP}
 
 
+class GatewayMetrics:
+    """The gateway's self-metrics (otelcol naming style, labelled by receiver id)."""
+
+    def __init__(self, receiver_id: str) -> None:
+        self.labels = {"receiver": receiver_id}
+        self._latency = histograms.child("spanpipe_gateway_upstream_latency_seconds", self.labels)
+        self._ttft = histograms.child("spanpipe_gateway_time_to_first_token_seconds", self.labels)
+
+    def call(self, operation: str, outcome: str) -> None:
+        counters.add("spanpipe_gateway_calls", 1, operation=operation, outcome=outcome, **self.labels)
+
+    def refused(self, reason: str) -> None:
+        counters.add("receiver_refused_requests", 1, reason=reason, **self.labels)
+
+    def upstream_latency(self, seconds: float) -> None:
+        self._latency.observe(seconds)
+
+    def first_token(self, seconds: float) -> None:
+        self._ttft.observe(seconds)
+
+
 class Paused:
     """Pause/resume for weight updates: pause holds new calls and waits for the in-flight ones."""
 
@@ -68,9 +89,10 @@ class GatewayApp:
         self.session: aiohttp.ClientSession | None = None
         self.state = Paused()
         self.model_version = ""
-        self.labels = {"receiver": receiver.id}
-        self.latency = histograms.child("spanpipe_gateway_upstream_latency_seconds", self.labels)
-        self.ttft = histograms.child("spanpipe_gateway_time_to_first_token_seconds", self.labels)
+        self.metrics = receiver.metrics
+        # Where pause, resume and a new model version take effect: here, or (proxy workers) in every
+        # worker, through the collector process.
+        self.control: Callable[[str, str], Awaitable[None]] = self.apply
 
     def application(self) -> web.Application:
         app = web.Application(client_max_size=self.config.max_request_body_size)
@@ -100,7 +122,7 @@ class GatewayApp:
     def _unauthorized(self, request: web.Request) -> web.Response | None:
         check = self.receiver.authenticate
         if check is not None and not check(request.headers.get("Authorization")):
-            counters.add("receiver_refused_requests", 1, receiver=self.receiver.id, reason="unauthenticated")
+            self.metrics.refused("unauthenticated")
             return openai_error(401, "missing or wrong bearer token", "authentication_error", "invalid_api_key")
         return None
 
@@ -119,7 +141,7 @@ class GatewayApp:
                     raise TypeError
             except (orjson.JSONDecodeError, KeyError, TypeError):
                 return openai_error(400, 'expected a JSON body {"model_version": "<string>"}')
-            self.model_version = version
+            await self.control("model_version", version)
             self.receiver.log.info("model version set to %r", version)
         elif request.method != "GET":
             return openai_error(405, "use GET or POST")
@@ -128,18 +150,29 @@ class GatewayApp:
     async def pause(self, request: web.Request) -> web.Response:
         if (denied := self._unauthorized(request)) is not None:
             return denied
-        self.state.resumed.clear()
         started = time.monotonic()
-        await self.state.idle.wait()
+        await self.control("pause", "")
         self.receiver.log.info("paused; waited %.3fs for in-flight calls", time.monotonic() - started)
         return web.json_response({"paused": True, "in_flight": self.state.in_flight})
 
     async def resume(self, request: web.Request) -> web.Response:
         if (denied := self._unauthorized(request)) is not None:
             return denied
-        self.state.resumed.set()
+        await self.control("resume", "")
         self.receiver.log.info("resumed")
         return web.json_response({"paused": False})
+
+    async def apply(self, operation: str, value: str) -> None:
+        """Pause (hold new calls, wait for those in flight), resume, or set the model version, here."""
+        if operation == "pause":
+            self.state.resumed.clear()
+            await self.state.idle.wait()
+        elif operation == "resume":
+            self.state.resumed.set()
+        elif operation == "model_version":
+            self.model_version = value
+        else:
+            raise ValueError(f"unknown gateway operation {operation!r}")
 
     async def models(self, request: web.Request) -> web.Response:
         if (denied := self._unauthorized(request)) is not None:
@@ -170,7 +203,7 @@ class GatewayApp:
         if (denied := self._unauthorized(request)) is not None:
             return denied
         if self.state.in_flight >= self.config.max_concurrent_calls:
-            counters.add("receiver_refused_requests", 1, receiver=self.receiver.id, reason="max_concurrent_calls")
+            self.metrics.refused("max_concurrent_calls")
             return openai_error(429, f"the gateway has {self.config.max_concurrent_calls} calls in flight; "
                                 "retry shortly", "rate_limit_error", headers={"Retry-After": "1"})
         try:
@@ -186,7 +219,7 @@ class GatewayApp:
         model = body.get("model")
         if not isinstance(model, str):
             return openai_error(400, "you must provide a model parameter (a string)", code="missing_model")
-        upstream = self.receiver.upstream_for(model)
+        upstream = self.config.upstream_for(model)
         if upstream is None:
             return openai_error(404, f"The model `{model}` does not exist: no upstream of this gateway serves it.",
                                 code="model_not_found")
@@ -242,7 +275,7 @@ class GatewayApp:
                 is_sse = upstream.content_type == "text/event-stream"
                 if not is_sse:
                     data = await upstream.read()
-                    self.latency.observe(time.perf_counter() - t0)
+                    self.metrics.upstream_latency(time.perf_counter() - t0)
                     response = web.Response(status=status, body=data, headers=_passthrough_headers(upstream))
                     try:  # the client has its answer before the call is recorded
                         await response.prepare(request)
@@ -261,19 +294,22 @@ class GatewayApp:
                 else:
                     response = web.StreamResponse(status=status, headers=_passthrough_headers(upstream))
                     await response.prepare(request)
+                    relayed = False
                     try:
                         async for data in upstream.content.iter_any():
                             if first_chunk is None:
                                 first_chunk = time.perf_counter() - t0
-                                self.ttft.observe(first_chunk)
+                                self.metrics.first_token(first_chunk)
                             call.feed_sse(data)
                             await response.write(data)
+                        relayed = True
                         await response.write_eof()
                     except (ConnectionResetError, ConnectionError, aiohttp.ClientConnectionResetError) as exc:
-                        outcome, error = "client_disconnected", f"the client disconnected mid-stream ({exc}); " \
-                            "the upstream request was cancelled; the span holds what arrived until then"
-                        upstream.close()
-                    self.latency.observe(time.perf_counter() - t0)
+                        if not relayed:  # a client gone after the last chunk (done reading) got it all
+                            outcome, error = "client_disconnected", f"the client disconnected mid-stream ({exc}); " \
+                                "the upstream request was cancelled; the span holds what arrived until then"
+                            upstream.close()
+                    self.metrics.upstream_latency(time.perf_counter() - t0)
                     if status != 200 and outcome == "ok":
                         outcome, error = "upstream_error", f"upstream answered HTTP {status}"
         except (aiohttp.ClientConnectorError, aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
@@ -314,4 +350,4 @@ class GatewayApp:
         self.receiver.spans.add(GatewaySpan(
             ctx.trace_id, span_id, ctx.parent_span_id, f"{call.operation} {model}".strip(), start_ns, time.time_ns(),
             STATUS_ERROR if outcome != "ok" else STATUS_UNSET, error, attrs, estimated_bytes(attrs)))
-        counters.add("spanpipe_gateway_calls", 1, operation=call.operation, outcome=outcome, **self.labels)
+        self.metrics.call(call.operation, outcome)
