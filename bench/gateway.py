@@ -6,11 +6,14 @@ Processes, all on 127.0.0.1: the fake vLLM-like upstream (`examples/fake_openai.
 venv, and a load client per measurement (asyncio + aiohttp: N concurrent callers, each calling in a
 loop for `--duration` seconds). Targets are measured in turn, round after round (`--runs`), and
 each figure is the median over rounds. At the end the collector is stopped with SIGTERM and every
-call the gateway answered is looked up in the warehouse by its response id.
+call the gateway answered is looked up in the warehouse by its response id. `--workers 0,1` runs
+one collector per setting of the receiver's `workers` (proxy processes), measured side by side;
+the gateway's CPU is the collector's and its workers'.
 
     .venv/bin/python bench/gateway.py                          # gateway vs direct
     make bench-gateway                                         # + LiteLLM (builds .venv-litellm)
     .venv/bin/python bench/gateway.py --litellm .venv-litellm/bin/litellm --duration 5 --runs 3
+    .venv/bin/python bench/gateway.py --concurrency 16 --workers 0,1,2
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.load import proc_stats  # noqa: E402
+from bench.load import proc_stats, tree_pids  # noqa: E402
 from examples.run_demo import free_port, wait_port  # noqa: E402
 SPANPIPE = str(Path(sys.executable).parent / "spanpipe")
 MESSAGES = [{"role": "system", "content": "You are a careful calculator. Answer with one sentence."},
@@ -103,14 +106,27 @@ def pct(values: list[float], q: float) -> float:
 
 
 # ---- the run -------------------------------------------------------------------------------------
-def start_collector(tmp: Path, upstream: str) -> tuple[subprocess.Popen, int, Path]:
+def tree_cpu(pid: int) -> float:
+    """CPU seconds of a process and its live descendants (the gateway's proxy workers)."""
+    total = 0.0
+    for p in tree_pids(pid):
+        try:
+            total += proc_stats(p)[0]
+        except OSError:
+            pass
+    return total
+
+
+def start_collector(tmp: Path, upstream: str, workers: int) -> tuple[subprocess.Popen, int, Path]:
     import yaml
 
     gw, grpc, metrics = free_port(), free_port(), free_port()
+    tmp.mkdir(parents=True, exist_ok=True)
     db = tmp / "spans.duckdb"
     config = {
         "receivers": {"otlp": {"protocols": {"grpc": {"endpoint": f"127.0.0.1:{grpc}"}}},
-                      "llm_gateway": {"endpoint": f"127.0.0.1:{gw}", "upstreams": [{"base_url": upstream}]}},
+                      "llm_gateway": {"endpoint": f"127.0.0.1:{gw}", "upstreams": [{"base_url": upstream}],
+                                      "workers": workers}},
         "processors": {"rollout": {}, "reward": {}, "batch": {}},
         "exporters": {"duckdb": {"path": str(db), "query": {"enabled": False}}},
         "service": {"pipelines": {"traces": {"receivers": ["otlp", "llm_gateway"],
@@ -147,6 +163,7 @@ def main() -> None:
     p.add_argument("--duration", type=float, default=5.0, help="seconds per measurement")
     p.add_argument("--runs", type=int, default=3, help="rounds; figures are medians over rounds")
     p.add_argument("--litellm", help="path to a `litellm` executable (its own venv) to compare with")
+    p.add_argument("--workers", default="0", help="the gateway's proxy processes; several: one collector each")
     args = p.parse_args()
     if args.client:
         print(json.dumps(asyncio.run(client_run(args.client, int(args.concurrency), args.duration, args.stream,
@@ -161,39 +178,52 @@ def main() -> None:
     try:
         wait_port(up_port, upstream_proc)
         upstream = f"http://127.0.0.1:{up_port}/v1"
-        collector, gw_port, db = start_collector(tmp, upstream)
-        procs.append(collector)
-        targets = {"direct": upstream, "gateway": f"http://127.0.0.1:{gw_port}/v1"}
+        settings = [int(w) for w in args.workers.split(",")]
+        collectors: dict[str, tuple[subprocess.Popen, Path]] = {}
+        targets = {"direct": upstream}
+        for w in settings:
+            name = "gateway" if len(settings) == 1 else f"gw w={w}"
+            collector, gw_port, db = start_collector(tmp / f"w{w}", upstream, w)
+            procs.append(collector)
+            collectors[name] = (collector, db)
+            targets[name] = f"http://127.0.0.1:{gw_port}/v1"
         if args.litellm:
             litellm, ll_port = start_litellm(args.litellm, tmp, upstream)
             procs.append(litellm)
             targets["litellm"] = f"http://127.0.0.1:{ll_port}/v1"
         levels = [int(c) for c in args.concurrency.split(",")]
         results: dict[tuple[str, int, bool], list[dict[str, Any]]] = {}
-        gateway_ids: list[str] = []
-        gateway_cpu: dict[tuple[int, bool], list[float]] = {}
+        gateway_ids: dict[str, list[str]] = {name: [] for name in collectors}
+        gateway_cpu: dict[tuple[str, int, bool], list[float]] = {}
         for _ in range(args.runs):
             for stream in (False, True):
                 for n in levels:
                     for name, base in targets.items():
-                        cpu0 = proc_stats(collector.pid)[0]
+                        cpu0 = tree_cpu(collectors[name][0].pid) if name in collectors else 0.0
                         r = measure(f"{base}/chat/completions", n, args.duration, stream, "bench-model")
-                        if name == "gateway":
-                            gateway_ids += r["ids"]
-                            gateway_cpu.setdefault((n, stream), []).append(
-                                (proc_stats(collector.pid)[0] - cpu0) / r["elapsed"] * 100)
+                        if name in collectors:
+                            gateway_ids[name] += r["ids"]
+                            gateway_cpu.setdefault((name, n, stream), []).append(
+                                (tree_cpu(collectors[name][0].pid) - cpu0) / r["elapsed"] * 100)
                         results.setdefault((name, n, stream), []).append(r)
-        peak = proc_stats(collector.pid)[1] / 2**20
-        collector.send_signal(signal.SIGTERM)
-        rc = collector.wait(120)
         import duckdb
 
-        con = duckdb.connect(str(db), read_only=True)
-        con.execute("CREATE TEMP TABLE sent AS SELECT unnest($1::VARCHAR[]) AS rid", [gateway_ids])
-        stored = con.execute("SELECT count(DISTINCT rid) FROM sent WHERE rid IN (SELECT attributes->>'gen_ai.response.id' "
-                             "FROM spans WHERE scope_name = 'spanpipe.llm_gateway')").fetchone()[0]
-        with_ids = con.execute("SELECT count(*) FROM spans WHERE scope_name = 'spanpipe.llm_gateway' AND "
-                               "json_array_length(attributes->'response_token_ids') > 0").fetchone()[0]
+        landed: list[str] = []
+        for name, (collector, db) in collectors.items():
+            peak = max(proc_stats(p)[1] for p in tree_pids(collector.pid)) / 2**20
+            collector.send_signal(signal.SIGTERM)
+            rc = collector.wait(120)
+            con = duckdb.connect(str(db), read_only=True)
+            con.execute("CREATE TEMP TABLE sent AS SELECT unnest($1::VARCHAR[]) AS rid", [gateway_ids[name]])
+            stored = con.execute("SELECT count(DISTINCT rid) FROM sent WHERE rid IN (SELECT attributes->>"
+                                 "'gen_ai.response.id' FROM spans WHERE scope_name = 'spanpipe.llm_gateway')").fetchone()[0]
+            with_ids = con.execute("SELECT count(*) FROM spans WHERE scope_name = 'spanpipe.llm_gateway' AND "
+                                   "json_array_length(attributes->'response_token_ids') > 0").fetchone()[0]
+            con.close()
+            ids = gateway_ids[name]
+            landed.append(f"{name}: collector exit code {rc}; peak RSS (largest process) {peak:.0f} MiB; calls answered "
+                          f"{len(ids)}, distinct response ids {len(set(ids))}, found in the warehouse {stored}; "
+                          f"gateway spans with token ids {with_ids}")
 
         def med(rs: list[dict[str, Any]], key: str, q: float) -> float:
             return statistics.median(pct(r[key], q) for r in rs) * 1000
@@ -216,13 +246,11 @@ def main() -> None:
                     ttft = f"{med(rs, 'ttfts', .5):8.2f}" if stream else " " * 8
                     added_ttft = f"{med(rs, 'ttfts', .5) - med(direct, 'ttfts', .5):8.2f}" \
                         if stream and name != "direct" else " " * 8
-                    cpu = f"{statistics.median(gateway_cpu[(n, stream)]):6.0f}%" if name == "gateway" else ""
+                    cpu = f"{statistics.median(gateway_cpu[(name, n, stream)]):6.0f}%" if name in collectors else ""
                     print(f"{str(stream):>6} {n:>4} {name:>8} {rate(rs):8.0f} {med(rs, 'latencies', .5):8.2f} "
                           f"{med(rs, 'latencies', .99):8.2f} {added} {ttft} {added_ttft} "
                           f"{sum(r['errors'] for r in rs):6d} {cpu:>7}")
-        print(f"collector exit code {rc}; peak RSS {peak:.0f} MiB")
-        print(f"gateway calls answered {len(gateway_ids)}, distinct response ids {len(set(gateway_ids))}, "
-              f"found in the warehouse {stored}; gateway spans with token ids {with_ids}")
+        print("\n".join(landed))
     finally:
         for proc in procs:
             if proc.poll() is None:
