@@ -158,27 +158,30 @@ def test_a_client_that_leaves_mid_stream_cancels_the_upstream_and_its_span_says_
     assert 0 < len(span["attributes"]["response_token_ids"]) < len(tokens(answer(Q)))  # what arrived
 
 
-def test_sigterm_lets_streams_in_flight_finish_and_their_spans_land(tmp_path):
-    with FakeOpenAI(token_ids="when_asked", chunk_delay=0.15) as slow, Gateway(tmp_path, slow) as g:
+@pytest.mark.parametrize("workers", [0, 2])
+def test_sigterm_lets_streams_in_flight_finish_and_their_spans_land(tmp_path, workers):
+    """In the collector process, and (workers: 2) in every proxy worker."""
+    n = 6
+    with FakeOpenAI(token_ids="when_asked", chunk_delay=0.15) as slow, Gateway(tmp_path, slow, workers=workers) as g:
         texts: list[str] = []
 
         def stream() -> None:
             texts.append("".join(c.choices[0].delta.content or "" for c in
                                  g.client().chat.completions.create(model="m", messages=chat(), stream=True)
                                  if c.choices))
-        threads = [threading.Thread(target=stream) for _ in range(3)]
+        threads = [threading.Thread(target=stream) for _ in range(n)]
         for t in threads:
             t.start()
-        wait_for(lambda: slow.requests == 3, 10, "3 streams to start", poll=0.02)
+        wait_for(lambda: slow.requests == n, 10, f"{n} streams to start", poll=0.02)
         g.proc.send_signal(signal.SIGTERM)
         for t in threads:
             t.join(30)
         assert g.proc.wait(60) == 0
-    assert texts == [answer(Q)] * 3
+    assert texts == [answer(Q)] * n
     with Warehouse.open(g.db) as wh:
         rows = wh.sql("SELECT attributes->>'gen_ai.response.id' AS rid, len(CAST(attributes->'response_token_ids' "
                       "AS INTEGER[])) AS n FROM spans WHERE scope_name = 'spanpipe.llm_gateway'").to_pylist()
-    assert sorted(r["rid"] for r in rows) == [f"chatcmpl-fake-{k}" for k in (1, 2, 3)]
+    assert sorted(r["rid"] for r in rows) == sorted(f"chatcmpl-fake-{k}" for k in range(1, n + 1))
     assert all(r["n"] == len(tokens(answer(Q))) for r in rows)
 
 
