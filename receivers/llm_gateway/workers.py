@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 
     from spanpipe.extensions.bearertokenauth import BearerTokenAuthConfig
     from spanpipe.receivers.llm_gateway import LlmGatewayConfig, LlmGatewayReceiver
+    from spanpipe.selftelemetry import LogsConfig
     from spanpipe.receivers.llm_gateway.spans import GatewaySpan
 
 log = logging.getLogger("spanpipe.receivers.llm_gateway.workers")
@@ -55,7 +56,7 @@ class WorkerSetup:
     config: LlmGatewayConfig
     auth: BearerTokenAuthConfig | None
     parent: int
-    log_level: int
+    logs: LogsConfig  # the collector's: workers log as it does
 
 
 # ---- the collector process's side ------------------------------------------------------------
@@ -100,7 +101,7 @@ class ProxyWorkers:
             if not isinstance(extension, BearerTokenAuthExtension):
                 raise ValueError(f"{self.receiver.id}: with workers, auth must name a bearertokenauth extension")
             auth = extension.config
-        self._setup = WorkerSetup(self.receiver.id, cfg, auth, os.getpid(), logging.getLogger("spanpipe").level)
+        self._setup = WorkerSetup(self.receiver.id, cfg, auth, os.getpid(), _collector_logs())
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -227,6 +228,15 @@ class ProxyWorkers:
             self._sock = None
 
 
+def _collector_logs() -> LogsConfig:
+    from spanpipe.selftelemetry import JsonFormatter, LogsConfig
+
+    root = logging.getLogger()
+    json = any(isinstance(h.formatter, JsonFormatter) for h in root.handlers)
+    level = {logging.DEBUG: "debug", logging.WARNING: "warning", logging.ERROR: "error"}.get(root.level, "info")
+    return LogsConfig(level=level, encoding="json" if json else "console")
+
+
 # ---- a worker process's side -----------------------------------------------------------------
 class _WorkerHost:
     """What `GatewayApp` needs of its receiver, in a worker process: spans and metric events
@@ -290,11 +300,11 @@ def run_worker(setup: WorkerSetup, sock: socket.socket, conn: Connection) -> Non
 
     from spanpipe.httpserver import HttpServer
     from spanpipe.receivers.llm_gateway.proxy import GatewayApp
+    from spanpipe.selftelemetry import configure_logging
 
     # Ctrl-C reaches the whole process group: the collector process decides when workers stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    logging.basicConfig(level=setup.log_level or logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(setup.logs)
     threading.Thread(target=exit_when_parent_exits, args=(setup.parent,), name="parent-watch", daemon=True).start()
     host = _WorkerHost(setup, conn)
     app = GatewayApp(host)  # type: ignore[arg-type]
