@@ -257,6 +257,8 @@ class FakeOpenAI:
         except (ConnectionResetError, ConnectionError):
             self.cancelled += 1
             return resp
+        if self.chunk_delay:  # a server that ends its answer a moment after [DONE]
+            await asyncio.sleep(self.chunk_delay)
         await resp.write_eof()
         return resp
 

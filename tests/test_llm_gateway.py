@@ -9,6 +9,7 @@ import json
 import os
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -156,6 +157,23 @@ def test_a_client_that_leaves_mid_stream_cancels_the_upstream_and_its_span_says_
     assert span["status_code"] == "ERROR" and "disconnected" in span["status_message"]
     assert span["attributes"]["error.type"] == "client_disconnected"
     assert 0 < len(span["attributes"]["response_token_ids"]) < len(tokens(answer(Q)))  # what arrived
+
+
+def test_a_client_that_leaves_after_the_last_chunk_got_the_whole_call(tmp_path):
+    """Read up to [DONE], then reset the connection while the upstream has not yet ended its
+    answer: nothing was cut, so the span says the call went well."""
+    with FakeOpenAI(token_ids="when_asked", chunk_delay=0.2) as slow, Gateway(tmp_path, slow) as g:
+        body = json.dumps({"model": "m", "stream": True, "messages": chat()}).encode()
+        with socket.create_connection(("127.0.0.1", g.gateway_port)) as s:
+            s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\n"
+                      b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+            got = b""
+            while b"data: [DONE]" not in got:
+                got += s.recv(65536)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # a reset, not a FIN
+        span = g.gateway_spans(1)[0]
+    assert span["status_code"] == "UNSET" and "error.type" not in span["attributes"], span
+    assert span["attributes"]["response_token_ids"] == tokens(answer(Q))
 
 
 @pytest.mark.parametrize("workers", [0, 2])
