@@ -305,16 +305,26 @@ class _SideReads:
         ids = f"SELECT rollout_id FROM ({wanted_sql(rollout_ids)})"
         from_span = ("list_transform(TRY(from_json(json(s.attributes->>'logprobs.content'), "
                      "'[{\"logprob\":\"FLOAT\"}]')), lambda e: e.logprob)")
-        facts = (f"SELECT s.span_id, s.start_time_unix_nano AS start, CASE WHEN s.scope_name = '{GATEWAY_SCOPE}' "
-                 f"THEN s.attributes->>'{MODEL_VERSION}' END AS version, {{logprobs}} AS logprobs FROM spans s "
-                 f"{{join}} WHERE s.rollout_id IN ({ids}) AND s.span_type = 'llm'")
         # The logprobs come from the stored payloads (`response_logprobs`), else DuckDB unpacks them
-        # from the span's `logprobs.content` — never Python.
-        self._facts_query = facts.format(
-            logprobs=f"COALESCE(p.response_logprobs, {from_span})",
-            join=f"LEFT JOIN triplet_payloads p ON p.trace_id = s.trace_id AND p.span_id = s.span_id "
-                 f"AND p.version = {PAYLOAD_VERSION}")
-        self._facts_from_spans = facts.format(logprobs=from_span, join="")
+        # from the span's `logprobs.content` — never Python. Only the spans that need their
+        # attributes (a gateway span's model version, logprobs not stored) read them: scanning the
+        # attributes of every LLM span was most of this query (1M spans: ~0.5 s of 0.6 s).
+        self._facts_query = f"""WITH f AS (
+  SELECT s.trace_id, s.span_id, s.start_time_unix_nano AS start,
+         COALESCE(s.scope_name = '{GATEWAY_SCOPE}', FALSE) AS gateway,
+         p.response_logprobs AS logprobs
+  FROM spans s LEFT JOIN triplet_payloads p ON p.trace_id = s.trace_id AND p.span_id = s.span_id
+    AND p.version = {PAYLOAD_VERSION}
+  WHERE s.rollout_id IN ({ids}) AND s.span_type = 'llm')
+SELECT span_id, start, NULL::VARCHAR AS version, logprobs FROM f WHERE NOT gateway AND logprobs IS NOT NULL
+UNION ALL
+SELECT f.span_id, f.start, CASE WHEN f.gateway THEN s.attributes->>'{MODEL_VERSION}' END,
+       COALESCE(f.logprobs, {from_span})
+FROM f JOIN spans s ON s.trace_id = f.trace_id AND s.span_id = f.span_id WHERE f.gateway OR f.logprobs IS NULL"""
+        self._facts_from_spans = (
+            f"SELECT s.span_id, s.start_time_unix_nano AS start, CASE WHEN s.scope_name = '{GATEWAY_SCOPE}' THEN "
+            f"s.attributes->>'{MODEL_VERSION}' END AS version, {from_span} AS logprobs FROM spans s "
+            f"WHERE s.rollout_id IN ({ids}) AND s.span_type = 'llm'")
         # the latest reward span is the final reward (a late judge's reward included)
         self._finals_query = (f"SELECT rollout_id, arg_max(reward, (sequence_id, start_time_unix_nano)) AS r "
                               f"FROM spans WHERE rollout_id IN ({ids}) AND span_type = 'reward' GROUP BY rollout_id"
