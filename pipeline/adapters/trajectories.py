@@ -280,7 +280,7 @@ class TrajectoryBuilder:
                                  pa.nulls(n, pa.string()))
         else:
             logprobs, version = np.full(len(r_vals), np.nan, np.float32), pa.nulls(n, pa.string())
-        agent = pa.array(_agents(table.column("metadata")), pa.string())
+        agent = _agents(table.column("metadata"))
         taken = pa.array(order)
         described = {name: one_array(table.column(name).take(taken))
                      for name in ("rollout_id", "attempt_id", "span_id", "reward")}
@@ -381,17 +381,22 @@ def _aligned_logprobs(lists: pa.ListArray | None, row: np.ndarray, known: np.nda
     return out
 
 
-def _agents(metadata: pa.ChunkedArray) -> list[str | None]:
-    """The agent name in each triplet's metadata JSON (the bulk path puts it last)."""
-    tail = pc.extract_regex(metadata, r'"agent_name":(?P<a>"(?:[^"\\]|\\.)*"|null)\}$')
-    found = pc.struct_field(tail, "a").to_pylist() if len(metadata) else []
-    out: list[str | None] = []
-    for text, meta in zip(found, metadata.to_pylist()):
-        if text is None:  # elsewhere in the object (a triplet of the reference path), or absent
-            out.append(orjson.loads(meta).get("agent_name") if '"agent_name"' in meta else None)
-        else:
-            out.append(orjson.loads(text))
-    return out
+def _agents(metadata: pa.ChunkedArray) -> pa.Array:
+    """The agent name in each triplet's metadata JSON, as JSON text (the merge only compares
+    them): cut from the end of the object where the bulk path puts it, parsed only elsewhere (a
+    triplet of the reference path)."""
+    metadata = one_array(metadata)
+    tail = pc.struct_field(pc.extract_regex(metadata, r'"agent_name":(?P<a>"(?:[^"\\]|\\.)*"|null)\}$'), "a")
+    # elsewhere in the object, or a name with escapes (written by another encoder, maybe differently)
+    odd = pc.or_kleene(tail.is_null(), pc.match_substring(tail, "\\"))
+    redo = np.flatnonzero(odd.to_numpy(zero_copy_only=False))
+    if len(redo) == 0:
+        return tail
+    texts = tail.to_pylist()
+    for i in redo.tolist():
+        meta = metadata[i].as_py() or "{}"
+        texts[i] = orjson.dumps(orjson.loads(meta).get("agent_name") if '"agent_name"' in meta else None).decode()
+    return pa.array(texts, pa.string())
 
 
 def _first_seen_codes(rollouts: pa.ChunkedArray, attempts: pa.ChunkedArray) -> np.ndarray:
