@@ -134,16 +134,21 @@ def held_calls_wait_in_every_worker(g: Gateway, admin: dict[str, str]) -> None:
     assert len(done) == 6 and min(done) >= resumed_at
 
 
-def test_a_killed_worker_is_replaced_and_calls_go_on(tmp_path):
+def test_killed_workers_are_replaced_with_what_the_trainer_set_and_calls_go_on(tmp_path):
     with FakeOpenAI(token_ids="when_asked") as up, Gateway(tmp_path, up, workers=2) as g:
         before = workers_of(g)
-        os.kill(before[0], signal.SIGKILL)
-        wait_for(lambda: len(workers_of(g)) == 2 and before[0] not in workers_of(g), 30, "a new worker", poll=0.1)
-        assert "proxy worker 0 exited" in g.log() or "proxy worker 1 exited" in g.log()
+        requests.post(f"{g.url}/v1/gateway/model_version", json={"model_version": "step-5"}, timeout=10)
+        for pid in before:
+            os.kill(pid, signal.SIGKILL)
+        wait_for(lambda: len(workers_of(g)) == 2 and not set(before) & set(workers_of(g)), 30, "two new workers",
+                 poll=0.1)
+        assert "proxy worker 0 exited" in g.log() and "proxy worker 1 exited" in g.log()
         for _ in range(6):
             reply = fresh_client(g).chat.completions.create(model="m", messages=chat())
             assert reply.choices[0].message.content == answer(Q)
-        assert len(g.gateway_spans(6)) == 6
+        spans = g.gateway_spans(6)
+    # only new workers answered: they began with the model version set before
+    assert [s["attributes"]["spanpipe.model_version"] for s in spans] == ["step-5"] * 6
 
 
 def test_workers_setting_is_checked(tmp_path):

@@ -60,7 +60,7 @@ class WorkerSetup:
 
 
 # ---- the collector process's side ------------------------------------------------------------
-@dataclass
+@dataclass(eq=False)
 class _Worker:
     index: int
     process: BaseProcess
@@ -90,6 +90,9 @@ class ProxyWorkers:
         self._ids = itertools.count(1)
         self._acks: dict[int, tuple[threading.Event, set[int]]] = {}
         self._setup: WorkerSetup | None = None
+        # what trainers set, for a worker started later (a replacement) to begin with
+        self._model_version: str | None = None
+        self._paused = False
 
     def start(self, host: str, port: int) -> None:
         cfg = self.receiver.config
@@ -166,6 +169,11 @@ class ProxyWorkers:
                     if not waiting:
                         event.set()
             elif kind == "ready":
+                with self._lock:
+                    if self._model_version is not None:
+                        worker.send(("apply", 0, "model_version", self._model_version))
+                    if self._paused:
+                        worker.send(("apply", 0, "pause", ""))
                 worker.ready.set()
             elif kind == "stopped":
                 worker.in_flight = 0
@@ -197,6 +205,10 @@ class ProxyWorkers:
         ack_id = next(self._ids)
         event = threading.Event()
         with self._lock:
+            if operation == "model_version":
+                self._model_version = value
+            elif operation in ("pause", "resume"):
+                self._paused = operation == "pause"
             workers = list(self._workers)
             self._acks[ack_id] = (event, {w.index for w in workers})
         for w in workers:
