@@ -276,3 +276,42 @@ def test_through_a_collector_stored_payloads_are_read_a_few_rollouts_per_stateme
         expected = file.triplets(ids)
     assert comparable(got) == comparable(expected) and len(got) == 10
     assert all(t.prompt["token_ids"] for t in got)
+
+
+@pytest.mark.parametrize("stored", ["as the writer stores it now", "by an older writer, as BIGINT"])
+def test_a_token_id_beyond_32_bits_costs_that_call_its_ids_and_nothing_else(tmp_path: Path, stored: str) -> None:
+    """Triplets carry int32 token ids; one span with an id that does not fit once failed every
+    pull it was part of. Now that call has no token ids (and says why), the others are intact."""
+    import duckdb
+
+    def rollout(r: int, bad: bool) -> list[dict[str, Any]]:
+        spans = [{"span_id": f"{r:08x}00000001", "parent": None, "name": "agent.run", "attributes": {"agent.name": "a"}}]
+        for i in (2, 3):
+            attrs = llm(i, rid=f"r{r}-{i}")
+            if bad and i == 3:
+                attrs["prompt_token_ids"] = [1, 2**40]
+            spans.append({"span_id": f"{r:08x}0000000{i}", "parent": f"{r:08x}00000001", "name": "openai.chat.completion",
+                          "attributes": attrs})
+        return [{"trace_id": f"{r:032x}", "span_id": sp["span_id"], "parent_span_id": sp["parent"], "name": sp["name"],
+                 "attributes": sp["attributes"], "sequence_id": k, "start_time_unix_nano": BASE_NS + k * 10,
+                 "end_time_unix_nano": BASE_NS + (100 if k == 0 else k * 10 + 5)} for k, sp in enumerate(spans)]
+
+    db = tmp_path / "spans.duckdb"
+    write(db, {"ro-good": rollout(1, False), "ro-bad": rollout(2, True)})
+    if stored.startswith("by an older writer"):
+        con = duckdb.connect(str(db))
+        con.execute("UPDATE triplet_payloads SET prompt_token_ids = [1, 1099511627776] WHERE span_id = '0000000200000003'")
+        con.close()
+    with Warehouse.open(db) as wh:
+        triplets = {t.span_id: t for t in wh.triplets(["ro-good", "ro-bad"])}
+        result = wh.trajectories(["ro-good", "ro-bad"])
+    assert len(triplets) == 4
+    bad = triplets["0000000200000003"]
+    assert bad.prompt["token_ids"] == [] and bad.response["token_ids"] == []
+    if stored.startswith("as the writer"):
+        assert bad.metadata["token_ids_missing_reason"].startswith("token_ids_out_of_range")
+    assert triplets["0000000200000002"].prompt["token_ids"] == [102, 103, 104]
+    assert triplets["0000000100000003"].prompt["token_ids"] == [103, 104, 105]
+    assert {"rollout_id": "ro-bad", "attempt_id": "at-1", "span_id": "0000000200000003", "reason": "no_token_ids",
+            "position": None} in result.breaks.to_pylist()
+    assert sorted(result.table.column("rollout_id").to_pylist()) == ["ro-bad", "ro-good", "ro-good"]

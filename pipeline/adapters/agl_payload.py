@@ -19,6 +19,9 @@ from spanpipe.semconv.values import unflatten
 _INT_TYPES = ({int}, {bool}, {int, bool}, set())
 
 
+_INT32_MIN, _INT32_MAX = -2**31, 2**31 - 1
+
+
 def _ids(attrs: dict[str, Any], keys: tuple[str, ...]) -> list[int] | None:
     for key in keys:
         v = attrs.get(key)
@@ -120,6 +123,10 @@ def payload(attrs: dict[str, Any], events: list[dict[str, Any]] | None, agent_na
     if prompt_ids is None or response_ids is None:
         prompt_ids = prompt_ids if prompt_ids is not None else normalised()["prompt_token_ids"]
         response_ids = response_ids if response_ids is not None else normalised()["response_token_ids"]
+    too_large = next((i for ids in (prompt_ids, response_ids) for i in ids or () if not _INT32_MIN <= i <= _INT32_MAX),
+                     None)
+    if too_large is not None:  # not a token id: the call is kept, its ids are not (triplets carry int32)
+        prompt_ids = response_ids = None
     by_prefix = _split_by_prefix(attrs)
     request = _unflatten_first(by_prefix, ("gen_ai.request", "agentlightning.operation.input"))
     response_meta = _unflatten_first(by_prefix, ("gen_ai.response", "agentlightning.operation.output"))
@@ -145,7 +152,10 @@ def payload(attrs: dict[str, Any], events: list[dict[str, Any]] | None, agent_na
     if rid is None:
         rid = normalised()["response_id"]
     metadata = {"request": request, "response": response_meta, "response_id": rid}
-    if not prompt_ids or not response_ids:
+    if too_large is not None:
+        metadata["token_ids_missing_reason"] = (f"token_ids_out_of_range: the span's token ids include {too_large}, "
+                                                "which is not a 32-bit token id; they were left out")
+    elif not prompt_ids or not response_ids:
         metadata["token_ids_missing_reason"] = token_ids_missing_reason(
             attrs, bool(prompt_ids), bool(response_ids), normalised()["convention"])
     metadata["agent_name"] = agent_name  # last: the bulk reader appends it to the stored head

@@ -295,7 +295,7 @@ def stored_payloads_sql(rollout_ids: list[str], names: list[str] = _PAYLOAD_NAME
     without_streams = f"""AND (trace_id, span_id) NOT IN (
       SELECT (c.trace_id, c.span_id) FROM spans st JOIN spans c ON {is_stream_sibling_sql('c', 'st')}
       WHERE st.name LIKE '{LOGFIRE_STREAM_PREFIX}%' AND st.rollout_id IN ({wanted}))""" if shapes.streams else ""
-    columns = ", ".join(f"{n}::INTEGER[] AS {n}" if n in _TOKEN_NAMES else n for n in names)
+    columns = ", ".join(f"TRY_CAST({n} AS INTEGER[]) AS {n}" if n in _TOKEN_NAMES else n for n in names)
     return f"""SELECT trace_id || '/' || span_id AS key, {columns} FROM triplet_payloads tp
 WHERE version = {PAYLOAD_VERSION} AND rollout_id IN ({wanted}) {without_logs} {without_streams}"""
 
