@@ -300,6 +300,7 @@ def test_a_token_id_beyond_32_bits_costs_that_call_its_ids_and_nothing_else(tmp_
     write(db, {"ro-good": rollout(1, False), "ro-bad": rollout(2, True)})
     if stored.startswith("by an older writer"):
         con = duckdb.connect(str(db))
+        con.execute("ALTER TABLE triplet_payloads ALTER COLUMN prompt_token_ids TYPE BIGINT[]")
         con.execute("UPDATE triplet_payloads SET prompt_token_ids = [1, 1099511627776] WHERE span_id = '0000000200000003'")
         con.close()
     with Warehouse.open(db) as wh:

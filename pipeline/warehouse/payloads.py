@@ -28,8 +28,8 @@ PAYLOAD_VERSION = 2  # 2: metadata may hold token_ids_missing_reason
 DEFAULT_LLM_CALL_MATCH = r"openai\.chat\.completion"
 
 PAYLOAD_FIELDS: dict[str, pa.DataType] = {
-    "prompt_token_ids": pa.list_(pa.int64()),
-    "response_token_ids": pa.list_(pa.int64()),
+    "prompt_token_ids": pa.list_(pa.int32()),  # as triplets carry them (payload() keeps only ids that fit)
+    "response_token_ids": pa.list_(pa.int32()),
     "prompt": pa.string(),         # JSON of {token_ids, raw_content, image_urls}
     "response": pa.string(),       # JSON of {token_ids, raw_content[, logprobs]}
     "metadata_head": pa.string(),  # JSON of {request, response, response_id, — the reader appends agent_name
@@ -37,9 +37,10 @@ PAYLOAD_FIELDS: dict[str, pa.DataType] = {
 }
 
 DDL = ("CREATE TABLE IF NOT EXISTS triplet_payloads (rollout_id VARCHAR, trace_id VARCHAR NOT NULL, span_id VARCHAR NOT NULL, "
-       "start_time_unix_nano BIGINT, version INTEGER, prompt_token_ids BIGINT[], response_token_ids BIGINT[], "
+       "start_time_unix_nano BIGINT, version INTEGER, prompt_token_ids INTEGER[], response_token_ids INTEGER[], "
        "prompt VARCHAR, response VARCHAR, metadata_head VARCHAR, response_logprobs FLOAT[])")
 # Files from before `response_logprobs`: their rows have it NULL, and readers parse the span for those.
+# Files from before INTEGER[] token ids keep BIGINT[]: readers cast (TRY_CAST) what they read.
 ADD_LOGPROBS = "ALTER TABLE triplet_payloads ADD COLUMN IF NOT EXISTS response_logprobs FLOAT[]"
 
 
