@@ -199,8 +199,11 @@ def _repair_would_move(x: Groups, group: np.ndarray, n_groups: int, top: np.ndar
     width = (span + 2).astype(np.float64)
     chunk = np.floor(np.cumsum(width) / 2.0**61).astype(np.int64)
     row_chunk = chunk[group[rows]]
-    for c in np.unique(row_chunk):
-        _enclosed_kids(x, group, rows[row_chunk == c], kid, on_chain, first_start, span, result)
+    if len(rows) and row_chunk[0] == row_chunk[-1]:  # one chunk (chunks are non-decreasing): all rows
+        _enclosed_kids(x, group, rows, kid, on_chain, first_start, span, result)
+    else:
+        for c in np.unique(row_chunk):
+            _enclosed_kids(x, group, rows[row_chunk == c], kid, on_chain, first_start, span, result)
     return result
 
 
@@ -210,19 +213,21 @@ def _enclosed_kids(x: Groups, group: np.ndarray, rows: np.ndarray, kid: np.ndarr
     end times in (start, end desc) order, excluding the top and its ancestors (which enclose
     everything by construction and are not candidates)."""
     g, s, e = group[rows], x.start[rows], x.end[rows]
-    groups = np.unique(g)
+    groups = g[np.concatenate([[True], g[1:] != g[:-1]])]  # rows come in group order
     offset = np.zeros(len(span), np.int64)
     offset[groups] = np.concatenate([[0], np.cumsum(span[groups] + 2)[:-1]])
-    rel = e - first_start[g]
-    key = np.where(on_chain[rows], offset[g] - 1, offset[g] + rel)
-    order = np.lexsort((-e, offset[g] + (s - first_start[g])))  # (group, start, end descending)
+    group_offset = offset[g]
+    base = group_offset - first_start[g]  # a time t of row i's group lies at base[i] + t
+    end_at = base + e
+    key = np.where(on_chain[rows], group_offset - 1, end_at)
+    order = np.lexsort((-e, base + s))  # (group, start, end descending)
     running = np.maximum.accumulate(key[order])
     gs, ss, es = g[order], s[order], e[order]
     run_start = np.concatenate([[True], (gs[1:] != gs[:-1]) | (ss[1:] != ss[:-1]) | (es[1:] != es[:-1])])
     first_of_run = np.maximum.accumulate(np.where(run_start, np.arange(len(order)), 0))
     before = np.where(first_of_run > 0, running[np.maximum(first_of_run - 1, 0)], np.iinfo(np.int64).min)
-    enclosed = (before >= offset[gs] + (es - first_start[gs])) & kid[rows][order]
-    result[np.unique(gs[enclosed])] = True
+    enclosed = (before >= end_at[order]) & kid[rows][order]
+    result[gs[enclosed]] = True
 
 
 def match_rewards(calls: np.ndarray, rewards: np.ndarray, reward_value: np.ndarray, start: np.ndarray,
