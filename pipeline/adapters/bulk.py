@@ -246,11 +246,12 @@ def bulk_triplets(adapter: TripletAdapter, rollout_ids: list[str]) -> BulkResult
         positions = np.arange(n)
         got = forest.match_rewards(calls[d.parent[calls] >= 0], rewarded[d.parent[rewarded] >= 0], rows.reward,
                                    start, end, d.parent, (positions, d.parent))
-    reward = pa.array([got.get(c) for c in calls.tolist()], pa.float64())
+    reward = pa.array([got.get(c) for c in calls.tolist()], pa.float64()) if got else pa.nulls(len(calls), pa.float64())
 
-    agent_json = {i: orjson.dumps(a).decode() for i, a in enumerate(agent_names)}
-    agent_json[forest.ANY_AGENT] = '"*"'
-    agent_part = pa.array(['"agent_name":' + agent_json[a] + "}" for a in agents.tolist()], pa.string())
+    # each call's metadata tail, taken from one string per agent (ANY_AGENT is the last)
+    tails = pa.array(['"agent_name":' + orjson.dumps(a).decode() + "}" for a in agent_names] + ['"agent_name":"*"}'],
+                     pa.string())
+    agent_part = tails.take(pa.array(np.where(agents == forest.ANY_AGENT, len(agent_names), agents)))
     ks = k[calls]
     out = pa.table({
         "rollout_id": pa.array(rollout_ids, pa.string()).take(ks),
