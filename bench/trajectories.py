@@ -67,6 +67,7 @@ def main() -> None:
     p.add_argument("--rollouts", type=int, default=10_000)
     p.add_argument("--db", help="reuse/keep the warehouse here (default: a temp dir)")
     p.add_argument("--check", type=int, default=1000, help="rollouts compared with the reference merge")
+    p.add_argument("--pulls", type=int, default=5, help="pulls in one process (the first ones touch fresh memory)")
     args = p.parse_args()
     db = Path(args.db) if args.db else Path(tempfile.mkdtemp(prefix="spanpipe-traj-")) / "spans.duckdb"
     if not db.exists():
@@ -78,7 +79,7 @@ def main() -> None:
     ids = [f"ro-{r:05d}" for r in range(args.rollouts)]
     with Warehouse.open(db) as wh:
         times = []
-        for _ in range(3):
+        for _ in range(args.pulls):
             t0 = time.perf_counter()
             result = wh.trajectories(ids)
             times.append(time.perf_counter() - t0)
@@ -89,7 +90,8 @@ def main() -> None:
     tokens = sum(len(x) for x in result.table.column("response_ids").to_pylist()[:100])
     print(f"trajectories: {len(result):,} samples, {len(reasons):,} breaks "
           f"({', '.join(f'{r} {reasons.count(r)}' for r in sorted(set(reasons)))}) from {len(calls):,} calls; "
-          f"median of 3: {sorted(times)[1]:.2f}s (min {min(times):.2f}s); of which the triplet selection alone: "
+          f"pulls {', '.join(f'{t:.2f}' for t in times)} s: median {sorted(times)[len(times) // 2]:.2f}s "
+          f"(min {min(times):.2f}s); the triplet selection alone: "
           f"{triplet_time:.2f}s; first 100 samples hold {tokens:,} response tokens")
     # The merge against the reference, rollout by rollout.
     rows = result.table.to_pylist()
