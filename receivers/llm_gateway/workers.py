@@ -21,6 +21,7 @@ process is gone.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import multiprocessing
@@ -57,6 +58,9 @@ class WorkerSetup:
     auth: BearerTokenAuthConfig | None
     parent: int
     logs: LogsConfig  # the collector's: workers log as it does
+    # what trainers have set so far (a replacement worker starts with it, before its first call)
+    model_version: str = ""
+    paused: bool = False
 
 
 # ---- the collector process's side ------------------------------------------------------------
@@ -91,7 +95,7 @@ class ProxyWorkers:
         self._acks: dict[int, tuple[threading.Event, set[int]]] = {}
         self._setup: WorkerSetup | None = None
         # what trainers set, for a worker started later (a replacement) to begin with
-        self._model_version: str | None = None
+        self._model_version = ""
         self._paused = False
 
     def start(self, host: str, port: int) -> None:
@@ -128,7 +132,9 @@ class ProxyWorkers:
     def _spawn(self, index: int) -> _Worker:
         ctx = multiprocessing.get_context("spawn")
         ours, theirs = ctx.Pipe(duplex=True)
-        process = ctx.Process(target=run_worker, args=(self._setup, self._sock, theirs),
+        assert self._setup is not None
+        setup = dataclasses.replace(self._setup, model_version=self._model_version, paused=self._paused)
+        process = ctx.Process(target=run_worker, args=(setup, self._sock, theirs),
                               name=f"{self.receiver.id}-proxy-{index}", daemon=True)
         process.start()
         theirs.close()
@@ -169,11 +175,6 @@ class ProxyWorkers:
                     if not waiting:
                         event.set()
             elif kind == "ready":
-                with self._lock:
-                    if self._model_version is not None:
-                        worker.send(("apply", 0, "model_version", self._model_version))
-                    if self._paused:
-                        worker.send(("apply", 0, "pause", ""))
                 worker.ready.set()
             elif kind == "stopped":
                 worker.in_flight = 0
@@ -337,6 +338,9 @@ def run_worker(setup: WorkerSetup, sock: socket.socket, conn: Connection) -> Non
             answers.pop(request_id, None)
 
     app.control = forward
+    app.model_version = setup.model_version
+    if setup.paused:
+        app.state.resumed.clear()  # no call in flight yet: nothing to wait for
     server.start()
     stop = threading.Event()
 
