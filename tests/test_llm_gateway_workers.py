@@ -75,9 +75,13 @@ def test_calls_from_several_workers_land_with_token_ids_and_metrics_add_up(tmp_p
             t.join(60)
         assert answers == [True] * 40
         spans = g.gateway_spans(40)
-        wait_for(lambda: metrics(g).get(
-            'spanpipe_gateway_calls_total{operation="chat",outcome="ok",receiver="llm_gateway"}') == 40, 10,
-            "40 calls counted")
+
+        def settled() -> bool:  # workers report calls in flight every flush; a call leaves after its span
+            m = metrics(g)
+            return (m.get('spanpipe_gateway_calls_total{operation="chat",outcome="ok",receiver="llm_gateway"}') == 40
+                    and m.get('spanpipe_gateway_in_flight{receiver="llm_gateway"}') == 0)
+
+        wait_for(settled, 10, "40 calls counted, none in flight")
         m = metrics(g)
     assert len(spans) == 40 and len({s["attributes"]["gen_ai.response.id"] for s in spans}) == 40
     assert {s["rollout_id"] for s in spans} == {f"ro-{k}" for k in range(8)}

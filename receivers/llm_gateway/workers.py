@@ -270,6 +270,7 @@ class _WorkerHost:
         self.spans = self  # `spans.add(span)`, as the receiver's SpanBuffer takes them
         self.metrics = _ForwardedMetrics()
         self._spans: list[GatewaySpan] = []
+        self._in_flight_sent = 0
 
     def add(self, span: GatewaySpan) -> None:
         self._spans.append(span)
@@ -281,8 +282,9 @@ class _WorkerHost:
     def flush(self, in_flight: int) -> None:
         spans, self._spans = self._spans, []
         events = self.metrics.take()
-        if spans or events:
+        if spans or events or in_flight != self._in_flight_sent:  # a call's span comes before it leaves
             self.send(("spans", spans, events, in_flight))
+            self._in_flight_sent = in_flight
 
 
 class _ForwardedMetrics:
