@@ -87,7 +87,7 @@ $(LITELLM)/bin/litellm:
 	LITELLM_LOCAL_MODEL_COST_MAP=True $(LITELLM)/bin/pip install -q 'litellm[proxy]'
 
 bench-gateway: $(BIN)/spanpipe $(LITELLM)/bin/litellm
-	$(BIN)/python bench/gateway.py --litellm $(LITELLM)/bin/litellm
+	$(BIN)/python bench/gateway.py --litellm $(LITELLM)/bin/litellm --workers 0,2
 
 # The web viewer's browser library (Chart.js), pinned in pipeline/ui/vendor/package-lock.json. Its
 # built file and licences are committed under pipeline/ui/static/vendor, so installing never needs node.
