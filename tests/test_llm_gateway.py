@@ -15,13 +15,12 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
 import openai
 import pytest
 import requests
 
-from collector import Collector, free_port, wait_for
+from collector import wait_for
 from gateway_collector import Gateway
 from examples.fake_openai import FakeOpenAI, answer, logprob_of, prompt_tokens, tokens
 from spanpipe.warehouse.warehouse import Warehouse
