@@ -311,3 +311,19 @@ def test_logprobs_are_aligned_to_each_calls_response_tokens():
             expected[r_start[i]:r_start[i] + len(cut)] = cut
     assert np.array_equal(got, expected, equal_nan=True)
     assert np.isnan(got).any() and not np.isnan(got).all()
+
+
+def test_agents_compare_as_one_text_whichever_path_wrote_the_metadata():
+    """The bulk path writes the agent name last in the metadata; the reference path may put it
+    elsewhere or escape it differently: the same name gives the same text either way."""
+    from spanpipe.adapters.trajectories import _agents
+
+    metadata = pa.chunked_array([[
+        '{"request":{},"agent_name":"solver"}',      # bulk: last, cut as is
+        '{"agent_name":"solver","request":{}}',      # elsewhere in the object
+        '{"request":{},"agent_name":"caf\\u00e9"}',  # escaped by another encoder
+        '{"request":{},"agent_name":"café"}',
+        '{"request":{},"agent_name":null}',
+        '{"request":{}}',                            # none at all
+    ]])
+    assert _agents(metadata).to_pylist() == ['"solver"', '"solver"', '"café"', '"café"', "null", "null"]
