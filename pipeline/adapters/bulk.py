@@ -67,26 +67,27 @@ def wanted_sql(rollout_ids: list[str]) -> str:
             f"FROM (SELECT from_json({lit}, '[\"VARCHAR\"]') AS j)")
 
 
-def chosen_attempts_sql(relation: str) -> str:
-    """Per rollout, the attempt with the latest span start (ties: the first attempt id)."""
-    return f"""SELECT k, ha FROM (
-    SELECT k, ha, first(attempt_id) AS attempt_id, max(start_time_unix_nano) AS m FROM {relation} GROUP BY k, ha)
-  QUALIFY row_number() OVER (PARTITION BY k ORDER BY m DESC, attempt_id NULLS LAST) = 1"""
-
-
 def forest_query(rollout_ids: list[str], candidate_sql: str, latest_only: bool) -> str:
-    chosen = f", chosen AS ({chosen_attempts_sql('w')})" if latest_only else ""
-    rows = "SELECT w.* FROM w SEMI JOIN chosen USING (k, ha)" if latest_only else "SELECT * FROM w"
     # Attempt start and rank come from a per-attempt aggregate joined back: a window partitioned by
     # attempt over every span sorts them all (1.8 s of a 1M-span pull; the aggregate is ~0.05 s).
+    # The latest attempt (latest span start; ties: the first attempt id) is chosen from that
+    # aggregate too: chosen from the spans' rows, those rows were kept in memory to be read twice
+    # (peak 545 MB for 1M spans, against 320 MB). The aggregate reads its spans through a
+    # subquery of its own, so that DuckDB does not share one join of the spans with their
+    # attributes between both (it then keeps that join in memory: 1.2 GB).
+    latest = ("QUALIFY row_number() OVER (PARTITION BY k ORDER BY attempt_last DESC, attempt_id NULLS LAST) = 1"
+              if latest_only else "")
     return f"""
 WITH want AS ({wanted_sql(rollout_ids)}),
 att AS (
   SELECT want.k, s.attempt_id, min(s.start_time_unix_nano) AS attempt_start,
-         dense_rank() OVER (ORDER BY s.attempt_id) AS attempt_rank
-  FROM spans s JOIN want USING (rollout_id) GROUP BY want.k, s.attempt_id),
-w AS (SELECT * FROM (
-  SELECT s.k, hash(s.attempt_id) AS ha, s.attempt_id, s.trace_id, s.span_id, s.name,
+         max(s.start_time_unix_nano) AS attempt_last, dense_rank() OVER (ORDER BY s.attempt_id) AS attempt_rank
+  FROM want JOIN (SELECT rollout_id, attempt_id, start_time_unix_nano FROM spans
+                  WHERE rollout_id IN (SELECT rollout_id FROM want)) s ON s.rollout_id = want.rollout_id
+  GROUP BY want.k, s.attempt_id),
+kept AS (SELECT * FROM att {latest}),
+b AS (
+  SELECT s.k, hash(s.attempt_id) AS ha, s.attempt_id, s.trace_id, s.span_id,
          a.attempt_start, a.attempt_rank,
          TRY_CAST('0x' || s.span_id AS UBIGINT) AS sid, TRY_CAST('0x' || s.parent_span_id AS UBIGINT) AS psid,
          s.parent_span_id IS NOT NULL AND s.parent_span_id <> s.span_id AS has_parent,
@@ -99,8 +100,7 @@ w AS (SELECT * FROM (
          {response_id_sql('s.candidate')} AS response_id
   FROM (SELECT s.*, want.k, COALESCE({candidate_sql}, FALSE) AS candidate
         FROM spans s JOIN want USING (rollout_id)) s
-  JOIN att a ON a.k = s.k AND a.attempt_id IS NOT DISTINCT FROM s.attempt_id)
-){chosen}, b AS ({rows})
+  JOIN kept a ON a.k = s.k AND a.attempt_id IS NOT DISTINCT FROM s.attempt_id)
 SELECT b.k, b.ha, b.attempt_start, b.attempt_rank,
        b.sid, b.psid, b.has_parent, b.sid IS NULL AS odd_id, b.sequence_id,
        b.start_time_unix_nano, b.end_time_unix_nano, b.candidate, b.reward_value, b.reward_operation, b.agent,
