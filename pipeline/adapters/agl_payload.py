@@ -123,8 +123,8 @@ def payload(attrs: dict[str, Any], events: list[dict[str, Any]] | None, agent_na
     if prompt_ids is None or response_ids is None:
         prompt_ids = prompt_ids if prompt_ids is not None else normalised()["prompt_token_ids"]
         response_ids = response_ids if response_ids is not None else normalised()["response_token_ids"]
-    too_large = next((i for ids in (prompt_ids, response_ids) for i in ids or () if not _INT32_MIN <= i <= _INT32_MAX),
-                     None)
+    too_large = next((i for ids in (prompt_ids, response_ids) if ids for i in (min(ids), max(ids))
+                      if not _INT32_MIN <= i <= _INT32_MAX), None)
     if too_large is not None:  # not a token id: the call is kept, its ids are not (triplets carry int32)
         prompt_ids = response_ids = None
     by_prefix = _split_by_prefix(attrs)

@@ -15,7 +15,7 @@ import logging
 import re
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import orjson
@@ -141,12 +141,14 @@ def _pairs_sql(pairs: list[list[str]]) -> str:
             f"generate_subscripts(j, 1) AS i FROM (SELECT from_json({lit}, '[[\"VARCHAR\"]]') AS j))")
 
 
-def _codes(column: pa.ChunkedArray) -> tuple[np.ndarray, list[Any]]:
+def value_codes(values: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, pa.Array]:
     """Dictionary codes (-1 for null) and the distinct values."""
-    encoded = pc.dictionary_encode(column).combine_chunks()
+    encoded = pc.dictionary_encode(values)
+    if isinstance(encoded, pa.ChunkedArray):
+        encoded = encoded.combine_chunks()
     codes = encoded.indices.to_numpy(zero_copy_only=False)
     codes = np.where(encoded.is_null().to_numpy(zero_copy_only=False), -1, codes).astype(np.int64)
-    return codes, encoded.dictionary.to_pylist()
+    return codes, encoded.dictionary
 
 
 def _ints(table: pa.Table, name: str, null: int) -> np.ndarray:
@@ -200,8 +202,9 @@ def bulk_triplets(adapter: TripletAdapter, rollout_ids: list[str]) -> BulkResult
     odd = t.column("odd_id").to_numpy(zero_copy_only=False)[order]
     duplicate = duplicate | odd | tie  # each makes the group one for the reference path
 
-    agent, agent_names = _codes(t.column("agent"))
-    response, _ = _codes(t.column("response_id"))
+    agent, agent_values = value_codes(t.column("agent"))
+    agent_names = agent_values.to_pylist()
+    response, _ = value_codes(t.column("response_id"))
     matches = None if adapter.agent_re is None else \
         np.array([bool(adapter.agent_re.search(a)) for a in agent_names] or [False])
     rows = forest.Groups(
@@ -259,7 +262,7 @@ def bulk_triplets(adapter: TripletAdapter, rollout_ids: list[str]) -> BulkResult
         "trace_id": trace_ids,
         "span_id": span_ids,
         "sequence_id": pa.array(seq[calls], pa.int64(), mask=seq[calls] == np.iinfo(np.int64).max),
-        **({} if tokens is not None else {  # int32 lists, as read (_TOKEN_IDS)
+        **({} if tokens is not None else {  # int32 lists, as read
             "prompt_token_ids": payloads.column("prompt_token_ids"),
             "response_token_ids": payloads.column("response_token_ids")}),
         "reward": reward,
@@ -280,7 +283,6 @@ def bulk_triplets(adapter: TripletAdapter, rollout_ids: list[str]) -> BulkResult
 
 _PAYLOAD_NAMES = ["prompt_token_ids", "response_token_ids", "prompt", "response", "metadata_head"]
 _TOKEN_NAMES = ["prompt_token_ids", "response_token_ids"]
-_TOKEN_IDS = pa.list_(pa.int32())  # as triplets carry them; read so, the 60 M ids of a big pull move as half the bytes
 
 
 def _constant(value: str, n: int) -> pa.Array:
@@ -327,7 +329,7 @@ def _stored(futures: list[Future[pa.Table]], names: list[str] = _PAYLOAD_NAMES) 
                     "stored payloads not read (%s): computing them from the spans", exc)
     if not tables:
         return pa.table({"key": pa.array([], pa.string()),
-                         **{n: pa.array([], _TOKEN_IDS if n in _TOKEN_NAMES else PAYLOAD_FIELDS[n]) for n in names}})
+                         **{n: pa.array([], PAYLOAD_FIELDS[n]) for n in names}})
     return tables[0] if len(tables) == 1 else pa.concat_tables(tables)
 
 

@@ -25,9 +25,9 @@ from spanpipe.emit.setup import TASK_ID
 from spanpipe.semconv.llm_call import GATEWAY_SCOPE
 from spanpipe.warehouse.payloads import PAYLOAD_VERSION
 from spanpipe.warehouse.source import WarehouseError
-from spanpipe.adapters.bulk import wanted_sql
+from spanpipe.adapters.bulk import value_codes, wanted_sql
 from spanpipe.adapters.trajectory_merge import (REASON_NAMES, FlatCalls, Merge, merge_calls, offsets_of, ranges,
-                                               sample_tokens)
+                                               run_sums, sample_tokens)
 from spanpipe.adapters.triplet_types import TokenLists, one_array
 
 if TYPE_CHECKING:
@@ -46,8 +46,7 @@ SAMPLE_SCHEMA = pa.schema([
 ])
 BREAK_SCHEMA = pa.schema([("rollout_id", pa.string()), ("attempt_id", pa.string()), ("span_id", pa.string()),
                           ("reason", pa.string()), ("position", pa.int64())])
-BREAK_REASONS = ("no_token_ids", "not_a_prefix", "response_retokenized", "different_agent",
-                 "different_model_version")
+BREAK_REASONS = tuple(REASON_NAMES.values())
 
 
 def merge_reference(calls: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[tuple[str, int | None]]]:
@@ -286,7 +285,8 @@ class TrajectoryBuilder:
                      for name in ("rollout_id", "attempt_id", "span_id", "reward")}
         described["version"] = version.take(taken)
         calls = FlatCalls(
-            group=group[order], agent=_codes(agent.take(taken)), version=_codes(pc.fill_null(described["version"], "")),
+            group=group[order], agent=value_codes(agent.take(taken))[0],
+            version=value_codes(pc.fill_null(described["version"], ""))[0],
             prompt_values=tokens.prompts.values.to_numpy(zero_copy_only=False),
             prompt_start=p_off[token_row].astype(np.int64), prompt_end=p_off[token_row + 1].astype(np.int64),
             response_values=r_vals, response_start=r_start.astype(np.int64),
@@ -401,21 +401,12 @@ def _agents(metadata: pa.ChunkedArray) -> pa.Array:
 
 def _first_seen_codes(rollouts: pa.ChunkedArray, attempts: pa.ChunkedArray) -> np.ndarray:
     """A code per (rollout, attempt) pair, numbered in the order the pairs first appear."""
-    r = _codes(rollouts)
-    a = _codes(attempts)
+    r, a = value_codes(rollouts)[0] + 1, value_codes(attempts)[0] + 1  # null (-1) is a value of its own
     key = r * (int(a.max(initial=0)) + 1) + a
     _, first_at, inverse = np.unique(key, return_index=True, return_inverse=True)
     rank = np.empty(len(first_at), np.int64)
     rank[np.argsort(first_at, kind="stable")] = np.arange(len(first_at))
     return rank[inverse.reshape(-1)]
-
-
-def _codes(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
-    """Integer codes of the values (null is a value of its own)."""
-    encoded = pc.dictionary_encode(values, null_encoding="encode")
-    if isinstance(encoded, pa.ChunkedArray):
-        encoded = encoded.combine_chunks()
-    return encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
 
 
 def _stale_calls(versions: pa.Array, current_version: str | None, max_staleness: int | None) -> np.ndarray:
@@ -427,29 +418,25 @@ def _stale_calls(versions: pa.Array, current_version: str | None, max_staleness:
     return verdict[encoded.indices.to_numpy(zero_copy_only=False)]
 
 
-def _run_sums(values: np.ndarray, first: np.ndarray, last: np.ndarray) -> np.ndarray:
-    """Sum of values[first[s]..last[s]] for each run s."""
-    total = np.concatenate([[0], np.cumsum(values)])
-    return total[last + 1] - total[first]
-
-
 def _any_in_runs(flags: np.ndarray, first: np.ndarray, last: np.ndarray) -> np.ndarray:
-    return _run_sums(flags.astype(np.int64), first, last) > 0
+    return run_sums(flags.astype(np.int64), first, last) > 0
 
 
 def _sum_in_runs(rewards: pa.Array, first: np.ndarray, last: np.ndarray) -> pa.Array:
     """Per run: the sum of its calls' rewards, null when none of them has one."""
     given = ~rewards.is_null().to_numpy(zero_copy_only=False)
     values = pc.fill_null(rewards, 0.0).to_numpy(zero_copy_only=False).astype(np.float64)
-    sums = _run_sums(values, first, last)
+    sums = run_sums(values, first, last)
     return pa.array(sums, pa.float64(), mask=~_any_in_runs(given, first, last))
 
 
 def _index_in_runs(group: np.ndarray) -> np.ndarray:
     """0, 1, 2… restarting wherever `group` changes."""
     n = len(group)
-    begins = np.concatenate([[True], group[1:] != group[:-1]]) if n else np.zeros(0, bool)
-    return np.arange(n) - np.maximum.accumulate(np.where(begins, np.arange(n), 0)) if n else np.zeros(0, np.int64)
+    if n == 0:
+        return np.zeros(0, np.int64)
+    begins = np.concatenate([[True], group[1:] != group[:-1]])
+    return np.arange(n) - np.maximum.accumulate(np.where(begins, np.arange(n), 0))
 
 
 def _lookup(keys: pa.Array, mapping: dict[str, Any], type_: pa.DataType) -> pa.Array:

@@ -63,10 +63,6 @@ class Merged:
     break_reason: np.ndarray
     break_position: np.ndarray
 
-    @property
-    def turns(self) -> np.ndarray:
-        return self.last - self.first + 1
-
 
 def ranges(start: np.ndarray, length: np.ndarray) -> np.ndarray:
     """The concatenation of `arange(start[k], start[k] + length[k])` over k."""
@@ -80,6 +76,12 @@ def ranges(start: np.ndarray, length: np.ndarray) -> np.ndarray:
 
 def offsets_of(length: np.ndarray) -> np.ndarray:
     return np.concatenate([[0], np.cumsum(length, dtype=np.int64)])
+
+
+def run_sums(values: np.ndarray, first: np.ndarray, last: np.ndarray) -> np.ndarray:
+    """Sum of values[first[s]..last[s]] for each run s (0 for an empty run, last = first - 1)."""
+    total = np.concatenate([[0], np.cumsum(values)])
+    return total[last + 1] - total[first]
 
 
 def merge_calls(calls: FlatCalls, how: Merge) -> Merged:
@@ -126,17 +128,15 @@ def _prefix_holds(calls: FlatCalls, tested: np.ndarray) -> np.ndarray:
     response part (a few tokens a call) is compared in NumPy for all pairs at once; the prompt
     part with one memcmp each, a prompt's bytes serving again as the next call's prefix."""
     p_len, r_len = calls.prompt_length, calls.response_length
-    out = np.zeros(len(tested), bool)
     if len(tested) == 0:
-        return out
+        return np.zeros(0, bool)
     i_all = tested[p_len[tested] >= p_len[tested - 1] + r_len[tested - 1]]
     j_all = i_all - 1
     said = ranges(calls.prompt_start[i_all] + p_len[j_all], r_len[j_all])  # where i's prompt repeats j's answer
     answer = ranges(calls.response_start[j_all], r_len[j_all])
     wrong = calls.prompt_values[said] != calls.response_values[answer]
-    ends = np.cumsum(r_len[j_all])
-    wrong_before = np.concatenate([[0], np.cumsum(wrong)])
-    answer_repeated = wrong_before[ends] - wrong_before[ends - r_len[j_all]] == 0
+    answer_offsets = offsets_of(r_len[j_all])
+    answer_repeated = run_sums(wrong, answer_offsets[:-1], answer_offsets[1:] - 1) == 0
     values, ps, pe = calls.prompt_values, calls.prompt_start.tolist(), calls.prompt_end.tolist()
     holds = np.zeros(len(calls), bool)
     kept, kept_bytes = -1, b""

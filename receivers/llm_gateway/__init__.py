@@ -137,9 +137,6 @@ class LlmGatewayReceiver(Receiver):
         self.spans: SpanBuffer  # set in start()
         self.metrics = GatewayMetrics(component_id)
 
-    def upstream_for(self, model: str) -> Upstream | None:
-        return self.config.upstream_for(model)
-
     @property
     def port(self) -> int:
         if self.workers is not None:
@@ -188,14 +185,15 @@ class LlmGatewayReceiver(Receiver):
 
     def shutdown(self) -> None:
         """Let calls in flight finish (streams too), then hand every buffered span to the pipeline."""
-        if self.server is not None or self.workers is not None:
-            if self.server is not None:
-                self.server.stop()
-                self.server = None
-            if self.workers is not None:
-                self.workers.stop(self.config.drain_timeout)
-                self.workers = None
-            self.spans.close(self.config.drain_timeout)
+        if self.server is None and self.workers is None:
+            return  # never started
+        if self.server is not None:
+            self.server.stop()
+            self.server = None
+        if self.workers is not None:
+            self.workers.stop(self.config.drain_timeout)
+            self.workers = None
+        self.spans.close(self.config.drain_timeout)
 
 factory = Factory("llm_gateway", "receivers", LlmGatewayConfig,
                   lambda cid, cfg, consumers: LlmGatewayReceiver(cid, cfg, consumers))

@@ -167,13 +167,7 @@ class ProxyWorkers:
                 threading.Thread(target=self._control, args=(worker, request_id, operation, value),
                                  name=f"{self.receiver.id}-control", daemon=True).start()
             elif kind == "ack":
-                with self._lock:
-                    pending = self._acks.get(message[1])
-                if pending is not None:
-                    event, waiting = pending
-                    waiting.discard(worker.index)
-                    if not waiting:
-                        event.set()
+                self._acknowledge(worker.index, message[1])
             elif kind == "ready":
                 worker.ready.set()
             elif kind == "stopped":
@@ -191,11 +185,14 @@ class ProxyWorkers:
                       self.receiver.id, worker.index, worker.process.exitcode)
             replacement = self._spawn(worker.index)
             self._workers[self._workers.index(worker)] = replacement
-        self._release_acks(worker.index)
+        self._acknowledge(worker.index)
 
-    def _release_acks(self, index: int) -> None:
+    def _acknowledge(self, index: int, ack_id: int | None = None) -> None:
+        """Worker `index` has applied operation `ack_id` — or, None, is gone: nothing waits for it."""
         with self._lock:
-            for event, waiting in self._acks.values():
+            pending = list(self._acks.values()) if ack_id is None else \
+                [self._acks[ack_id]] if ack_id in self._acks else []
+            for event, waiting in pending:
                 waiting.discard(index)
                 if not waiting:
                     event.set()
@@ -214,7 +211,7 @@ class ProxyWorkers:
             self._acks[ack_id] = (event, {w.index for w in workers})
         for w in workers:
             if not w.send(("apply", ack_id, operation, value)):
-                self._release_acks(w.index)
+                self._acknowledge(w.index)
         event.wait(self.receiver.config.timeout + 5)
         with self._lock:
             self._acks.pop(ack_id, None)
