@@ -47,6 +47,12 @@ SPANS: tuple[Column, ...] = (
     Column("response_id", _S, "VARCHAR", promoted=True),
 )
 
+# Columns the warehouse computes from a span as it stores it (`warehouse.schema.DERIVED_SQL`);
+# batches and the lake's files do not carry them.
+DERIVED_SPANS: tuple[Column, ...] = (
+    Column("agent_name", _S, "VARCHAR"),  # the agent the span stands for (`semconv.agents`), else NULL
+)
+
 # Batch columns a processor may add that go to a table of their own, not to `spans`.
 BATCH_ONLY: dict[str, str] = {"reward_dimensions": "every reward dimension, for the reward_dimensions table"}
 

@@ -316,3 +316,66 @@ def test_a_token_id_beyond_32_bits_costs_that_call_its_ids_and_nothing_else(tmp_
     assert {"rollout_id": "ro-bad", "attempt_id": "at-1", "span_id": "0000000200000003", "reason": "no_token_ids",
             "position": None} in result.breaks.to_pylist()
     assert sorted(result.table.column("rollout_id").to_pylist()) == ["ro-bad", "ro-good", "ro-good"]
+
+
+def test_a_file_from_before_the_derived_columns_gets_them_when_a_writer_opens_it(
+        tmp_path: Path, warehouse: tuple[Warehouse, dict[str, Any]]) -> None:
+    """A file whose `spans` lacks `agent_name`: read-only it is read through the attributes; the
+    collector's (or the writer's) open adds the column, filled for every stored span, and the
+    selection then reads the column — the same triplets either way."""
+    import duckdb
+
+    from spanpipe import columns
+    from spanpipe.semconv.agents import agent_name_of_json_sql
+    from spanpipe.warehouse.views import Shapes
+
+    wh, ids = warehouse[0], list(warehouse[1])
+    expected = comparable(TripletAdapter(wh).triplets(ids))
+    path = tmp_path / "before.duckdb"
+    con = create_warehouse(str(path))
+    con.execute("DROP TABLE spans")
+    con.execute(columns.create_table_sql("spans", columns.SPANS))
+    con.register("__old", wh.sql("SELECT * EXCLUDE (agent_name) FROM spans"))
+    con.execute("INSERT INTO spans SELECT * FROM __old")
+    con.close()
+    everything = "rollout_id IS NOT NULL"
+    with Warehouse.open(path) as old:
+        assert not Shapes.of(old, everything).derived
+        assert comparable(old.triplets(ids)) == expected
+    create_warehouse(str(path)).close()
+    with Warehouse.open(path) as migrated:
+        assert Shapes.of(migrated, everything).derived
+        names = migrated.sql(f"SELECT count(*) FILTER (WHERE agent_name IS NOT DISTINCT FROM "
+                             f"({agent_name_of_json_sql()})) AS same, count(agent_name) AS named, count(*) AS n "
+                             "FROM spans").to_pylist()[0]
+        assert names["same"] == names["n"] and names["named"] > 100
+        assert comparable(migrated.triplets(ids)) == expected
+    with duckdb.connect(str(path)) as raw:  # and the rows written since compute it too
+        assert raw.execute("SELECT count(*) FROM spans WHERE agent_name IS NULL AND attributes->>'agent.name' "
+                           "IS NOT NULL").fetchall() == [(0,)]
+
+
+def test_rows_that_moved_meanwhile_make_the_selection_read_attributes(
+        warehouse: tuple[Warehouse, dict[str, Any]], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The few rows whose facts are read by row id afterwards must still be there: when the table
+    was compacted between the two statements, the selection runs again without the column."""
+    wh, ids = warehouse[0], list(warehouse[1])
+    expected = comparable(TripletAdapter(wh).triplets(ids))
+    original = bulk.with_attribute_facts
+    calls: list[int] = []
+
+    def moved(source: Any, t: pa.Table) -> pa.Table | None:
+        import pyarrow.compute as pc
+
+        assert t.column("row_id").null_count < len(t) - 10  # some rows need them here
+        shifted = t.set_column(t.column_names.index("row_id"), "row_id", pc.add(t.column("row_id"), 1))
+        calls.append(1)
+        return original(source, shifted)
+
+    monkeypatch.setattr(bulk, "with_attribute_facts", moved)
+    queries: list[str] = []
+    sql = wh.sql
+    monkeypatch.setattr(wh, "sql", lambda q, *a, **k: queries.append(q) or sql(q, *a, **k))
+    assert comparable(TripletAdapter(wh).triplets(ids)) == expected
+    assert calls and sum("s.agent_name AS agent" in q for q in queries) == 1
+    assert sum("regexp_matches(attributes::VARCHAR" in q and "attempt_rank" in q for q in queries) == 1

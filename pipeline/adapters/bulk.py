@@ -12,7 +12,6 @@ group `forest.decide` is unsure of.
 from __future__ import annotations
 
 import logging
-import re
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -24,10 +23,10 @@ import pyarrow.compute as pc
 
 from spanpipe.adapters import forest
 from spanpipe.adapters.triplet_types import TRIPLET_COLUMNS, TokenLists, one_array
-from spanpipe.semconv.agents import AGENT_KEYS, agent_name_sql
+from spanpipe.semconv.agents import AGENT_KEYS, agent_name_sql, key_pattern
 from spanpipe.semconv.llm_call import RESPONSE_ID
 from spanpipe.warehouse.payloads import PAYLOAD_FIELDS, PAYLOAD_VERSION, payload_columns
-from spanpipe.warehouse.source import WarehouseError
+from spanpipe.warehouse.source import SqlSource, WarehouseError
 from spanpipe.semconv.conventions.logfire import STREAM_PREFIX as LOGFIRE_STREAM_PREFIX
 from spanpipe.warehouse.views import (EVERY_SHAPE, Shapes, events_with_logs_sql, is_stream_sibling_sql,
                                      llm_attributes_sql, sql_string as _q)
@@ -46,18 +45,22 @@ REWARD_OPERATION_SQL = (f"COALESCE(name = 'agentlightning.operation' AND v[{_K['
                         "= 'agentlightning.reward', FALSE)")
 # The values of `_KEYS`, parsed only from spans whose JSON text holds one of them as a quoted
 # string (one regex pass is far cheaper than parsing every span's attributes).
-_KEY_PATTERN = '"(' + "|".join(re.escape(k) for k in _KEYS) + ')"'
-ATTRIBUTE_KEYS_SQL = (f"CASE WHEN regexp_matches(attributes::VARCHAR, {_q(_KEY_PATTERN)}) "
+ATTRIBUTE_KEYS_SQL = (f"CASE WHEN regexp_matches(attributes::VARCHAR, {_q(key_pattern(tuple(_KEYS)))}) "
                       f"THEN json_extract_string(attributes, {PATHS}) END")
+_REWARD_OPERATION_OF_ATTRIBUTES = ("COALESCE(s.name = 'agentlightning.operation' AND json_extract_string(s.attributes, "
+                                   "'$.\"agentlightning.operation.name\"') = 'agentlightning.reward', FALSE)")
+
+
+def _response_id_of_attributes_sql(span: str) -> str:
+    paths = "[" + ", ".join(f"'$.\"{k}\"'" for k in RESPONSE_ID) + "]"
+    return f"list_filter(json_extract({span}.attributes, {paths}), lambda x: json_type(x) = 'VARCHAR')[1]->>'$'"
 
 
 def response_id_sql(candidate: str, span: str = "s") -> str:
     """The response id of LLM-call candidates, NULL for other spans: the `response_id` column the
     reward processor fills (`semconv.llm_call.response_id`), else that rule applied here."""
-    paths = "[" + ", ".join(f"'$.\"{k}\"'" for k in RESPONSE_ID) + "]"
     return (f"CASE WHEN NOT COALESCE({candidate}, FALSE) THEN NULL WHEN {span}.response_id IS NOT NULL "
-            f"THEN {span}.response_id ELSE list_filter(json_extract({span}.attributes, {paths}), "
-            "lambda x: json_type(x) = 'VARCHAR')[1]->>'$' END")
+            f"THEN {span}.response_id ELSE {_response_id_of_attributes_sql(span)} END")
 
 
 def wanted_sql(rollout_ids: list[str]) -> str:
@@ -67,7 +70,11 @@ def wanted_sql(rollout_ids: list[str]) -> str:
             f"FROM (SELECT from_json({lit}, '[\"VARCHAR\"]') AS j)")
 
 
-def forest_query(rollout_ids: list[str], candidate_sql: str, latest_only: bool) -> str:
+def forest_query(rollout_ids: list[str], candidate_sql: str, latest_only: bool, derived: bool = False) -> str:
+    # With the derived `agent_name` column (`Shapes.derived`) the query reads no attributes: reading
+    # them was half of a 1M-span selection. The two facts still in attributes — a reward operation's
+    # name, a response id the column lacks — are read afterwards for the few rows that need them
+    # (`row_id` set: `with_attribute_facts`).
     # Attempt start and rank come from a per-attempt aggregate joined back: a window partitioned by
     # attempt over every span sorts them all (1.8 s of a 1M-span pull; the aggregate is ~0.05 s).
     # The latest attempt (latest span start; ties: the first attempt id) is chosen from that
@@ -77,6 +84,14 @@ def forest_query(rollout_ids: list[str], candidate_sql: str, latest_only: bool) 
     # attributes between both (it then keeps that join in memory: 1.2 GB).
     latest = ("QUALIFY row_number() OVER (PARTITION BY k ORDER BY attempt_last DESC, attempt_id NULLS LAST) = 1"
               if latest_only else "")
+    if derived:
+        attribute_reads = ("s.agent_name AS agent, FALSE AS reward_operation, "
+                           "CASE WHEN s.candidate THEN s.response_id END AS response_id, "
+                           "CASE WHEN s.name = 'agentlightning.operation' OR (s.candidate AND s.response_id IS NULL) "
+                           "THEN s.row_id END AS row_id")
+    else:
+        attribute_reads = (f"{ATTRIBUTE_KEYS_SQL} AS v, {AGENT_SQL} AS agent, {REWARD_OPERATION_SQL} AS reward_operation, "
+                           f"{response_id_sql('s.candidate')} AS response_id, NULL::BIGINT AS row_id")
     return f"""
 WITH want AS ({wanted_sql(rollout_ids)}),
 att AS (
@@ -94,20 +109,54 @@ b AS (
          s.sequence_id, s.start_time_unix_nano, s.end_time_unix_nano,
          CASE WHEN s.span_type = 'reward' THEN s.reward END AS reward_value,
          s.candidate,
-         {ATTRIBUTE_KEYS_SQL} AS v,
-         {AGENT_SQL} AS agent,
-         {REWARD_OPERATION_SQL} AS reward_operation,
-         {response_id_sql('s.candidate')} AS response_id
-  FROM (SELECT s.*, want.k, COALESCE({candidate_sql}, FALSE) AS candidate
+         {attribute_reads}  FROM (SELECT s.*, {"s.rowid" if derived else "NULL"} AS row_id, want.k, COALESCE({candidate_sql}, FALSE) AS candidate
         FROM spans s JOIN want USING (rollout_id)) s
   JOIN kept a ON a.k = s.k AND a.attempt_id IS NOT DISTINCT FROM s.attempt_id)
 SELECT b.k, b.ha, b.attempt_start, b.attempt_rank,
        b.sid, b.psid, b.has_parent, b.sid IS NULL AS odd_id, b.sequence_id,
        b.start_time_unix_nano, b.end_time_unix_nano, b.candidate, b.reward_value, b.reward_operation, b.agent,
-       b.response_id,
-       CASE WHEN b.candidate THEN b.trace_id END AS trace_id, CASE WHEN b.candidate THEN b.span_id END AS span_id,
+       b.response_id, b.row_id,
+       CASE WHEN b.candidate OR b.row_id IS NOT NULL THEN b.trace_id END AS trace_id,
+       CASE WHEN b.candidate OR b.row_id IS NOT NULL THEN b.span_id END AS span_id,
        CASE WHEN b.candidate THEN b.attempt_id END AS attempt_id
 FROM b"""
+
+
+def with_attribute_facts(source: SqlSource, t: pa.Table) -> pa.Table | None:
+    """`t` with `reward_operation` and `response_id` read from the attributes of the rows with a
+    `row_id` (a span named `agentlightning.operation`; an LLM call candidate whose `response_id`
+    column is empty). None when one of those rows is no longer at its row id (the collector
+    compacted the table meanwhile): the caller selects again without the derived column."""
+    need = np.flatnonzero(t.column("row_id").is_valid().to_numpy(zero_copy_only=False))
+    if len(need) == 0:
+        return t
+    rows = pa.table({"r": t.column("row_id").take(need), "trace_id": t.column("trace_id").take(need),
+                     "span_id": t.column("span_id").take(need)})
+    found = []
+    for start in range(0, len(need), _PAIRS_PER_QUERY):
+        lit = _q(orjson.dumps(rows.slice(start, _PAIRS_PER_QUERY).to_pylist()).decode())
+        found.append(source.sql(
+            f"SELECT w.i + {start} AS i, {_REWARD_OPERATION_OF_ATTRIBUTES} AS reward_operation, "
+            f"{_response_id_of_attributes_sql('s')} AS response_id FROM spans s JOIN "
+            f"(SELECT generate_subscripts(j, 1) - 1 AS i, unnest(j, recursive := true) "
+            f"FROM (SELECT from_json({lit}, '[{{\"r\": \"BIGINT\", \"trace_id\": \"VARCHAR\", "
+            f"\"span_id\": \"VARCHAR\"}}]') AS j)) w "
+            "ON s.rowid = w.r AND s.trace_id = w.trace_id AND s.span_id = w.span_id"))
+    facts = pa.concat_tables(found)
+    if facts.num_rows != len(need):
+        return None
+    at = need[facts.column("i").to_numpy()]
+    operation = t.column("reward_operation").to_numpy(zero_copy_only=False).copy()
+    operation[at] = facts.column("reward_operation").to_numpy(zero_copy_only=False)
+    # a response id from the attributes for candidates only
+    candidate = t.column("candidate").to_numpy(zero_copy_only=False)[at]
+    mask = np.zeros(len(t), bool)
+    mask[at[candidate]] = True
+    response = pc.replace_with_mask(one_array(t.column("response_id")), pa.array(mask),
+                                    one_array(facts.column("response_id")).filter(pa.array(candidate)))
+    i = t.column_names.index
+    return (t.set_column(i("reward_operation"), "reward_operation", pa.array(operation))
+             .set_column(i("response_id"), "response_id", response))
 
 
 def with_parent_rows(t: pa.Table) -> pa.Table:
@@ -172,8 +221,11 @@ def bulk_triplets(adapter: TripletAdapter, rollout_ids: list[str]) -> BulkResult
     names = _TOKEN_NAMES if adapter.token_ids_only else _PAYLOAD_NAMES
     shapes = Shapes.of(adapter.warehouse, f"rollout_id IN (SELECT rollout_id FROM ({wanted_sql(rollout_ids)}))")
     stored = _read_stored(adapter.warehouse, rollout_ids, names, shapes)
-    t = adapter.warehouse.sql(forest_query(rollout_ids, adapter.candidate_sql(shapes), adapter.attempts == "latest"))
-    t = with_parent_rows(t)
+    def select(derived: bool) -> pa.Table:
+        return adapter.warehouse.sql(forest_query(rollout_ids, adapter.candidate_sql(shapes),
+                                                  adapter.attempts == "latest", derived))
+    t = with_attribute_facts(adapter.warehouse, select(shapes.derived)) if shapes.derived else None
+    t = with_parent_rows(t if t is not None else select(False))
     n = t.num_rows
     empty = BulkResult(pa.table({c: [] for c in (*TRIPLET_COLUMNS, "_k")}), set())
     if n == 0:

@@ -3,6 +3,7 @@ rank — read in Python and written as SQL from the same list."""
 
 from __future__ import annotations
 
+import re
 from typing import Any, Callable, Mapping
 
 from spanpipe.semconv.convention import AgentRule
@@ -38,3 +39,16 @@ def agent_name_sql(get: Callable[[str], str], name_expr: str = "name") -> str:
             conditions.append(f"{name_expr} LIKE '{rule.when_name_prefix}%'")
         terms.append(f"CASE WHEN {' AND '.join(conditions)} THEN {get(rule.key)} END" if conditions else get(rule.key))
     return "COALESCE(" + ", ".join(terms) + ")"
+
+
+def key_pattern(keys: tuple[str, ...]) -> str:
+    """A regex finding any of `keys` as a quoted string in JSON text (RE2, DuckDB's engine)."""
+    return '"(' + "|".join(re.escape(k) for k in keys) + ')"'
+
+
+def agent_name_of_json_sql(attributes: str = "attributes", name_expr: str = "name") -> str:
+    """The agent name of a span from its attributes' JSON text. Only a text that holds one of the
+    rules' keys is parsed: one regex pass is far cheaper than parsing every span."""
+    pattern = key_pattern(AGENT_KEYS).replace("'", "''")
+    named = agent_name_sql(lambda k: f"json_extract_string({attributes}, '$.\"{k}\"')", name_expr)
+    return f"CASE WHEN regexp_matches({attributes}::VARCHAR, '{pattern}') THEN {named} END"

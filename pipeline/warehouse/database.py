@@ -12,7 +12,7 @@ from typing import Any
 
 import duckdb
 
-from spanpipe.warehouse.schema import ATTEMPT_SUMMARIES_KEPT, DDL, REBUILD_ATTEMPT_SUMMARIES
+from spanpipe.warehouse.schema import ATTEMPT_SUMMARIES_KEPT, DDL, REBUILD_ATTEMPT_SUMMARIES, add_derived_columns
 from spanpipe.warehouse.views import create_views
 
 log = logging.getLogger("spanpipe.warehouse.database")
@@ -68,6 +68,7 @@ class WarehouseDatabase:
         try:
             for stmt in DDL:
                 con.execute(stmt)
+            add_derived_columns(con)
             if not con.execute("SELECT 1 FROM spanpipe_meta WHERE key = $k", {"k": ATTEMPT_SUMMARIES_KEPT}).fetchall():
                 con.execute("BEGIN")
                 for stmt in REBUILD_ATTEMPT_SUMMARIES:

@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import duckdb
+
 from spanpipe import columns
+from spanpipe.semconv.agents import agent_name_of_json_sql
 from spanpipe.semconv.llm_call import INPUT_TOKEN_KEYS, OUTPUT_TOKEN_KEYS
 from spanpipe.warehouse import payloads
 
 SPANS_COLUMNS: tuple[tuple[str, str], ...] = tuple((c.name, c.sql) for c in columns.SPANS)
 
 SCHEMA_VERSION = 1
+
+# How each derived column is computed from the span's own columns: written with every insert, so
+# that a 1M-span triplet selection reads a short column instead of every span's attributes.
+DERIVED_SQL: dict[str, str] = {"agent_name": agent_name_of_json_sql("attributes", "name")}
+DERIVED_NAMES = ", ".join(c.name for c in columns.DERIVED_SPANS)
+DERIVED_VALUES = ", ".join(DERIVED_SQL[c.name] for c in columns.DERIVED_SPANS)
+DERIVED_SELECT = ", ".join(f"{DERIVED_SQL[c.name]} AS {c.name}" for c in columns.DERIVED_SPANS)
 
 # OTLP log records (spanpipe.otlp_logs.LOGS_COLUMNS); the read side joins them to their span.
 LOGS_DDL = columns.create_table_sql("logs", columns.LOGS)
@@ -103,7 +113,7 @@ REBUILD_ATTEMPT_SUMMARIES = [
 ]
 
 DDL = [
-    columns.create_table_sql("spans", columns.SPANS),
+    columns.create_table_sql("spans", columns.SPANS + columns.DERIVED_SPANS),
     # Every reward dimension the reward processor found (the spans table keeps the primary one).
     "CREATE TABLE IF NOT EXISTS reward_dimensions (trace_id VARCHAR NOT NULL, span_id VARCHAR NOT NULL, "
     "idx INTEGER NOT NULL, name VARCHAR, value DOUBLE, source VARCHAR)",
@@ -128,8 +138,8 @@ _COLS = ", ".join(name for name, _ in SPANS_COLUMNS)
 # DuckDB's zone maps keep cheap however large the table grows. Duplicates inside the batch are
 # removed first.
 INSERT_DEDUPED = f"""
-INSERT INTO spans ({_COLS})
-SELECT {_COLS} FROM (
+INSERT INTO spans ({_COLS}, {DERIVED_NAMES})
+SELECT {_COLS}, {DERIVED_VALUES} FROM (
     SELECT * FROM __batch QUALIFY row_number() OVER (PARTITION BY trace_id, span_id) = 1
 ) AS n
 WHERE NOT EXISTS (
@@ -191,3 +201,23 @@ WHERE r.started >= c.end_time_unix_nano
   AND NOT EXISTS (SELECT 1 FROM rollout_completions x WHERE x.trace_id = r.trace_id AND x.span_id = r.span_id)
 RETURNING seq, rollout_id, attempt_id, status, mode, final_reward
 """
+
+def add_derived_columns(con: duckdb.DuckDBPyConnection) -> None:
+    """A file written before a derived column existed gets it, computed for every stored span, in
+    one transaction: a reader that finds the column can trust it (`views.Shapes.derived`)."""
+    have = {r[0] for r in con.execute(
+        "SELECT column_name FROM duckdb_columns() WHERE table_name = 'spans' AND schema_name = 'main' "
+        "AND database_name = current_database()").fetchall()}
+    missing = [c for c in columns.DERIVED_SPANS if c.name not in have]
+    if not missing:
+        return
+    con.execute("BEGIN")
+    try:
+        for c in missing:
+            con.execute(f"ALTER TABLE spans ADD COLUMN {c.name} {c.sql}")
+            value = DERIVED_SQL[c.name]
+            con.execute(f"UPDATE spans SET {c.name} = {value} WHERE ({value}) IS NOT NULL")
+        con.execute("COMMIT")
+    except duckdb.Error:
+        con.execute("ROLLBACK")
+        raise

@@ -14,11 +14,12 @@ import duckdb
 import orjson
 import pyarrow as pa
 
+from spanpipe.columns import DERIVED_SPANS
 from spanpipe.semconv.agents import agent_name_sql
 from spanpipe.warehouse import payloads
-from spanpipe.warehouse.source import SqlSource
-from spanpipe.warehouse.schema import (COMPLETION_COLUMNS, DDL, LOGS_DDL, ROLLOUT_SPAN, SPANS_COLUMNS, TOKENS_IN_SQL,
-                                       TOKENS_OUT_SQL)
+from spanpipe.warehouse.source import SqlSource, WarehouseError
+from spanpipe.warehouse.schema import (COMPLETION_COLUMNS, DDL, DERIVED_SELECT, LOGS_DDL, ROLLOUT_SPAN, SPANS_COLUMNS,
+                                       TOKENS_IN_SQL, TOKENS_OUT_SQL)
 from spanpipe.semconv.llm_call import GATEWAY_SCOPE, llm_call
 from spanpipe.semconv.conventions.logfire import REQUEST_KEY, STREAM_PREFIX as LOGFIRE_STREAM_PREFIX
 from spanpipe.semconv.span_types import classify
@@ -29,10 +30,13 @@ from spanpipe.semconv.span_types import classify
 class Shapes:
     """Which of the rarer shapes the spans a query reads hold: Logfire stream spans, gateway
     spans, OTLP log records. Each costs the query a join per LLM call; a query over spans known to
-    lack a shape leaves its join out (`Shapes.of`) and gives the same rows."""
+    lack a shape leaves its join out (`Shapes.of`) and gives the same rows. `derived`: `spans` is
+    a table with the warehouse's derived columns (`columns.DERIVED_SPANS`) and row ids — not a file
+    from before them opened read-only, a lake's view or spans registered from Arrow."""
     streams: bool = True
     gateway: bool = True
     logs: bool = True
+    derived: bool = False
 
     @classmethod
     def of(cls, source: SqlSource, spans_where: str) -> "Shapes":
@@ -41,7 +45,11 @@ class Shapes:
             f"SELECT COALESCE(bool_or(name LIKE '{LOGFIRE_STREAM_PREFIX}%'), FALSE) AS streams, "
             f"COALESCE(bool_or(scope_name = '{GATEWAY_SCOPE}'), FALSE) AS gateway, "
             f"EXISTS (SELECT 1 FROM logs) AS logs FROM spans WHERE {spans_where}").to_pylist()[0]
-        return cls(**row)
+        try:
+            names = set(source.sql("SELECT rowid AS row_id, * FROM spans LIMIT 0").column_names)
+        except (WarehouseError, duckdb.Error):
+            names = set()
+        return cls(**row, derived=all(c.name in names for c in DERIVED_SPANS))
 
 
 EVERY_SHAPE = Shapes()
@@ -229,7 +237,7 @@ def create_lake_views(con: duckdb.DuckDBPyConnection, location: str) -> None:
     has_files = con.execute("SELECT count(*) FROM glob(?)", [pattern]).fetchall()[0][0] > 0
     if has_files:
         cols = ", ".join(name for name, _ in SPANS_COLUMNS)
-        con.execute(f"CREATE VIEW spans AS SELECT {cols} FROM read_parquet({sql_string(pattern)}, "
+        con.execute(f"CREATE VIEW spans AS SELECT {cols}, {DERIVED_SELECT} FROM read_parquet({sql_string(pattern)}, "
                     "hive_partitioning = true, union_by_name = true)")
     else:
         con.execute(DDL[0])

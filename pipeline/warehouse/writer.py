@@ -7,7 +7,7 @@ import duckdb
 import pyarrow as pa
 
 from spanpipe.warehouse.payloads import insert_payloads
-from spanpipe.warehouse.schema import DDL, SPANS_COLUMNS
+from spanpipe.warehouse.schema import DDL, DERIVED_NAMES, DERIVED_VALUES, SPANS_COLUMNS, add_derived_columns
 from spanpipe.warehouse.views import create_views
 
 
@@ -15,17 +15,20 @@ def create_warehouse(path: str) -> duckdb.DuckDBPyConnection:
     con = duckdb.connect(path)
     for stmt in DDL:
         con.execute(stmt)
+    add_derived_columns(con)
     create_views(con)
     return con
 
 
 def insert_spans(con: duckdb.DuckDBPyConnection, table: pa.Table) -> int:
-    """Insert a `spans`-shaped table (missing columns are NULL) and its LLM spans' payloads."""
+    """Insert a `spans`-shaped table (missing columns are NULL) and its LLM spans' payloads; the
+    derived columns are computed as the duckdb exporter computes them."""
     names = [c for c, _ in SPANS_COLUMNS]
-    select = ", ".join(c if c in table.column_names else "NULL" for c in names)
+    select = ", ".join(c if c in table.column_names else f"NULL::{sql.split()[0]} AS {c}" for c, sql in SPANS_COLUMNS)
     con.register("__spans", table)
     try:
-        con.execute(f"INSERT INTO spans ({', '.join(names)}) SELECT {select} FROM __spans")
+        con.execute(f"INSERT INTO spans ({', '.join(names)}, {DERIVED_NAMES}) "
+                    f"SELECT *, {DERIVED_VALUES} FROM (SELECT {select} FROM __spans)")
     finally:
         con.unregister("__spans")
     insert_payloads(con, table)
