@@ -8,12 +8,15 @@ loop for `--duration` seconds). Targets are measured in turn, round after round 
 each figure is the median over rounds. At the end the collector is stopped with SIGTERM and every
 call the gateway answered is looked up in the warehouse by its response id. `--workers 0,1` runs
 one collector per setting of the receiver's `workers` (proxy processes), measured side by side;
-the gateway's CPU is the collector's and its workers'.
+the gateway's CPU is the collector's and its workers'. `--upstream-latency 0.02` makes the upstream
+take 20 ms before each answer, as a model server does: the machine is then not saturated by the
+load itself, and the added latency is the gateway's own.
 
     .venv/bin/python bench/gateway.py                          # gateway vs direct
     make bench-gateway                                         # + LiteLLM (builds .venv-litellm)
     .venv/bin/python bench/gateway.py --litellm .venv-litellm/bin/litellm --duration 5 --runs 3
     .venv/bin/python bench/gateway.py --concurrency 16 --workers 0,1,2
+    .venv/bin/python bench/gateway.py --concurrency 1,16,64 --workers 0,2 --upstream-latency 0.02
 """
 
 from __future__ import annotations
@@ -164,6 +167,8 @@ def main() -> None:
     p.add_argument("--runs", type=int, default=3, help="rounds; figures are medians over rounds")
     p.add_argument("--litellm", help="path to a `litellm` executable (its own venv) to compare with")
     p.add_argument("--workers", default="0", help="the gateway's proxy processes; several: one collector each")
+    p.add_argument("--upstream-latency", type=float, default=0.0,
+                   help="seconds the fake upstream takes before each answer (a model server's queue and prefill)")
     args = p.parse_args()
     if args.client:
         print(json.dumps(asyncio.run(client_run(args.client, int(args.concurrency), args.duration, args.stream,
@@ -173,7 +178,8 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="bench-gateway-"))
     up_port = free_port()
     upstream_proc = subprocess.Popen([sys.executable, str(ROOT / "examples/fake_openai.py"), "--port", str(up_port),
-                                      "--token-ids", "when_asked"], stdout=subprocess.DEVNULL)
+                                      "--token-ids", "when_asked", "--latency", str(args.upstream_latency)],
+                                     stdout=subprocess.DEVNULL)
     procs = [upstream_proc]
     try:
         wait_port(up_port, upstream_proc)
@@ -209,6 +215,7 @@ def main() -> None:
         import duckdb
 
         landed: list[str] = []
+        short: list[str] = []  # settings where some answered call is not in the warehouse, or ids repeat
         for name, (collector, db) in collectors.items():
             peak = max(proc_stats(p)[1] for p in tree_pids(collector.pid)) / 2**20
             collector.send_signal(signal.SIGTERM)
@@ -224,6 +231,8 @@ def main() -> None:
             landed.append(f"{name}: collector exit code {rc}; peak RSS (largest process) {peak:.0f} MiB; calls answered "
                           f"{len(ids)}, distinct response ids {len(set(ids))}, found in the warehouse {stored}; "
                           f"gateway spans with token ids {with_ids}")
+            if rc != 0 or not len(ids) == len(set(ids)) == stored == with_ids:
+                short.append(name)
 
         def med(rs: list[dict[str, Any]], key: str, q: float) -> float:
             return statistics.median(pct(r[key], q) for r in rs) * 1000
@@ -232,7 +241,7 @@ def main() -> None:
             return statistics.median(len(r["latencies"]) / r["elapsed"] for r in rs)
 
         print(f"rounds {args.runs} x {args.duration:.0f}s per measurement; medians over rounds; "
-              f"upstream = fake vLLM (examples/fake_openai.py)")
+              f"upstream = fake vLLM (examples/fake_openai.py), {args.upstream_latency * 1000:g} ms before each answer")
         print(f"{'stream':>6} {'conc':>4} {'target':>8} {'calls/s':>8} {'p50 ms':>8} {'p99 ms':>8} "
               f"{'+p50 ms':>8} {'+p99 ms':>8} {'ttft ms':>8} {'+ttft ms':>8} {'errors':>6} {'gw CPU':>7}")
         for stream in (False, True):
@@ -251,6 +260,8 @@ def main() -> None:
                           f"{med(rs, 'latencies', .99):8.2f} {added} {ttft} {added_ttft} "
                           f"{sum(r['errors'] for r in rs):6d} {cpu:>7}")
         print("\n".join(landed))
+        if short:
+            sys.exit(f"not every answered call is in the warehouse with its token ids, once: {', '.join(short)}")
     finally:
         for proc in procs:
             if proc.poll() is None:

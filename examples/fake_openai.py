@@ -19,9 +19,10 @@ It serves what vLLM's OpenAI server serves, with vLLM's field names:
 the default `"always"` keeps the older demo behaviour of always sending them. `flavor="sglang"`
 answers chat calls like SGLang ≥ 0.5.13 instead: `return_prompt_token_ids` → `prompt_token_ids`
 on each choice, `return_meta_info` → `meta_info.output_token_logprobs` (`[logprob, token_id,
-text]`) and `meta_info.output_ids`; with `stream: true` those flags are refused (400). `chunk_delay`
-spaces stream chunks out (time to first token vs total time); `model_version_header` makes every
-response carry that header.
+text]`) and `meta_info.output_ids`; with `stream: true` those flags are refused (400). `latency`
+is the time before an answer starts (a real server's queueing and prefill), `chunk_delay` spaces
+stream chunks out (time to first token vs total time); `model_version_header` makes every response
+carry that header.
 
     python examples/fake_openai.py --port 8765
 """
@@ -96,13 +97,13 @@ class FakeOpenAI:
     """The server in a background thread: `with FakeOpenAI() as srv: srv.base_url`."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0,
-                 token_ids: Literal["always", "when_asked"] = "always", chunk_delay: float = 0.0,
+                 token_ids: Literal["always", "when_asked"] = "always", chunk_delay: float = 0.0, latency: float = 0.0,
                  model_version_header: str | None = None, model_version: str = "fake-v1",
                  flavor: Literal["vllm", "sglang"] = "vllm") -> None:
         self.host, self.port = host, port
         self.flavor = flavor
         self.token_ids = token_ids
-        self.chunk_delay = chunk_delay
+        self.chunk_delay, self.latency = chunk_delay, latency
         self.model_version_header, self.model_version = model_version_header, model_version
         self.requests = 0
         self.bodies: list[dict[str, Any]] = []  # what each request asked for (tests read it)
@@ -138,6 +139,11 @@ class FakeOpenAI:
                                                       "code": status}}, status=status)
         return body, None
 
+    async def _think(self) -> None:
+        """The time a model server takes before it answers (after the answer's id is taken)."""
+        if self.latency:
+            await asyncio.sleep(self.latency)
+
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         body, error = await self._read(request)
         if error is not None:
@@ -151,6 +157,7 @@ class FakeOpenAI:
         rid, model = f"chatcmpl-fake-{self.requests}", f"{body.get('model', 'fake-model')}-served"
         usage = {"prompt_tokens": len(prompt_ids), "completion_tokens": len(out_ids),
                  "total_tokens": len(prompt_ids) + len(out_ids)}
+        await self._think()
         if self.flavor == "sglang" and (not body.get("stream") or body.get("return_prompt_token_ids")
                                         or body.get("return_meta_info")):
             return self._sglang_chat(body, text, prompt_ids, out_ids, rid, model, usage)
@@ -217,6 +224,7 @@ class FakeOpenAI:
         rid, model = f"cmpl-fake-{self.requests}", f"{body.get('model', 'fake-model')}-served"
         usage = {"prompt_tokens": len(prompt_ids), "completion_tokens": len(out_ids),
                  "total_tokens": len(prompt_ids) + len(out_ids)}
+        await self._think()
         ids, lps = self._want_ids(body), isinstance(body.get("logprobs"), int)
 
         def choice(part: list[int], k: int, last: bool, with_prompt: bool) -> dict[str, Any]:
@@ -301,8 +309,10 @@ def main() -> None:
     p.add_argument("--port", type=int, default=8765)
     p.add_argument("--token-ids", choices=("always", "when_asked"), default="always")
     p.add_argument("--chunk-delay", type=float, default=0.0, help="seconds between stream chunks")
+    p.add_argument("--latency", type=float, default=0.0, help="seconds before each answer starts")
     args = p.parse_args()
-    with FakeOpenAI(port=args.port, token_ids=args.token_ids, chunk_delay=args.chunk_delay) as srv:
+    with FakeOpenAI(port=args.port, token_ids=args.token_ids, chunk_delay=args.chunk_delay,
+                    latency=args.latency) as srv:
         print(f"fake OpenAI server on {srv.base_url}", flush=True)
         try:
             threading.Event().wait()

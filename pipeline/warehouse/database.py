@@ -68,7 +68,10 @@ class WarehouseDatabase:
         try:
             for stmt in DDL:
                 con.execute(stmt)
-            add_derived_columns(con)
+            added = add_derived_columns(con)
+            if added:
+                log.info("%s: added the derived column(s) %s to %s, computed for every stored span",
+                         self.name, ", ".join(added), self.path)
             if not con.execute("SELECT 1 FROM spanpipe_meta WHERE key = $k", {"k": ATTEMPT_SUMMARIES_KEPT}).fetchall():
                 con.execute("BEGIN")
                 for stmt in REBUILD_ATTEMPT_SUMMARIES:

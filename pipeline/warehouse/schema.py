@@ -202,7 +202,7 @@ WHERE r.started >= c.end_time_unix_nano
 RETURNING seq, rollout_id, attempt_id, status, mode, final_reward
 """
 
-def add_derived_columns(con: duckdb.DuckDBPyConnection) -> None:
+def add_derived_columns(con: duckdb.DuckDBPyConnection) -> list[str]:
     """A file written before a derived column existed gets it, computed for every stored span, in
     one transaction: a reader that finds the column can trust it (`views.Shapes.derived`)."""
     have = {r[0] for r in con.execute(
@@ -210,7 +210,7 @@ def add_derived_columns(con: duckdb.DuckDBPyConnection) -> None:
         "AND database_name = current_database()").fetchall()}
     missing = [c for c in columns.DERIVED_SPANS if c.name not in have]
     if not missing:
-        return
+        return []
     con.execute("BEGIN")
     try:
         for c in missing:
@@ -221,3 +221,4 @@ def add_derived_columns(con: duckdb.DuckDBPyConnection) -> None:
     except duckdb.Error:
         con.execute("ROLLBACK")
         raise
+    return [c.name for c in missing]
