@@ -269,8 +269,14 @@ def test_through_a_collector_stored_payloads_are_read_a_few_rollouts_per_stateme
         computed: list[Any] = []
         pairs = bulk._pairs_sql
         monkeypatch.setattr(bulk, "_pairs_sql", lambda p: computed.append(p) or pairs(p))
+        selections: list[str] = []
+        sql = wh.sql
+        monkeypatch.setattr(wh, "sql", lambda q: selections.append(q) or sql(q))
         got = wh.triplets(ids)
         assert len([q for q in reads if "FROM triplet_payloads" in q]) == 3 and computed == []
+        # the query API serves the derived column and row ids: the selection reads no attributes
+        assert [q for q in selections if "attempt_rank" in q and "s.agent_name AS agent" in q]
+        assert not [q for q in selections if "regexp_matches(attributes" in q]
         assert c.stop() == 0
     with Warehouse.open(c.db) as file:
         expected = file.triplets(ids)
