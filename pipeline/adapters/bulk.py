@@ -109,7 +109,8 @@ b AS (
          s.sequence_id, s.start_time_unix_nano, s.end_time_unix_nano,
          CASE WHEN s.span_type = 'reward' THEN s.reward END AS reward_value,
          s.candidate,
-         {attribute_reads}  FROM (SELECT s.*, {"s.rowid" if derived else "NULL"} AS row_id, want.k, COALESCE({candidate_sql}, FALSE) AS candidate
+         {attribute_reads}
+  FROM (SELECT s.*, {"s.rowid" if derived else "NULL"} AS row_id, want.k, COALESCE({candidate_sql}, FALSE) AS candidate
         FROM spans s JOIN want USING (rollout_id)) s
   JOIN kept a ON a.k = s.k AND a.attempt_id IS NOT DISTINCT FROM s.attempt_id)
 SELECT b.k, b.ha, b.attempt_start, b.attempt_rank,
@@ -221,6 +222,7 @@ def bulk_triplets(adapter: TripletAdapter, rollout_ids: list[str]) -> BulkResult
     names = _TOKEN_NAMES if adapter.token_ids_only else _PAYLOAD_NAMES
     shapes = Shapes.of(adapter.warehouse, f"rollout_id IN (SELECT rollout_id FROM ({wanted_sql(rollout_ids)}))")
     stored = _read_stored(adapter.warehouse, rollout_ids, names, shapes)
+
     def select(derived: bool) -> pa.Table:
         return adapter.warehouse.sql(forest_query(rollout_ids, adapter.candidate_sql(shapes),
                                                   adapter.attempts == "latest", derived))

@@ -202,6 +202,7 @@ WHERE r.started >= c.end_time_unix_nano
 RETURNING seq, rollout_id, attempt_id, status, mode, final_reward
 """
 
+
 def add_derived_columns(con: duckdb.DuckDBPyConnection) -> list[str]:
     """A file written before a derived column existed gets it, computed for every stored span, in
     one transaction: a reader that finds the column can trust it (`views.Shapes.derived`)."""
