@@ -163,3 +163,14 @@ def test_workers_setting_is_checked(tmp_path):
             g = Gateway(tmp_path / str(value), up, workers=value)
             assert expected in config_error(g.config_path), value
         assert config_error(Gateway(tmp_path / "auto", up, workers="auto").config_path) == ""
+
+
+def test_auto_is_one_proxy_process_per_core():
+    import os
+
+    from spanpipe.receivers.llm_gateway import LlmGatewayConfig
+
+    upstreams = [{"model": "*", "base_url": "http://127.0.0.1:9/v1"}]
+    assert LlmGatewayConfig(upstreams=upstreams, workers="auto").worker_count() == len(os.sched_getaffinity(0))
+    assert LlmGatewayConfig(upstreams=upstreams, workers=3).worker_count() == 3
+    assert LlmGatewayConfig(upstreams=upstreams).worker_count() == 0
