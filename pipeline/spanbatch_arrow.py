@@ -32,9 +32,11 @@ def _enum_column(values: list[int], names: tuple[str, ...], dictionary: pa.Array
 
 
 def _json_array(texts: list[bytes | None]) -> pa.Array:
-    """UTF-8 JSON texts as a string array. Built as binary and cast: pyarrow converts a list of
-    bytes straight to `string` about 15x slower (measured: 39 vs 2.3 ms for 8,192 texts)."""
-    return pa.array(texts, pa.binary()).cast(pa.string())
+    """JSON texts as a string array. Built as binary, then viewed as string: pyarrow converts a
+    list of bytes straight to `string` about 15x slower, and a cast validates the UTF-8 again
+    (48 vs 18.5 ms for 16,384 texts of 4 KB). Every text here is orjson's output (`dumps`), UTF-8
+    by construction."""
+    return pa.array(texts, pa.binary()).view(pa.string())
 
 
 def _json_column(values: Sequence[Any], texts: list[bytes] | None, empty: bytes | None) -> pa.Array:
