@@ -385,3 +385,31 @@ def test_rows_that_moved_meanwhile_make_the_selection_read_attributes(
     assert comparable(TripletAdapter(wh).triplets(ids)) == expected
     assert calls and sum("s.agent_name AS agent" in q for q in queries) == 1
     assert sum("regexp_matches(attributes::VARCHAR" in q and "attempt_rank" in q for q in queries) == 1
+
+
+def test_facts_read_by_row_id_land_on_their_rows_in_any_order(warehouse: tuple[Warehouse, dict[str, Any]]) -> None:
+    """The facts read afterwards by row id come back in whatever order DuckDB's join gives them;
+    each must land on its own row: the same table whether they come back in order or reversed, and
+    the same reward operations and response ids as reading every span's attributes."""
+    from spanpipe.warehouse.views import Shapes
+
+    wh, ids = warehouse[0], list(warehouse[1])
+    adapter = TripletAdapter(wh)
+    shapes = Shapes.of(wh, "rollout_id IS NOT NULL")
+    assert shapes.derived
+    selected = wh.sql(bulk.forest_query(ids, adapter.candidate_sql(shapes), True, derived=True))
+    assert selected.column("row_id").null_count < len(selected) - 50
+
+    class Reversed:
+        def sql(self, query: str) -> pa.Table:
+            t = wh.sql(query)
+            return t.take(pa.array(list(range(t.num_rows - 1, -1, -1))))
+
+    in_order = bulk.with_attribute_facts(wh, selected)
+    reversed_ = bulk.with_attribute_facts(Reversed(), selected)
+    assert in_order is not None and reversed_ is not None and in_order.equals(reversed_)
+    plain = wh.sql(bulk.forest_query(ids, adapter.candidate_sql(shapes), True, derived=False))
+    key = ["k", "ha", "sid", "psid", "start_time_unix_nano", "end_time_unix_nano", "sequence_id"]
+    facts = ["reward_operation", "response_id", "agent"]
+    assert in_order.select(key + facts).sort_by([(c, "ascending") for c in key + facts]).equals(
+        plain.select(key + facts).sort_by([(c, "ascending") for c in key + facts]))

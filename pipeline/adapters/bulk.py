@@ -143,7 +143,7 @@ def with_attribute_facts(source: SqlSource, t: pa.Table) -> pa.Table | None:
             f"FROM (SELECT from_json({lit}, '[{{\"r\": \"BIGINT\", \"trace_id\": \"VARCHAR\", "
             f"\"span_id\": \"VARCHAR\"}}]') AS j)) w "
             "ON s.rowid = w.r AND s.trace_id = w.trace_id AND s.span_id = w.span_id"))
-    facts = pa.concat_tables(found)
+    facts = pa.concat_tables(found).sort_by("i")  # a join keeps no order; the mask below needs row order
     if facts.num_rows != len(need):
         return None
     at = need[facts.column("i").to_numpy()]
