@@ -120,7 +120,7 @@ def tree_cpu(pid: int) -> float:
     return total
 
 
-def start_collector(tmp: Path, upstream: str, workers: int) -> tuple[subprocess.Popen, int, Path]:
+def start_collector(tmp: Path, upstream: str, workers: int | str) -> tuple[subprocess.Popen, int, Path]:
     import yaml
 
     gw, grpc, metrics = free_port(), free_port(), free_port()
@@ -166,7 +166,8 @@ def main() -> None:
     p.add_argument("--duration", type=float, default=5.0, help="seconds per measurement")
     p.add_argument("--runs", type=int, default=3, help="rounds; figures are medians over rounds")
     p.add_argument("--litellm", help="path to a `litellm` executable (its own venv) to compare with")
-    p.add_argument("--workers", default="0", help="the gateway's proxy processes; several: one collector each")
+    p.add_argument("--workers", default="auto",
+                   help="the gateway's proxy processes (a number or auto); several: one collector each")
     p.add_argument("--upstream-latency", type=float, default=0.0,
                    help="seconds the fake upstream takes before each answer (a model server's queue and prefill)")
     args = p.parse_args()
@@ -184,7 +185,7 @@ def main() -> None:
     try:
         wait_port(up_port, upstream_proc)
         upstream = f"http://127.0.0.1:{up_port}/v1"
-        settings = [int(w) for w in args.workers.split(",")]
+        settings = [w if w == "auto" else int(w) for w in args.workers.split(",")]
         collectors: dict[str, tuple[subprocess.Popen, Path]] = {}
         targets = {"direct": upstream}
         for w in settings:

@@ -25,6 +25,20 @@ from gateway_collector import Gateway
 from examples.fake_openai import FakeOpenAI, answer, logprob_of, prompt_tokens, tokens
 from spanpipe.warehouse.warehouse import Warehouse
 
+
+@pytest.fixture(autouse=True, params=["auto", 0], ids=["workers=auto", "workers=0"])
+def gateway_workers(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test with proxy worker processes (the default) and with calls served in the collector
+    process (`workers: 0`); a test that sets `workers` itself keeps its setting."""
+    original = Gateway.__init__
+
+    def init(self, tmp, upstream, processors=None, env=None, **gateway):  # type: ignore[no-untyped-def]
+        gateway.setdefault("workers", request.param)
+        original(self, tmp, upstream, processors, env, **gateway)
+
+    monkeypatch.setattr(Gateway, "__init__", init)
+
+
 ROOT = Path(__file__).parents[1]
 Q = "What is 2 + 3?"
 

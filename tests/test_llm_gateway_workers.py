@@ -165,12 +165,14 @@ def test_workers_setting_is_checked(tmp_path):
         assert config_error(Gateway(tmp_path / "auto", up, workers="auto").config_path) == ""
 
 
-def test_auto_is_one_proxy_process_per_core():
+def test_auto_is_one_proxy_process_per_core_and_the_default(monkeypatch):
     import os
 
-    from spanpipe.receivers.llm_gateway import LlmGatewayConfig
+    from spanpipe.receivers.llm_gateway import MAX_AUTO_WORKERS, LlmGatewayConfig
 
     upstreams = [{"model": "*", "base_url": "http://127.0.0.1:9/v1"}]
-    assert LlmGatewayConfig(upstreams=upstreams, workers="auto").worker_count() == len(os.sched_getaffinity(0))
+    assert LlmGatewayConfig(upstreams=upstreams).worker_count() == min(len(os.sched_getaffinity(0)), MAX_AUTO_WORKERS)
     assert LlmGatewayConfig(upstreams=upstreams, workers=3).worker_count() == 3
-    assert LlmGatewayConfig(upstreams=upstreams).worker_count() == 0
+    assert LlmGatewayConfig(upstreams=upstreams, workers=0).worker_count() == 0
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(64)))
+    assert LlmGatewayConfig(upstreams=upstreams, workers="auto").worker_count() == MAX_AUTO_WORKERS

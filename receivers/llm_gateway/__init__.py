@@ -92,6 +92,11 @@ class Upstream(BaseModel):
         return parts.port or (443 if parts.scheme == "https" else 80)
 
 
+# `workers: auto` on a large machine: more proxy processes than this serve more calls than a
+# model server behind one gateway answers, and each costs its memory.
+MAX_AUTO_WORKERS = 4
+
+
 class LlmGatewayConfig(ComponentConfig):
     endpoint: Endpoint = "127.0.0.1:4320"
     upstreams: list[Upstream] = Field(default_factory=list)
@@ -108,14 +113,16 @@ class LlmGatewayConfig(ComponentConfig):
     max_batch_spans: int = Field(1024, ge=1)
     drain_timeout: Duration = Field("60s", description="at shutdown: time for calls in flight and buffered spans")
     workers: int | Literal["auto"] = Field(
-        0, description="proxy processes accepting calls on the endpoint (0: the collector process itself; "
-        "auto: one per core); their spans join the pipeline in the collector process")
+        "auto", description="proxy processes accepting calls on the endpoint (0: the collector process itself; "
+        f"auto: one per core, at most {MAX_AUTO_WORKERS}); their spans join the pipeline in the collector process")
 
     def worker_count(self) -> int:
         """`auto` is one per core: the collector process's share of a call (its span, in batches)
-        is small, and on 2 cores two proxy processes beat one at 1, 16 and 64 clients
-        (bench/README.md)."""
-        return len(os.sched_getaffinity(0)) if self.workers == "auto" else self.workers
+        is small, and on 2 cores two proxy processes beat one and the in-process gateway at 1, 16
+        and 64 clients (bench/README.md). At most MAX_AUTO_WORKERS: each serves ~1,000 calls/s."""
+        if self.workers == "auto":
+            return min(len(os.sched_getaffinity(0)), MAX_AUTO_WORKERS)
+        return self.workers
 
     def upstream_for(self, model: str) -> Upstream | None:
         return next((u for u in self.upstreams if u.model == "*" or u.model == model or glob_match(u.model, model)),
