@@ -24,7 +24,8 @@ def insert_spans(con: duckdb.DuckDBPyConnection, table: pa.Table) -> int:
     """Insert a `spans`-shaped table (missing columns are NULL) and its LLM spans' payloads; the
     derived columns are computed as the duckdb exporter computes them."""
     names = [c for c, _ in SPANS_COLUMNS]
-    select = ", ".join(c if c in table.column_names else f"NULL::{sql.split()[0]} AS {c}" for c, sql in SPANS_COLUMNS)
+    select = ", ".join(c if c in table.column_names else f"NULL::{sql.split()[0]} AS {c}"
+                       for c, sql in SPANS_COLUMNS)
     con.register("__spans", table)
     try:
         con.execute(f"INSERT INTO spans ({', '.join(names)}, {DERIVED_NAMES}) "

@@ -118,8 +118,9 @@ class LlmGatewayConfig(ComponentConfig):
 
     def worker_count(self) -> int:
         """`auto` is one per core: the collector process's share of a call (its span, in batches)
-        is small, and on 2 cores two proxy processes beat one and the in-process gateway at 1, 16
-        and 64 clients (bench/README.md). At most MAX_AUTO_WORKERS: each serves ~1,000 calls/s."""
+        is small. On 2 cores, at 16 clients, two proxy processes add 0.4 ms to a call, one 1.0 ms,
+        the collector process itself 2.3 ms; at 64 they serve as many calls or more
+        (bench/README.md). At most MAX_AUTO_WORKERS: each serves ~1,000 calls/s."""
         if self.workers == "auto":
             return min(len(os.sched_getaffinity(0)), MAX_AUTO_WORKERS)
         return self.workers
