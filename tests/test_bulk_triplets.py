@@ -329,8 +329,6 @@ def test_a_file_from_before_the_derived_columns_gets_them_when_a_writer_opens_it
     """A file whose `spans` lacks `agent_name`: read-only it is read through the attributes; the
     collector's (or the writer's) open adds the column, filled for every stored span, and the
     selection then reads the column — the same triplets either way."""
-    import duckdb
-
     from spanpipe import columns
     from spanpipe.semconv.agents import agent_name_of_json_sql
     from spanpipe.warehouse.views import Shapes
@@ -356,9 +354,13 @@ def test_a_file_from_before_the_derived_columns_gets_them_when_a_writer_opens_it
                              "FROM spans").to_pylist()[0]
         assert names["same"] == names["n"] and names["named"] > 100
         assert comparable(migrated.triplets(ids)) == expected
-    with duckdb.connect(str(path)) as raw:  # and the rows written since compute it too
-        assert raw.execute("SELECT count(*) FROM spans WHERE agent_name IS NULL AND attributes->>'agent.name' "
-                           "IS NOT NULL").fetchall() == [(0,)]
+    con = create_warehouse(str(path))  # a span written since gets its agent name as it is stored
+    insert_spans(con, pa.table({"trace_id": ["f" * 32], "span_id": ["f" * 16], "name": ["agent.run"],
+                                "attributes": ['{"agent.name": "late"}'], "span_type": ["agent"]}))
+    assert con.execute("SELECT agent_name FROM spans WHERE span_id = $s", {"s": "f" * 16}).fetchall() == [("late",)]
+    assert con.execute("SELECT count(*) FROM spans WHERE agent_name IS NULL AND attributes->>'agent.name' "
+                       "IS NOT NULL").fetchall() == [(0,)]
+    con.close()
 
 
 def test_rows_that_moved_meanwhile_make_the_selection_read_attributes(
