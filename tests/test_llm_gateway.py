@@ -359,3 +359,26 @@ def test_an_sglang_upstream_is_asked_its_own_way_and_says_why_streams_have_no_id
     assert [e["logprob"] for e in json.loads(a["logprobs.content"])] == \
         [logprob_of(t, k) for k, t in enumerate(tokens(answer(Q)))]
     assert spans[1]["attributes"]["spanpipe.token_ids.missing_reason"].startswith("not_requested: SGLang")
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["non-streamed", "streamed"])
+def test_a_call_ends_before_its_client_has_the_answer(tmp_path, vllm, stream):
+    """A reward is matched to the calls that ended before it started, and an agent may emit its
+    reward the moment the answer arrives: the gateway's span must not end later than that."""
+    import http.client
+
+    received: list[int] = []
+    with Gateway(tmp_path, vllm) as g:
+        conn = http.client.HTTPConnection("127.0.0.1", g.gateway_port, timeout=10)
+        body = json.dumps({"model": "m", "stream": stream, "messages": [{"role": "user", "content": Q}]})
+        for _ in range(20):
+            conn.request("POST", "/v1/chat/completions", body, {"Content-Type": "application/json"})
+            assert conn.getresponse().read()
+            received.append(time.time_ns())
+        conn.close()
+        g.gateway_spans(20)
+        ends = Warehouse.connect(g.query_url).sql(
+            "SELECT end_time_unix_nano AS e FROM spans WHERE scope_name = 'spanpipe.llm_gateway' ORDER BY e"
+        ).column("e").to_pylist()
+    late = [(end - got) / 1e3 for end, got in zip(ends, received) if end > got]
+    assert not late, f"{len(late)} of 20 calls ended after their client had the answer (µs later: {late})"

@@ -263,6 +263,10 @@ class GatewayApp:
         headers = self._upstream_headers(up, request)
         headers["traceparent"] = f"00-{ctx.trace_id}-{span_id}-01"
         start_ns, t0 = time.time_ns(), time.perf_counter()
+        # The call ends when the answer's last bytes leave for the client: the client may act on
+        # them (emit a reward span) before this coroutine runs again, and a reward is matched to
+        # the calls that ended before it started.
+        end_ns: int | None = None
         outcome, status, error, version = "ok", 0, "", ""
         first_chunk: float | None = None
         response: web.StreamResponse
@@ -278,6 +282,7 @@ class GatewayApp:
                     self.metrics.upstream_latency(time.perf_counter() - t0)
                     response = web.Response(status=status, body=data, headers=_passthrough_headers(upstream))
                     try:  # the client has its answer before the call is recorded
+                        end_ns = time.time_ns()
                         await response.prepare(request)
                         await response.write_eof()
                     except (ConnectionResetError, ConnectionError) as exc:
@@ -301,6 +306,7 @@ class GatewayApp:
                                 first_chunk = time.perf_counter() - t0
                                 self.metrics.first_token(first_chunk)
                             call.feed_sse(data)
+                            end_ns = time.time_ns()
                             await response.write(data)
                         relayed = True
                         await response.write_eof()
@@ -323,11 +329,12 @@ class GatewayApp:
             outcome, error = "upstream_error", f"the upstream's answer broke off: {exc}"
             response = openai_error(502, error, "api_error", "upstream_broken")
         finally:
-            self._record(call, ctx, span_id, start_ns, up, outcome, status, error, version, stream, first_chunk)
+            self._record(call, ctx, span_id, start_ns, end_ns or time.time_ns(), up, outcome, status, error, version,
+                         stream, first_chunk)
         return response
 
-    def _record(self, call: Call, ctx: CallContext, span_id: str, start_ns: int, up: Upstream, outcome: str,
-                status: int, error: str, version: str, stream: bool, first_chunk: float | None) -> None:
+    def _record(self, call: Call, ctx: CallContext, span_id: str, start_ns: int, end_ns: int, up: Upstream,
+                outcome: str, status: int, error: str, version: str, stream: bool, first_chunk: float | None) -> None:
         answered = bool(call.choices)
         attrs = call.attributes(up.provider_name, answered)
         attrs["spanpipe.model_version"] = up.model_version or version or self.model_version
@@ -348,6 +355,6 @@ class GatewayApp:
             attrs["error.type"] = str(status) if outcome == "upstream_error" and status else outcome
         model = attrs.get("gen_ai.request.model", "")
         self.receiver.spans.add(GatewaySpan(
-            ctx.trace_id, span_id, ctx.parent_span_id, f"{call.operation} {model}".strip(), start_ns, time.time_ns(),
+            ctx.trace_id, span_id, ctx.parent_span_id, f"{call.operation} {model}".strip(), start_ns, end_ns,
             STATUS_ERROR if outcome != "ok" else STATUS_UNSET, error, attrs, estimated_bytes(attrs)))
         self.metrics.call(call.operation, outcome)
