@@ -37,7 +37,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.load import proc_stats, tree_pids  # noqa: E402
+from bench.load import proc_stats, tree_pids, tree_stats  # noqa: E402
 from examples.run_demo import free_port, wait_port  # noqa: E402
 SPANPIPE = str(Path(sys.executable).parent / "spanpipe")
 MESSAGES = [{"role": "system", "content": "You are a careful calculator. Answer with one sentence."},
@@ -109,17 +109,6 @@ def pct(values: list[float], q: float) -> float:
 
 
 # ---- the run -------------------------------------------------------------------------------------
-def tree_cpu(pid: int) -> float:
-    """CPU seconds of a process and its live descendants (the gateway's proxy workers)."""
-    total = 0.0
-    for p in tree_pids(pid):
-        try:
-            total += proc_stats(p)[0]
-        except OSError:
-            pass
-    return total
-
-
 def start_collector(tmp: Path, upstream: str, workers: int | str) -> tuple[subprocess.Popen, int, Path]:
     import yaml
 
@@ -206,12 +195,12 @@ def main() -> None:
             for stream in (False, True):
                 for n in levels:
                     for name, base in targets.items():
-                        cpu0 = tree_cpu(collectors[name][0].pid) if name in collectors else 0.0
+                        cpu0 = tree_stats(collectors[name][0].pid, {})[0] if name in collectors else 0.0
                         r = measure(f"{base}/chat/completions", n, args.duration, stream, "bench-model")
                         if name in collectors:
                             gateway_ids[name] += r["ids"]
                             gateway_cpu.setdefault((name, n, stream), []).append(
-                                (tree_cpu(collectors[name][0].pid) - cpu0) / r["elapsed"] * 100)
+                                (tree_stats(collectors[name][0].pid, {})[0] - cpu0) / r["elapsed"] * 100)
                         results.setdefault((name, n, stream), []).append(r)
         import duckdb
 

@@ -131,18 +131,15 @@ def with_attribute_facts(source: SqlSource, t: pa.Table) -> pa.Table | None:
     need = np.flatnonzero(t.column("row_id").is_valid().to_numpy(zero_copy_only=False))
     if len(need) == 0:
         return t
-    rows = pa.table({"r": t.column("row_id").take(need), "trace_id": t.column("trace_id").take(need),
-                     "span_id": t.column("span_id").take(need)})
-    found = []
-    for start in range(0, len(need), _PAIRS_PER_QUERY):
-        lit = _q(orjson.dumps(rows.slice(start, _PAIRS_PER_QUERY).to_pylist()).decode())
-        found.append(source.sql(
-            f"SELECT w.i + {start} AS i, {_REWARD_OPERATION_OF_ATTRIBUTES} AS reward_operation, "
-            f"{_response_id_of_attributes_sql('s')} AS response_id FROM spans s JOIN "
-            f"(SELECT generate_subscripts(j, 1) - 1 AS i, unnest(j, recursive := true) "
-            f"FROM (SELECT from_json({lit}, '[{{\"r\": \"BIGINT\", \"trace_id\": \"VARCHAR\", "
-            f"\"span_id\": \"VARCHAR\"}}]') AS j)) w "
-            "ON s.rowid = w.r AND s.trace_id = w.trace_id AND s.span_id = w.span_id"))
+    rows = [[str(r), trace, span] for r, trace, span in zip(
+        t.column("row_id").take(need).to_pylist(), t.column("trace_id").take(need).to_pylist(),
+        t.column("span_id").take(need).to_pylist())]
+    found = [source.sql(
+        f"SELECT w.i + {start} AS i, {_REWARD_OPERATION_OF_ATTRIBUTES} AS reward_operation, "
+        f"{_response_id_of_attributes_sql('s')} AS response_id "
+        f"FROM spans s JOIN ({_id_rows_sql(rows[start:start + _PAIRS_PER_QUERY], ('r', 'trace_id', 'span_id'))}) w "
+        "ON s.rowid = w.r::BIGINT AND s.trace_id = w.trace_id AND s.span_id = w.span_id")
+        for start in range(0, len(rows), _PAIRS_PER_QUERY)]
     facts = pa.concat_tables(found).sort_by("i")  # a join keeps no order; the mask below needs row order
     if facts.num_rows != len(need):
         return None
@@ -184,11 +181,17 @@ def with_parent_rows(t: pa.Table) -> pa.Table:
 _PAIRS_PER_QUERY = 8192
 
 
+def _id_rows_sql(rows: list[list[str]], names: tuple[str, ...]) -> str:
+    """(i, names…) for a list of rows of strings, i = position in the list."""
+    lit = _q(orjson.dumps(rows).decode())
+    fields = ", ".join(f"p[{k}] AS {name}" for k, name in enumerate(names, 1))
+    return (f"SELECT i - 1 AS i, {fields} FROM (SELECT unnest(j) AS p, "
+            f"generate_subscripts(j, 1) AS i FROM (SELECT from_json({lit}, '[[\"VARCHAR\"]]') AS j))")
+
+
 def _pairs_sql(pairs: list[list[str]]) -> str:
     """(i, trace_id, span_id) for a list of [trace_id, span_id], i = position in the list."""
-    lit = _q(orjson.dumps(pairs).decode())
-    return (f"SELECT i - 1 AS i, p[1] AS trace_id, p[2] AS span_id FROM (SELECT unnest(j) AS p, "
-            f"generate_subscripts(j, 1) AS i FROM (SELECT from_json({lit}, '[[\"VARCHAR\"]]') AS j))")
+    return _id_rows_sql(pairs, ("trace_id", "span_id"))
 
 
 def value_codes(values: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, pa.Array]:
@@ -226,8 +229,11 @@ def bulk_triplets(adapter: TripletAdapter, rollout_ids: list[str]) -> BulkResult
     def select(derived: bool) -> pa.Table:
         return adapter.warehouse.sql(forest_query(rollout_ids, adapter.candidate_sql(shapes),
                                                   adapter.attempts == "latest", derived))
-    t = with_attribute_facts(adapter.warehouse, select(shapes.derived)) if shapes.derived else None
-    t = with_parent_rows(t if t is not None else select(False))
+
+    t = with_attribute_facts(adapter.warehouse, select(derived=True)) if shapes.derived else None
+    if t is None:  # no derived column, or a row moved meanwhile
+        t = select(derived=False)
+    t = with_parent_rows(t)
     n = t.num_rows
     empty = BulkResult(pa.table({c: [] for c in (*TRIPLET_COLUMNS, "_k")}), set())
     if n == 0:

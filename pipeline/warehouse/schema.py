@@ -17,7 +17,6 @@ SCHEMA_VERSION = 1
 # that a 1M-span triplet selection reads a short column instead of every span's attributes.
 DERIVED_SQL: dict[str, str] = {"agent_name": agent_name_of_json_sql("attributes", "name")}
 DERIVED_NAMES = ", ".join(c.name for c in columns.DERIVED_SPANS)
-DERIVED_VALUES = ", ".join(DERIVED_SQL[c.name] for c in columns.DERIVED_SPANS)
 DERIVED_SELECT = ", ".join(f"{DERIVED_SQL[c.name]} AS {c.name}" for c in columns.DERIVED_SPANS)
 
 # OTLP log records (spanpipe.otlp_logs.LOGS_COLUMNS); the read side joins them to their span.
@@ -139,7 +138,7 @@ _COLS = ", ".join(name for name, _ in SPANS_COLUMNS)
 # removed first.
 INSERT_DEDUPED = f"""
 INSERT INTO spans ({_COLS}, {DERIVED_NAMES})
-SELECT {_COLS}, {DERIVED_VALUES} FROM (
+SELECT {_COLS}, {DERIVED_SELECT} FROM (
     SELECT * FROM __batch QUALIFY row_number() OVER (PARTITION BY trace_id, span_id) = 1
 ) AS n
 WHERE NOT EXISTS (

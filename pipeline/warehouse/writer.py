@@ -7,7 +7,7 @@ import duckdb
 import pyarrow as pa
 
 from spanpipe.warehouse.payloads import insert_payloads
-from spanpipe.warehouse.schema import DDL, DERIVED_NAMES, DERIVED_VALUES, SPANS_COLUMNS, add_derived_columns
+from spanpipe.warehouse.schema import DDL, DERIVED_NAMES, DERIVED_SELECT, SPANS_COLUMNS, add_derived_columns
 from spanpipe.warehouse.views import create_views
 
 
@@ -29,7 +29,7 @@ def insert_spans(con: duckdb.DuckDBPyConnection, table: pa.Table) -> int:
     con.register("__spans", table)
     try:
         con.execute(f"INSERT INTO spans ({', '.join(names)}, {DERIVED_NAMES}) "
-                    f"SELECT *, {DERIVED_VALUES} FROM (SELECT {select} FROM __spans)")
+                    f"SELECT *, {DERIVED_SELECT} FROM (SELECT {select} FROM __spans)")
     finally:
         con.unregister("__spans")
     insert_payloads(con, table)
