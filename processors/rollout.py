@@ -137,13 +137,17 @@ class RolloutProcessor(BatchTransform):
         self.log.info("completed %d rollout(s) idle for %.0fs: %s", len(due), self.config.idle_timeout,
                       ", ".join(r for r, _ in due[:5]) + (" …" if len(due) > 5 else ""))
 
-    def _remember(self, trace_id: str, rollout: str, attempt: str | None) -> None:
-        if trace_id in self.by_trace:
-            self.by_trace.move_to_end(trace_id)
-            return
-        self.by_trace[trace_id] = (rollout, attempt)
-        if len(self.by_trace) > self.config.max_traces:
-            self.by_trace.popitem(last=False)
+    def _remember(self, first_tagged: dict[str, int], rollouts: list[str | None],
+                  attempts: list[str | None]) -> None:
+        """Learn trace → (rollout, attempt) from each trace's first tagged span (`first_tagged`:
+        trace id → span index); a trace already known keeps its mapping and becomes the newest.
+        Set operations and one update, not a call per trace: most spans start a trace of their own."""
+        known = self.by_trace
+        for trace_id in first_tagged.keys() & known.keys():
+            known.move_to_end(trace_id)
+        known.update({t: (rollouts[i], attempts[i]) for t, i in first_tagged.items() if t not in known})
+        for _ in range(len(known) - self.config.max_traces):
+            known.popitem(last=False)
 
     def derivation(self) -> ReadRolloutIds:
         return self._derivation
@@ -157,14 +161,11 @@ class RolloutProcessor(BatchTransform):
         keep = None
         with self._lock:
             if cfg.propagate_by_trace:
-                first_tagged: dict[str, int] = {}
-                for i in range(n):
-                    if rollouts[i] is not None:
-                        first_tagged.setdefault(batch.trace_id[i], i)
-                for trace_id, i in first_tagged.items():
-                    self._remember(trace_id, rollouts[i], attempts[i])  # type: ignore[arg-type]
+                trace_ids = batch.trace_id
+                tagged = [i for i, r in enumerate(rollouts) if r is not None]
+                self._remember({trace_ids[i]: i for i in reversed(tagged)}, rollouts, attempts)
                 for i in untagged:
-                    known = self.by_trace.get(batch.trace_id[i])
+                    known = self.by_trace.get(trace_ids[i])
                     if known is not None:
                         rollouts[i], attempts[i] = known
             missing = [i for i in untagged if rollouts[i] is None]
