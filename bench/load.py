@@ -230,6 +230,7 @@ def main() -> int:
     ap.add_argument("--profile", choices=("main", "gil", "all"),
                     help="sample the collector process (main; gil: only the thread holding the GIL) or it and its decode workers (all) with py-spy "
                          "during the load and print the functions that take the most time")
+    ap.add_argument("--profile-rate", type=int, default=50, help="py-spy samples per second (more: finer, and slows the collector more)")
     ap.add_argument("--idle-probe", type=float, default=0.0,
                     help="after the load, stay idle and send one small request a second for this long "
                          "(does the memory limiter accept again once nothing is held?)")
@@ -264,7 +265,7 @@ def main() -> int:
     spy = None
     if args.profile:
         spy = subprocess.Popen([str(Path(sys.executable).with_name("py-spy")), "record", "--pid", str(coll.pid),
-                                *(["--subprocesses"] if args.profile == "all" else ["--gil"] if args.profile == "gil" else []), "--nonblocking", "--rate", "50", "--format", "raw",
+                                *(["--subprocesses"] if args.profile == "all" else ["--gil"] if args.profile == "gil" else []), "--nonblocking", "--rate", str(args.profile_rate), "--format", "raw",
                                 "--duration", str(int(args.duration)), "-o", str(workdir / "profile.txt")],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     peak = 0

@@ -3,12 +3,10 @@
 Turning a request's attributes into Python values is the collector's largest cost (about 1 µs per
 attribute) and one interpreter does it on one core. The decode is a pure function from request
 bytes to a SpanBatch, so a pool of worker processes runs it: a receiver thread hands the bytes to
-a worker and waits (without the GIL) for the batch, which comes back with its attribute, event
-and link JSON already encoded (`SpanBatch.encode_json`), so the writer does not encode it again.
-The attributes travel as that JSON only (`JsonAttributes`) and become dicts in the collector
-process only if something there reads them, in one `orjson.loads` call (about twice as fast as
-unpickling dicts); a span whose attributes JSON cannot give back exactly (bytes, NaN) travels as
-its dict too.
+a worker and waits (without the GIL) for the batch, which comes back as Arrow arrays in one IPC
+stream (spanpipe.arrowcolumn): reading it builds no Python object per span, the attribute, event
+and link JSON is already encoded, and the writer stores the arrays as they are. A processor that
+reads a column gets its Python values, made from the arrays when first read.
 Everything stateful — the processors, rollout-affine state, the queues, the warehouse writer —
 stays in the collector process, so nothing about a span depends on which worker decoded it; a
 worker only computes the pure per-span parts processors offer (spanpipe.derived).
@@ -70,19 +68,51 @@ def _worker_init(parent: int, derivations: list[Derivation]) -> None:
     _derivations[:] = derivations
     threading.Thread(target=exit_when_parent_exits, args=(parent,), name="parent-watch", daemon=True).start()
     nopandas.install()
-    import spanpipe.otlp  # noqa: F401 - loaded before the first request, not during it
+    import spanpipe.arrowcolumn  # noqa: F401 - loaded before the first request, not during it
+    import spanpipe.otlp  # noqa: F401
 
 
 @dataclass(slots=True)
 class _Shipped:
-    """A decoded request on its way back from a worker, with the derivations' results."""
+    """A decoded request on its way back from a worker: its per-span columns as one Arrow IPC
+    stream (spanpipe.arrowcolumn), read in the collector process without a Python object per span;
+    the few per-request objects (resources, counts) and the derivations' results pickled."""
 
-    decoded: DecodedTraces
+    columns: bytes
+    exact: dict[str, dict[int, Any]]
+    resources: list[Any]
+    resource_index: list[int]
+    nbytes: int
+    rejected: int
+    message: str
     derived_values: dict[str, Any]
 
+    @staticmethod
+    def pack(decoded: DecodedTraces, derived_values: dict[str, Any]) -> _Shipped:
+        import pyarrow as pa
+
+        from spanpipe.arrowcolumn import to_record_batch
+
+        batch = decoded.batch
+        record, exact = to_record_batch(batch)
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, record.schema) as writer:
+            writer.write_batch(record)
+        return _Shipped(sink.getvalue().to_pybytes(), exact, batch.resources, batch.resource_index, batch.nbytes,
+                        decoded.rejected, decoded.message, derived_values)
+
     def unpack(self) -> DecodedTraces:
-        derived.bind(self.decoded.batch, self.derived_values)
-        return self.decoded
+        import pyarrow as pa
+
+        from spanpipe.arrowcolumn import from_record_batch
+        from spanpipe.otlp import DecodedTraces
+        from spanpipe.spanbatch import SpanBatch
+
+        record = pa.ipc.open_stream(self.columns).read_next_batch()
+        batch = SpanBatch(**from_record_batch(record, self.exact), resource_index=self.resource_index,  # type: ignore[arg-type]
+                          resources=self.resources, nbytes=self.nbytes)
+        derived.bind(batch, self.derived_values)
+        return DecodedTraces(batch, self.rejected, self.message)
 
 
 def _decode(body: bytes, json: bool) -> _Shipped:
@@ -96,8 +126,7 @@ def _decode(body: bytes, json: bool) -> _Shipped:
             values[d.key] = d.derive(batch)
         except Exception:  # noqa: BLE001 - the processor computes it itself, and reports
             log.debug("derivation %s failed in a decode worker", d.key, exc_info=True)
-    batch.encode_json()  # the attributes travel as JSON (JsonAttributes), not as dicts
-    return _Shipped(decoded, values)
+    return _Shipped.pack(decoded, values)
 
 
 def _ready() -> int:

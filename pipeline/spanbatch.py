@@ -1,9 +1,10 @@
 """SpanBatch: the columnar unit that flows from receivers through processors into exporters.
 
-One list per column, so that processors work column-wise and exporters hand the batch to Arrow in
-bulk. Attributes stay plain dicts that keep their value types (from a decode worker: a
-JsonAttributes column that makes those dicts when read). Resource attributes are stored
-once per resource in `resources`; each span points at its resource by index.
+One sequence per column, so that processors work column-wise and exporters hand the batch to Arrow
+in bulk. A column is a list, or — from a decode worker — Arrow arrays that become that list when
+read (`LazyColumn`, spanpipe.arrowcolumn). Attributes are plain dicts that keep their value types.
+Resource attributes are stored once per resource in `resources`; each span points at its resource
+by index.
 
 Rule for processors: never mutate a column list in place (a batch may be shared by several
 pipelines when a receiver fans out); build a new list and use `with_columns`/`take`.
@@ -14,7 +15,7 @@ from __future__ import annotations
 import base64
 import math
 from dataclasses import dataclass, field, replace
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import orjson
@@ -97,100 +98,37 @@ def dumps_exact(value: Any) -> tuple[bytes, bool]:
     return out, True
 
 
-class JsonAttributes(Sequence[dict[str, Any]]):
-    """An attributes column that arrived as JSON (from a decode worker) and becomes dicts only when
-    something reads it: in a pipeline whose processors take what they need from derivations
-    (spanpipe.derived), the collector process never builds them, and the writer stores the JSON.
+class LazyColumn(Sequence[Any]):
+    """A column held in another form than a list (Arrow arrays from a decode worker:
+    spanpipe.arrowcolumn) that becomes the list of Python values when read. Not a list on purpose:
+    code that needs one makes it by iterating. `take` and `concat` keep the form."""
 
-    `texts[i]` is span i's attributes as stored (`dumps`); `exact` holds the decoded dicts of the
-    spans whose JSON would not give their values back (bytes, NaN): those are used as they are.
-    Not a list on purpose: code that needs one makes it by iterating, so nothing reads an
-    unfilled list."""
+    __slots__ = ()
 
-    __slots__ = ("texts", "exact", "_dicts")
+    def take(self, indices: list[int]) -> LazyColumn:
+        raise NotImplementedError
 
-    def __init__(self, texts: list[bytes], exact: dict[int, dict[str, Any]],
-                 dicts: list[dict[str, Any]] | None = None) -> None:
-        self.texts, self.exact, self._dicts = texts, exact, dicts
-
-    def dicts(self) -> list[dict[str, Any]]:
-        if self._dicts is None:
-            dicts = orjson.loads(b"[" + b",".join(self.texts) + b"]") if self.texts else []
-            for i, d in self.exact.items():
-                dicts[i] = d
-            self._dicts = dicts
-        return self._dicts
-
-    def __len__(self) -> int:
-        return len(self.texts)
-
-    def __getitem__(self, index):  # type: ignore[override]
-        return self.dicts()[index]
-
-    def __iter__(self) -> Iterator[dict[str, Any]]:
-        return iter(self.dicts())
+    @classmethod
+    def concat(cls, parts: Sequence[LazyColumn]) -> LazyColumn:
+        raise NotImplementedError
 
     def __eq__(self, other: object) -> bool:
-        if isinstance(other, (list, JsonAttributes)):
-            return self.dicts() == list(other)
+        if isinstance(other, (list, LazyColumn)):
+            return list(self) == list(other)
         return NotImplemented
 
     __hash__ = None  # type: ignore[assignment]
 
-    def __reduce__(self) -> tuple[Any, ...]:
-        return JsonAttributes, (self.texts, self.exact)
 
-    def take(self, indices: list[int]) -> JsonAttributes:
-        where = {old: new for new, old in enumerate(indices)}
-        exact = {where[i]: d for i, d in self.exact.items() if i in where}
-        dicts = None if self._dicts is None else [self._dicts[i] for i in indices]
-        return JsonAttributes([self.texts[i] for i in indices], exact, dicts)
-
-    @staticmethod
-    def concat(columns: list[JsonAttributes]) -> JsonAttributes:
-        texts: list[bytes] = []
-        exact: dict[int, dict[str, Any]] = {}
-        for col in columns:
-            exact.update({len(texts) + i: d for i, d in col.exact.items()})
-            texts.extend(col.texts)
-        dicts = None
-        if all(c._dicts is not None for c in columns):
-            dicts = [d for c in columns for d in c._dicts]  # type: ignore[union-attr]
-        return JsonAttributes(texts, exact, dicts)
+def _take(column: Sequence[Any], indices: list[int]) -> Sequence[Any]:
+    return column.take(indices) if isinstance(column, LazyColumn) else [column[i] for i in indices]
 
 
-JSON_COLUMNS = ("events", "links")
-
-
-@dataclass(slots=True)
-class EncodedJson:
-    """The JSON of the events and links columns, made where the batch was decoded (a decode worker
-    process), so that the process that writes the batch does not encode it again.
-
-    A column's JSON is used while the batch still holds the very list it was made from: a processor
-    that changes events or links replaces the list (see the rule above), and that column is then
-    encoded again."""
-
-    columns: dict[str, tuple[list[Any], list[bytes]]]  # column -> (the list encoded, its JSON texts)
-
-    def texts(self, batch: SpanBatch, column: str) -> list[bytes] | None:
-        entry = self.columns.get(column)
-        return entry[1] if entry is not None and getattr(batch, column) is entry[0] else None
-
-    def take(self, indices: list[int], batch: SpanBatch, taken: dict[str, list[Any]]) -> EncodedJson:
-        """For `batch.take(indices)`, whose new columns are `taken`."""
-        return EncodedJson({c: (taken[c], [texts[i] for i in indices]) for c in JSON_COLUMNS
-                            if (texts := self.texts(batch, c)) is not None})
-
-    @staticmethod
-    def concat(batches: list[SpanBatch], merged: SpanBatch) -> EncodedJson | None:
-        """For `merged = SpanBatch.concat(batches)`."""
-        columns = {}
-        for c in JSON_COLUMNS:
-            parts = [b.encoded.texts(b, c) if b.encoded is not None else None for b in batches]
-            if all(p is not None for p in parts):
-                columns[c] = (getattr(merged, c), [t for p in parts for t in p])  # type: ignore[union-attr]
-        return EncodedJson(columns) if columns else None
+def _concat(parts: list[Sequence[Any]]) -> Sequence[Any]:
+    kind = type(parts[0])
+    if issubclass(kind, LazyColumn) and all(type(p) is kind for p in parts):
+        return kind.concat(parts)  # type: ignore[arg-type]
+    return [v for p in parts for v in p]
 
 
 @dataclass(slots=True)
@@ -207,7 +145,7 @@ class SpanBatch:
     status_message: list[str] = field(default_factory=list)
     scope_name: list[str] = field(default_factory=list)
     scope_version: list[str] = field(default_factory=list)
-    attributes: list[dict[str, Any]] | JsonAttributes = field(default_factory=list)
+    attributes: list[dict[str, Any]] = field(default_factory=list)
     events: list[list[dict[str, Any]] | None] = field(default_factory=list)
     links: list[list[dict[str, Any]] | None] = field(default_factory=list)
     resource_index: list[int] = field(default_factory=list)
@@ -219,8 +157,6 @@ class SpanBatch:
     client_metadata: dict[str, tuple[str, ...]] = field(default_factory=dict)
     # Memory the batch holds, estimated once when it is decoded (the memory limiter's unit).
     nbytes: int = 0
-    # JSON of the attributes/events/links columns made by a decode worker (see EncodedJson).
-    encoded: EncodedJson | None = None
     # Results of processors' per-span derivations computed by a decode worker (spanpipe.derived);
     # take() and concat() leave them behind (new columns): processors then compute again.
     derived: dict[str, Any] = field(default_factory=dict)
@@ -267,9 +203,7 @@ class SpanBatch:
 
     def take(self, indices: list[int]) -> SpanBatch:
         """A new batch with only the spans at `indices` (in that order)."""
-        cols = {c: [getattr(self, c)[i] for i in indices] for c in self.CORE if c != "attributes"}
-        attrs = self.attributes
-        cols["attributes"] = attrs.take(indices) if isinstance(attrs, JsonAttributes) else [attrs[i] for i in indices]
+        cols = {c: _take(getattr(self, c), indices) for c in self.CORE}
         extra = {k: [v[i] for i in indices] for k, v in self.extra.items()}
         res_map: dict[int, int] = {}
         resources: list[Resource] = []
@@ -280,10 +214,9 @@ class SpanBatch:
                 res_map[r] = len(resources)
                 resources.append(self.resources[r])
             new_index.append(res_map[r])
-        return SpanBatch(**cols, resource_index=new_index, resources=resources, extra=extra,
+        return SpanBatch(**cols, resource_index=new_index, resources=resources, extra=extra,  # type: ignore[arg-type]
                          client_metadata=self.client_metadata,
-                         nbytes=self.nbytes * len(indices) // max(len(self), 1),
-                         encoded=self.encoded.take(indices, self, cols) if self.encoded is not None else None)
+                         nbytes=self.nbytes * len(indices) // max(len(self), 1))
 
     @staticmethod
     def concat(batches: list[SpanBatch]) -> SpanBatch:
@@ -292,48 +225,21 @@ class SpanBatch:
         out = SpanBatch()
         if all(b.client_metadata == batches[0].client_metadata for b in batches):
             out.client_metadata = batches[0].client_metadata
+        for c in SpanBatch.CORE:
+            setattr(out, c, _concat([getattr(b, c) for b in batches]))
         extra_keys: set[str] = set()
         for b in batches:
             extra_keys.update(b.extra)
         out.extra = {k: [] for k in extra_keys}
         out.nbytes = sum(b.nbytes for b in batches)
-        if all(isinstance(b.attributes, JsonAttributes) for b in batches):
-            out.attributes = JsonAttributes.concat([b.attributes for b in batches])  # type: ignore[misc]
-        else:
-            for b in batches:
-                out.attributes.extend(b.attributes)  # type: ignore[union-attr]
         for b in batches:
-            for c in SpanBatch.CORE:
-                if c != "attributes":
-                    getattr(out, c).extend(getattr(b, c))
             offset = len(out.resources)
             out.resources.extend(b.resources)
             out.resource_index.extend([i + offset for i in b.resource_index])
             n = len(b)
             for k in extra_keys:
                 out.extra[k].extend(b.extra.get(k) or [None] * n)
-        out.encoded = EncodedJson.concat(batches, out)
         return out
-
-    def encode_json(self) -> None:
-        """Encode the attributes, events and links columns now (in a decode worker): the attributes
-        become a JsonAttributes column, events and links keep their JSON in `encoded`."""
-        texts: list[bytes] = []
-        exact: dict[int, dict[str, Any]] = {}
-        for i, attrs in enumerate(self.attributes):
-            text, faithful = dumps_exact(attrs)
-            texts.append(text)
-            if not faithful:
-                exact[i] = attrs
-        self.attributes = JsonAttributes(texts, exact)
-        self.encoded = EncodedJson({c: (getattr(self, c), [dumps(v) if v else EMPTY_JSON_LIST for v in getattr(self, c)])
-                                    for c in JSON_COLUMNS})
-
-    def encoded_texts(self, column: str) -> list[bytes] | None:
-        """The JSON of `column` made by a decode worker, while the batch still holds what it was made from."""
-        if column == "attributes":
-            return self.attributes.texts if isinstance(self.attributes, JsonAttributes) else None
-        return self.encoded.texts(self, column) if self.encoded is not None else None
 
     def resource_attributes(self, i: int) -> dict[str, Any]:
         return self.resources[self.resource_index[i]].attributes

@@ -167,9 +167,9 @@ def test_workers_store_exactly_what_in_process_decoding_stores(tmp_path):
             assert r.status_code == 200, r.text
             wait_for(lambda: len(stored(c)) == len(ids) + len(json_ids), 15, "the spans stored")
             rows[workers] = stored(c)
-            if workers:  # a worker decodes without pyarrow or pydantic (~100 MiB of RSS each)
+            if workers:  # a worker makes Arrow, but loads no component code (pydantic: ~50 MiB each)
                 maps = Path(f"/proc/{decode_workers(c.proc.pid)[0]}/maps").read_text()
-                assert "libarrow" not in maps and "_pydantic_core" not in maps
+                assert "_pydantic_core" not in maps
             assert c.stop() == 0
     assert rows[0] == rows[1]
     assert any('"bytes":"AAH+/w=="' in r["attributes"] for r in rows[1])
@@ -285,13 +285,15 @@ def test_workers_compute_the_processors_per_span_reading_and_processors_trust_it
 
 def test_the_default_chain_never_builds_attribute_dicts_in_the_collector_process():
     """rollout and reward take their reading from the workers; batch concatenates; the writer
-    stores the JSON: the attributes stay JSON (JsonAttributes) all the way, and what is stored is
-    what in-process decoding stores. Reading them (any other processor) gives the exact values."""
+    stores the arrays: every per-span column stays Arrow (attributes, events and links as JSON) all
+    the way, unread, and what is stored is what in-process decoding stores. Reading them (any other
+    processor) gives the exact values."""
     from spanpipe.component import FanOut
     from spanpipe.derived import downstream
     from spanpipe.processors.reward import RewardConfig, RewardProcessor
     from spanpipe.processors.rollout import RolloutConfig, RolloutProcessor
-    from spanpipe.spanbatch import JsonAttributes, SpanBatch
+    from spanpipe.arrowcolumn import ArrowColumn, JsonColumn
+    from spanpipe.spanbatch import SpanBatch
 
     reward = RewardProcessor("reward", RewardConfig(), FanOut([]))
     bodies = [odd_request()[0].SerializeToString() for _ in range(3)]
@@ -311,7 +313,10 @@ def test_the_default_chain_never_builds_attribute_dicts_in_the_collector_process
             rollout.shutdown()
         outs.append((merged, merged.to_arrow()))
     (merged, table), (_, reference) = outs
-    assert isinstance(merged.attributes, JsonAttributes) and merged.attributes._dicts is None
+    for c in SpanBatch.CORE:
+        column = getattr(merged, c)
+        assert isinstance(column, (ArrowColumn, JsonColumn)), c
+        assert (column._list if isinstance(column, ArrowColumn) else column._values) is None, f"{c} was read"
     assert table.drop(["sequence_id"]).equals(reference.drop(["sequence_id"]))
     picked = pickle.loads(pickle.dumps(merged.take([1, 16, 32])))  # as the persistent queue keeps it
     assert isinstance(picked.attributes[0]["bytes"], bytes) and math.isnan(picked.attributes[1]["score"])
