@@ -80,6 +80,43 @@ def same_value(a, b) -> bool:
     return type(a) is type(b) and a == b
 
 
+def test_every_column_from_a_worker_reads_as_decoded_in_process_also_after_take_and_concat():
+    """A worker's batch arrives as Arrow arrays: each column read by a processor (ids, enum codes,
+    times, events, links — an event attribute in bytes among them) gives the values in-process
+    decoding gives, kept through take, concat with a batch decoded in process, and pickling."""
+    from spanpipe.spanbatch import SpanBatch
+
+    request, _ = odd_request()
+    spans = request.resource_spans[0].scope_spans[0].spans
+    spans[0].events.add(time_unix_nano=5, name="tool.result").attributes.extend(
+        [kv("blob", AnyValue(bytes_value=b"\x00\xff")), kv("n", AnyValue(int_value=3))])
+    spans[1].links.add(trace_id=b"\x01" * 16, span_id=b"\x02" * 8, trace_state="k=v")
+    spans[2].kind, spans[2].status.code, spans[2].status.message = 3, 2, "boom"
+    del spans[3].events[:]
+    body = request.SerializeToString()
+    here = decode_traces_protobuf(body).batch
+    there = pickle.loads(pickle.dumps(_decode(body, False))).unpack().batch
+
+    def columns(batch: SpanBatch) -> dict[str, list]:
+        return {c: list(getattr(batch, c)) for c in SpanBatch.CORE}
+
+    expected = columns(here)
+    assert expected["events"][0][-1]["attributes"]["blob"] == b"\x00\xff" and expected["events"][3] is None
+    got = columns(there)
+    assert all(same_value(expected[c], got[c]) for c in SpanBatch.CORE), [c for c in SpanBatch.CORE if not same_value(expected[c], got[c])]
+    assert "boom" in there.status_message and "nothere" not in there.status_message  # unread: answered by Arrow
+    picked = [0, 2, 1, 11]
+    taken = pickle.loads(pickle.dumps(there.take(picked)))
+    assert all(same_value([expected[c][i] for i in picked], list(getattr(taken, c))) for c in SpanBatch.CORE)
+    mixed = SpanBatch.concat([there, here, there.take(picked)])
+    want = {c: expected[c] + expected[c] + [expected[c][i] for i in picked] for c in SpanBatch.CORE}
+    assert all(same_value(want[c], list(getattr(mixed, c))) for c in SpanBatch.CORE)
+    reference = SpanBatch.concat([here, here, here.take(picked)]).to_arrow()
+    assert mixed.to_arrow().equals(reference)
+    assert SpanBatch.concat([there, there.take(picked)]).to_arrow().equals(
+        SpanBatch.concat([here, here.take(picked)]).to_arrow())
+
+
 def test_a_batch_from_a_worker_is_the_batch_decoded_in_process():
     """What processors see (value types included: bytes, NaN, ±Infinity) and what the writer
     stores are the same whichever process decoded the request."""
