@@ -120,6 +120,18 @@ class DuckDBExporterConfig(ExporterHelperConfig):
 _UPSERT_SUMMARIES = upsert_attempt_summaries("__batch")
 
 
+def first_of_each_span(table: pa.Table) -> pa.Table:
+    """`table` with each (trace_id, span_id) once, its first row kept (a client's retry merged into
+    the same batch as the first attempt). Counting distinct ids is cheap; rows are taken only when
+    some repeat."""
+    keys = pc.binary_join_element_wise(table.column("trace_id"), table.column("span_id"), "/")
+    if pc.count_distinct(keys).as_py() == table.num_rows:
+        return table
+    rows = pa.table({"key": keys, "row": pa.array(range(table.num_rows), pa.int64())})
+    first = rows.group_by("key", use_threads=False).aggregate([("row", "min")]).column("row_min")
+    return table.take(pc.take(first, pc.sort_indices(first)))
+
+
 def _refusal(settings: dict[str, str]) -> str | None:
     """DuckDB's own parser on these settings (at validate time rather than at run): why it refuses
     them, or None."""
@@ -278,7 +290,7 @@ class DuckDBExporter(QueuedExporter):
     # data path ------------------------------------------------------------------------------
     def send(self, batch: SpanBatch, timeout: float) -> None:
         try:
-            table = batch.to_arrow()
+            table = first_of_each_span(batch.to_arrow())
         except (pa.ArrowException, OverflowError, TypeError, ValueError) as exc:
             raise UnwritableDataError(f"{self.id}: {len(batch)} spans cannot be converted: {exc}") from None
         with self._write_lock:

@@ -11,6 +11,7 @@ from pathlib import Path
 import duckdb
 
 from spanpipe.exporters.duckdb import DuckDBExporter, DuckDBExporterConfig
+from spanpipe.semconv.llm_call import INPUT_TOKEN_KEYS, OUTPUT_TOKEN_KEYS
 from spanpipe.spanbatch import KIND_INTERNAL, STATUS_OK, Resource, SpanBatch
 from spanpipe.warehouse.database import WarehouseDatabase
 from spanpipe.warehouse.schema import ATTEMPT_SUMMARIES_KEPT, TOKENS_IN_SQL, TOKENS_OUT_SQL
@@ -42,9 +43,12 @@ def random_batches(rng: random.Random, rollouts: int, per_batch: int) -> list[Sp
                 kind = rng.choice(["llm", "llm", "reward", "tool"])
                 attrs = {}
                 if kind == "llm":
-                    attrs = {"gen_ai.usage.input_tokens": rng.randint(1, 500), "spanpipe.model_version": f"v{k}"}
+                    # every convention's usage keys, sometimes two of them on one span (the first wins)
+                    attrs = {rng.choice(INPUT_TOKEN_KEYS): rng.randint(1, 500), "spanpipe.model_version": f"v{k}"}
                     if rng.random() < 0.7:
-                        attrs["gen_ai.usage.output_tokens"] = rng.randint(1, 100)
+                        attrs[rng.choice(OUTPUT_TOKEN_KEYS)] = rng.randint(1, 100)
+                    if rng.random() < 0.2:
+                        attrs[rng.choice(OUTPUT_TOKEN_KEYS)] = str(rng.randint(1, 100))
                 start = T0 + rng.randrange(10**12)
                 spans.append((f"ro-{r}", attempt, kind, attrs, start, rng.choice([None, k]),
                               rng.random() if kind == "reward" else None))
@@ -87,7 +91,12 @@ def test_summaries_follow_inserts_retried_exports_and_retention(tmp_path):
         mixed = SpanBatch.concat([batches[0], random_batches(rng, rollouts=3, per_batch=100)[0]])
         e.send(mixed, 5)  # a batch half repeated, half new
         e.send(SpanBatch.concat([batches[1], batches[1]]), 5)  # repeated within one batch
+        fresh = random_batches(rng, rollouts=2, per_batch=30)[0]
+        e.send(SpanBatch.concat([fresh, fresh.take([3, 1]), fresh]), 5)  # new spans, repeated within one batch
         summaries_match(e.db.reader())
+        stored, distinct = e.db.reader().execute(
+            "SELECT count(*), count(DISTINCT (trace_id, span_id)) FROM spans").fetchone()
+        assert stored == distinct
         removed = e.apply_retention()
         assert removed[0] > 0
         summaries_match(e.db.reader())

@@ -69,18 +69,34 @@ ATTEMPT_SUMMARIES_KEPT = "attempt_summaries"
 _FINAL_AT = "(sequence_id, start_time_unix_nano)::STRUCT(sequence_id BIGINT, start_time_unix_nano BIGINT)"
 
 
+# What a summary reads from an LLM span's attributes, in one JSON parse (`usage[i]`): each key
+# read on its own (TOKENS_IN_SQL, …) parses the text once per key, twice the cost of the summary.
+_USAGE_KEYS = (*INPUT_TOKEN_KEYS, *OUTPUT_TOKEN_KEYS, "spanpipe.model_version")
+_USAGE_SQL = ("CASE WHEN span_type = 'llm' THEN json_extract_string(attributes, ["
+              + ", ".join(f"'$.\"{k}\"'" for k in _USAGE_KEYS) + "]) END")
+
+
+def _usage_item(key: str) -> str:
+    return f"usage[{_USAGE_KEYS.index(key) + 1}]"
+
+
+def _usage_tokens(keys: tuple[str, ...]) -> str:
+    return "COALESCE(" + ", ".join(f"TRY_CAST({_usage_item(k)} AS BIGINT)" for k in keys) + ")"
+
+
 def upsert_attempt_summaries(source: str) -> str:
     """Folds the spans of relation `source` into attempt_summaries."""
     return f"""
 INSERT INTO attempt_summaries
 SELECT rollout_id, COALESCE(attempt_id, ''), any_value(attempt_id), min(start_time_unix_nano),
        max(end_time_unix_nano), count(*), count(*) FILTER (WHERE span_type = 'llm'),
-       sum({TOKENS_IN_SQL}) FILTER (WHERE span_type = 'llm'), sum({TOKENS_OUT_SQL}) FILTER (WHERE span_type = 'llm'),
+       sum({_usage_tokens(INPUT_TOKEN_KEYS)}) FILTER (WHERE span_type = 'llm'),
+       sum({_usage_tokens(OUTPUT_TOKEN_KEYS)}) FILTER (WHERE span_type = 'llm'),
        arg_max(reward, {_FINAL_AT}) FILTER (WHERE span_type = 'reward'),
        max({_FINAL_AT}) FILTER (WHERE span_type = 'reward'),
-       arg_max(attributes->>'spanpipe.model_version', start_time_unix_nano) FILTER (WHERE span_type = 'llm'),
+       arg_max({_usage_item("spanpipe.model_version")}, start_time_unix_nano) FILTER (WHERE span_type = 'llm'),
        max(start_time_unix_nano) FILTER (WHERE span_type = 'llm')
-FROM {source} WHERE rollout_id IS NOT NULL
+FROM (SELECT *, {_USAGE_SQL} AS usage FROM {source} WHERE rollout_id IS NOT NULL)
 GROUP BY rollout_id, COALESCE(attempt_id, '')
 ON CONFLICT DO UPDATE SET
     start_time_unix_nano = least(start_time_unix_nano, excluded.start_time_unix_nano),
@@ -134,13 +150,12 @@ _COLS = ", ".join(name for name, _ in SPANS_COLUMNS)
 
 # A retried export must not show twice (at-least-once in, exactly-once visible). The same span
 # has the same start time, so the existence check only scans the batch's start-time range, which
-# DuckDB's zone maps keep cheap however large the table grows. Duplicates inside the batch are
-# removed first.
+# DuckDB's zone maps keep cheap while spans arrive near their start times. `__batch` must hold
+# each span once: the exporter removes repeats first (duckdb exporter: `first_of_each_span`), in
+# Arrow, where a window over the batch's wide rows cost DuckDB as much as the insert itself.
 INSERT_DEDUPED = f"""
 INSERT INTO spans ({_COLS}, {DERIVED_NAMES})
-SELECT {_COLS}, {DERIVED_SELECT} FROM (
-    SELECT * FROM __batch QUALIFY row_number() OVER (PARTITION BY trace_id, span_id) = 1
-) AS n
+SELECT {_COLS}, {DERIVED_SELECT} FROM __batch AS n
 WHERE NOT EXISTS (
     SELECT 1 FROM spans s
     WHERE s.start_time_unix_nano BETWEEN $lo AND $hi
