@@ -128,6 +128,33 @@ class JsonColumn(LazyColumn):
     def __iter__(self) -> Iterator[Any]:
         return iter(self.values())
 
+    def with_changes(self, changes: dict[int, Any]) -> JsonColumn:
+        """Only the changed values are encoded; the other texts are kept as they are."""
+        if not changes:
+            return self
+        order = sorted(changes)
+        texts: list[bytes] = []
+        exact = {i: v for i, v in self.exact.items() if i not in changes}
+        for i in order:
+            value = changes[i]
+            if self.empty_is_none and not value:
+                texts.append(EMPTY_JSON_LIST)
+                continue
+            text, faithful = dumps_exact(value)
+            texts.append(text)
+            if not faithful:
+                exact[i] = value
+        mask = [False] * len(self)
+        for i in order:
+            mask[i] = True
+        replaced = pc.replace_with_mask(self.texts, pa.array(mask, pa.bool_()), json_texts(texts))
+        values = None
+        if self._values is not None:
+            values = list(self._values)
+            for i in order:
+                values[i] = changes[i]
+        return JsonColumn(replaced, exact, self.empty_is_none, values)
+
     def take(self, indices: list[int]) -> JsonColumn:
         where = {old: new for new, old in enumerate(indices)}
         exact = {where[i]: v for i, v in self.exact.items() if i in where}

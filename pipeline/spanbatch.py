@@ -112,12 +112,31 @@ class LazyColumn(Sequence[Any]):
     def concat(cls, parts: Sequence[LazyColumn]) -> LazyColumn:
         raise NotImplementedError
 
+    def with_changes(self, changes: dict[int, Any]) -> Sequence[Any]:
+        """The column with the values at some indices replaced (`changes`: index → new value)."""
+        values = list(self)
+        for i, v in changes.items():
+            values[i] = v
+        return values
+
     def __eq__(self, other: object) -> bool:
         if isinstance(other, (list, LazyColumn)):
             return list(self) == list(other)
         return NotImplemented
 
     __hash__ = None  # type: ignore[assignment]
+
+
+def with_changes(column: Sequence[Any], changes: dict[int, Any]) -> Sequence[Any]:
+    """A new column: `column` with the values at some indices replaced (`changes`: index → new
+    value). A processor that changes a few spans keeps the rest as they came (a decode worker's
+    JSON is stored as it is, not encoded again)."""
+    if isinstance(column, LazyColumn):
+        return column.with_changes(changes)
+    values = list(column)
+    for i, v in changes.items():
+        values[i] = v
+    return values
 
 
 def _take(column: Sequence[Any], indices: list[int]) -> Sequence[Any]:

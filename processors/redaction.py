@@ -22,7 +22,7 @@ from typing import Any, Literal
 from spanpipe.component import BatchTransform, Consumer
 from spanpipe.component import ComponentConfig
 from spanpipe.registry import Factory
-from spanpipe.spanbatch import SpanBatch
+from spanpipe.spanbatch import SpanBatch, with_changes
 from spanpipe.telemetry import counters
 from spanpipe.userregex import RegexError, compile_regex
 
@@ -143,21 +143,32 @@ class RedactionProcessor(BatchTransform):
         return out, len(redacted), len(masked)
 
     def process(self, batch: SpanBatch) -> SpanBatch:
-        attrs_col: list[dict[str, Any]] = []
-        events_col: list[list[dict[str, Any]] | None] = []
+        """Spans nothing is redacted from keep their attributes and events as they came (from a
+        decode worker: the JSON that is stored as it is); only the changed ones are replaced."""
+        attrs_changes: dict[int, dict[str, Any]] = {}
+        events_changes: dict[int, list[dict[str, Any]]] = {}
         total_redacted = total_masked = 0
-        for attrs, events in zip(batch.attributes, batch.events):
+        for i, (attrs, events) in enumerate(zip(batch.attributes, batch.events)):
             new, r, m = self.redact(attrs)
-            attrs_col.append(new)
-            total_redacted += r
-            total_masked += m
+            if r or m:
+                attrs_changes[i] = new
+                total_redacted += r
+                total_masked += m
             if events:
-                events = [{**e, "attributes": self.redact(e["attributes"], summary=False)[0]} for e in events]
-            events_col.append(events)
+                redacted_events, changed = [], False
+                for e in events:
+                    attributes, er, em = self.redact(e["attributes"], summary=False)
+                    changed = changed or bool(er or em)
+                    redacted_events.append({**e, "attributes": attributes})
+                if changed:
+                    events_changes[i] = redacted_events
         if total_redacted or total_masked:
             counters.add("processor_redaction_redacted", total_redacted, processor=self.id)
             counters.add("processor_redaction_masked", total_masked, processor=self.id)
-        return replace(batch, attributes=attrs_col, events=events_col)
+        if not attrs_changes and not events_changes:
+            return batch
+        return replace(batch, attributes=with_changes(batch.attributes, attrs_changes),  # type: ignore[arg-type]
+                       events=with_changes(batch.events, events_changes))  # type: ignore[arg-type]
 
 
 factory = Factory("redaction", "processors", RedactionConfig,

@@ -359,3 +359,33 @@ def test_the_default_chain_never_builds_attribute_dicts_in_the_collector_process
     assert isinstance(picked.attributes[0]["bytes"], bytes) and math.isnan(picked.attributes[1]["score"])
     assert picked.attributes[2] == {"agent.name": "solver", "step": 1}
     assert picked.to_arrow().column("attributes").equals(reference.take([1, 16, 32]).column("attributes"))
+
+
+def test_redaction_replaces_only_the_spans_it_changes_and_keeps_the_workers_json_for_the_rest():
+    """A span with a secret is stored masked, in its attributes and its events; every other span
+    keeps the JSON its worker made (nothing decoded into dicts is encoded again), and what is
+    stored is what redacting an in-process batch stores."""
+    from spanpipe.arrowcolumn import JsonColumn
+    from spanpipe.component import FanOut
+    from spanpipe.processors.redaction import RedactionConfig, RedactionProcessor
+
+    request, _ = odd_request()
+    spans = request.resource_spans[0].scope_spans[0].spans
+    spans[1].attributes.extend([kv("note", AnyValue(string_value="mail bob@example.com please"))])
+    spans[2].events.add(time_unix_nano=9, name="tool").attributes.extend(
+        [kv("out", AnyValue(string_value="key sk-abcdefghijklmnopqrstu"))])
+    body = request.SerializeToString()
+    redaction = RedactionProcessor("redaction", RedactionConfig(
+        allow_all_keys=True, blocked_values=["sk-[A-Za-z0-9_-]{16,}", "[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\\.[A-Za-z]{2,}"]),
+        FanOut([]))
+    here = redaction.process(decode_traces_protobuf(body).batch)
+    shipped = pickle.loads(pickle.dumps(_decode(body, False))).unpack().batch
+    there = redaction.process(shipped)
+    assert isinstance(there.attributes, JsonColumn) and isinstance(there.events, JsonColumn)
+    assert there.attributes[1]["note"] == "mail **** please" and there.attributes[1]["redaction.masked.count"] == 1
+    assert there.events[2][-1]["attributes"]["out"] == "key ****"
+    unchanged = [i for i in range(len(there)) if i not in (1, 2)]
+    assert there.attributes.texts.take(unchanged).equals(shipped.attributes.texts.take(unchanged))
+    assert there.to_arrow().equals(here.to_arrow())
+    clean = there.take(unchanged)
+    assert redaction.process(clean) is clean  # nothing to redact: the batch passes as it is
