@@ -14,7 +14,7 @@ NaN, ±Infinity) travels beside it in `exact`, and is what a reader gets.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any, Union
 
 import orjson
@@ -72,12 +72,6 @@ class ArrowColumn(LazyColumn):
     def __len__(self) -> int:
         return len(self.array)
 
-    def __getitem__(self, index):  # type: ignore[override]
-        return self.values()[index]
-
-    def __iter__(self) -> Iterator[Any]:
-        return iter(self.values())
-
     def __contains__(self, value: object) -> bool:
         if self._list is None and isinstance(value, str) and pa.types.is_string(self.array.type):
             return pc.index(self.array, value).as_py() >= 0
@@ -122,32 +116,18 @@ class JsonColumn(LazyColumn):
     def __len__(self) -> int:
         return len(self.texts)
 
-    def __getitem__(self, index):  # type: ignore[override]
-        return self.values()[index]
-
-    def __iter__(self) -> Iterator[Any]:
-        return iter(self.values())
-
     def with_changes(self, changes: dict[int, Any]) -> JsonColumn:
         """Only the changed values are encoded; the other texts are kept as they are."""
         if not changes:
             return self
         order = sorted(changes)
-        texts: list[bytes] = []
+        texts, changed_exact = _encode_json([changes[i] for i in order], self.empty_is_none)
         exact = {i: v for i, v in self.exact.items() if i not in changes}
-        for i in order:
-            value = changes[i]
-            if self.empty_is_none and not value:
-                texts.append(EMPTY_JSON_LIST)
-                continue
-            text, faithful = dumps_exact(value)
-            texts.append(text)
-            if not faithful:
-                exact[i] = value
+        exact.update({order[k]: v for k, v in changed_exact.items()})
         mask = [False] * len(self)
         for i in order:
             mask[i] = True
-        replaced = pc.replace_with_mask(self.texts, pa.array(mask, pa.bool_()), json_texts(texts))
+        replaced = pc.replace_with_mask(self.texts, pa.array(mask, pa.bool_()), texts)
         values = None
         if self._values is not None:
             values = list(self._values)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import base64
 import math
 from dataclasses import dataclass, field, replace
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import orjson
@@ -104,6 +104,16 @@ class LazyColumn(Sequence[Any]):
     code that needs one makes it by iterating. `take` and `concat` keep the form."""
 
     __slots__ = ()
+
+    def values(self) -> list[Any]:
+        """The column's Python values, made once."""
+        raise NotImplementedError
+
+    def __getitem__(self, index):  # type: ignore[override]
+        return self.values()[index]
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.values())
 
     def take(self, indices: list[int]) -> LazyColumn:
         raise NotImplementedError
