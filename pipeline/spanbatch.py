@@ -7,7 +7,8 @@ Resource attributes are stored once per resource in `resources`; each span point
 by index.
 
 Rule for processors: never mutate a column list in place (a batch may be shared by several
-pipelines when a receiver fans out); build a new list and use `with_columns`/`take`.
+pipelines when a receiver fans out); build a new column and use `with_columns`/`take`, or
+`with_changes` for a column of which a few spans change (the rest keep the form they came in).
 """
 
 from __future__ import annotations
