@@ -125,10 +125,7 @@ class LazyColumn(Sequence[Any]):
 
     def with_changes(self, changes: dict[int, Any]) -> Sequence[Any]:
         """The column with the values at some indices replaced (`changes`: index → new value)."""
-        values = list(self)
-        for i, v in changes.items():
-            values[i] = v
-        return values
+        return _changed_list(self, changes)
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, (list, LazyColumn)):
@@ -144,6 +141,10 @@ def with_changes(column: Sequence[Any], changes: dict[int, Any]) -> Sequence[Any
     JSON is stored as it is, not encoded again)."""
     if isinstance(column, LazyColumn):
         return column.with_changes(changes)
+    return _changed_list(column, changes)
+
+
+def _changed_list(column: Sequence[Any], changes: dict[int, Any]) -> list[Any]:
     values = list(column)
     for i, v in changes.items():
         values[i] = v

@@ -155,13 +155,9 @@ class RedactionProcessor(BatchTransform):
                 total_redacted += r
                 total_masked += m
             if events:
-                redacted_events, changed = [], False
-                for e in events:
-                    attributes, er, em = self.redact(e["attributes"], summary=False)
-                    changed = changed or bool(er or em)
-                    redacted_events.append({**e, "attributes": attributes})
-                if changed:
-                    events_changes[i] = redacted_events
+                redacted = [self.redact(e["attributes"], summary=False) for e in events]
+                if any(r or m for _, r, m in redacted):
+                    events_changes[i] = [{**e, "attributes": a} for e, (a, _, _) in zip(events, redacted)]
         if total_redacted or total_masked:
             counters.add("processor_redaction_redacted", total_redacted, processor=self.id)
             counters.add("processor_redaction_masked", total_masked, processor=self.id)

@@ -41,14 +41,20 @@ _KEYS = [*AGENT_KEYS, "agentlightning.operation.name"]
 _K = {k: i + 1 for i, k in enumerate(_KEYS)}
 PATHS = "[" + ", ".join("'$.\"" + k + "\"'" for k in _KEYS) + "]"
 AGENT_SQL = agent_name_sql(lambda k: f"v[{_K[k]}]")
-REWARD_OPERATION_SQL = (f"COALESCE(name = 'agentlightning.operation' AND v[{_K['agentlightning.operation.name']}] "
-                        "= 'agentlightning.reward', FALSE)")
+
+
+def _reward_operation_sql(name: str, operation_name: str) -> str:
+    """Whether a span is Agent Lightning's reward operation, from its name and operation name."""
+    return f"COALESCE({name} = 'agentlightning.operation' AND {operation_name} = 'agentlightning.reward', FALSE)"
+
+
+REWARD_OPERATION_SQL = _reward_operation_sql("name", f"v[{_K['agentlightning.operation.name']}]")
 # The values of `_KEYS`, parsed only from spans whose JSON text holds one of them as a quoted
 # string (one regex pass is far cheaper than parsing every span's attributes).
 ATTRIBUTE_KEYS_SQL = (f"CASE WHEN regexp_matches(attributes::VARCHAR, {_q(key_pattern(tuple(_KEYS)))}) "
                       f"THEN json_extract_string(attributes, {PATHS}) END")
-_REWARD_OPERATION_OF_ATTRIBUTES = ("COALESCE(s.name = 'agentlightning.operation' AND json_extract_string(s.attributes, "
-                                   "'$.\"agentlightning.operation.name\"') = 'agentlightning.reward', FALSE)")
+_REWARD_OPERATION_OF_ATTRIBUTES = _reward_operation_sql(
+    "s.name", "json_extract_string(s.attributes, '$.\"agentlightning.operation.name\"')")
 
 
 def _response_id_of_attributes_sql(span: str) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Callable
+
 import duckdb
 
 from spanpipe import columns
@@ -41,8 +43,9 @@ WHERE NOT EXISTS (
 
 
 
-def _usage_sql(keys: tuple[str, ...]) -> str:
-    return "COALESCE(" + ", ".join(f"TRY_CAST(attributes->>'{k}' AS BIGINT)" for k in keys) + ")"
+def _usage_sql(keys: tuple[str, ...], value: Callable[[str], str] = lambda k: f"attributes->>'{k}'") -> str:
+    """A token count: the first of `keys` whose value (`value(key)`, SQL) is an integer."""
+    return "COALESCE(" + ", ".join(f"TRY_CAST({value(k)} AS BIGINT)" for k in keys) + ")"
 
 
 # Token counts of an LLM span, by the usage keys of every convention.
@@ -80,18 +83,14 @@ def _usage_item(key: str) -> str:
     return f"usage[{_USAGE_KEYS.index(key) + 1}]"
 
 
-def _usage_tokens(keys: tuple[str, ...]) -> str:
-    return "COALESCE(" + ", ".join(f"TRY_CAST({_usage_item(k)} AS BIGINT)" for k in keys) + ")"
-
-
 def upsert_attempt_summaries(source: str) -> str:
     """Folds the spans of relation `source` into attempt_summaries."""
     return f"""
 INSERT INTO attempt_summaries
 SELECT rollout_id, COALESCE(attempt_id, ''), any_value(attempt_id), min(start_time_unix_nano),
        max(end_time_unix_nano), count(*), count(*) FILTER (WHERE span_type = 'llm'),
-       sum({_usage_tokens(INPUT_TOKEN_KEYS)}) FILTER (WHERE span_type = 'llm'),
-       sum({_usage_tokens(OUTPUT_TOKEN_KEYS)}) FILTER (WHERE span_type = 'llm'),
+       sum({_usage_sql(INPUT_TOKEN_KEYS, _usage_item)}) FILTER (WHERE span_type = 'llm'),
+       sum({_usage_sql(OUTPUT_TOKEN_KEYS, _usage_item)}) FILTER (WHERE span_type = 'llm'),
        arg_max(reward, {_FINAL_AT}) FILTER (WHERE span_type = 'reward'),
        max({_FINAL_AT}) FILTER (WHERE span_type = 'reward'),
        arg_max({_usage_item("spanpipe.model_version")}, start_time_unix_nano) FILTER (WHERE span_type = 'llm'),
