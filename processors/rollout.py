@@ -22,6 +22,7 @@ sends it is completed after `idle_timeout` (`idle_completion.py`).
 
 from __future__ import annotations
 
+import itertools
 import os
 import threading
 from collections import OrderedDict
@@ -161,7 +162,7 @@ class RolloutProcessor(BatchTransform):
         keep = None
         with self._lock:
             if cfg.propagate_by_trace:
-                trace_ids = batch.trace_id
+                trace_ids = list(batch.trace_id)  # a list: indexing an Arrow column is per-call work
                 tagged = [i for i, r in enumerate(rollouts) if r is not None]
                 self._remember({trace_ids[i]: i for i in reversed(tagged)}, rollouts, attempts)
                 for i in untagged:
@@ -196,11 +197,18 @@ class RolloutProcessor(BatchTransform):
         assert self.counters is not None
         current = self.counters.max
         changed: dict[str, int] = {}
+        if given.count(None) == len(given):  # the common case: no span carries its own id
+            issue = {r: itertools.count(current.get(r, 0) + 1) for r in dict.fromkeys(rollouts) if r is not None}
+            out: list[int | None] = [None if r is None else next(issue[r]) for r in rollouts]
+            for r, counter in issue.items():
+                current[r] = changed[r] = next(counter) - 1
+            self.counters.record(changed)
+            return out
         # Client-given ids first raise the counters, so issued ids never collide with them.
         for r, g in zip(rollouts, given):
             if r is not None and g is not None and g > current.get(r, 0):
                 current[r] = changed[r] = g
-        out: list[int | None] = []
+        out = []
         for r, g in zip(rollouts, given):
             if r is None:
                 out.append(None)

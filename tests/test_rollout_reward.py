@@ -127,3 +127,45 @@ def test_rewards_from_every_convention_and_malformed_ones_keep_the_span(tmp_path
     assert rows["llm"]["reward"] == 0.6, "an evaluation event scores the LLM call itself"
     assert rows["tool"]["span_type"] == "tool" and rows["msg"]["span_type"] == "message"
     assert [(d["name"], d["value"]) for d in dims if d["label"] == "agl"] == [("task", 1.0), ("style", 0.25)]
+
+
+def test_sequence_ids_per_rollout_in_one_batch_with_and_without_ids_given(tmp_path):
+    from spanpipe.processors.rollout import RolloutConfig, RolloutProcessor
+
+    class Keep:
+        def consume(self, batch):
+            self.batch = batch
+
+    def batch_of(rollouts: list[str | None], given: list[int | None]):
+        from spanpipe.spanbatch import Resource, SpanBatch
+
+        n = len(rollouts)
+        attrs = [{} if r is None else {"agentlightning.rollout_id": r} for r in rollouts]
+        for a, g in zip(attrs, given):
+            if g is not None:
+                a["agentlightning.span_sequence_id"] = g
+        return SpanBatch(trace_id=[f"{i:032x}" for i in range(n)], span_id=[f"{i:016x}" for i in range(n)],
+                         parent_span_id=[None] * n, trace_state=[""] * n, name=["s"] * n, kind=[1] * n,
+                         start_time_unix_nano=list(range(n)), end_time_unix_nano=list(range(n)),
+                         status_code=[0] * n, status_message=[""] * n, scope_name=[""] * n,
+                         scope_version=[""] * n, attributes=attrs, events=[None] * n, links=[None] * n,
+                         resource_index=[0] * n, resources=[Resource({}, None, "")])
+
+    state = tmp_path / "state.jsonl"
+    proc = RolloutProcessor("rollout", RolloutConfig(state_file=str(state)), Keep())
+    proc.start()
+    try:
+        out = proc.process(batch_of(["a", "b", None, "a", "a", "b"], [None] * 6))
+        assert out.extra["sequence_id"] == [1, 1, None, 2, 3, 2]
+        out = proc.process(batch_of(["b", "a", "b"], [None, 7, None]))  # a given id raises its counter
+        assert out.extra["sequence_id"] == [3, 7, 4]
+        out = proc.process(batch_of(["a", "c"], [None, None]))
+        assert out.extra["sequence_id"] == [8, 1]
+    finally:
+        proc.shutdown()
+    again = RolloutProcessor("rollout", RolloutConfig(state_file=str(state)), Keep())
+    again.start()
+    try:
+        assert again.process(batch_of(["a", "b", "c"], [None] * 3)).extra["sequence_id"] == [9, 5, 2]
+    finally:
+        again.shutdown()
