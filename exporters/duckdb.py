@@ -42,8 +42,8 @@ from spanpipe.warehouse import payloads
 from spanpipe.warehouse.database import DATA_ERRORS, CannotOpen, WarehouseDatabase, out_of_space
 from spanpipe.warehouse.query_server import QueryServer
 from spanpipe import events
-from spanpipe.warehouse.schema import (INSERT_COMPLETIONS, INSERT_LATE_REWARDS, INSERT_LOGS,
-                                       INSERT_REWARD_DIMENSIONS, INSERT_SPANS, ROLLOUT_SPAN, STORED_OF_BATCH,
+from spanpipe.warehouse.schema import (INSERT_COMPLETIONS, INSERT_DEDUPED, INSERT_LATE_REWARDS, INSERT_LOGS,
+                                       INSERT_REWARD_DIMENSIONS, RECOUNT_ATTEMPT_SUMMARIES, ROLLOUT_SPAN,
                                        upsert_attempt_summaries)
 from spanpipe.warehouse.retention import Archive, apply_retention
 
@@ -120,26 +120,16 @@ class DuckDBExporterConfig(ExporterHelperConfig):
 _UPSERT_SUMMARIES = upsert_attempt_summaries("__batch")
 
 
-def _span_keys(table: pa.Table) -> pa.ChunkedArray:
-    return pc.binary_join_element_wise(table.column("trace_id"), table.column("span_id"), "/")
-
-
 def first_of_each_span(table: pa.Table) -> pa.Table:
     """`table` with each (trace_id, span_id) once, its first row kept (a client's retry merged into
     the same batch as the first attempt). Counting distinct ids is cheap; rows are taken only when
     some repeat."""
-    keys = _span_keys(table)
+    keys = pc.binary_join_element_wise(table.column("trace_id"), table.column("span_id"), "/")
     if pc.count_distinct(keys).as_py() == table.num_rows:
         return table
     rows = pa.table({"key": keys, "row": pa.array(range(table.num_rows), pa.int64())})
     first = rows.group_by("key", use_threads=False).aggregate([("row", "min")]).column("row_min")
     return table.take(pc.take(first, pc.sort_indices(first)))
-
-
-def without_spans(table: pa.Table, ids: list[tuple[str, str]]) -> pa.Table:
-    """`table` without the spans whose (trace_id, span_id) is in `ids`."""
-    stored = pa.array([f"{trace_id}/{span_id}" for trace_id, span_id in ids], pa.string())
-    return table.filter(pc.invert(pc.is_in(_span_keys(table), value_set=stored)))
 
 
 def _refusal(settings: dict[str, str]) -> str | None:
@@ -348,21 +338,22 @@ class DuckDBExporter(QueuedExporter):
         return self.db.writer
 
     def _insert(self, writer: duckdb.DuckDBPyConnection, batch: SpanBatch, table: pa.Table) -> None:
-        bounds = pc.min_max(table.column("start_time_unix_nano")).as_py()
+        starts = table.column("start_time_unix_nano")
+        bounds = pc.min_max(starts).as_py()
         dims = batch.reward_dimensions_arrow()
         writer.register("__batch", table)
         if dims is not None:
             writer.register("__dims", dims)
         try:
             writer.execute("BEGIN")
-            stored = writer.execute(STORED_OF_BATCH, {"lo": bounds["min"], "hi": bounds["max"]}).fetchall()
-            if stored:  # a retried export: what is stored already is left out of every statement
-                table = without_spans(table, stored)
-                writer.register("__batch", table)
-            writer.execute(INSERT_SPANS)
+            inserted = writer.execute(INSERT_DEDUPED, {"lo": bounds["min"], "hi": bounds["max"]}).fetchall()
             if dims is not None:
                 writer.execute(INSERT_REWARD_DIMENSIONS)
-            writer.execute(_UPSERT_SUMMARIES)
+            if inserted and inserted[0][0] == table.num_rows:
+                writer.execute(_UPSERT_SUMMARIES)
+            else:  # spans already stored were left out: count the batch's rollouts again
+                for stmt in RECOUNT_ATTEMPT_SUMMARIES:
+                    writer.execute(stmt)
             late = writer.execute(INSERT_LATE_REWARDS).fetchall() if "reward" in batch.extra.get("span_type", ()) else []
             completed = writer.execute(INSERT_COMPLETIONS).fetchall() if ROLLOUT_SPAN in batch.name else []
             writer.execute("COMMIT")
@@ -376,8 +367,8 @@ class DuckDBExporter(QueuedExporter):
             writer.unregister("__batch")
             if dims is not None:
                 writer.unregister("__dims")
-        self._rows += table.num_rows
-        if self._indexer is not None and table.num_rows:
+        self._rows += inserted[0][0] if inserted else 0
+        if self._indexer is not None:
             self._indexer.submit(table)
         counters.add("rollouts_completed", len(completed), exporter=self.id)
         for seq, rollout_id, attempt_id, status, mode, final_reward in late:

@@ -54,9 +54,9 @@ TOKENS_OUT_SQL = _usage_sql(OUTPUT_TOKEN_KEYS)
 
 # One row per rollout attempt with what the viewer's tables show, filter and sort on, kept by
 # the exporter in the transaction that inserts the spans (upsert_attempt_summaries), so that a
-# page never aggregates every span. Counts are added per batch, of its new spans only (spans
-# already stored are left out of `__batch` before: STORED_OF_BATCH). attempt_key is the attempt
-# id, '' for none.
+# page never aggregates every span. Counts are added per batch when every span of the batch was
+# new; a batch that repeated stored spans (a retried export) has its rollouts counted again from
+# `spans` (RECOUNT_ATTEMPT_SUMMARIES). attempt_key is the attempt id, '' for none.
 ATTEMPT_SUMMARIES_DDL = """CREATE TABLE IF NOT EXISTS attempt_summaries (
     rollout_id VARCHAR NOT NULL, attempt_key VARCHAR NOT NULL, attempt_id VARCHAR,
     start_time_unix_nano BIGINT, last_span_time_unix_nano BIGINT,
@@ -114,6 +114,12 @@ ON CONFLICT DO UPDATE SET
 """
 
 
+_BATCH_ROLLOUTS = "(SELECT DISTINCT rollout_id FROM __batch WHERE rollout_id IS NOT NULL)"
+RECOUNT_ATTEMPT_SUMMARIES = [
+    f"DELETE FROM attempt_summaries WHERE rollout_id IN {_BATCH_ROLLOUTS}",
+    upsert_attempt_summaries(f"(SELECT * FROM spans WHERE rollout_id IN {_BATCH_ROLLOUTS})"),
+]
+
 REBUILD_ATTEMPT_SUMMARIES = [
     "DELETE FROM attempt_summaries",
     upsert_attempt_summaries("spans"),
@@ -141,22 +147,20 @@ DDL = [
 
 _COLS = ", ".join(name for name, _ in SPANS_COLUMNS)
 
-# A retried export must not show twice (at-least-once in, exactly-once visible). The exporter
-# finds which of a batch's spans are stored already (STORED_OF_BATCH) and leaves them out before
-# the plain INSERT_SPANS, in one transaction. The same span has the same start time, so the check
-# scans only the batch's start-time range, which DuckDB's zone maps keep cheap while spans arrive
-# near their start times; and it reads the ids alone: the same check inside the INSERT drove the
-# batch's wide rows through the join, as costly as the insert itself. `__batch` must hold each
-# span once: the exporter removes repeats first, in Arrow (duckdb exporter: `first_of_each_span`).
-STORED_OF_BATCH = """
-SELECT n.trace_id, n.span_id FROM __batch AS n
-WHERE EXISTS (
+# A retried export must not show twice (at-least-once in, exactly-once visible). The same span
+# has the same start time, so the existence check only scans the batch's start-time range, which
+# DuckDB's zone maps keep cheap while spans arrive near their start times. `__batch` must hold
+# each span once: the exporter removes repeats first (duckdb exporter: `first_of_each_span`), in
+# Arrow, where a window over the batch's wide rows cost DuckDB as much as the insert itself.
+INSERT_DEDUPED = f"""
+INSERT INTO spans ({_COLS}, {DERIVED_NAMES})
+SELECT {_COLS}, {DERIVED_SELECT} FROM __batch AS n
+WHERE NOT EXISTS (
     SELECT 1 FROM spans s
     WHERE s.start_time_unix_nano BETWEEN $lo AND $hi
       AND s.trace_id = n.trace_id AND s.span_id = n.span_id
 )
 """
-INSERT_SPANS = f"INSERT INTO spans ({_COLS}, {DERIVED_NAMES}) SELECT {_COLS}, {DERIVED_SELECT} FROM __batch"
 
 INSERT_REWARD_DIMENSIONS = """
 INSERT INTO reward_dimensions
