@@ -19,7 +19,6 @@ only after its batch is back and delivered, so nothing acknowledged depends on a
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import multiprocessing
 import os
@@ -130,26 +129,6 @@ def _decode(body: bytes, json: bool) -> _Shipped:
     return _Shipped.pack(decoded, values)
 
 
-PIPE_BYTES = 1 << 20  # Linux's default /proc/sys/fs/pipe-max-size
-
-
-def widen_pipes(pool: ProcessPoolExecutor) -> None:
-    """Give the pool's request and result pipes room for a whole request (~0.5 MB for 512 LLM
-    spans) instead of Linux's 64 KiB: a message then crosses in one write and one read, not a dozen
-    each with both processes woken in turn, which halved the CPU a request's round trip costs
-    the collector process (bench/README.md). Where the platform or the pool does not allow it, the
-    pipes stay as they are."""
-    setpipe = getattr(fcntl, "F_SETPIPE_SZ", None)
-    if setpipe is None:
-        return
-    try:
-        pipes = [pool._call_queue._writer, pool._result_queue._writer]  # type: ignore[attr-defined]
-        for conn in pipes:
-            fcntl.fcntl(conn.fileno(), setpipe, PIPE_BYTES)
-    except (AttributeError, OSError) as exc:
-        log.debug("decode pool pipes keep their size: %s", exc)
-
-
 def _ready() -> int:
     return os.getpid()
 
@@ -168,7 +147,6 @@ class DecodePool:
     def _start(self) -> ProcessPoolExecutor:
         pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
                                    initializer=_worker_init, initargs=(os.getpid(), self.derivations))
-        widen_pipes(pool)
         # Start the interpreters now, not on the first request.
         self._warming = [pool.submit(_ready) for _ in range(self.workers)]
         return pool

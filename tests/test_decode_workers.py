@@ -163,25 +163,6 @@ def test_the_pool_decodes_refuses_bad_bytes_and_starts_again_after_a_worker_dies
         pool.close()
 
 
-def test_a_request_crosses_to_a_worker_and_back_through_pipes_that_hold_it_whole():
-    import fcntl
-
-    pool = DecodePool(1, "test")
-    try:
-        assert pool.ready(30)
-        request, ids = make_request(200)
-        for span in request.resource_spans[0].scope_spans[0].spans:
-            span.attributes.append(kv("gen_ai.prompt.0.content", AnyValue(string_value="x" * 2000)))
-        body = request.SerializeToString()
-        assert 64 << 10 < len(body) < 1 << 20
-        pipes = [pool._pool._call_queue._writer, pool._pool._result_queue._writer]
-        assert [fcntl.fcntl(p.fileno(), fcntl.F_GETPIPE_SZ) for p in pipes] == [1 << 20] * 2
-        batch = pool.decode(body).batch
-        assert len(batch) == len(ids) and batch.attributes[0]["gen_ai.prompt.0.content"] == "x" * 2000
-    finally:
-        pool.close()
-
-
 def collector_with(tmp_path: Path, workers: int | str, name: str) -> Collector:
     d = tmp_path / name
     d.mkdir()
