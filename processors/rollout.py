@@ -197,27 +197,16 @@ class RolloutProcessor(BatchTransform):
         assert self.counters is not None
         current = self.counters.max
         changed: dict[str, int] = {}
-        if given.count(None) == len(given):  # the common case: no span carries its own id
-            issue = {r: itertools.count(current.get(r, 0) + 1) for r in dict.fromkeys(rollouts) if r is not None}
-            out: list[int | None] = [None if r is None else next(issue[r]) for r in rollouts]
-            for r, counter in issue.items():
-                current[r] = changed[r] = next(counter) - 1
-            self.counters.record(changed)
-            return out
         # Client-given ids first raise the counters, so issued ids never collide with them.
         for r, g in zip(rollouts, given):
             if r is not None and g is not None and g > current.get(r, 0):
                 current[r] = changed[r] = g
-        out = []
-        for r, g in zip(rollouts, given):
-            if r is None:
-                out.append(None)
-            elif g is not None:
-                out.append(g)
-            else:
-                nxt = current.get(r, 0) + 1
-                current[r] = changed[r] = nxt
-                out.append(nxt)
+        issue = {r: itertools.count(current.get(r, 0) + 1) for r in dict.fromkeys(rollouts) if r is not None}
+        out = [None if r is None else g if g is not None else next(issue[r]) for r, g in zip(rollouts, given)]
+        for r, counter in issue.items():
+            last = next(counter) - 1
+            if last > current.get(r, 0):  # some id was issued
+                current[r] = changed[r] = last
         self.counters.record(changed)
         return out
 

@@ -130,29 +130,18 @@ def test_rewards_from_every_convention_and_malformed_ones_keep_the_span(tmp_path
 
 
 def test_sequence_ids_per_rollout_in_one_batch_with_and_without_ids_given(tmp_path):
-    from spanpipe.processors.rollout import RolloutConfig, RolloutProcessor
-
-    class Keep:
-        def consume(self, batch):
-            self.batch = batch
+    from componentkit import Sink, create, spans
+    from spanpipe.processors import rollout
 
     def batch_of(rollouts: list[str | None], given: list[int | None]):
-        from spanpipe.spanbatch import Resource, SpanBatch
+        batch, _ = spans(len(rollouts))
+        for attrs, r, g in zip(batch.attributes, rollouts, given):
+            attrs.update({} if r is None else {"agentlightning.rollout_id": r})
+            attrs.update({} if g is None else {"agentlightning.span_sequence_id": g})
+        return batch
 
-        n = len(rollouts)
-        attrs = [{} if r is None else {"agentlightning.rollout_id": r} for r in rollouts]
-        for a, g in zip(attrs, given):
-            if g is not None:
-                a["agentlightning.span_sequence_id"] = g
-        return SpanBatch(trace_id=[f"{i:032x}" for i in range(n)], span_id=[f"{i:016x}" for i in range(n)],
-                         parent_span_id=[None] * n, trace_state=[""] * n, name=["s"] * n, kind=[1] * n,
-                         start_time_unix_nano=list(range(n)), end_time_unix_nano=list(range(n)),
-                         status_code=[0] * n, status_message=[""] * n, scope_name=[""] * n,
-                         scope_version=[""] * n, attributes=attrs, events=[None] * n, links=[None] * n,
-                         resource_index=[0] * n, resources=[Resource({}, None, "")])
-
-    state = tmp_path / "state.jsonl"
-    proc = RolloutProcessor("rollout", RolloutConfig(state_file=str(state)), Keep())
+    config = rollout.RolloutConfig(state_file=str(tmp_path / "state.jsonl"), propagate_by_trace=False)
+    proc = create(rollout.factory, config, Sink())
     proc.start()
     try:
         out = proc.process(batch_of(["a", "b", None, "a", "a", "b"], [None] * 6))
@@ -163,7 +152,7 @@ def test_sequence_ids_per_rollout_in_one_batch_with_and_without_ids_given(tmp_pa
         assert out.extra["sequence_id"] == [8, 1]
     finally:
         proc.shutdown()
-    again = RolloutProcessor("rollout", RolloutConfig(state_file=str(state)), Keep())
+    again = create(rollout.factory, config, Sink())
     again.start()
     try:
         assert again.process(batch_of(["a", "b", "c"], [None] * 3)).extra["sequence_id"] == [9, 5, 2]
