@@ -169,7 +169,7 @@ def profile_summary(raw: Path, top: int = 30) -> str:
             incl_n[f] = incl_n.get(f, 0) + count
     if not total:
         return "no samples"
-    rows = ["self%  incl%  function"]
+    rows = [f"{total} samples", "self%  incl%  function"]
     for f, n in sorted(self_n.items(), key=lambda kv: -kv[1])[:top]:
         rows.append(f"{100 * n / total:5.1f}  {100 * incl_n[f] / total:5.1f}  {f}")
     return "\n".join(rows)

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 # memory limiter counts. Set before any model class exists.
 os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
 
-from spanpipe import __version__, nopandas  # noqa: E402
+from spanpipe import __version__, importguard  # noqa: E402
 from spanpipe.errors import ConfigError  # noqa: E402
 
 DEFAULT_CONFIG = "config/default.yaml"
@@ -68,7 +68,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    nopandas.install()
+    importguard.keep_out("pandas")
     from spanpipe.service import Service
 
     registry = default_registry()

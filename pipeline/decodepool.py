@@ -31,7 +31,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from spanpipe import derived, nopandas
+from spanpipe import derived, importguard
 from spanpipe.errors import TransientError
 
 if TYPE_CHECKING:
@@ -67,7 +67,7 @@ def _worker_init(parent: int, derivations: list[Derivation]) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _derivations[:] = derivations
     threading.Thread(target=exit_when_parent_exits, args=(parent,), name="parent-watch", daemon=True).start()
-    nopandas.install()
+    importguard.keep_out("pandas", "numpy")
     import spanpipe.arrowcolumn  # noqa: F401 - loaded before the first request, not during it
     import spanpipe.otlp  # noqa: F401
 

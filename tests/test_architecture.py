@@ -180,9 +180,10 @@ def test_clients_import_only_their_side():
         assert set(heavy) & set(json.loads(loaded)) <= allowed, statement
 
 
-def test_a_running_collector_does_not_load_pandas(tmp_path):
+def test_a_running_collector_does_not_load_pandas_nor_its_workers_numpy(tmp_path):
     """pandas is installed here (Ray brings it); pyarrow and DuckDB would import it on first use
-    only to ask whether an object is a DataFrame: 40 MiB the memory limiter counts as idle."""
+    only to ask whether an object is a DataFrame: 40 MiB the memory limiter counts as idle. A decode
+    worker also leaves out numpy, which pyarrow imports when present (11 MiB per worker)."""
     import importlib.util
 
     import requests
@@ -205,6 +206,10 @@ def test_a_running_collector_does_not_load_pandas(tmp_path):
         from test_decode_workers import decode_workers
         workers = decode_workers(c.proc.pid)
         assert len(workers) == max(len(os.sched_getaffinity(0)) - 1, 0)  # decode_workers: auto
+        assert workers
         for pid in workers:
-            assert "/pandas/" not in Path(f"/proc/{pid}/maps").read_text()
+            worker_maps = Path(f"/proc/{pid}/maps").read_text()
+            assert "/pandas/" not in worker_maps
+            assert "/numpy/" not in worker_maps
+        assert "/numpy/" in maps  # the collector process needs it (DuckDB's Arrow UDFs): only workers leave it out
         assert c.stop() == 0
