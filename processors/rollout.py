@@ -142,11 +142,15 @@ class RolloutProcessor(BatchTransform):
                   attempts: list[str | None]) -> None:
         """Learn trace → (rollout, attempt) from each trace's first tagged span (`first_tagged`:
         trace id → span index); a trace already known keeps its mapping and becomes the newest.
-        Set operations and one update, not a call per trace: most spans start a trace of their own."""
+        Set operations and one update, not a call per trace: most spans start a trace of their own.
+        The traces of one rollout share one (rollout, attempt) tuple: at `max_traces` a tuple per
+        trace was 5 MiB of the collector's memory."""
         known = self.by_trace
         for trace_id in first_tagged.keys() & known.keys():
             known.move_to_end(trace_id)
-        known.update({t: (rollouts[i], attempts[i]) for t, i in first_tagged.items() if t not in known})
+        pairs: dict[tuple[str | None, str | None], tuple[str | None, str | None]] = {}
+        known.update({t: pairs.setdefault(pair := (rollouts[i], attempts[i]), pair)
+                      for t, i in first_tagged.items() if t not in known})
         for _ in range(len(known) - self.config.max_traces):
             known.popitem(last=False)
 

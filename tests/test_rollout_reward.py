@@ -158,3 +158,33 @@ def test_sequence_ids_per_rollout_in_one_batch_with_and_without_ids_given(tmp_pa
         assert again.process(batch_of(["a", "b", "c"], [None] * 3)).extra["sequence_id"] == [9, 5, 2]
     finally:
         again.shutdown()
+
+
+def test_trace_memory_keeps_the_newest_max_traces_traces(tmp_path):
+    """propagate_by_trace remembers at most `max_traces` traces, the least recently seen forgotten
+    first; a trace seen again becomes the newest. Traces of one rollout share one stored pair."""
+    from componentkit import Sink, create, spans
+    from spanpipe.processors import rollout
+
+    def batch_of(traces: list[str], rollouts: list[str | None]):
+        batch, _ = spans(len(traces))
+        batch.trace_id[:] = traces
+        for attrs, r in zip(batch.attributes, rollouts):
+            attrs.pop("agentlightning.rollout_id", None)
+            attrs.update({} if r is None else {"agentlightning.rollout_id": r})
+        return batch
+
+    config = rollout.RolloutConfig(state_file=str(tmp_path / "state.jsonl"), max_traces=3)
+    proc = create(rollout.factory, config, Sink())
+    proc.start()
+    try:
+        t = [f"{i:032x}" for i in range(6)]
+        proc.process(batch_of([t[0], t[1], t[2]], ["r0", "r0", "r1"]))
+        assert proc.by_trace[t[0]] is proc.by_trace[t[1]]  # one (rollout, attempt) pair per rollout
+        proc.process(batch_of([t[0]], ["r0"]))  # t0 seen again: now the newest
+        proc.process(batch_of([t[3], t[4]], ["r3", "r4"]))  # t1 and t2 forgotten
+        assert set(proc.by_trace) == {t[0], t[3], t[4]}
+        out = proc.process(batch_of([t[0], t[1], t[4], t[5]], [None] * 4))
+        assert out.extra["rollout_id"] == ["r0", None, "r4", None]
+    finally:
+        proc.shutdown()
