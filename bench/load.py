@@ -141,16 +141,19 @@ def tree_pids(pid: int) -> list[int]:
     return out
 
 
-def tree_stats(pid: int, cpu_seen: dict[int, float]) -> tuple[float, int]:
-    """(CPU seconds of every process of the tree seen so far, summed current RSS)."""
-    rss = 0
+def tree_stats(pid: int, cpu_seen: dict[int, float]) -> tuple[float, int, int]:
+    """(CPU seconds of every process of the tree seen so far, summed current RSS, summed current
+    PSS). A sum of RSS counts each shared library page once per process that maps it (DuckDB's,
+    Arrow's, Python's: the workers map them too); PSS divides such pages among their processes."""
+    rss = pss = 0
     for p in tree_pids(pid):
         try:
             cpu_seen[p] = proc_stats(p)[0]
             rss += current_rss(p)
+            pss += current_pss(p)
         except OSError:
             pass
-    return sum(cpu_seen.values()), rss
+    return sum(cpu_seen.values()), rss, pss
 
 
 def profile_summary(raw: Path, top: int = 30) -> str:
@@ -173,6 +176,14 @@ def profile_summary(raw: Path, top: int = 30) -> str:
     for f, n in sorted(self_n.items(), key=lambda kv: -kv[1])[:top]:
         rows.append(f"{100 * n / total:5.1f}  {100 * incl_n[f] / total:5.1f}  {f}")
     return "\n".join(rows)
+
+
+def current_pss(pid: int) -> int:
+    with open(f"/proc/{pid}/smaps_rollup") as f:
+        for line in f:
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) * 1024
+    return 0
 
 
 def current_rss(pid: int) -> int:
@@ -252,7 +263,7 @@ def main() -> int:
         time.sleep(0.05)
 
     cpu_seen: dict[int, float] = {}
-    cpu0, _ = tree_stats(coll.pid, cpu_seen)
+    cpu0, _, _ = tree_stats(coll.pid, cpu_seen)
     main_cpu0 = cpu_seen[coll.pid]
     out: mp.Queue = mp.Queue()
     start_at = time.time() + 2.0  # clients build their templates first
@@ -268,7 +279,7 @@ def main() -> int:
                                 *(["--subprocesses"] if args.profile == "all" else ["--gil"] if args.profile == "gil" else []), "--nonblocking", "--rate", str(args.profile_rate), "--format", "raw",
                                 "--duration", str(int(args.duration)), "-o", str(workdir / "profile.txt")],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    peak = 0
+    peak = peak_pss = 0
     timeline: list[tuple[float, int]] = []
     results = []
     while len(results) < len(clients):
@@ -277,16 +288,16 @@ def main() -> int:
         except Exception:  # noqa: BLE001 - queue.Empty: sample RSS meanwhile
             pass
         if coll.poll() is None:
-            _, rss_now = tree_stats(coll.pid, cpu_seen)
-            peak = max(peak, rss_now)
+            _, rss_now, pss_now = tree_stats(coll.pid, cpu_seen)
+            peak, peak_pss = max(peak, rss_now), max(peak_pss, pss_now)
             timeline.append((time.time() - start_at, rss_now))
     for c in clients:
         c.join()
     load_end = time.time()
-    cpu1, rss_now = tree_stats(coll.pid, cpu_seen)
+    cpu1, rss_now, pss_now = tree_stats(coll.pid, cpu_seen)
     main_cpu = cpu_seen[coll.pid] - main_cpu0
     main_peak = proc_stats(coll.pid)[1]  # VmHWM: what the memory_limiter's limit is about
-    peak = max(peak, rss_now)
+    peak, peak_pss = max(peak, rss_now), max(peak_pss, pss_now)
     workers = len(tree_pids(coll.pid)) - 1
     probes = idle_probe(f"127.0.0.1:{port}", coll.pid, args.idle_probe) if args.idle_probe else []
     coll.send_signal(signal.SIGTERM)
@@ -322,6 +333,7 @@ def main() -> int:
     print(f"load clients CPU         {client_cpu / (load_end - start_at) * 100:.0f}% of one core")
     print(f"collector peak RSS       {peak / 2**20:.0f} MiB (all its processes)")
     print(f"  of which the collector {main_peak / 2**20:.0f} MiB (VmHWM of the collector process alone)")
+    print(f"  peak PSS               {peak_pss / 2**20:.0f} MiB (all its processes, shared library pages counted once)")
     marks = [timeline[int(len(timeline) * q) - 1] for q in (0.1, 0.25, 0.5, 0.75, 1.0)] if timeline else []
     print("collector RSS over time  " + ", ".join(f"{t:.0f}s {r / 2**20:.0f}MiB" for t, r in marks))
     if probes:
