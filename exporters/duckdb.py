@@ -91,8 +91,9 @@ class DuckDBExporterConfig(ExporterHelperConfig):
     # Rows not yet checkpointed stay in memory (~this size again); 128MB inserts as fast as 256MB
     # and far faster than DuckDB's 16MB default (bench/README.md).
     checkpoint_threshold: str = "128MB"
-    # DuckDB defaults to 80% of RAM; a collector must stay bounded. At 192MB flat-out ingest is as
-    # fast as at 256MB with a 50 MiB lower peak; at 128MB it is 12% slower (bench/README.md).
+    # DuckDB defaults to 80% of RAM; a collector must stay bounded. At 192MB flat-out ingest runs
+    # within the run-to-run spread of 256MB with a ~50 MiB lower peak; at 128MB it is 12% slower
+    # (bench/README.md).
     memory_limit: str | None = "192MB"
     threads: int | None = Field(None, ge=1)
     retention: RetentionConfig | None = None
@@ -339,8 +340,7 @@ class DuckDBExporter(QueuedExporter):
         return self.db.writer
 
     def _insert(self, writer: duckdb.DuckDBPyConnection, batch: SpanBatch, table: pa.Table) -> None:
-        starts = table.column("start_time_unix_nano")
-        bounds = pc.min_max(starts).as_py()
+        bounds = pc.min_max(table.column("start_time_unix_nano")).as_py()
         dims = batch.reward_dimensions_arrow()
         writer.register("__batch", table)
         if dims is not None:
