@@ -141,10 +141,13 @@ def held_calls_wait_in_every_worker(g: Gateway, admin: dict[str, str]) -> None:
 def test_killed_workers_are_replaced_with_what_the_trainer_set_and_calls_go_on(tmp_path):
     with FakeOpenAI(token_ids="when_asked") as up, Gateway(tmp_path, up, workers=2) as g:
         before = workers_of(g)
+        assert len(before) == 2
         requests.post(f"{g.url}/v1/gateway/model_version", json={"model_version": "step-5"}, timeout=10)
         for pid in before:
             os.kill(pid, signal.SIGKILL)
-        wait_for(lambda: len(workers_of(g)) == 2 and not set(before) & set(workers_of(g)), 30, "two new workers",
+        # One listing per check: two listings could see the killed pair still exiting, then neither
+        # replaced yet (and pass with no worker replaced).
+        wait_for(lambda: len(now := set(workers_of(g))) == 2 and not set(before) & now, 30, "two new workers",
                  poll=0.1)
         assert "proxy worker 0 exited" in g.log() and "proxy worker 1 exited" in g.log()
         for _ in range(6):
