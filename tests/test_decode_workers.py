@@ -248,8 +248,7 @@ def test_a_worker_killed_mid_load_loses_nothing_acknowledged(tmp_path):
         for t in threads:
             t.join(120)
         assert len(acked) == 64 * 160
-        wait_for(lambda: len(decode_workers(c.proc.pid)) == 2 and victim not in decode_workers(c.proc.pid),
-                 20, "the pool started again")
+        wait_for(lambda: len(now := decode_workers(c.proc.pid)) == 2 and victim not in now, 20, "the pool started again")
         assert c.stop() == 0
     import duckdb
     con = duckdb.connect(str(c.db), read_only=True)
