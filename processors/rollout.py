@@ -10,8 +10,8 @@ Where the ids come from, first hit wins:
    instrumentation library's) are tagged too (`propagate_by_trace`, bounded by `max_traces`).
 
 Sequence ids are per rollout, monotonic from 1, issued in arrival order; an id the client gave is
-kept and raises the counter (the next issued is max + 1). Counters survive a restart through
-`state_file` (an append-only log of per-rollout maxima, compacted on start).
+kept and raises the counter (the next issued is max + 1). The counters of the `max_rollouts` most
+recently active rollouts are kept, across restarts through `state_file` (sequence_counters.py).
 
 `on_missing`: `keep` (the span is stored without a rollout), `drop`, or `default` (tag it
 `default_rollout_id`).
@@ -23,13 +23,10 @@ sends it is completed after `idle_timeout` (`idle_completion.py`).
 from __future__ import annotations
 
 import itertools
-import os
 import threading
 from collections import OrderedDict
-from pathlib import Path
 from typing import Literal
 
-import orjson
 from pydantic import Field
 
 from spanpipe import events
@@ -40,6 +37,7 @@ from spanpipe.errors import PipelineError
 from spanpipe.periodic import Periodic
 from spanpipe.processors.idle_completion import IdleRollouts
 from spanpipe.processors.rollout_ids import ReadRolloutIds
+from spanpipe.processors.sequence_counters import SequenceCounters
 from spanpipe.registry import Factory
 from spanpipe.spanbatch import SpanBatch
 from spanpipe.telemetry import counters
@@ -55,45 +53,14 @@ class RolloutConfig(ComponentConfig):
     default_rollout_id: str = "unassigned"
     issue_sequence_ids: bool = True
     state_file: str | None = Field(None, description="where sequence counters are kept across restarts")
+    max_rollouts: int = Field(100_000, gt=0, description="rollouts whose sequence counters are kept, the most "
+                              "recently active; one forgotten continues above every id a forgotten one had")
     idle_timeout: Duration = Field("30s", description="complete a rollout that sent no rollout span once a "  # type: ignore[assignment]
                                    "root span of it has arrived and nothing more for this long; 0 = off")
 
     def validate_config(self) -> None:
         if not self.rollout_id_keys:
             raise ValueError("rollout_id_keys: list at least one key")
-
-
-class SequenceCounters:
-    """Per-rollout sequence counters, persisted as an append-only JSON-lines log."""
-
-    def __init__(self, path: str | None) -> None:
-        self.path = Path(path) if path else None
-        self.max: dict[str, int] = {}
-        self._lock = threading.Lock()
-        self._fh = None
-        if self.path is not None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            if self.path.exists():
-                for line in self.path.read_bytes().splitlines():
-                    try:
-                        for k, v in orjson.loads(line).items():
-                            self.max[k] = max(self.max.get(k, 0), int(v))
-                    except (orjson.JSONDecodeError, ValueError, TypeError, AttributeError):
-                        continue  # a torn last line after a crash
-            tmp = self.path.with_suffix(self.path.suffix + ".tmp")
-            tmp.write_bytes(orjson.dumps(self.max) + b"\n")
-            os.replace(tmp, self.path)
-            self._fh = open(self.path, "ab")
-
-    def record(self, changed: dict[str, int]) -> None:
-        if self._fh is not None and changed:
-            self._fh.write(orjson.dumps(changed) + b"\n")
-            self._fh.flush()
-
-    def close(self) -> None:
-        if self._fh is not None:
-            self._fh.close()
-            self._fh = None
 
 
 class RolloutProcessor(BatchTransform):
@@ -109,7 +76,7 @@ class RolloutProcessor(BatchTransform):
         self._lock = threading.Lock()
 
     def start(self) -> None:
-        self.counters = SequenceCounters(self.config.state_file)
+        self.counters = SequenceCounters(self.config.state_file, self.config.max_rollouts)
         timeout = self.config.idle_timeout
         if timeout > 0:
             self.idle = IdleRollouts(timeout, self.config.max_traces, self.config.rollout_id_keys[0],
@@ -198,20 +165,22 @@ class RolloutProcessor(BatchTransform):
         return out.take(keep) if keep is not None else out
 
     def _sequence(self, rollouts: list[str | None], given: list[int | None]) -> list[int | None]:
-        assert self.counters is not None
-        current = self.counters.max
+        kept = self.counters
+        assert kept is not None
+        present = [r for r in dict.fromkeys(rollouts) if r is not None]
+        last = kept.last(present)
         changed: dict[str, int] = {}
         # Client-given ids first raise the counters, so issued ids never collide with them.
         for r, g in zip(rollouts, given):
-            if r is not None and g is not None and g > current.get(r, 0):
-                current[r] = changed[r] = g
-        issue = {r: itertools.count(current.get(r, 0) + 1) for r in dict.fromkeys(rollouts) if r is not None}
+            if r is not None and g is not None and g > last[r]:
+                last[r] = changed[r] = g
+        issue = {r: itertools.count(last[r] + 1) for r in present}
         out = [None if r is None else g if g is not None else next(issue[r]) for r, g in zip(rollouts, given)]
         for r, counter in issue.items():
-            last = next(counter) - 1
-            if last > current.get(r, 0):  # some id was issued
-                current[r] = changed[r] = last
-        self.counters.record(changed)
+            highest = next(counter) - 1
+            if highest > last[r]:  # some id was issued
+                changed[r] = highest
+        kept.advance(present, changed)
         return out
 
 

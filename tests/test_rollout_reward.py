@@ -160,6 +160,61 @@ def test_sequence_ids_per_rollout_in_one_batch_with_and_without_ids_given(tmp_pa
         again.shutdown()
 
 
+def test_sequence_counters_kept_for_the_newest_max_rollouts_and_ids_never_repeat(tmp_path):
+    """Past `max_rollouts`, the least recently active rollout's counter is forgotten; a rollout
+    without a counter of its own counts on above every id a forgotten one had, so no rollout
+    repeats an id — also after a restart."""
+    from componentkit import Sink, create, spans
+    from spanpipe.processors import rollout
+
+    def seqs(proc, rollouts: list[str]) -> list[int]:
+        batch, _ = spans(len(rollouts))
+        for attrs, r in zip(batch.attributes, rollouts):
+            attrs["agentlightning.rollout_id"] = r
+        return proc.process(batch).extra["sequence_id"]
+
+    config = rollout.RolloutConfig(state_file=str(tmp_path / "state.jsonl"), propagate_by_trace=False,
+                                   max_rollouts=2)
+    proc = create(rollout.factory, config, Sink())
+    proc.start()
+    try:
+        assert seqs(proc, ["a", "a", "a", "b"]) == [1, 2, 3, 1]
+        assert seqs(proc, ["b", "c"]) == [2, 1]  # a is forgotten: the floor is its 3
+        assert list(proc.counters.highest) == ["b", "c"]
+        assert seqs(proc, ["a", "d"]) == [4, 4]  # above 3; b and c forgotten
+        assert seqs(proc, ["c"]) == [4]  # not 2: above every forgotten id; a (4) forgotten
+    finally:
+        proc.shutdown()
+    again = create(rollout.factory, config, Sink())
+    again.start()
+    try:
+        assert list(again.counters.highest) == ["d", "c"] and again.counters.floor == 4
+        assert seqs(again, ["c", "a", "d", "c"]) == [5, 5, 5, 6]
+    finally:
+        again.shutdown()
+
+
+def test_the_sequence_state_file_stays_the_size_of_what_is_kept(tmp_path, monkeypatch):
+    """The state log is compacted as it grows: 20,000 rollouts through 50 kept leave a file of
+    about 50 counters, which reads back to the same state (a torn last line ignored)."""
+    from spanpipe.processors import sequence_counters
+
+    monkeypatch.setattr(sequence_counters, "_COMPACT_MIN_BYTES", 4096)
+    path = tmp_path / "state.jsonl"
+    kept = sequence_counters.SequenceCounters(str(path), 50)
+    for i in range(20_000):
+        r = f"rollout-{i:05d}"
+        kept.advance([r], {r: i % 7 + 1})
+    kept.close()
+    assert path.stat().st_size < 4 * 4096 + 4 * 50 * 24
+    with open(path, "ab") as f:
+        f.write(b'{"rollout-00000": 9')
+    back = sequence_counters.SequenceCounters(str(path), 50)
+    assert back.highest == kept.highest and back.floor == kept.floor == 7
+    assert list(back.highest)[-1] == "rollout-19999" and len(back.highest) == 50
+    back.close()
+
+
 def test_trace_memory_keeps_the_newest_max_traces_traces(tmp_path):
     """propagate_by_trace remembers at most `max_traces` traces, the least recently seen forgotten
     first; a trace seen again becomes the newest. Traces of one rollout share one stored pair."""
