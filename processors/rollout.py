@@ -76,7 +76,7 @@ class RolloutProcessor(BatchTransform):
         self._lock = threading.Lock()
 
     def start(self) -> None:
-        self.counters = SequenceCounters(self.config.state_file, self.config.max_rollouts)
+        self.counters = SequenceCounters(self.config.state_file, self.config.max_rollouts, self.log)
         timeout = self.config.idle_timeout
         if timeout > 0:
             self.idle = IdleRollouts(timeout, self.config.max_traces, self.config.rollout_id_keys[0],

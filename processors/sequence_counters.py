@@ -8,12 +8,17 @@ a rollout first seen after forgetting began starts above 1.
 The state file is an append-only log, one JSON line per batch that moved a counter (`{rollout:
 highest id}`) or the floor (a bare number); it is rewritten to the live state on start and
 whenever the log has grown to several times that, so neither memory nor the file grows with the
-number of rollouts ever seen.
+number of rollouts ever seen. A file that cannot be written (a full disk) does not stop the
+pipeline: the counters live on in memory, the error is logged, and the whole state is written once
+it can be (tried again at most once a second). A collector stopped before that restarts from the
+file's last state and may issue again ids issued meanwhile.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import time
 from collections import OrderedDict
 from collections.abc import Iterable
 from pathlib import Path
@@ -25,17 +30,20 @@ import orjson
 # _COMPACT_MIN_BYTES): compaction rewrites every counter.
 _COMPACT_RATIO = 4
 _COMPACT_MIN_BYTES = 1 << 20
+_RETRY_SECONDS = 1.0
 
 
 class SequenceCounters:
-    def __init__(self, path: str | None, limit: int) -> None:
+    def __init__(self, path: str | None, limit: int, log: logging.Logger) -> None:
         self.path = Path(path) if path else None
         self.limit = limit
+        self.log = log
         self.highest: OrderedDict[str, int] = OrderedDict()  # oldest first
         self.floor = 0
         self._fh: BinaryIO | None = None
         self._logged = 0
         self._compacted = 0
+        self._failing_since: float | None = None  # the file could not be written; retried after
         if self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             if self.path.exists():
@@ -51,7 +59,7 @@ class SequenceCounters:
                     continue
                 changed = {str(k): int(v) for k, v in entry.items()}
             except (orjson.JSONDecodeError, ValueError, TypeError, AttributeError):
-                continue  # a torn last line after a crash
+                continue  # a torn line: a crash, or a full disk
             for rollout, value in changed.items():
                 changed[rollout] = max(value, self.highest.get(rollout, 0))
             self._apply(changed.keys(), changed)
@@ -80,11 +88,20 @@ class SequenceCounters:
             self.floor = max(self.floor, highest.popitem(last=False)[1])
 
     def _log(self, entry: dict[str, int] | int) -> None:
-        if self._fh is None or not entry:
+        if self.path is None or not entry:
+            return
+        if self._fh is None:  # a write failed: the whole state goes in once it can
+            if time.monotonic() - (self._failing_since or 0.0) >= _RETRY_SECONDS:
+                self._compact()
             return
         line = orjson.dumps(entry) + b"\n"
-        self._fh.write(line)
-        self._fh.flush()
+        try:
+            rest = memoryview(line)
+            while rest:  # a short write, then the error that stopped it
+                rest = rest[self._fh.write(rest):]
+        except OSError as exc:
+            self._failed(exc)
+            return
         self._logged += len(line)
         if self._logged > max(_COMPACT_RATIO * self._compacted, _COMPACT_MIN_BYTES):
             self._compact()
@@ -92,16 +109,39 @@ class SequenceCounters:
     def _compact(self) -> None:
         """Rewrite the file to the live state: the floor, then every counter (oldest first)."""
         assert self.path is not None
+        self._close_file()
         state = orjson.dumps(self.floor) + b"\n" + orjson.dumps(self.highest) + b"\n"
         tmp = self.path.with_suffix(self.path.suffix + ".tmp")
-        tmp.write_bytes(state)
-        os.replace(tmp, self.path)
-        if self._fh is not None:
-            self._fh.close()
-        self._fh = open(self.path, "ab")
+        try:
+            tmp.write_bytes(state)
+            os.replace(tmp, self.path)
+            self._fh = open(self.path, "ab", buffering=0)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            self._failed(exc)
+            return
         self._compacted, self._logged = len(state), 0
+        if self._failing_since is not None:
+            self._failing_since = None
+            self.log.info("sequence counters written to %s again", self.path)
+
+    def _failed(self, exc: OSError) -> None:
+        self._close_file()
+        if self._failing_since is None:
+            self.log.error("cannot write the sequence counters to %s (%s): they are kept in memory and "
+                           "written when it can be; a restart before that may issue ids again", self.path, exc)
+        self._failing_since = time.monotonic()
 
     def close(self) -> None:
+        """At shutdown: a state that could not be written is tried once more."""
+        if self._failing_since is not None:
+            self._compact()
+        self._close_file()
+
+    def _close_file(self) -> None:
         if self._fh is not None:
-            self._fh.close()
-            self._fh = None
+            fh, self._fh = self._fh, None
+            try:
+                fh.close()
+            except OSError:
+                pass

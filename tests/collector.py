@@ -239,7 +239,7 @@ class Tmpfs:
         self.filler = where / "filler"
 
     def fill(self) -> None:
-        with open(self.filler, "ab") as fh:
+        with open(self.filler, "ab", buffering=0) as fh:  # unbuffered: nothing left to flush at close
             chunk = b"\0" * 65536
             try:
                 while True:

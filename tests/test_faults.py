@@ -9,6 +9,7 @@ import threading
 import time
 from pathlib import Path
 
+import duckdb
 import pytest
 import requests
 import yaml
@@ -426,3 +427,54 @@ def test_log_records_get_the_persistent_queue_too(tmp_path):
     with Warehouse.open(b.db) as wh:
         bodies = wh.sql("SELECT body::VARCHAR AS body FROM logs").column("body").to_pylist()
     assert sorted(bodies) == sorted(f'"record {i}"' for i in range(40))
+
+
+def test_a_full_disk_under_the_rollout_state_file_refuses_nothing_and_repeats_no_id(tmp_path):
+    """The rollout processor's state file on a full disk (the warehouse elsewhere): spans are still
+    accepted and stored, the counters live on in memory and the error is logged; the whole state is
+    written once space returns, so after a restart no rollout repeats a sequence id."""
+    from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+    from otlp_requests import kv
+
+    disk = Tmpfs(tmp_path / "disk", size="1m")
+    c = Collector(tmp_path, processors={"rollout": {"state_file": str(disk.path / "rollout-state.jsonl")},
+                                        "batch": {"timeout": "50ms"}})
+    acked: list[tuple[str, str]] = []
+
+    def send(rollout: str, n: int) -> None:
+        request, ids = make_request(n)
+        request.resource_spans[0].resource.attributes.append(
+            kv("agentlightning.rollout_id", AnyValue(string_value=rollout)))
+        assert grpc_export(c.grpc_endpoint, request)[0] == "OK"
+        acked.extend(ids)
+
+    try:
+        c.start()
+        send("r-1", 5)
+        wait_for(lambda: count_stored(c) == len(acked), 20, "the first spans")
+        disk.fill()
+        for i in range(3):  # long ids: lines that need new pages of the file
+            send("r-1", 5)
+            send(f"r-full-{i}-" + "x" * 3000, 2)
+        wait_for(lambda: count_stored(c) == len(acked), 20, "the spans sent while the disk is full")
+        assert "rollout-state.jsonl" in c.log() and "No space left on device" in c.log()
+        disk.free()
+        send("r-1", 5)
+        wait_for(lambda: count_stored(c) == len(acked), 20, "the spans sent once space returned")
+        assert c.stop() == 0
+        assert c.log().count("cannot write the sequence counters") == 1  # once, not per batch
+        assert "sequence counters written to" in c.log()
+        c.start()
+        send("r-1", 5)
+        send("r-full-0-" + "x" * 3000, 2)
+        wait_for(lambda: count_stored(c) == len(acked), 20, "the spans sent after the restart")
+        assert c.stop() == 0
+    finally:
+        c.kill()
+        disk.unmount()
+    assert sorted(stored_ids(c.db)) == sorted(acked)
+    con = duckdb.connect(str(c.db), read_only=True)
+    per_rollout = dict(con.execute("SELECT rollout_id, list(sequence_id) FROM spans GROUP BY rollout_id").fetchall())
+    con.close()
+    assert sorted(per_rollout["r-1"]) == list(range(1, 31))
+    assert all(len(ids) == len(set(ids)) and None not in ids for ids in per_rollout.values()), per_rollout

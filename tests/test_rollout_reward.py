@@ -197,11 +197,13 @@ def test_sequence_counters_kept_for_the_newest_max_rollouts_and_ids_never_repeat
 def test_the_sequence_state_file_stays_the_size_of_what_is_kept(tmp_path, monkeypatch):
     """The state log is compacted as it grows: 20,000 rollouts through 50 kept leave a file of
     about 50 counters, which reads back to the same state (a torn last line ignored)."""
+    import logging
+
     from spanpipe.processors import sequence_counters
 
     monkeypatch.setattr(sequence_counters, "_COMPACT_MIN_BYTES", 4096)
     path = tmp_path / "state.jsonl"
-    kept = sequence_counters.SequenceCounters(str(path), 50)
+    kept = sequence_counters.SequenceCounters(str(path), 50, logging.getLogger("test"))
     for i in range(20_000):
         r = f"rollout-{i:05d}"
         kept.advance([r], {r: i % 7 + 1})
@@ -209,7 +211,7 @@ def test_the_sequence_state_file_stays_the_size_of_what_is_kept(tmp_path, monkey
     assert path.stat().st_size < 4 * 4096 + 4 * 50 * 24
     with open(path, "ab") as f:
         f.write(b'{"rollout-00000": 9')
-    back = sequence_counters.SequenceCounters(str(path), 50)
+    back = sequence_counters.SequenceCounters(str(path), 50, logging.getLogger("test"))
     assert back.highest == kept.highest and back.floor == kept.floor == 7
     assert list(back.highest)[-1] == "rollout-19999" and len(back.highest) == 50
     back.close()
