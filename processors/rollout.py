@@ -53,8 +53,9 @@ class RolloutConfig(ComponentConfig):
     default_rollout_id: str = "unassigned"
     issue_sequence_ids: bool = True
     state_file: str | None = Field(None, description="where sequence counters are kept across restarts")
-    max_rollouts: int = Field(100_000, gt=0, description="rollouts whose sequence counters are kept, the most "
-                              "recently active; one forgotten continues above every id a forgotten one had")
+    max_rollouts: int = Field(100_000, gt=0, description="rollouts remembered (sequence counters, started, idle "
+                              "tracking), the most recently active; a forgotten one's ids continue above every "
+                              "id a forgotten one had")
     idle_timeout: Duration = Field("30s", description="complete a rollout that sent no rollout span once a "  # type: ignore[assignment]
                                    "root span of it has arrived and nothing more for this long; 0 = off")
 
@@ -79,7 +80,7 @@ class RolloutProcessor(BatchTransform):
         self.counters = SequenceCounters(self.config.state_file, self.config.max_rollouts, self.log)
         timeout = self.config.idle_timeout
         if timeout > 0:
-            self.idle = IdleRollouts(timeout, self.config.max_traces, self.config.rollout_id_keys[0],
+            self.idle = IdleRollouts(timeout, self.config.max_rollouts, self.config.rollout_id_keys[0],
                                      self.config.attempt_id_keys[0])
             self._ticker = Periodic(f"{self.id}-idle", min(1.0, timeout / 4), self._complete_idle, self.log)
             self._ticker.start()
@@ -155,7 +156,7 @@ class RolloutProcessor(BatchTransform):
                 if r is not None and r not in self.started:
                     self.started[r] = None
                     started.append(r)
-                    if len(self.started) > self.config.max_traces:
+                    if len(self.started) > self.config.max_rollouts:
                         self.started.popitem(last=False)
         if observe and self.idle is not None:
             self.idle.observe(batch, rollouts, attempts)

@@ -182,6 +182,7 @@ def test_sequence_counters_kept_for_the_newest_max_rollouts_and_ids_never_repeat
         assert seqs(proc, ["b", "c"]) == [2, 1]  # a is forgotten: the floor is its 3
         assert list(proc.counters.highest) == ["b", "c"]
         assert seqs(proc, ["a", "d"]) == [4, 4]  # above 3; b and c forgotten
+        assert list(proc.started) == ["a", "d"]  # the rollouts started: bounded alike
         assert seqs(proc, ["c"]) == [4]  # not 2: above every forgotten id; a (4) forgotten
     finally:
         proc.shutdown()
