@@ -77,7 +77,11 @@ class RolloutProcessor(BatchTransform):
         self._lock = threading.Lock()
 
     def start(self) -> None:
-        self.counters = SequenceCounters(self.config.state_file, self.config.max_rollouts, self.log)
+        try:
+            self.counters = SequenceCounters(self.config.state_file, self.config.max_rollouts, self.log)
+        except OSError as exc:
+            raise RuntimeError(f"{self.id}: cannot use state_file {self.config.state_file}: "
+                               f"{exc.strerror or exc}") from None
         timeout = self.config.idle_timeout
         if timeout > 0:
             self.idle = IdleRollouts(timeout, self.config.max_rollouts, self.config.rollout_id_keys[0],

@@ -16,6 +16,8 @@ file's last state and may issue again ids issued meanwhile.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import logging
 import os
 import time
@@ -48,7 +50,12 @@ class SequenceCounters:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             if self.path.exists():
                 self._replay(self.path.read_bytes())
-            self._compact()
+            try:
+                self._write_state()
+            except OSError as exc:
+                if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                    raise  # a path that cannot work (a directory, no permission): the config is wrong
+                self._failed(exc)
 
     def _replay(self, log: bytes) -> None:
         for line in log.splitlines():
@@ -107,6 +114,16 @@ class SequenceCounters:
             self._compact()
 
     def _compact(self) -> None:
+        try:
+            self._write_state()
+        except OSError as exc:
+            self._failed(exc)
+            return
+        if self._failing_since is not None:
+            self._failing_since = None
+            self.log.info("sequence counters written to %s again", self.path)
+
+    def _write_state(self) -> None:
         """Rewrite the file to the live state: the floor, then every counter (oldest first)."""
         assert self.path is not None
         self._close_file()
@@ -116,14 +133,11 @@ class SequenceCounters:
             tmp.write_bytes(state)
             os.replace(tmp, self.path)
             self._fh = open(self.path, "ab", buffering=0)
-        except OSError as exc:
-            tmp.unlink(missing_ok=True)
-            self._failed(exc)
-            return
+        except OSError:
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+            raise
         self._compacted, self._logged = len(state), 0
-        if self._failing_since is not None:
-            self._failing_since = None
-            self.log.info("sequence counters written to %s again", self.path)
 
     def _failed(self, exc: OSError) -> None:
         self._close_file()

@@ -478,3 +478,32 @@ def test_a_full_disk_under_the_rollout_state_file_refuses_nothing_and_repeats_no
     con.close()
     assert sorted(per_rollout["r-1"]) == list(range(1, 31))
     assert all(len(ids) == len(set(ids)) and None not in ids for ids in per_rollout.values()), per_rollout
+
+
+def test_the_rollout_state_file_at_start_full_disk_starts_wrong_path_refuses(tmp_path):
+    """At start, a full disk under the state file is waited out (counters in memory, written once
+    space returns); a path that can never work is a clear start-up error."""
+    import logging
+
+    from componentkit import Sink, create
+    from spanpipe.processors import rollout
+    from spanpipe.processors.sequence_counters import SequenceCounters
+
+    (tmp_path / "a-file").write_text("")
+    wrong = rollout.RolloutConfig(state_file=str(tmp_path / "a-file" / "state.jsonl"))
+    with pytest.raises(RuntimeError, match=r"rollout: cannot use state_file .*a-file/state.jsonl"):
+        create(rollout.factory, wrong, Sink()).start()
+
+    disk = Tmpfs(tmp_path / "disk", size="1m")
+    try:
+        path = disk.path / "state.jsonl"
+        path.write_bytes(b'{"r": 7}\n')
+        disk.fill()
+        kept = SequenceCounters(str(path), 10, logging.getLogger("test"))
+        kept.advance(["r"], {"r": 8})
+        assert kept.last(["r"]) == {"r": 8} and path.read_bytes() == b'{"r": 7}\n'
+        disk.free()
+        kept.close()  # the state not written yet is tried once more
+        assert SequenceCounters(str(path), 10, logging.getLogger("test")).last(["r"]) == {"r": 8}
+    finally:
+        disk.unmount()
