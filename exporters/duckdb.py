@@ -341,13 +341,14 @@ class DuckDBExporter(QueuedExporter):
 
     def _insert(self, writer: duckdb.DuckDBPyConnection, batch: SpanBatch, table: pa.Table) -> None:
         bounds = pc.min_max(table.column("start_time_unix_nano")).as_py()
+        starts = {"lo": bounds["min"], "hi": bounds["max"]}
         dims = batch.reward_dimensions_arrow()
         writer.register("__batch", table)
         if dims is not None:
             writer.register("__dims", dims)
         try:
             writer.execute("BEGIN")
-            inserted = writer.execute(INSERT_DEDUPED, {"lo": bounds["min"], "hi": bounds["max"]}).fetchall()
+            inserted = writer.execute(INSERT_DEDUPED, starts).fetchall()
             if dims is not None:
                 writer.execute(INSERT_REWARD_DIMENSIONS)
             if inserted and inserted[0][0] == table.num_rows:
@@ -356,7 +357,7 @@ class DuckDBExporter(QueuedExporter):
                 for stmt in RECOUNT_ATTEMPT_SUMMARIES:
                     writer.execute(stmt)
             late = writer.execute(INSERT_LATE_REWARDS).fetchall() if "reward" in batch.extra.get("span_type", ()) else []
-            completed = writer.execute(INSERT_COMPLETIONS).fetchall() if ROLLOUT_SPAN in batch.name else []
+            completed = writer.execute(INSERT_COMPLETIONS, starts).fetchall() if ROLLOUT_SPAN in batch.name else []
             writer.execute("COMMIT")
         except duckdb.Error:
             try:
