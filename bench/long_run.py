@@ -1,6 +1,6 @@
 """The duckdb exporter's insert rate in a warehouse that has been running a long time: what the
-per-batch statements cost once the completion log (`rollout_completions`, one row per rollout)
-and the `spans` table hold what a long RL run leaves.
+per-batch statements cost once the completion log (`rollout_completions`, one row per rollout),
+the reward dimensions (one row per reward) and the `spans` table hold what a long RL run leaves.
 
 The stored history is generated in SQL (older start times than the new spans, in arrival order,
 as a real log has them); then the same pre-built LLM-agent batches bench/load.py sends (512-span
@@ -38,9 +38,14 @@ def _cpu() -> float:
 
 
 def _store_history(exporter: DuckDBExporter, completions: int, spans: int) -> None:
+    """`completions` rollouts completed, each with a reward dimension; `spans` spans."""
     writer = exporter.db.writer
     assert writer is not None
     if completions:
+        writer.execute(f"""
+            INSERT INTO reward_dimensions
+            SELECT md5(i::VARCHAR), substr(md5('r' || i::VARCHAR), 1, 16), 0, 'primary', 1.0, 'agentlightning'
+            FROM range({completions}) t(i)""")
         writer.execute(f"""
             INSERT INTO rollout_completions
             SELECT nextval('rollout_completion_seq'), 'ro-old-' || i, 'at-old-' || i, md5(i::VARCHAR),
@@ -89,7 +94,8 @@ def run(batches: list, completions: int, spans: int) -> tuple[float, float]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--completions", default="0,1000000", help="stored completions to try (comma-separated)")
+    ap.add_argument("--completions", default="0,1000000",
+                    help="stored completions, and as many reward dimensions, to try (comma-separated)")
     ap.add_argument("--spans", default="0", help="stored spans to try (comma-separated)")
     ap.add_argument("--requests", type=int, default=320, help="requests of 512 spans sent per run")
     ap.add_argument("--repeat", type=int, default=3, help="runs per setting (the median is printed)")

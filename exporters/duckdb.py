@@ -348,9 +348,9 @@ class DuckDBExporter(QueuedExporter):
             writer.register("__dims", dims)
         try:
             writer.execute("BEGIN")
-            inserted = writer.execute(INSERT_DEDUPED, starts).fetchall()
             if dims is not None:
-                writer.execute(INSERT_REWARD_DIMENSIONS)
+                writer.execute(INSERT_REWARD_DIMENSIONS, starts)  # first: it reads which spans are new
+            inserted = writer.execute(INSERT_DEDUPED, starts).fetchall()
             if inserted and inserted[0][0] == table.num_rows:
                 writer.execute(_UPSERT_SUMMARIES)
             else:  # spans already stored were left out: count the batch's rollouts again
