@@ -1,6 +1,7 @@
 """The duckdb exporter's insert rate in a warehouse that has been running a long time: what the
 per-batch statements cost once the completion log (`rollout_completions`, one row per rollout),
-the reward dimensions (one row per reward) and the `spans` table hold what a long RL run leaves.
+the reward dimensions (one row per reward), the attempt summaries (one row per attempt) and the
+`spans` table hold what a long RL run leaves.
 
 The stored history is generated in SQL (older start times than the new spans, in arrival order,
 as a real log has them); then the same pre-built LLM-agent batches bench/load.py sends (512-span
@@ -38,10 +39,17 @@ def _cpu() -> float:
 
 
 def _store_history(exporter: DuckDBExporter, completions: int, spans: int) -> None:
-    """`completions` rollouts completed, each with a reward dimension; `spans` spans."""
+    """`completions` rollouts completed, each with a reward dimension and an attempt summary;
+    `spans` spans."""
     writer = exporter.db.writer
     assert writer is not None
     if completions:
+        writer.execute(f"""
+            INSERT INTO attempt_summaries (rollout_id, attempt_key, attempt_id, start_time_unix_nano,
+                                           last_span_time_unix_nano, spans, llm_calls, final_reward)
+            SELECT 'ro-old-' || i, 'at-old-' || i, 'at-old-' || i, {_HISTORY_START} + i * 1000000,
+                   {_HISTORY_START} + i * 1000000 + 500000, 64, 62, 1.0
+            FROM range({completions}) t(i)""")
         writer.execute(f"""
             INSERT INTO reward_dimensions
             SELECT md5(i::VARCHAR), substr(md5('r' || i::VARCHAR), 1, 16), 0, 'primary', 1.0, 'agentlightning'
