@@ -43,8 +43,8 @@ from spanpipe.warehouse.database import DATA_ERRORS, CannotOpen, WarehouseDataba
 from spanpipe.warehouse.query_server import QueryServer
 from spanpipe import events
 from spanpipe.warehouse.schema import (INSERT_COMPLETIONS, INSERT_DEDUPED, INSERT_LATE_REWARDS, INSERT_LOGS,
-                                       INSERT_REWARD_DIMENSIONS, RECOUNT_ATTEMPT_SUMMARIES, ROLLOUT_SPAN,
-                                       upsert_attempt_summaries)
+                                       INSERT_NEW_REWARD_DIMENSIONS, INSERT_REWARD_DIMENSIONS,
+                                       RECOUNT_ATTEMPT_SUMMARIES, ROLLOUT_SPAN, upsert_attempt_summaries)
 from spanpipe.warehouse.retention import Archive, apply_retention
 
 class QueryApiConfig(BaseModel):
@@ -348,10 +348,11 @@ class DuckDBExporter(QueuedExporter):
             writer.register("__dims", dims)
         try:
             writer.execute("BEGIN")
-            if dims is not None:
-                writer.execute(INSERT_REWARD_DIMENSIONS, starts)  # first: it reads which spans are new
             inserted = writer.execute(INSERT_DEDUPED, starts).fetchall()
-            if inserted and inserted[0][0] == table.num_rows:
+            all_new = bool(inserted) and inserted[0][0] == table.num_rows
+            if dims is not None:
+                writer.execute(INSERT_REWARD_DIMENSIONS if all_new else INSERT_NEW_REWARD_DIMENSIONS)
+            if all_new:
                 writer.execute(_UPSERT_SUMMARIES)
             else:  # spans already stored were left out: count the batch's rollouts again
                 for stmt in RECOUNT_ATTEMPT_SUMMARIES:

@@ -163,16 +163,15 @@ WHERE NOT EXISTS (
 """
 
 # A span's reward dimensions go in with the span, in one transaction (and retention removes them
-# with it): they are new exactly when their span is, which this checks in `spans` over the batch's
-# start-time range, before the batch's spans are inserted. (Checking `reward_dimensions` itself
-# read the whole table for every batch: +6.7 µs per span at a million rows, bench/long_run.py.)
-INSERT_REWARD_DIMENSIONS = """
-INSERT INTO reward_dimensions
-SELECT DISTINCT ON (trace_id, span_id, idx) trace_id, span_id, idx, name, value, source FROM __dims AS n
+# with it): when every span of a batch was new, so are its dimensions, and they go in unchecked
+# (INSERT_REWARD_DIMENSIONS); only a batch that repeated stored spans (a retried export) has them
+# checked against those stored (INSERT_NEW_REWARD_DIMENSIONS), which reads the whole table.
+_DIMS = "SELECT DISTINCT ON (trace_id, span_id, idx) trace_id, span_id, idx, name, value, source FROM __dims AS n"
+INSERT_REWARD_DIMENSIONS = f"INSERT INTO reward_dimensions {_DIMS}"
+INSERT_NEW_REWARD_DIMENSIONS = f"""
+INSERT INTO reward_dimensions {_DIMS}
 WHERE NOT EXISTS (
-    SELECT 1 FROM spans s
-    WHERE s.start_time_unix_nano BETWEEN $lo AND $hi
-      AND s.trace_id = n.trace_id AND s.span_id = n.span_id
+    SELECT 1 FROM reward_dimensions r WHERE r.trace_id = n.trace_id AND r.span_id = n.span_id
 )
 """
 
