@@ -154,10 +154,11 @@ class RolloutProcessor(BatchTransform):
                 elif cfg.on_missing == "drop":
                     gone = set(missing)
                     keep = [i for i in range(n) if i not in gone]
-            seqs = self._sequence(rollouts, given_seq) if cfg.issue_sequence_ids else given_seq
+            present = [r for r in dict.fromkeys(rollouts) if r is not None]
+            seqs = self._sequence(rollouts, given_seq, present) if cfg.issue_sequence_ids else given_seq
             started = []
-            for r in dict.fromkeys(rollouts):
-                if r is not None and r not in self.started:
+            for r in present:
+                if r not in self.started:
                     self.started[r] = None
                     started.append(r)
                     if len(self.started) > self.config.max_rollouts:
@@ -169,10 +170,11 @@ class RolloutProcessor(BatchTransform):
         out = batch.with_columns(rollout_id=rollouts, attempt_id=attempts, sequence_id=seqs)
         return out.take(keep) if keep is not None else out
 
-    def _sequence(self, rollouts: list[str | None], given: list[int | None]) -> list[int | None]:
+    def _sequence(self, rollouts: list[str | None], given: list[int | None],
+                  present: list[str]) -> list[int | None]:
+        """Sequence ids for the batch's spans; `present`: its rollouts, each once."""
         kept = self.counters
         assert kept is not None
-        present = [r for r in dict.fromkeys(rollouts) if r is not None]
         last = kept.last(present)
         changed: dict[str, int] = {}
         # Client-given ids first raise the counters, so issued ids never collide with them.

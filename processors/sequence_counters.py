@@ -16,10 +16,8 @@ file's last state and may issue again ids issued meanwhile.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import logging
-import os
 import time
 from collections import OrderedDict
 from collections.abc import Iterable
@@ -27,6 +25,8 @@ from pathlib import Path
 from typing import BinaryIO
 
 import orjson
+
+from spanpipe.atomicwrite import write_atomically
 
 # The log is compacted once it is this many times the size of the live state (and at least
 # _COMPACT_MIN_BYTES): compaction rewrites every counter.
@@ -67,9 +67,7 @@ class SequenceCounters:
                 changed = {str(k): int(v) for k, v in entry.items()}
             except (orjson.JSONDecodeError, ValueError, TypeError, AttributeError):
                 continue  # a torn line: a crash, or a full disk
-            for rollout, value in changed.items():
-                changed[rollout] = max(value, self.highest.get(rollout, 0))
-            self._apply(changed.keys(), changed)
+            self._apply(changed.keys(), changed)  # a rollout's highest id only rises from line to line
 
     def last(self, rollouts: Iterable[str]) -> dict[str, int]:
         """The highest id issued or given in each of `rollouts` (their ids continue above it)."""
@@ -128,15 +126,8 @@ class SequenceCounters:
         assert self.path is not None
         self._close_file()
         state = orjson.dumps(self.floor) + b"\n" + orjson.dumps(self.highest) + b"\n"
-        tmp = self.path.with_suffix(self.path.suffix + ".tmp")
-        try:
-            tmp.write_bytes(state)
-            os.replace(tmp, self.path)
-            self._fh = open(self.path, "ab", buffering=0)
-        except OSError:
-            with contextlib.suppress(OSError):
-                tmp.unlink(missing_ok=True)
-            raise
+        write_atomically(self.path, state)
+        self._fh = open(self.path, "ab", buffering=0)
         self._compacted, self._logged = len(state), 0
 
     def _failed(self, exc: OSError) -> None:

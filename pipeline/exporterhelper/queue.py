@@ -20,6 +20,7 @@ from typing import Callable, Iterable
 
 import pyarrow as pa
 
+from spanpipe.atomicwrite import write_atomically
 from spanpipe.logbatch import LogBatch
 from spanpipe.signals import Item
 from spanpipe import signals
@@ -86,19 +87,8 @@ class FileStore:
         return sorted(keys)
 
     def write(self, key: int, batch: Item) -> None:
-        final = self._path(key, len(batch))
-        tmp = final.with_suffix(".tmp")
         data = self.MAGIC + pickle.dumps(batch, protocol=pickle.HIGHEST_PROTOCOL)
-        try:
-            with open(tmp, "wb") as fh:
-                fh.write(data)
-                if self.fsync:
-                    fh.flush()
-                    os.fsync(fh.fileno())
-            os.replace(tmp, final)
-        except OSError:
-            tmp.unlink(missing_ok=True)
-            raise
+        write_atomically(self._path(key, len(batch)), data, self.fsync)
         self._spans[key] = len(batch)
 
     def read(self, key: int) -> Item:
