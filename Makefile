@@ -7,7 +7,7 @@ CONFIG ?= config/default.yaml
 
 # What running needs (make run), then the test extras on top (everything else).
 RUNTIME := $(VENV)/.runtime-installed
-$(RUNTIME): pyproject.toml
+$(RUNTIME): pyproject.toml setup.py pipeline/_otlp_columns.c
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e .

@@ -175,12 +175,20 @@ def _encode_json(values: Sequence[Any], empty_is_none: bool) -> tuple[pa.Array, 
 def to_record_batch(batch: SpanBatch) -> tuple[pa.RecordBatch, dict[str, dict[int, Any]]]:
     """The batch's per-span columns as one record batch (JSON columns encoded), and the values of
     each JSON column that its JSON does not give back."""
-    arrays = [pa.array(getattr(batch, c), t) for c, t in SCALAR_COLUMNS.items()]
+    arrays = [_single(arrow_of(getattr(batch, c), t)) for c, t in SCALAR_COLUMNS.items()]
     exact: dict[str, dict[int, Any]] = {}
     for c, empty_is_none in JSON_COLUMNS.items():
-        texts, exact[c] = _encode_json(getattr(batch, c), empty_is_none)
+        values = getattr(batch, c)
+        if isinstance(values, JsonColumn):  # decoded into Arrow already (spanpipe.otlp_columns)
+            texts, exact[c] = _single(values.texts), values.exact
+        else:
+            texts, exact[c] = _encode_json(values, empty_is_none)
         arrays.append(texts)
     return pa.RecordBatch.from_arrays(arrays, [*SCALAR_COLUMNS, *JSON_COLUMNS]), exact
+
+
+def _single(array: Arrowish) -> pa.Array:
+    return array.combine_chunks() if isinstance(array, pa.ChunkedArray) else array
 
 
 def from_record_batch(record: pa.RecordBatch, exact: dict[str, dict[int, Any]]) -> dict[str, LazyColumn]:

@@ -69,7 +69,7 @@ def _worker_init(parent: int, derivations: list[Derivation]) -> None:
     threading.Thread(target=exit_when_parent_exits, args=(parent,), name="parent-watch", daemon=True).start()
     importguard.keep_out("pandas", "numpy")
     import spanpipe.arrowcolumn  # noqa: F401 - loaded before the first request, not during it
-    import spanpipe.otlp  # noqa: F401
+    import spanpipe.otlp_columns  # noqa: F401
 
 
 @dataclass(slots=True)
@@ -116,9 +116,9 @@ class _Shipped:
 
 
 def _decode(body: bytes, json: bool) -> _Shipped:
-    from spanpipe.otlp import decode_traces_json, decode_traces_protobuf
+    from spanpipe.otlp_columns import decode_traces
 
-    decoded = decode_traces_json(body) if json else decode_traces_protobuf(body)
+    decoded = decode_traces(body, json)
     batch = decoded.batch
     values = {}
     for d in _derivations:
@@ -160,9 +160,9 @@ class DecodePool:
         if not all(f.done() for f in self._warming):
             # The workers are starting (collector start-up, or after one died): a request does
             # not wait a second for an interpreter; it is decoded here, as with decode_workers: 0.
-            from spanpipe.otlp import decode_traces_json, decode_traces_protobuf
+            from spanpipe.otlp_columns import decode_traces
 
-            return decode_traces_json(body) if json else decode_traces_protobuf(body)
+            return decode_traces(body, json)
         pool = self._pool
         try:
             return pool.submit(_decode, body, json).result().unpack()

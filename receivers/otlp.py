@@ -30,7 +30,8 @@ from spanpipe.component import Authenticator, ComponentConfig, Consumers, Receiv
 from spanpipe.configtypes import Endpoint
 from spanpipe.decodepool import DecodePool, workers_for
 from spanpipe.errors import PipelineError
-from spanpipe.otlp import DecodedTraces, decode_traces_json, decode_traces_protobuf, traces_response
+from spanpipe.otlp import DecodedTraces, decode_traces_json, traces_response
+from spanpipe.otlp_columns import decode_traces
 from spanpipe.otlp_logs import DecodedLogs, decode_logs_json, decode_logs_protobuf, logs_response
 from spanpipe.registry import Factory
 from spanpipe.telemetry import counters
@@ -113,7 +114,7 @@ class Signal:
 
 
 TRACES = Signal("traces", "opentelemetry.proto.collector.trace.v1.TraceService", "traces_url_path", "spans",
-                decode_traces_protobuf, decode_traces_json, traces_response)
+                decode_traces, decode_traces_json, traces_response)
 LOGS = Signal("logs", "opentelemetry.proto.collector.logs.v1.LogsService", "logs_url_path", "log_records",
               decode_logs_protobuf, decode_logs_json, logs_response)
 
