@@ -4,7 +4,9 @@ Each stage runs alone, on one core, over the same pre-built LLM-agent requests `
 sends (512 spans each):
 
   parse     upb parse of the request bytes only (ExportTraceServiceRequest.FromString)
-  decode    parse + decode into a SpanBatch (what a decode worker does, without the JSON)
+  decode    parse + decode into a SpanBatch in Python (upb objects, then Python values), and the
+            compiled decoder's request -> Arrow columns with the JSON encoded (what a decode
+            worker runs for an ordinary request)
   encode    SpanBatch -> Arrow table of the warehouse columns, JSON included (SpanBatch.to_arrow)
   insert    Arrow tables of 8,192 spans inserted into a DuckDB file: plain INSERT (the database's
             own limit) and the duckdb exporter's insert (dedupe, rollout completions)
@@ -37,6 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.workload import Template  # noqa: E402
+from spanpipe import otlp_columns  # noqa: E402
 from spanpipe.otlp import decode_traces_protobuf, parse_traces_protobuf  # noqa: E402
 from spanpipe.promoted import PromotedColumns  # noqa: E402
 from spanpipe.spanbatch import SpanBatch  # noqa: E402
@@ -119,6 +122,9 @@ def main() -> int:
     ceilings["parse (upb)"] = rate(spans, lambda: [parse_traces_protobuf(b) for b in bodies], args.repeat)
     ceilings["decode (parse + Python values)"] = rate(spans, lambda: [decode_traces_protobuf(b) for b in bodies],
                                                       args.repeat)
+    if otlp_columns.compiled():
+        ceilings["decode (compiled, to Arrow columns)"] = rate(
+            spans, lambda: [otlp_columns.decode_columns(b) for b in bodies], args.repeat)
     batches = processed(bodies)
     tables = [b.to_arrow() for b in batches]
     ceilings["encode (to_arrow, JSON)"] = rate(spans, lambda: [b.to_arrow() for b in batches], args.repeat)

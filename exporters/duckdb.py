@@ -81,7 +81,9 @@ class RetentionConfig(BaseModel):
 class DuckDBExporterConfig(ExporterHelperConfig):
     # One writer per file and signal, merging queued requests; the local warehouse is never given up on.
     helper_defaults: ClassVar[dict[str, Any]] = {
-        "sending_queue": {"num_consumers": 1, "queue_size": 4, "block_on_overflow": True,
+        # Two queued requests keep the writer fed: with four it held ~20 MiB more and ran no faster
+        # (bench/README.md, 2026-12-06 sixth session).
+        "sending_queue": {"num_consumers": 1, "queue_size": 2, "block_on_overflow": True,
                           "batch": {"max_size": 16384, "flush_timeout": "0s"}},
         "retry_on_failure": {"initial_interval": "100ms", "max_interval": "10s", "max_elapsed_time": "0s"},
     }
@@ -91,10 +93,10 @@ class DuckDBExporterConfig(ExporterHelperConfig):
     # Rows not yet checkpointed stay in memory (~this size again); 128MB inserts as fast as 256MB
     # and far faster than DuckDB's 16MB default (bench/README.md).
     checkpoint_threshold: str = "128MB"
-    # DuckDB defaults to 80% of RAM; a collector must stay bounded. At 192MB flat-out ingest runs
-    # within the run-to-run spread of 256MB with a ~50 MiB lower peak; at 128MB it is 12% slower
-    # (bench/README.md).
-    memory_limit: str | None = "192MB"
+    # DuckDB defaults to 80% of RAM; a collector must stay bounded. With the compiled decoder the
+    # writer, not the CPU, bounds flat-out ingest, and 128MB costs it ~5% against 192MB for a
+    # ~55 MiB lower peak (bench/README.md, 2026-12-06 sixth session).
+    memory_limit: str | None = "128MB"
     threads: int | None = Field(None, ge=1)
     retention: RetentionConfig | None = None
 

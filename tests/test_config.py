@@ -171,4 +171,4 @@ def test_query_enabled_false_turns_the_query_api_off_and_an_empty_section_means_
         exporter.shutdown()
     empty = DuckDBExporterConfig.model_validate(yaml.safe_load("path: /tmp/x.duckdb\nquery:\nsending_queue:\n"))
     assert empty.query.enabled and empty.query.endpoint == "127.0.0.1:4319"
-    assert empty.sending_queue.queue_size == 4  # the duckdb exporter's own default, not the generic 1000
+    assert empty.sending_queue.queue_size == 2  # the duckdb exporter's own default, not the generic 1000

@@ -65,7 +65,7 @@ def test_metrics_match_what_was_sent(tmp_path):
         for proc in ("memory_limiter", "batch"):
             assert metric(text, "otelcol_processor_incoming_items_total", processor=proc) == sent
             assert metric(text, "otelcol_processor_outgoing_items_total", processor=proc) == sent
-        assert metric(text, "otelcol_exporter_queue_capacity", exporter="duckdb") == 4  # the duckdb exporter's default queue_size
+        assert metric(text, "otelcol_exporter_queue_capacity", exporter="duckdb") == 2  # the duckdb exporter's default queue_size
         assert metric(text, "otelcol_exporter_queue_size", exporter="duckdb") == 0
         assert metric(text, "spanpipe_warehouse_rows", exporter="duckdb") == sent
         assert "otelcol_exporter_send_failed_spans" not in text
