@@ -134,6 +134,9 @@ class Processor(Component, Consumer):
     def __init__(self, component_id: str, next_consumer: Consumer) -> None:
         super().__init__(component_id)
         self.next = next_consumer
+        # Set while `send_downstream` waits out a retryable refusal: what the processor holds
+        # cannot leave, so a processor that buffers (tail_sampling) refuses more meanwhile.
+        self.downstream_refusing = False
 
     def derivation(self) -> Derivation | None:
         """The pure, per-span part of this processor, for the decode workers to compute while
@@ -159,23 +162,27 @@ class Processor(Component, Consumer):
         drop (counted, logged) only what downstream refuses for good."""
         delay = 0.05
         what = batch.unit
-        while True:
-            try:
-                self.forward(batch)
-                self.count_out(len(batch))
-                return
-            except PipelineError as exc:
-                if not exc.retryable:
-                    counters.add(f"processor_dropped_{what}", len(batch), processor=self.id)
-                    self.log.error("dropping %d %s: downstream refused them for good: %s", len(batch), what, exc)
+        try:
+            while True:
+                try:
+                    self.forward(batch)
+                    self.count_out(len(batch))
                     return
-                self.log.warning("downstream busy (%s); retrying in %.2fs", exc, delay)
-            except Exception:  # noqa: BLE001 - a bug downstream must not kill the sending thread
-                counters.add(f"processor_dropped_{what}", len(batch), processor=self.id)
-                self.log.exception("dropping %d %s after an unexpected downstream error", len(batch), what)
-                return
-            time.sleep(delay)
-            delay = min(delay * 2, 2.0)
+                except PipelineError as exc:
+                    if not exc.retryable:
+                        counters.add(f"processor_dropped_{what}", len(batch), processor=self.id)
+                        self.log.error("dropping %d %s: downstream refused them for good: %s", len(batch), what, exc)
+                        return
+                    self.downstream_refusing = True
+                    self.log.warning("downstream busy (%s); retrying in %.2fs", exc, delay)
+                except Exception:  # noqa: BLE001 - a bug downstream must not kill the sending thread
+                    counters.add(f"processor_dropped_{what}", len(batch), processor=self.id)
+                    self.log.exception("dropping %d %s after an unexpected downstream error", len(batch), what)
+                    return
+                time.sleep(delay)
+                delay = min(delay * 2, 2.0)
+        finally:
+            self.downstream_refusing = False
 
 
 class BatchTransform(Processor):

@@ -31,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from spanpipe.component import Consumer, Processor
 from spanpipe.component import ComponentConfig
 from spanpipe.configtypes import Duration
+from spanpipe.errors import BackPressureError
 from spanpipe.periodic import Periodic
 from spanpipe.registry import Factory
 from spanpipe.spanbatch import STATUS_NAMES, SpanBatch
@@ -272,6 +273,11 @@ def verdict(results: list[str]) -> str:
     return SAMPLED if SAMPLED in results else NOT_SAMPLED
 
 
+# A pass of the decider that has not handed its decided spans downstream after this long means the
+# next stage (the writer) is not keeping up: new spans are refused until it does.
+SENDING_BEHIND_S = 1.0
+
+
 class TailSamplingProcessor(Processor):
     def __init__(self, component_id: str, config: TailSamplingConfig, next_consumer: Consumer) -> None:
         super().__init__(component_id, next_consumer)
@@ -282,6 +288,7 @@ class TailSamplingProcessor(Processor):
         self.groups: OrderedDict[str, Group] = OrderedDict()
         self.decided: OrderedDict[str, bool] = OrderedDict()
         self._lock = threading.Lock()
+        self._sending_since: float | None = None
         self._decider = Periodic(f"{component_id}-decide", config.check_interval, self._send_due, self.log)
 
     def start(self) -> None:
@@ -301,6 +308,11 @@ class TailSamplingProcessor(Processor):
         return False
 
     def consume(self, batch: SpanBatch) -> None:
+        if self.downstream_refusing or self._sending_for() > SENDING_BEHIND_S:
+            # What was decided cannot leave (downstream refuses, or holds the sending thread while
+            # it is full): taking more would only grow memory, since the writer, not the receivers,
+            # sets the pace. The client retries instead.
+            raise BackPressureError(f"{self.id}: downstream is not taking what was decided; retry later")
         self.count_in(len(batch))
         keys = self._group_keys(batch)
         by_key: dict[str, list[int]] = {}
@@ -356,9 +368,17 @@ class TailSamplingProcessor(Processor):
                     out.append(SpanBatch.concat(g.parts))
         return out
 
+    def _sending_for(self) -> float:
+        since = self._sending_since
+        return 0.0 if since is None else time.monotonic() - since
+
     def _send_due(self) -> None:
-        for b in self._due(flush_all=False):
-            self.send_downstream(b)
+        self._sending_since = time.monotonic()
+        try:
+            for b in self._due(flush_all=False):
+                self.send_downstream(b)
+        finally:
+            self._sending_since = None
 
     def shutdown(self) -> None:
         self._decider.stop()

@@ -104,3 +104,45 @@ def test_num_traces_bounds_memory_and_evictions_are_counted(caplog):
     assert sum("evicting undecided group" in r.getMessage() for r in caplog.records) == 3
     p.shutdown()  # decides the rest on shutdown
     assert sum(len(b) for b in got) == 10
+
+
+def test_while_downstream_refuses_what_was_decided_new_spans_are_refused_and_none_is_lost():
+    """The tail sampler holds spans until a decision; when downstream (the writer) refuses what was
+    decided, taking more would only grow memory: it refuses too, retryably, until downstream takes
+    again."""
+    import threading
+
+    import pytest
+
+    from otlp_requests import make_request
+    from spanpipe.errors import BackPressureError
+    from spanpipe.otlp import decode_traces
+
+    cfg = TailSamplingConfig(decision_wait="10ms", check_interval="10ms", policies=[{"type": "always_sample"}])
+    refusing = threading.Event()
+    refusing.set()
+    got: list[SpanBatch] = []
+
+    class Sink:
+        def consume(self, b):
+            if refusing.is_set():
+                raise BackPressureError("batch: full")
+            got.append(b)
+
+    p = TailSamplingProcessor("tail_sampling", cfg, Sink())
+    p.start()
+    try:
+        p.consume(decode_traces(make_request(3)[0]).batch)
+        deadline = time.monotonic() + 5
+        while not getattr(p, "downstream_refusing", False) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        with pytest.raises(BackPressureError, match="downstream is not taking"):
+            p.consume(decode_traces(make_request(2)[0]).batch)
+        refusing.clear()
+        while p.downstream_refusing and time.monotonic() < deadline + 5:
+            time.sleep(0.01)
+        p.consume(decode_traces(make_request(2)[0]).batch)  # the client's retry
+    finally:
+        refusing.clear()
+        p.shutdown()
+    assert sum(len(b) for b in got) == 5
