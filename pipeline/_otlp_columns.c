@@ -121,6 +121,19 @@ static status fixed64(reader *r, uint64_t *out) {
     return OK;
 }
 
+/* A known field's value, when it came with the wire type its declaration gives. */
+static status bytes_field(reader *r, uint32_t wire, bytes_ref *out) {
+    return wire == 2 ? length_delimited(r, out) : FALLBACK;
+}
+
+static status fixed64_field(reader *r, uint32_t wire, uint64_t *out) {
+    return wire == 1 ? fixed64(r, out) : FALLBACK;
+}
+
+static status varint_field(reader *r, uint32_t wire, uint64_t *out) {
+    return wire == 0 ? varint(r, out) : FALLBACK;
+}
+
 /* An unknown field; groups (wire types 3, 4) are not in OTLP and go to the Python decoder. */
 static status skip(reader *r, uint32_t wire) {
     uint64_t ignored;
@@ -329,10 +342,8 @@ static status key_value(scratch *sc, buf *b, bytes_ref msg, size_t object_start,
     while (r.p < r.end) {
         TRY(tag(&r, &field, &wire));
         if (field == 1 || field == 2) {
-            if (wire != 2)
-                return FALLBACK;
             TRY(once(&seen, field));
-            TRY(length_delimited(&r, field == 1 ? &key : &value));
+            TRY(bytes_field(&r, wire, field == 1 ? &key : &value));
         } else {
             TRY(skip(&r, wire));
         }
@@ -362,10 +373,8 @@ static status attributes(scratch *sc, buf *b, bytes_ref msg, uint32_t field_numb
             TRY(skip(&r, wire));
             continue;
         }
-        if (wire != 2)
-            return FALLBACK;
         bytes_ref kv;
-        TRY(length_delimited(&r, &kv));
+        TRY(bytes_field(&r, wire, &kv));
         TRY(key_value(sc, b, kv, object_start, first, depth));
         first = 0;
     }
@@ -386,10 +395,8 @@ static status array_value(scratch *sc, buf *b, bytes_ref msg, int depth) {
             TRY(skip(&r, wire));
             continue;
         }
-        if (wire != 2)
-            return FALLBACK;
         bytes_ref v;
-        TRY(length_delimited(&r, &v));
+        TRY(bytes_field(&r, wire, &v));
         if (!first)
             TRY(put_char(b, ','));
         TRY(any_value(sc, b, v, depth));
@@ -415,19 +422,13 @@ static status any_value(scratch *sc, buf *b, bytes_ref msg, int depth) {
         which = field;
         switch (field) {
         case 1: case 5: case 6:
-            if (wire != 2)
-                return FALLBACK;
-            TRY(length_delimited(&r, &ref));
+            TRY(bytes_field(&r, wire, &ref));
             break;
         case 2: case 3:
-            if (wire != 0)
-                return FALLBACK;
-            TRY(varint(&r, &number));
+            TRY(varint_field(&r, wire, &number));
             break;
         case 4:
-            if (wire != 1)
-                return FALLBACK;
-            TRY(fixed64(&r, &number));
+            TRY(fixed64_field(&r, wire, &number));
             break;
         default:
             return FALLBACK; /* bytes_value: stored as base64 text, read back as bytes */
@@ -515,10 +516,8 @@ static status scope_of(bytes_ref msg, bytes_ref *name, bytes_ref *version, scrat
     while (r.p < r.end) {
         TRY(tag(&r, &field, &wire));
         if (field == 1 || field == 2) {
-            if (wire != 2)
-                return FALLBACK;
             TRY(once(&seen, field));
-            TRY(length_delimited(&r, field == 1 ? name : version));
+            TRY(bytes_field(&r, wire, field == 1 ? name : version));
         } else {
             TRY(skip(&r, wire));
         }
@@ -537,13 +536,9 @@ static status status_of(bytes_ref msg, bytes_ref *message, int32_t *code) {
     while (r.p < r.end) {
         TRY(tag(&r, &field, &wire));
         if (field == 2) {
-            if (wire != 2)
-                return FALLBACK;
-            TRY(length_delimited(&r, message));
+            TRY(bytes_field(&r, wire, message));
         } else if (field == 3) {
-            if (wire != 0)
-                return FALLBACK;
-            TRY(varint(&r, &v));
+            TRY(varint_field(&r, wire, &v));
             *code = (int32_t)v;
         } else {
             TRY(skip(&r, wire));
@@ -561,13 +556,9 @@ static status span_event(decoder *d, buf *b, bytes_ref msg) {
     while (r.p < r.end) {
         TRY(tag(&r, &field, &wire));
         if (field == 1) {
-            if (wire != 1)
-                return FALLBACK;
-            TRY(fixed64(&r, &time));
+            TRY(fixed64_field(&r, wire, &time));
         } else if (field == 2) {
-            if (wire != 2)
-                return FALLBACK;
-            TRY(length_delimited(&r, &name));
+            TRY(bytes_field(&r, wire, &name));
         } else {
             TRY(skip(&r, wire));
         }
@@ -589,9 +580,7 @@ static status span_link(decoder *d, buf *b, bytes_ref msg) {
     while (r.p < r.end) {
         TRY(tag(&r, &field, &wire));
         if (field >= 1 && field <= 3) {
-            if (wire != 2)
-                return FALLBACK;
-            TRY(length_delimited(&r, field == 1 ? &trace_id : field == 2 ? &span_id : &trace_state));
+            TRY(bytes_field(&r, wire, field == 1 ? &trace_id : field == 2 ? &span_id : &trace_state));
         } else {
             TRY(skip(&r, wire));
         }
@@ -630,47 +619,33 @@ static status span(decoder *d, bytes_ref msg, bytes_ref scope_name, bytes_ref sc
         TRY(tag(&r, &field, &wire));
         switch (field) {
         case 1: case 2: case 3: case 4: case 5:
-            if (wire != 2)
-                return FALLBACK;
-            TRY(length_delimited(&r, field == 1 ? &trace_id : field == 2 ? &span_id
+            TRY(bytes_field(&r, wire, field == 1 ? &trace_id : field == 2 ? &span_id
                                      : field == 3 ? &trace_state : field == 4 ? &parent : &name));
             break;
         case 6:
-            if (wire != 0)
-                return FALLBACK;
-            TRY(varint(&r, &v));
+            TRY(varint_field(&r, wire, &v));
             kind = (int32_t)v;
             break;
         case 7: case 8:
-            if (wire != 1)
-                return FALLBACK;
-            TRY(fixed64(&r, field == 7 ? &start : &end));
+            TRY(fixed64_field(&r, wire, field == 7 ? &start : &end));
             break;
         case 9:
-            if (wire != 2)
-                return FALLBACK;
-            TRY(length_delimited(&r, &ref));
+            TRY(bytes_field(&r, wire, &ref));
             TRY(key_value(&d->sc, attrs, ref, attrs_start, d->sc.keys.len == attrs_start, 0));
             break;
         case 11:
-            if (wire != 2)
-                return FALLBACK;
-            TRY(length_delimited(&r, &ref));
+            TRY(bytes_field(&r, wire, &ref));
             TRY(put_char(evs, events++ ? ',' : '['));
             TRY(span_event(d, evs, ref));
             break;
         case 13:
-            if (wire != 2)
-                return FALLBACK;
-            TRY(length_delimited(&r, &ref));
+            TRY(bytes_field(&r, wire, &ref));
             TRY(put_char(lks, links++ ? ',' : '['));
             TRY(span_link(d, lks, ref));
             break;
         case 15:
-            if (wire != 2)
-                return FALLBACK;
             TRY(once(&seen, field));
-            TRY(length_delimited(&r, &ref));
+            TRY(bytes_field(&r, wire, &ref));
             TRY(status_of(ref, &status_message, &code));
             break;
         default:
@@ -718,10 +693,8 @@ static status scope_spans(decoder *d, bytes_ref msg, int32_t resource, size_t *s
     while (r.p < r.end) { /* the scope first: it may follow the spans on the wire */
         TRY(tag(&r, &field, &wire));
         if (field == 1 || field == 3) {
-            if (wire != 2)
-                return FALLBACK;
             TRY(once(&seen, field));
-            TRY(length_delimited(&r, &ref));
+            TRY(bytes_field(&r, wire, &ref));
             if (field == 1)
                 TRY(scope_of(ref, &scope_name, &scope_version, &d->sc));
             else if (!valid_utf8(ref.p, ref.len))
@@ -734,9 +707,7 @@ static status scope_spans(decoder *d, bytes_ref msg, int32_t resource, size_t *s
     while (r.p < r.end) {
         TRY(tag(&r, &field, &wire));
         if (field == 2) {
-            if (wire != 2)
-                return FALLBACK;
-            TRY(length_delimited(&r, &ref));
+            TRY(bytes_field(&r, wire, &ref));
             TRY(span(d, ref, scope_name, scope_version, resource));
             (*spans)++;
         } else {
@@ -753,10 +724,8 @@ static status resource_spans(decoder *d, bytes_ref msg) {
     while (r.p < r.end) {
         TRY(tag(&r, &field, &wire));
         if (field == 1 || field == 3) {
-            if (wire != 2)
-                return FALLBACK;
             TRY(once(&seen, field));
-            TRY(length_delimited(&r, field == 1 ? &resource : &schema_url));
+            TRY(bytes_field(&r, wire, field == 1 ? &resource : &schema_url));
         } else {
             TRY(skip(&r, wire));
         }
@@ -779,9 +748,7 @@ static status resource_spans(decoder *d, bytes_ref msg) {
     while (r.p < r.end) {
         TRY(tag(&r, &field, &wire));
         if (field == 2) {
-            if (wire != 2)
-                return FALLBACK;
-            TRY(length_delimited(&r, &ref));
+            TRY(bytes_field(&r, wire, &ref));
             TRY(scope_spans(d, ref, (int32_t)d->resources, &spans));
         } else {
             TRY(skip(&r, wire));
@@ -807,9 +774,7 @@ static status request(decoder *d, bytes_ref msg) {
     while (r.p < r.end) {
         TRY(tag(&r, &field, &wire));
         if (field == 1) {
-            if (wire != 2)
-                return FALLBACK;
-            TRY(length_delimited(&r, &ref));
+            TRY(bytes_field(&r, wire, &ref));
             TRY(resource_spans(d, ref));
         } else {
             TRY(skip(&r, wire));
