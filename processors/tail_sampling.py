@@ -15,7 +15,8 @@ earlier processor set them.
 
 Spans that arrive after their group was decided follow that decision (remembered for the last
 `num_traces` × 2 groups). Memory is bounded by `num_traces`: past it the oldest undecided group is
-evicted (dropped), counted and logged.
+evicted (dropped), counted and logged. And by the pace of what follows: while what was decided
+cannot leave, new spans are refused (retryably) rather than held.
 """
 
 from __future__ import annotations
