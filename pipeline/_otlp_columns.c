@@ -49,6 +49,8 @@ static status reserve(buf *b, size_t extra) {
 }
 
 static status put(buf *b, const void *src, size_t n) {
+    if (!n)
+        return OK; /* b->p may still be NULL */
     TRY(reserve(b, n));
     memcpy(b->p + b->len, src, n);
     b->len += n;
@@ -522,7 +524,10 @@ static status scope_of(bytes_ref msg, bytes_ref *name, bytes_ref *version, scrat
             TRY(skip(&r, wire));
         }
     }
-    /* Not stored, but upb checks them: bad UTF-8 there fails the request the same way here. */
+    /* Checked even for a scope without spans, and its attributes though not stored: upb checks
+     * every string, and bad UTF-8 anywhere fails the request. */
+    if (!valid_utf8(name->p, name->len) || !valid_utf8(version->p, version->len))
+        return FALLBACK;
     buf ignored = {0};
     status s = attributes(sc, &ignored, msg, 3, 0);
     free(ignored.p);

@@ -304,6 +304,7 @@ def _with_two_statuses(req: ExportTraceServiceRequest) -> bytes:
 LEFT_TO_PYTHON = {
     "bad utf-8 in a name": "error",
     "bad utf-8 in a scope attribute": "error",
+    "bad utf-8 in a scope without spans": "error",
     "truncated": "error",
     "short trace id": "rejected",
     "time past 2^63": "rejected",
@@ -327,11 +328,15 @@ def test_what_the_compiled_decoder_leaves_to_the_python_one(case: str) -> None:
         span.attributes.add(key="b").value.bytes_value = b"\x00\xff"
     elif case == "bad utf-8 in a scope attribute":
         req.resource_spans[0].scope_spans[0].scope.attributes.add(key="zz").value.string_value = "zz"
+    elif case == "bad utf-8 in a scope without spans":
+        req.resource_spans[0].scope_spans.add().scope.version = "qq"
     body = _with_two_statuses(req) if case == "status twice" else req.SerializeToString()
     if case == "bad utf-8 in a name":
         body = body.replace(b"llm", b"l\xed\xa0")
     elif case == "bad utf-8 in a scope attribute":
         body = body.replace(b"zz", b"\xc0\xaf")
+    elif case == "bad utf-8 in a scope without spans":
+        body = body.replace(b"qq", b"\x00\x80")
     elif case == "truncated":
         body = body[:-3]
 
