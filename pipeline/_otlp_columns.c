@@ -722,6 +722,25 @@ static status scope_spans(decoder *d, bytes_ref msg, int32_t resource, size_t *s
     return OK;
 }
 
+/* opentelemetry.proto.common.v1.EntityRef: four string fields (schema_url, type, id_keys,
+ * description_keys), each checked for UTF-8. */
+static status entity_ref(bytes_ref msg) {
+    reader r = reader_of(msg);
+    uint32_t field, wire;
+    bytes_ref text;
+    while (r.p < r.end) {
+        TRY(tag(&r, &field, &wire));
+        if (field >= 1 && field <= 4) {
+            TRY(bytes_field(&r, wire, &text));
+            if (!valid_utf8(text.p, text.len))
+                return FALLBACK;
+        } else {
+            TRY(skip(&r, wire));
+        }
+    }
+    return OK;
+}
+
 static status resource_spans(decoder *d, bytes_ref msg) {
     bytes_ref resource = {(const uint8_t *)"", 0}, schema_url = {(const uint8_t *)"", 0}, ref;
     reader r = reader_of(msg);
@@ -737,13 +756,17 @@ static status resource_spans(decoder *d, bytes_ref msg) {
     }
     if (!valid_utf8(schema_url.p, schema_url.len))
         return FALLBACK;
-    /* Resource: attributes (1), dropped count (2); anything else (entity refs) is left to upb. */
+    /* Resource: attributes (1), dropped count (2), entity refs (3): not stored, but upb checks
+     * their strings. */
     r = reader_of(resource);
     while (r.p < r.end) {
         TRY(tag(&r, &field, &wire));
-        if (field > 2)
-            return FALLBACK;
-        TRY(skip(&r, wire));
+        if (field == 3) {
+            TRY(bytes_field(&r, wire, &ref));
+            TRY(entity_ref(ref));
+        } else {
+            TRY(skip(&r, wire));
+        }
     }
     size_t mark = d->resource_attributes.len;
     TRY(attributes(&d->sc, &d->resource_attributes, resource, 1, 0));

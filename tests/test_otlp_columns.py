@@ -157,6 +157,10 @@ def requests(draw: Any) -> ExportTraceServiceRequest:
     for _ in range(draw(st.integers(1, 3))):
         rs = req.resource_spans.add(schema_url=draw(texts))
         rs.resource.attributes.extend(draw(attribute_lists))
+        if draw(st.booleans()):
+            rs.resource.entity_refs.add(schema_url=draw(texts), type=draw(texts),
+                                        id_keys=draw(st.lists(texts, max_size=2)),
+                                        description_keys=draw(st.lists(texts, max_size=2)))
         for _ in range(draw(st.integers(0, 2))):
             ss = rs.scope_spans.add()
             ss.scope.name, ss.scope.version = draw(texts), draw(texts)
@@ -262,6 +266,12 @@ def test_every_attribute_type_but_bytes_is_decoded_by_the_compiled_decoder() -> 
     assert not same_or_left(req.SerializeToString())
 
 
+def test_a_resource_with_entity_refs_is_decoded_by_the_compiled_decoder() -> None:
+    req = one_span()
+    req.resource_spans[0].resource.entity_refs.add(schema_url="s", type="service", id_keys=["service.name"])
+    assert same_or_left(req.SerializeToString())
+
+
 def test_fields_in_any_order_on_the_wire() -> None:
     """Protobuf allows any field order: a KeyValue's value before its key, a scope after its spans, a
     resource after its scope spans."""
@@ -305,6 +315,7 @@ LEFT_TO_PYTHON = {
     "bad utf-8 in a name": "error",
     "bad utf-8 in a scope attribute": "error",
     "bad utf-8 in a scope without spans": "error",
+    "bad utf-8 in a resource's entity ref": "error",
     "truncated": "error",
     "short trace id": "rejected",
     "time past 2^63": "rejected",
@@ -330,6 +341,8 @@ def test_what_the_compiled_decoder_leaves_to_the_python_one(case: str) -> None:
         req.resource_spans[0].scope_spans[0].scope.attributes.add(key="zz").value.string_value = "zz"
     elif case == "bad utf-8 in a scope without spans":
         req.resource_spans[0].scope_spans.add().scope.version = "qq"
+    elif case == "bad utf-8 in a resource's entity ref":
+        req.resource_spans[0].resource.entity_refs.add(type="host", id_keys=["ww"])
     body = _with_two_statuses(req) if case == "status twice" else req.SerializeToString()
     if case == "bad utf-8 in a name":
         body = body.replace(b"llm", b"l\xed\xa0")
@@ -337,6 +350,8 @@ def test_what_the_compiled_decoder_leaves_to_the_python_one(case: str) -> None:
         body = body.replace(b"zz", b"\xc0\xaf")
     elif case == "bad utf-8 in a scope without spans":
         body = body.replace(b"qq", b"\x00\x80")
+    elif case == "bad utf-8 in a resource's entity ref":
+        body = body.replace(b"ww", b"\xf5\x80")
     elif case == "truncated":
         body = body[:-3]
 
