@@ -330,14 +330,10 @@ static status key_is_new(key_stack *ks, size_t object_start, bytes_ref key) {
     return OK;
 }
 
-typedef struct {
-    key_stack keys;
-} scratch;
-
-static status any_value(scratch *sc, buf *b, bytes_ref msg, int depth);
+static status any_value(key_stack *keys, buf *b, bytes_ref msg, int depth);
 
 /* One opentelemetry.proto.common.v1.KeyValue as `"key":value` (its fields in either order). */
-static status key_value(scratch *sc, buf *b, bytes_ref msg, size_t object_start, int first, int depth) {
+static status key_value(key_stack *keys, buf *b, bytes_ref msg, size_t object_start, int first, int depth) {
     reader r = reader_of(msg);
     bytes_ref key = {(const uint8_t *)"", 0}, value = {NULL, 0};
     uint32_t seen = 0, field, wire;
@@ -350,21 +346,21 @@ static status key_value(scratch *sc, buf *b, bytes_ref msg, size_t object_start,
             TRY(skip(&r, wire));
         }
     }
-    TRY(key_is_new(&sc->keys, object_start, key));
+    TRY(key_is_new(keys, object_start, key));
     if (!first)
         TRY(put_char(b, ','));
     TRY(json_string(b, key));
     TRY(put_char(b, ':'));
     if (!value.p)
         return PUT_LITERAL(b, "null");
-    return any_value(sc, b, value, depth);
+    return any_value(keys, b, value, depth);
 }
 
 /* Every KeyValue field `field_number` of `msg` as one JSON object. */
-static status attributes(scratch *sc, buf *b, bytes_ref msg, uint32_t field_number, int depth) {
+static status attributes(key_stack *keys, buf *b, bytes_ref msg, uint32_t field_number, int depth) {
     if (depth > MAX_DEPTH)
         return FALLBACK;
-    size_t object_start = sc->keys.len;
+    size_t object_start = keys->len;
     reader r = reader_of(msg);
     uint32_t field, wire;
     int first = 1;
@@ -377,14 +373,14 @@ static status attributes(scratch *sc, buf *b, bytes_ref msg, uint32_t field_numb
         }
         bytes_ref kv;
         TRY(bytes_field(&r, wire, &kv));
-        TRY(key_value(sc, b, kv, object_start, first, depth));
+        TRY(key_value(keys, b, kv, object_start, first, depth));
         first = 0;
     }
-    sc->keys.len = object_start;
+    keys->len = object_start;
     return put_char(b, '}');
 }
 
-static status array_value(scratch *sc, buf *b, bytes_ref msg, int depth) {
+static status array_value(key_stack *keys, buf *b, bytes_ref msg, int depth) {
     if (depth > MAX_DEPTH)
         return FALLBACK;
     reader r = reader_of(msg);
@@ -401,14 +397,14 @@ static status array_value(scratch *sc, buf *b, bytes_ref msg, int depth) {
         TRY(bytes_field(&r, wire, &v));
         if (!first)
             TRY(put_char(b, ','));
-        TRY(any_value(sc, b, v, depth));
+        TRY(any_value(keys, b, v, depth));
         first = 0;
     }
     return put_char(b, ']');
 }
 
 /* opentelemetry.proto.common.v1.AnyValue: one member of its oneof, or none (null). */
-static status any_value(scratch *sc, buf *b, bytes_ref msg, int depth) {
+static status any_value(key_stack *keys, buf *b, bytes_ref msg, int depth) {
     reader r = reader_of(msg);
     uint32_t which = 0, field, wire;
     bytes_ref ref = {NULL, 0};
@@ -446,8 +442,8 @@ static status any_value(scratch *sc, buf *b, bytes_ref msg, int depth) {
         memcpy(&d, &number, sizeof d);
         return json_double(b, d);
     }
-    case 5: return array_value(sc, b, ref, depth + 1);
-    default: return attributes(sc, b, ref, 1, depth + 1);
+    case 5: return array_value(keys, b, ref, depth + 1);
+    default: return attributes(keys, b, ref, 1, depth + 1);
     }
 }
 
@@ -481,11 +477,14 @@ static status set_valid(string_column *c, size_t row, int valid) {
     return OK;
 }
 
-static status string_cell(string_column *c, bytes_ref s) {
-    if (!valid_utf8(s.p, s.len))
-        return FALLBACK;
+/* A string already checked for UTF-8 (a scope's, once per scope rather than per span). */
+static status checked_cell(string_column *c, bytes_ref s) {
     TRY(put(&c->data, s.p, s.len));
     return end_row(c);
+}
+
+static status string_cell(string_column *c, bytes_ref s) {
+    return valid_utf8(s.p, s.len) ? checked_cell(c, s) : FALLBACK;
 }
 
 enum {
@@ -504,7 +503,7 @@ typedef struct {
     buf resource_ends;       /* size_t end offset of each */
     buf schema_urls;         /* bytes_ref of each */
     size_t resources;
-    scratch sc;
+    key_stack keys;
 } decoder;
 
 static status put_int32(buf *b, int32_t v) { return put(b, &v, sizeof v); }
@@ -512,7 +511,7 @@ static status put_int64(buf *b, int64_t v) { return put(b, &v, sizeof v); }
 
 /* ---- OTLP trace messages ---- */
 
-static status scope_of(bytes_ref msg, bytes_ref *name, bytes_ref *version, scratch *sc) {
+static status scope_of(bytes_ref msg, bytes_ref *name, bytes_ref *version, key_stack *keys) {
     reader r = reader_of(msg);
     uint32_t seen = 0, field, wire;
     while (r.p < r.end) {
@@ -529,7 +528,7 @@ static status scope_of(bytes_ref msg, bytes_ref *name, bytes_ref *version, scrat
     if (!valid_utf8(name->p, name->len) || !valid_utf8(version->p, version->len))
         return FALLBACK;
     buf ignored = {0};
-    status s = attributes(sc, &ignored, msg, 3, 0);
+    status s = attributes(keys, &ignored, msg, 3, 0);
     free(ignored.p);
     return s;
 }
@@ -573,7 +572,7 @@ static status span_event(decoder *d, buf *b, bytes_ref msg) {
     TRY(PUT_LITERAL(b, ",\"name\":"));
     TRY(json_string(b, name));
     TRY(PUT_LITERAL(b, ",\"attributes\":"));
-    TRY(attributes(&d->sc, b, msg, 3, 0));
+    TRY(attributes(&d->keys, b, msg, 3, 0));
     return put_char(b, '}');
 }
 
@@ -597,7 +596,7 @@ static status span_link(decoder *d, buf *b, bytes_ref msg) {
     TRY(PUT_LITERAL(b, ",\"trace_state\":"));
     TRY(json_string(b, trace_state));
     TRY(PUT_LITERAL(b, ",\"attributes\":"));
-    TRY(attributes(&d->sc, b, msg, 4, 0));
+    TRY(attributes(&d->keys, b, msg, 4, 0));
     return put_char(b, '}');
 }
 
@@ -617,7 +616,7 @@ static status span(decoder *d, bytes_ref msg, bytes_ref scope_name, bytes_ref sc
     int events = 0, links = 0;
     buf *attrs = &d->strings[ATTRIBUTES].data, *evs = &d->strings[EVENTS].data;
     buf *lks = &d->strings[LINKS].data;
-    size_t attrs_start = d->sc.keys.len;
+    size_t attrs_start = d->keys.len;
 
     TRY(put_char(attrs, '{'));
     while (r.p < r.end) {
@@ -636,7 +635,7 @@ static status span(decoder *d, bytes_ref msg, bytes_ref scope_name, bytes_ref sc
             break;
         case 9:
             TRY(bytes_field(&r, wire, &ref));
-            TRY(key_value(&d->sc, attrs, ref, attrs_start, d->sc.keys.len == attrs_start, 0));
+            TRY(key_value(&d->keys, attrs, ref, attrs_start, d->keys.len == attrs_start, 0));
             break;
         case 11:
             TRY(bytes_field(&r, wire, &ref));
@@ -657,7 +656,7 @@ static status span(decoder *d, bytes_ref msg, bytes_ref scope_name, bytes_ref sc
             TRY(skip(&r, wire));
         }
     }
-    d->sc.keys.len = attrs_start;
+    d->keys.len = attrs_start;
     if (trace_id.len != 16 || span_id.len != 8 || (parent.len && parent.len != 8)
         || start >= INT64_LIMIT || end >= INT64_LIMIT)
         return FALLBACK;
@@ -679,8 +678,8 @@ static status span(decoder *d, bytes_ref msg, bytes_ref scope_name, bytes_ref sc
     TRY(string_cell(&d->strings[TRACE_STATE], trace_state));
     TRY(string_cell(&d->strings[NAME], name));
     TRY(string_cell(&d->strings[STATUS_MESSAGE], status_message));
-    TRY(string_cell(&d->strings[SCOPE_NAME], scope_name));
-    TRY(string_cell(&d->strings[SCOPE_VERSION], scope_version));
+    TRY(checked_cell(&d->strings[SCOPE_NAME], scope_name));
+    TRY(checked_cell(&d->strings[SCOPE_VERSION], scope_version));
     TRY(put_int32(&d->int32s[KIND], kind));
     TRY(put_int32(&d->int32s[STATUS_CODE], code));
     TRY(put_int32(&d->int32s[RESOURCE_INDEX], resource));
@@ -701,7 +700,7 @@ static status scope_spans(decoder *d, bytes_ref msg, int32_t resource, size_t *s
             TRY(once(&seen, field));
             TRY(bytes_field(&r, wire, &ref));
             if (field == 1)
-                TRY(scope_of(ref, &scope_name, &scope_version, &d->sc));
+                TRY(scope_of(ref, &scope_name, &scope_version, &d->keys));
             else if (!valid_utf8(ref.p, ref.len))
                 return FALLBACK;
         } else {
@@ -769,7 +768,7 @@ static status resource_spans(decoder *d, bytes_ref msg) {
         }
     }
     size_t mark = d->resource_attributes.len;
-    TRY(attributes(&d->sc, &d->resource_attributes, resource, 1, 0));
+    TRY(attributes(&d->keys, &d->resource_attributes, resource, 1, 0));
 
     size_t spans = 0;
     r = reader_of(msg);
@@ -824,7 +823,7 @@ static void decoder_free(decoder *d) {
     free(d->resource_attributes.p);
     free(d->resource_ends.p);
     free(d->schema_urls.p);
-    free(d->sc.keys.keys);
+    free(d->keys.keys);
 }
 
 /* ---- Python ---- */
