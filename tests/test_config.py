@@ -63,6 +63,8 @@ def test_shipped_configs_validate(config):
     (BASE + "extra_top: 1\n", {}, "extra_top: unknown top-level key"),
     ("receivers: [oops", {}, "invalid YAML at line 1"),
     (BASE.replace("exporters: [debug]", "exporters: []"), {}, "service::pipelines::traces::exporters: at least one exporter is required"),
+    (BASE.replace("  debug:\n", "  debug:\n  duckdb:\n    row_group_size: 10000\n"), {},
+     "row_group_size: must be a multiple of 2048 (DuckDB's vector size), got 10000"),
 ])
 def test_validate_rejects_with_the_yaml_path(tmp_path, text, env, message):
     p = tmp_path / "c.yaml"

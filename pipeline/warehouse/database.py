@@ -1,6 +1,11 @@
 """The collector's warehouse file: one DuckDB database, opened without filesystem access, its
 tables and views prepared, one writer cursor and any number of reader cursors, recovered after a
-failed statement and reopened when DuckDB invalidated it. Its callers serialise writes."""
+failed statement and reopened when DuckDB invalidated it. Its callers serialise writes.
+
+The file is attached with a row group size (ARCHITECTURE.md#the-warehouse): a transaction that
+appends at least that many rows has them compressed straight into the file at commit, where a
+smaller one is copied into the WAL first and rewritten by the next checkpoint. Every cursor is
+pointed at the attached file (`USE`), so statements name its tables as before."""
 
 from __future__ import annotations
 
@@ -40,13 +45,33 @@ def out_of_space(path: Path, exc: Exception) -> bool:
         return False
 
 
+# DuckDB's own default; the duckdb exporter sets its `row_group_size`.
+DEFAULT_ROW_GROUP_SIZE = 122_880
+# Catalog names DuckDB keeps for itself: a file named after one is attached under another name.
+_RESERVED_CATALOGS = {"memory", "system", "temp", "main"}
+
+
+def catalog_name(path: Path) -> str:
+    """The name the file is attached as: its stem, as when DuckDB opens a file directly."""
+    return path.stem if path.stem.lower() not in _RESERVED_CATALOGS else f"{path.stem}_warehouse"
+
+
+def _identifier(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _string(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
 class WarehouseDatabase:
-    def __init__(self, path: Path, settings: dict[str, Any], name: str) -> None:
+    def __init__(self, path: Path, settings: dict[str, Any], name: str,
+                 row_group_size: int = DEFAULT_ROW_GROUP_SIZE) -> None:
         """`settings`: DuckDB options (checkpoint_threshold, memory_limit, threads)."""
         self.path, self.name = path, name
-        # No statement on this database reaches the filesystem (the query API reads through it),
-        # and no query can switch that back on.
-        self.settings = {**settings, "enable_external_access": False}
+        self.settings = dict(settings)
+        self.row_group_size = row_group_size
+        self._use = f"USE {_identifier(catalog_name(path))}"
         self._con: duckdb.DuckDBPyConnection | None = None
         self.writer: duckdb.DuckDBPyConnection | None = None
         self._memory, self._memory_read_at = 0, 0.0
@@ -58,14 +83,21 @@ class WarehouseDatabase:
     def open(self) -> None:
         """Open the file (CannotOpen says why not) and take a writer cursor."""
         self._con = self._connect()
-        self.writer = self._con.cursor()
+        self.writer = self.reader()
 
     def _connect(self) -> duckdb.DuckDBPyConnection:
+        con = duckdb.connect(":memory:", config=self.settings)
         try:
-            con = duckdb.connect(str(self.path), config=self.settings)
-        except duckdb.IOException as exc:
+            con.execute(f"ATTACH {_string(str(self.path))} AS {_identifier(catalog_name(self.path))} "
+                        f"(ROW_GROUP_SIZE {int(self.row_group_size)})")
+        except duckdb.Error as exc:
+            con.close()
             raise CannotOpen(f"{self.name}: cannot open {self.path}: {exc}") from None
         try:
+            con.execute(self._use)
+            # From here no statement on this database reaches the filesystem (the query API reads
+            # through it), and no query can switch that back on (lock_configuration below).
+            con.execute("SET enable_external_access = false")
             for stmt in DDL:
                 con.execute(stmt)
             added = add_derived_columns(con)
@@ -87,7 +119,9 @@ class WarehouseDatabase:
     def reader(self) -> duckdb.DuckDBPyConnection:
         if self._con is None:
             raise duckdb.ConnectionException(f"the warehouse {self.path} is not open (see the collector's log)")
-        return self._con.cursor()
+        cursor = self._con.cursor()
+        cursor.execute(self._use)
+        return cursor
 
     def recover_writer(self) -> None:
         """After a failed statement: a fresh writer cursor (the failed one may hold an unfinished
@@ -111,7 +145,7 @@ class WarehouseDatabase:
             pass
         try:
             self._con = self._connect()
-            self.writer = self._con.cursor()
+            self.writer = self.reader()
         except CannotOpen as exc:
             log.error("reopening %s failed: %s", self.path, exc)
 
