@@ -8,8 +8,9 @@ sends (512 spans each):
             compiled decoder's request -> Arrow columns with the JSON encoded (what a decode
             worker runs for an ordinary request)
   encode    SpanBatch -> Arrow table of the warehouse columns, JSON included (SpanBatch.to_arrow)
-  insert    Arrow tables of 8,192 spans inserted into a DuckDB file: plain INSERT (the database's
-            own limit) and the duckdb exporter's insert (dedupe, rollout completions)
+  insert    Arrow tables of 16,384 spans (what the duckdb exporter's queue merges to under load)
+            inserted into a DuckDB file: plain INSERT (the database's own limit) and the duckdb
+            exporter's send (dedupe, summaries, rollout completions, its row group size)
   parquet   the same tables written as one Parquet file
 
 Then, unless --no-collector, it runs bench/load.py (the whole collector, default pipeline or
@@ -40,6 +41,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.workload import Template  # noqa: E402
 from spanpipe import otlp_columns  # noqa: E402
+from spanpipe.exporters.duckdb import DuckDBExporter, DuckDBExporterConfig  # noqa: E402
 from spanpipe.otlp import decode_traces_protobuf, parse_traces_protobuf  # noqa: E402
 from spanpipe.promoted import PromotedColumns  # noqa: E402
 from spanpipe.spanbatch import SpanBatch  # noqa: E402
@@ -60,13 +62,13 @@ def requests(n: int, spans_per_request: int) -> list[bytes]:
     return [templates[i % 8].stamp((1 << 48 | i).to_bytes(8, "big")) for i in range(n)]
 
 
-def processed(bodies: list[bytes]) -> list[SpanBatch]:
-    """Batches of 8,192 spans with the rollout and reward columns, as the exporter receives them."""
+def processed(bodies: list[bytes], size: int) -> list[SpanBatch]:
+    """Batches of `size` spans with the rollout and reward columns, as the exporter receives them."""
     promoted = PromotedColumns("limits", logging.getLogger("limits"))
     out, group = [], []
     for body in bodies:
         group.append(promoted.fill(decode_traces_protobuf(body).batch))
-        if sum(len(b) for b in group) >= 8192:
+        if sum(len(b) for b in group) >= size:
             out.append(SpanBatch.concat(group))
             group = []
     return out
@@ -90,8 +92,6 @@ def insert_rate(tables: list[pa.Table], batches: list[SpanBatch] | None, repeat:
                 runs.append(spans / (time.perf_counter() - t0))
                 con.close()
             else:
-                from spanpipe.exporters.duckdb import DuckDBExporter, DuckDBExporterConfig
-
                 exp = DuckDBExporter("duckdb", DuckDBExporterConfig(path=f"{tmp}/limit.duckdb", query={"endpoint": "127.0.0.1:0"}))
                 exp.open()
                 exp._indexer.stop()  # the insert alone: payloads are computed in idle time, not here
@@ -125,7 +125,7 @@ def main() -> int:
     if otlp_columns.compiled():
         ceilings["decode (compiled, to Arrow columns)"] = rate(
             spans, lambda: [otlp_columns.decode_columns(b) for b in bodies], args.repeat)
-    batches = processed(bodies)
+    batches = processed(bodies, DuckDBExporterConfig().sending_queue.batch.max_size)
     tables = [b.to_arrow() for b in batches]
     ceilings["encode (to_arrow, JSON)"] = rate(spans, lambda: [b.to_arrow() for b in batches], args.repeat)
     ceilings["DuckDB insert (plain INSERT)"] = insert_rate(tables, None, args.repeat)

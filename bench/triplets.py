@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from spanpipe.adapters.span_columns import spans_to_columns  # noqa: E402
 from spanpipe.adapters.triplets import TripletAdapter  # noqa: E402
+from spanpipe.exporters.duckdb import DuckDBExporterConfig  # noqa: E402
 from spanpipe.warehouse.schema import SPANS_COLUMNS  # noqa: E402
 from spanpipe.warehouse.writer import create_warehouse, insert_spans  # noqa: E402
 from spanpipe.warehouse.warehouse import Warehouse  # noqa: E402
@@ -71,8 +72,8 @@ def rollout_rows(r: int, n_llm: int = 12, n_other: int = 74, flat: bool = False)
     return rows
 
 
-def write_warehouse(path: Path, rollouts: int, flat_spans: int) -> int:
-    con = create_warehouse(str(path))
+def write_warehouse(path: Path, rollouts: int, flat_spans: int, row_group_size: int) -> int:
+    con = create_warehouse(str(path), row_group_size)
     total = 0
     chunk = 500
     names = [c for c, _ in SPANS_COLUMNS]
@@ -127,6 +128,8 @@ def main() -> None:
     p.add_argument("--rollouts", type=int, default=10_000)
     p.add_argument("--flat-spans", type=int, default=10_000)
     p.add_argument("--db", help="reuse/keep the warehouse here (default: a temp dir)")
+    p.add_argument("--row-group-size", type=int, default=DuckDBExporterConfig().row_group_size,
+                   help="rows per row group of a new warehouse (default: the duckdb exporter's)")
     p.add_argument("--agl", help="python of a venv with agentlightning==0.3.0 (e.g. .venv-compat/bin/python)")
     p.add_argument("--agl-rollouts", type=int, default=200, help="rollouts to time Agent Lightning on")
     p.add_argument("--agl-flat-spans", type=int, default=2_000)
@@ -135,7 +138,7 @@ def main() -> None:
     db = Path(args.db) if args.db else Path(tmp) / "spans.duckdb"
     if not db.exists():
         t0 = time.perf_counter()
-        n = write_warehouse(db, args.rollouts, args.flat_spans)
+        n = write_warehouse(db, args.rollouts, args.flat_spans, args.row_group_size)
         print(f"wrote {n:,} spans ({args.rollouts:,} rollouts + one flat {args.flat_spans:,}-span trace) "
               f"in {time.perf_counter() - t0:.1f}s to {db}")
     with Warehouse.open(db) as wh:

@@ -18,7 +18,7 @@ from typing import Any
 import duckdb
 
 from spanpipe.warehouse.schema import ATTEMPT_SUMMARIES_KEPT, DDL, REBUILD_ATTEMPT_SUMMARIES, add_derived_columns
-from spanpipe.warehouse.views import create_views
+from spanpipe.warehouse.views import create_views, sql_string
 
 log = logging.getLogger("spanpipe.warehouse.database")
 
@@ -60,10 +60,6 @@ def _identifier(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def _string(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
 class WarehouseDatabase:
     def __init__(self, path: Path, settings: dict[str, Any], name: str,
                  row_group_size: int = DEFAULT_ROW_GROUP_SIZE) -> None:
@@ -88,7 +84,7 @@ class WarehouseDatabase:
     def _connect(self) -> duckdb.DuckDBPyConnection:
         con = duckdb.connect(":memory:", config=self.settings)
         try:
-            con.execute(f"ATTACH {_string(str(self.path))} AS {_identifier(catalog_name(self.path))} "
+            con.execute(f"ATTACH {sql_string(str(self.path))} AS {_identifier(catalog_name(self.path))} "
                         f"(ROW_GROUP_SIZE {int(self.row_group_size)})")
         except duckdb.Error as exc:
             con.close()

@@ -8,11 +8,18 @@ import pyarrow as pa
 
 from spanpipe.warehouse.payloads import insert_payloads
 from spanpipe.warehouse.schema import DDL, DERIVED_NAMES, DERIVED_SELECT, SPANS_COLUMNS, add_derived_columns
-from spanpipe.warehouse.views import create_views
+from spanpipe.warehouse.views import create_views, sql_string
 
 
-def create_warehouse(path: str) -> duckdb.DuckDBPyConnection:
-    con = duckdb.connect(path)
+def create_warehouse(path: str, row_group_size: int | None = None) -> duckdb.DuckDBPyConnection:
+    """A connection to the warehouse file at `path`, its tables and views created; with
+    `row_group_size`, attached with it (as the duckdb exporter attaches its file)."""
+    if row_group_size is None:
+        con = duckdb.connect(path)
+    else:
+        con = duckdb.connect(":memory:")
+        con.execute(f"ATTACH {sql_string(path)} AS w (ROW_GROUP_SIZE {int(row_group_size)})")
+        con.execute("USE w")
     for stmt in DDL:
         con.execute(stmt)
     add_derived_columns(con)
