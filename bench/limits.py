@@ -8,9 +8,10 @@ sends (512 spans each):
             compiled decoder's request -> Arrow columns with the JSON encoded (what a decode
             worker runs for an ordinary request)
   encode    SpanBatch -> Arrow table of the warehouse columns, JSON included (SpanBatch.to_arrow)
-  insert    Arrow tables of 16,384 spans (what the duckdb exporter's queue merges to under load)
-            inserted into a DuckDB file: plain INSERT (the database's own limit) and the duckdb
-            exporter's send (dedupe, summaries, rollout completions, its row group size)
+  insert    Arrow tables of 16,384 spans (under load the duckdb exporter's queue merges two
+            batch-processor flushes into one such transaction: one row group) inserted into a
+            DuckDB file: plain INSERT (the database's own limit) and the duckdb exporter's send
+            (dedupe, summaries, rollout completions, its row group size)
   parquet   the same tables written as one Parquet file
 
 Then, unless --no-collector, it runs bench/load.py (the whole collector, default pipeline or
@@ -125,7 +126,7 @@ def main() -> int:
     if otlp_columns.compiled():
         ceilings["decode (compiled, to Arrow columns)"] = rate(
             spans, lambda: [otlp_columns.decode_columns(b) for b in bodies], args.repeat)
-    batches = processed(bodies, DuckDBExporterConfig().sending_queue.batch.max_size)
+    batches = processed(bodies, DuckDBExporterConfig().row_group_size)
     tables = [b.to_arrow() for b in batches]
     ceilings["encode (to_arrow, JSON)"] = rate(spans, lambda: [b.to_arrow() for b in batches], args.repeat)
     ceilings["DuckDB insert (plain INSERT)"] = insert_rate(tables, None, args.repeat)

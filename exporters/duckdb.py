@@ -82,9 +82,11 @@ class DuckDBExporterConfig(ExporterHelperConfig):
     # One writer per file and signal, merging queued requests; the local warehouse is never given up on.
     helper_defaults: ClassVar[dict[str, Any]] = {
         # Two queued requests keep the writer fed: with four it held ~20 MiB more and ran no faster
-        # (bench/README.md, 2026-12-06 sixth session).
+        # (bench/README.md, 2026-12-06 sixth session). Both are merged into one transaction even
+        # when the batch processor's flushes are a little over 8,192 spans, so that under load a
+        # transaction fills at least one `row_group_size` row group (bench/README.md, 2026-12-07).
         "sending_queue": {"num_consumers": 1, "queue_size": 2, "block_on_overflow": True,
-                          "batch": {"max_size": 16384, "flush_timeout": "0s"}},
+                          "batch": {"max_size": 32768, "flush_timeout": "0s"}},
         "retry_on_failure": {"initial_interval": "100ms", "max_interval": "10s", "max_elapsed_time": "0s"},
     }
 
@@ -100,8 +102,8 @@ class DuckDBExporterConfig(ExporterHelperConfig):
     threads: int | None = Field(None, ge=1)
     # A transaction of at least this many rows is compressed straight into the file at commit
     # instead of being copied to the WAL and rewritten at the next checkpoint: under load, when
-    # queued requests merge to `sending_queue::batch::max_size`, that halves the writer's cost per
-    # span, for a file ~30% larger than with DuckDB's 122,880 (bench/README.md, 2026-12-07).
+    # the queued requests merge into one transaction, that halves the writer's cost per span, for
+    # a file ~30% larger than with DuckDB's 122,880 (bench/README.md, 2026-12-07).
     row_group_size: int = Field(16384, ge=2048, description="rows; a multiple of 2048")
     retention: RetentionConfig | None = None
 
