@@ -2,7 +2,9 @@
 
 Starts a collector (`spanpipe run`, default: OTLP → batch → DuckDB, on free ports), drives it
 from several client processes with pre-built realistic LLM-agent requests for a fixed duration
-(as fast as possible, or at --rate spans/s), then sends SIGTERM and waits for the drain.
+(as fast as possible, or at --rate spans/s), then sends SIGTERM and waits for the drain. Each
+request's spans start when it is sent (--fixed-times: at its template's own times, as before
+2026-12-07).
 Prints: spans sent/acknowledged/stored, sustained spans/s (acknowledged spans stored ÷ time from
 first send until the collector exited), collector CPU and peak RSS, and the loss check (count,
 and a sample of ids looked up one by one).
@@ -47,7 +49,7 @@ def free_port() -> int:
 
 
 def client_proc(idx: int, endpoint: str, spans_per_request: int, duration: float, rate: float,
-                threads: int, start_at: float, out: mp.Queue) -> None:
+                threads: int, start_at: float, out: mp.Queue, fixed_times: bool = False) -> None:
     """One client process: `threads` senders sharing a rate budget; reports what was acked."""
     templates = [Template(spans_per_request, seed=idx * 1000 + i) for i in range(8)]
     channel = grpc.insecure_channel(endpoint, options=[("grpc.max_send_message_length", 64 << 20)])
@@ -70,7 +72,7 @@ def client_proc(idx: int, endpoint: str, spans_per_request: int, duration: float
                 n = counter[0]
             t_idx = n % len(templates)
             prefix = ((idx + 1) << 48 | n).to_bytes(8, "big")
-            payload = templates[t_idx].stamp(prefix)
+            payload = templates[t_idx].stamp(prefix, None if fixed_times else time.time_ns())
             delay = 0.05
             while True:
                 try:
@@ -236,6 +238,9 @@ def main() -> int:
     ap.add_argument("--procs", type=int, default=2, help="client processes")
     ap.add_argument("--threads", type=int, default=4, help="concurrent requests per client process")
     ap.add_argument("--spans-per-request", type=int, default=512)
+    ap.add_argument("--fixed-times", action="store_true",
+                    help="every request of a template carries the template's own start times (16 windows "
+                         "~1,000 s apart, as before 2026-12-07) instead of the time it is sent")
     ap.add_argument("--config", type=Path, help="collector config to bench (ports and paths are rewritten)")
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
     ap.add_argument("--profile", choices=("main", "gil", "all"),
@@ -269,7 +274,8 @@ def main() -> int:
     start_at = time.time() + 2.0  # clients build their templates first
     per_proc_rate = args.rate / args.procs if args.rate else 0.0
     clients = [mp.Process(target=client_proc, args=(i, f"127.0.0.1:{port}", args.spans_per_request,
-                                                    args.duration, per_proc_rate, args.threads, start_at, out))
+                                                    args.duration, per_proc_rate, args.threads, start_at, out,
+                                                    args.fixed_times))
                for i in range(args.procs)]
     for c in clients:
         c.start()

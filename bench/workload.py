@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import random
+import struct
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
@@ -112,14 +113,30 @@ class Template:
         self.offsets = _find_all(payload, MARKER)
         self.text_offsets = _find_all(payload, MARKER.hex().encode())
         assert len(self.offsets) == spans_per_request, "every trace id must be patchable"
+        # Where each span's start and end time (fixed64 fields 7 and 8) sit, to move them to "now".
+        spans = ExportTraceServiceRequest.FromString(payload).resource_spans[0].scope_spans[0].spans
+        self.base_time = min(sp.start_time_unix_nano for sp in spans)
+        self.time_offsets: list[tuple[int, int]] = []  # (offset of the value, its time after base_time)
+        for tag, times in ((b"\x39", {sp.start_time_unix_nano for sp in spans}),
+                           (b"\x41", {sp.end_time_unix_nano for sp in spans})):
+            for t in times:
+                for off in _find_all(payload, tag + struct.pack("<Q", t)):
+                    self.time_offsets.append((off + 1, t - self.base_time))
+        assert len(self.time_offsets) == 2 * spans_per_request, "every span time must be patchable"
 
-    def stamp(self, prefix: bytes) -> bytes:
+    def stamp(self, prefix: bytes, at_ns: int | None = None) -> bytes:
+        """The request with trace ids made unique by `prefix`; with `at_ns`, its spans moved to
+        start there (as an agent's spans arrive shortly after they start), else at the template's
+        own times, the same for every request of this template."""
         buf = bytearray(self.payload)
         for off in self.offsets:
             buf[off:off + 8] = prefix
         text = prefix.hex().encode()
         for off in self.text_offsets:
             buf[off:off + 16] = text
+        if at_ns is not None:
+            for off, after in self.time_offsets:
+                buf[off:off + 8] = struct.pack("<Q", at_ns + after)
         return bytes(buf)
 
     def ids_for(self, prefix: bytes) -> list[tuple[str, str]]:
