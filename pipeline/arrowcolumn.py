@@ -116,6 +116,15 @@ class JsonColumn(LazyColumn):
     def __len__(self) -> int:
         return len(self.texts)
 
+    def value_at(self, i: int) -> Any:
+        """The value at `i`, read alone (the column's other texts stay unread)."""
+        if self._values is not None:
+            return self._values[i]
+        if i in self.exact:
+            return self.exact[i]
+        value = orjson.loads(self.texts[i].as_py())
+        return (value or None) if self.empty_is_none else value
+
     def with_changes(self, changes: dict[int, Any]) -> JsonColumn:
         """Only the changed values are encoded; the other texts are kept as they are."""
         if not changes:

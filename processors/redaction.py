@@ -19,6 +19,10 @@ import re._parser as sre_parse
 from dataclasses import replace
 from typing import Any, Literal
 
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from spanpipe.arrowcolumn import JsonColumn
 from spanpipe.component import BatchTransform, Consumer
 from spanpipe.component import ComponentConfig
 from spanpipe.registry import Factory
@@ -51,6 +55,68 @@ def required_literal(pattern: str) -> str | None:
     return best or None
 
 
+# The only zero-width assertions a pattern may hold for its matches to be found in a JSON text as
+# in the values it holds: a word boundary sees the same at a value's edge as at its quote.
+_BOUNDARIES = {sre_constants.AT_BOUNDARY, sre_constants.AT_NON_BOUNDARY, sre_constants.AT_LOC_BOUNDARY,
+               sre_constants.AT_LOC_NON_BOUNDARY, sre_constants.AT_UNI_BOUNDARY, sre_constants.AT_UNI_NON_BOUNDARY}
+
+
+def _anchored(node: Any) -> bool:
+    if isinstance(node, sre_parse.SubPattern):
+        return any(_anchored(item) for item in node)
+    if isinstance(node, (list, tuple)):
+        if len(node) == 2 and node[0] is sre_constants.AT:
+            return node[1] not in _BOUNDARIES
+        return any(_anchored(item) for item in node)
+    return False
+
+
+def screenable(pattern: str) -> bool:
+    """Whether every match of `pattern` in a string is also a match in the JSON text that holds
+    the string unescaped: true unless it anchors to the start or end of the text (or of a line),
+    or is written in syntax Python's parser does not read (then we do not know)."""
+    try:
+        return not _anchored(sre_parse.parse(pattern))
+    except Exception:  # noqa: BLE001 - RE2-only syntax: no shortcut, every span is read
+        return False
+
+
+class TextScreen:
+    """Which spans redaction could change, found in their attributes' and events' JSON texts by
+    RE2 in Arrow, so that the other spans are never turned into Python values (that was most of
+    the processor's cost). A text without a backslash holds every key and string value exactly as
+    it is; if no blocked pattern matches anywhere in it, none matches a key or a value. A text
+    with a backslash (an escaped quote, newline, ...), a value kept beside its JSON (bytes, NaN),
+    or any match at all makes the span a suspect, read and redacted as before."""
+
+    def __init__(self, patterns: list[str]) -> None:
+        self.pattern = "|".join(f"(?:{p})" for p in patterns)
+
+    @classmethod
+    def of(cls, config: RedactionConfig) -> TextScreen | None:
+        patterns = [*config.blocked_key_patterns, *config.blocked_values]
+        if not config.allow_all_keys or not all(screenable(p) for p in patterns):
+            return None
+        return cls(patterns)
+
+    def suspects(self, batch: SpanBatch) -> list[int] | None:
+        """Indices of the spans to redact, or None when the batch's columns are not JSON texts."""
+        columns = (batch.attributes, batch.events)
+        if not all(isinstance(c, JsonColumn) for c in columns):
+            return None
+        if not self.pattern:
+            return []
+        suspect = pa.array([False] * len(batch), pa.bool_())
+        for column in columns:
+            texts = column.texts  # type: ignore[attr-defined]
+            found = pc.or_(pc.match_substring(texts, "\\"), pc.match_substring_regex(texts, self.pattern))
+            suspect = pc.or_(suspect, pc.fill_null(found, True))
+        rows = set(pc.indices_nonzero(suspect).to_pylist())
+        for column in columns:
+            rows.update(column.exact)  # type: ignore[attr-defined]
+        return sorted(rows)
+
+
 class RedactionConfig(ComponentConfig):
     allow_all_keys: bool = False
     allowed_keys: list[str] = []
@@ -79,6 +145,7 @@ class RedactionProcessor(BatchTransform):
         self.blocked_values = [(compile_regex(p), required_literal(p)) for p in config.blocked_values]
         self.allowed_values = [compile_regex(p) for p in config.allowed_values]
         self._key_action: dict[str, str] = {}
+        self.screen = TextScreen.of(config)
 
     def _mask(self, value: Any) -> tuple[Any, bool]:
         if isinstance(value, str):
@@ -148,7 +215,12 @@ class RedactionProcessor(BatchTransform):
         attrs_changes: dict[int, dict[str, Any]] = {}
         events_changes: dict[int, list[dict[str, Any]]] = {}
         total_redacted = total_masked = 0
-        for i, (attrs, events) in enumerate(zip(batch.attributes, batch.events)):
+        suspects = self.screen.suspects(batch) if self.screen is not None else None
+        if suspects is None:
+            rows: Any = enumerate(zip(batch.attributes, batch.events))
+        else:
+            rows = ((i, (value_at(batch.attributes, i), value_at(batch.events, i))) for i in suspects)
+        for i, (attrs, events) in rows:
             new, r, m = self.redact(attrs)
             if r or m:
                 attrs_changes[i] = new
@@ -165,6 +237,11 @@ class RedactionProcessor(BatchTransform):
             return batch
         return replace(batch, attributes=with_changes(batch.attributes, attrs_changes),  # type: ignore[arg-type]
                        events=with_changes(batch.events, events_changes))  # type: ignore[arg-type]
+
+
+def value_at(column: Any, i: int) -> Any:
+    """One span's value, read alone from a JSON column (not the whole column)."""
+    return column.value_at(i) if isinstance(column, JsonColumn) else column[i]
 
 
 factory = Factory("redaction", "processors", RedactionConfig,

@@ -3,8 +3,11 @@ plus the condition language and config errors."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
+import random
+from typing import Any
 
 import pytest
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
@@ -161,3 +164,98 @@ def test_redaction_allowed_values_and_nested_values():
     out, redacted, masked = p.redact({"a": "card 1234-5678", "b": "0000-0000", "c": ["x 9999-9999"], "d": {"e": "1111-2222"}})
     assert out == {"a": "card ****", "b": "0000-0000", "c": ["x ****"], "d": {"e": "****"}}
     assert (redacted, masked) == (0, 3)
+
+
+REDACTION_CASES = {
+    "rl-training": {"blocked_key_patterns": ["(?i)api[_.-]?key", "(?i)authorization", "(?i)password"],
+                    "blocked_values": ["sk-[A-Za-z0-9_-]{16,}", "[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\\.[A-Za-z]{2,}"]},
+    "word boundaries, a value allowed": {"blocked_values": [r"\bsecret\b", r"\d{4}-\d{4}", "a.b"],
+                                         "allowed_values": ["0000-0000"]},
+    "nothing blocked": {},
+}
+
+
+def _tricky_attributes(rng: random.Random, n: int) -> list[dict[str, Any]]:
+    pieces = ["plain text", "sk-" + "A1b2" * 5, "mail me: jo.doe@example.org", 'say "hi"', "back\\slash",
+              "line\nbreak", "café €5 😀", "\x01ctl", "a secret here", "secrets", "0000-0000", "1234-5678",
+              "a\"b", "a\nb", "axb", "SK-notakey", "Api-Key", "é@ü.de"]
+    keys = ["prompt", "gen_ai.usage.input_tokens", "OPENAI_API_KEY", "x.authorization", "user.password",
+            "note", "é", 'k"q', "nested"]
+    out = []
+    for _ in range(n):
+        attrs: dict[str, Any] = {}
+        for _ in range(rng.randrange(0, 6)):
+            key = rng.choice(keys)
+            kind = rng.randrange(6)
+            if kind == 0:
+                attrs[key] = rng.randrange(-5, 10**6)
+            elif kind == 1:
+                attrs[key] = [rng.choice(pieces), rng.randrange(9)]
+            elif kind == 2:
+                attrs[key] = {"inner": rng.choice(pieces)}
+            elif kind == 3:
+                attrs[key] = rng.choice([b"\x00sk-bytes", float("nan"), True, 2.5])
+            else:
+                attrs[key] = rng.choice(pieces) + " " + rng.choice(pieces)
+        out.append(attrs)
+    return out
+
+
+@pytest.mark.parametrize("case", sorted(REDACTION_CASES))
+def test_redaction_reads_only_the_spans_it_may_change_and_gives_what_reading_all_gives(case):
+    """Spans from a decode worker (JSON texts) are screened in Arrow and only suspects are read;
+    the result must equal redacting every span read as Python values."""
+    from componentkit import spans
+    from spanpipe.arrowcolumn import JsonColumn, from_record_batch, to_record_batch
+    from spanpipe.processors.redaction import RedactionConfig, RedactionProcessor
+    from spanpipe.spanbatch import SpanBatch
+
+    rng = random.Random(case)
+    batch, _ = spans(400)
+    for attrs, new in zip(batch.attributes, _tricky_attributes(rng, 400)):
+        attrs.clear()
+        attrs.update(new)
+    events = [[{"name": "e", "time_unix_nano": 1, "attributes": a, "dropped_attributes_count": 0}]
+              if rng.random() < 0.3 else None for a in _tricky_attributes(rng, 400)]
+    batch = dataclasses.replace(batch, events=events)
+    record, exact = to_record_batch(batch)
+    shipped = SpanBatch(**from_record_batch(record, exact), resource_index=batch.resource_index,
+                        resources=batch.resources, nbytes=batch.nbytes)
+    assert isinstance(shipped.attributes, JsonColumn) and isinstance(shipped.events, JsonColumn)
+
+    config = RedactionConfig(allow_all_keys=True, summary="debug", **REDACTION_CASES[case])
+    screened = RedactionProcessor("redaction", config, None)
+    assert screened.screen is not None
+    reference = RedactionProcessor("redaction", config, None)
+    reference.screen = None
+    suspects = screened.screen.suspects(shipped)
+    assert suspects is not None and len(suspects) < len(shipped) or case == "word boundaries, a value allowed"
+
+    got, want = screened.process(shipped), reference.process(batch)
+    assert _same(list(got.attributes), list(want.attributes))
+    assert _same(list(got.events), list(want.events))
+    if REDACTION_CASES[case]:
+        assert any(v != a for v, a in zip(list(want.attributes), list(shipped.attributes))), "the case redacts"
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal, NaN equal to NaN."""
+    if isinstance(a, float) and isinstance(b, float) and a != a and b != b:
+        return True
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    return a == b
+
+
+@pytest.mark.parametrize("config, screened", [
+    ({"allow_all_keys": True, "blocked_values": ["^sk-[a-z]+$"]}, False),
+    ({"allow_all_keys": True, "blocked_key_patterns": ["(?m)^password"]}, False),
+    ({"allow_all_keys": True, "blocked_values": [r"sk-\pL+"]}, False),  # RE2-only syntax: unknown to Python's parser
+    ({"allow_all_keys": False, "allowed_keys": ["prompt"]}, False),
+    ({"allow_all_keys": True, "blocked_values": [r"\bsk-[a-z]+\B", "[^x]@y"]}, True),
+])
+def test_redaction_screens_only_patterns_whose_matches_a_json_text_keeps(config, screened):
+    from spanpipe.processors.redaction import RedactionConfig, RedactionProcessor
+    assert (RedactionProcessor("redaction", RedactionConfig(**config), None).screen is not None) == screened
