@@ -17,8 +17,9 @@ import re
 import re._constants as sre_constants
 import re._parser as sre_parse
 from dataclasses import replace
-from typing import Any, Literal
+from typing import Any, Iterator, Literal
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -55,49 +56,73 @@ def required_literal(pattern: str) -> str | None:
     return best or None
 
 
-# The only zero-width assertions a pattern may hold for its matches to be found in a JSON text as
-# in the values it holds: a word boundary sees the same at a value's edge as at its quote.
+# What a JSON text of attributes writes differently from the value (our encoders escape nothing
+# else): a match that can include none of these characters is found in the text as in the value.
+_ESCAPED = {*range(0x20), ord('"'), ord("\\")}
+# Zero-width assertions that see the same at a value's edge as at its quote (unless an escaped
+# character is next to the match: then the text holds a letter where the value holds, say, "\n").
 _BOUNDARIES = {sre_constants.AT_BOUNDARY, sre_constants.AT_NON_BOUNDARY, sre_constants.AT_LOC_BOUNDARY,
                sre_constants.AT_LOC_NON_BOUNDARY, sre_constants.AT_UNI_BOUNDARY, sre_constants.AT_UNI_NON_BOUNDARY}
+_SAFE_CATEGORIES = {sre_constants.CATEGORY_DIGIT, sre_constants.CATEGORY_WORD}
 
 
-def _anchored(node: Any) -> bool:
-    if isinstance(node, sre_parse.SubPattern):
-        return any(_anchored(item) for item in node)
-    if isinstance(node, (list, tuple)):
-        if len(node) == 2 and node[0] is sre_constants.AT:
-            return node[1] not in _BOUNDARIES
-        return any(_anchored(item) for item in node)
-    return False
+def _atoms(node: Any) -> Iterator[tuple[Any, Any]]:
+    """Every (opcode, argument) of a parsed pattern, nested ones included."""
+    for op, av in node:
+        yield op, av
+        for item in av if isinstance(av, (list, tuple)) else (av,):
+            if isinstance(item, sre_parse.SubPattern):
+                yield from _atoms(item)
+            elif isinstance(item, (list, tuple)):
+                for sub in item:
+                    if isinstance(sub, sre_parse.SubPattern):
+                        yield from _atoms(sub)
 
 
-def screenable(pattern: str) -> bool:
-    """Whether every match of `pattern` in a string is also a match in the JSON text that holds
-    the string unescaped: true unless it anchors to the start or end of the text (or of a line),
-    or is written in syntax Python's parser does not read (then we do not know)."""
-    try:
-        return not _anchored(sre_parse.parse(pattern))
-    except Exception:  # noqa: BLE001 - RE2-only syntax: no shortcut, every span is read
-        return False
+def _escape_safe(op: Any, av: Any) -> bool:
+    """Whether this atom can match no character that JSON escapes, and asserts nothing."""
+    if op is sre_constants.LITERAL:
+        return av not in _ESCAPED
+    if op is sre_constants.IN:
+        return all(_escape_safe(o, a) for o, a in av)
+    if op is sre_constants.RANGE:
+        return not any(c in _ESCAPED for c in range(av[0], av[1] + 1))
+    if op is sre_constants.CATEGORY:
+        return av in _SAFE_CATEGORIES
+    return op in (sre_constants.SUBPATTERN, sre_constants.BRANCH, sre_constants.MAX_REPEAT,
+                  sre_constants.MIN_REPEAT, sre_constants.POSSESSIVE_REPEAT, sre_constants.ATOMIC_GROUP)
 
 
 class TextScreen:
-    """Which spans redaction could change, found in their attributes' and events' JSON texts by
-    RE2 in Arrow, so that the other spans are never turned into Python values (that was most of
-    the processor's cost). A text without a backslash holds every key and string value exactly as
-    it is; if no blocked pattern matches anywhere in it, none matches a key or a value. A text
-    with a backslash (an escaped quote, newline, ...), a value kept beside its JSON (bytes, NaN),
-    or any match at all makes the span a suspect, read and redacted as before."""
+    """Which spans redaction could change, found in their attributes' and events' JSON texts, so
+    that the other spans are never turned into Python values (that was most of the processor's
+    cost). A key or string value is written in the text as it is, except for the characters JSON
+    escapes; a blocked pattern that matches neither those nor a text's edge (no ^, $; \\b only
+    where no character is escaped) finds in the text every match it has in a key or a value. So a
+    span is a suspect, read and redacted as before, if a pattern matches anywhere in its texts
+    (RE2 in Arrow, every pattern in one pass), or has an escaped character when some pattern could
+    depend on one, or holds a value kept beside its JSON (bytes, NaN)."""
 
-    def __init__(self, patterns: list[str]) -> None:
+    def __init__(self, patterns: list[str], escape_sensitive: bool) -> None:
         self.pattern = "|".join(f"(?:{p})" for p in patterns)
+        self.escape_sensitive = escape_sensitive
 
     @classmethod
     def of(cls, config: RedactionConfig) -> TextScreen | None:
-        patterns = [*config.blocked_key_patterns, *config.blocked_values]
-        if not config.allow_all_keys or not all(screenable(p) for p in patterns):
+        if not config.allow_all_keys:
             return None
-        return cls(patterns)
+        patterns = [*config.blocked_key_patterns, *config.blocked_values]
+        escape_sensitive = False
+        for pattern in patterns:
+            try:
+                atoms = list(_atoms(sre_parse.parse(pattern)))
+            except Exception:  # noqa: BLE001 - RE2-only syntax: Python's parser cannot vouch for it
+                return None
+            if any(op is sre_constants.AT and av not in _BOUNDARIES for op, av in atoms):
+                return None  # anchored to a text's or a line's edge: the JSON text has other edges
+            if not all(_escape_safe(op, av) for op, av in atoms):
+                escape_sensitive = True
+        return cls(patterns, escape_sensitive)
 
     def suspects(self, batch: SpanBatch) -> list[int] | None:
         """Indices of the spans to redact, or None when the batch's columns are not JSON texts."""
@@ -106,15 +131,30 @@ class TextScreen:
             return None
         if not self.pattern:
             return []
-        suspect = pa.array([False] * len(batch), pa.bool_())
+        rows: set[int] = set()
         for column in columns:
             texts = column.texts  # type: ignore[attr-defined]
-            found = pc.or_(pc.match_substring(texts, "\\"), pc.match_substring_regex(texts, self.pattern))
-            suspect = pc.or_(suspect, pc.fill_null(found, True))
-        rows = set(pc.indices_nonzero(suspect).to_pylist())
-        for column in columns:
+            found = pc.fill_null(pc.match_substring_regex(texts, self.pattern), True)
+            rows.update(pc.indices_nonzero(found).to_pylist())
+            if self.escape_sensitive:
+                rows.update(_rows_with_a_backslash(texts))
             rows.update(column.exact)  # type: ignore[attr-defined]
         return sorted(rows)
+
+
+def _rows_with_a_backslash(texts: pa.Array | pa.ChunkedArray) -> list[int]:
+    rows: list[int] = []
+    first = 0
+    for chunk in texts.chunks if isinstance(texts, pa.ChunkedArray) else [texts]:
+        width = np.int64 if pa.types.is_large_string(chunk.type) else np.int32
+        offsets = np.frombuffer(chunk.buffers()[1], dtype=width)[chunk.offset:chunk.offset + len(chunk) + 1]
+        data = chunk.buffers()[2]
+        if data is not None and len(chunk):
+            text = np.frombuffer(data, dtype=np.uint8)[offsets[0]:offsets[-1]]
+            at = np.flatnonzero(text == ord("\\")) + offsets[0]
+            rows.extend((first + np.unique(np.searchsorted(offsets, at, side="right") - 1)).tolist())
+        first += len(chunk)
+    return rows
 
 
 class RedactionConfig(ComponentConfig):

@@ -171,6 +171,8 @@ REDACTION_CASES = {
                     "blocked_values": ["sk-[A-Za-z0-9_-]{16,}", "[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\\.[A-Za-z]{2,}"]},
     "word boundaries, a value allowed": {"blocked_values": [r"\bsecret\b", r"\d{4}-\d{4}", "a.b"],
                                          "allowed_values": ["0000-0000"]},
+    "case folding, no literal": {"blocked_key_patterns": ["(?i)api[_.-]?key"],
+                                 "blocked_values": ["(?i)token", "[0-9]{3}-[0-9]{4}"]},
     "nothing blocked": {},
 }
 
@@ -178,9 +180,10 @@ REDACTION_CASES = {
 def _tricky_attributes(rng: random.Random, n: int) -> list[dict[str, Any]]:
     pieces = ["plain text", "sk-" + "A1b2" * 5, "mail me: jo.doe@example.org", 'say "hi"', "back\\slash",
               "line\nbreak", "café €5 😀", "\x01ctl", "a secret here", "secrets", "0000-0000", "1234-5678",
-              "a\"b", "a\nb", "axb", "SK-notakey", "Api-Key", "é@ü.de"]
+              "a\"b", "a\nb", "axb", "SK-notakey", "Api-Key", "é@ü.de", "TO\u212aEN", "my tokens",
+              "call 555-1234\nnow", "ſk-" + "x" * 16]
     keys = ["prompt", "gen_ai.usage.input_tokens", "OPENAI_API_KEY", "x.authorization", "user.password",
-            "note", "é", 'k"q', "nested"]
+            "note", "é", 'k"q', "nested", "API_\u212aEY", "multi\nline key"]
     out = []
     for _ in range(n):
         attrs: dict[str, Any] = {}
@@ -259,3 +262,4 @@ def _same(a: Any, b: Any) -> bool:
 def test_redaction_screens_only_patterns_whose_matches_a_json_text_keeps(config, screened):
     from spanpipe.processors.redaction import RedactionConfig, RedactionProcessor
     assert (RedactionProcessor("redaction", RedactionConfig(**config), None).screen is not None) == screened
+
