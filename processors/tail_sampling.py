@@ -25,10 +25,12 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Sequence
 
+import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict, Field
 
+from spanpipe.arrowcolumn import ArrowColumn
 from spanpipe.component import Consumer, Processor
 from spanpipe.component import ComponentConfig
 from spanpipe.configtypes import Duration
@@ -279,6 +281,13 @@ def verdict(results: list[str]) -> str:
 SENDING_BEHIND_S = 1.0
 
 
+def distinct(column: Sequence[Any]) -> set[Any]:
+    """A column's distinct values, found in Arrow when it is an Arrow array."""
+    if isinstance(column, ArrowColumn):
+        return set(pc.unique(column.array).to_pylist())
+    return set(column)
+
+
 class TailSamplingProcessor(Processor):
     def __init__(self, component_id: str, config: TailSamplingConfig, next_consumer: Consumer) -> None:
         super().__init__(component_id, next_consumer)
@@ -301,11 +310,40 @@ class TailSamplingProcessor(Processor):
             return [f"rollout:{r}" if r is not None else f"trace:{t}" for r, t in zip(rollouts, batch.trace_id)]
         return batch.trace_id
 
-    def _ends_group(self, batch: SpanBatch, i: int) -> bool:
-        if batch.name[i] in self.end_names:
-            return True
-        if self.end_condition is not None:
-            return bool(self.end_condition(SpanView.of(batch, i)))
+    def _single_key(self, batch: SpanBatch) -> str | None:
+        """The group key when every span of the batch has the same one (an agent's request mostly
+        holds one rollout or trace), found from the columns' distinct values, not span by span."""
+        if self.config.group_by == "rollout":
+            rollouts = distinct(batch.extra.get("rollout_id") or [None])
+            if rollouts != {None}:
+                return f"rollout:{rollouts.pop()}" if len(rollouts) == 1 and None not in rollouts else None
+        traces = distinct(batch.trace_id)
+        if len(traces) != 1:
+            return None
+        trace = traces.pop()
+        return f"trace:{trace}" if self.config.group_by == "rollout" else trace
+
+    def _indices_by_key(self, batch: SpanBatch) -> dict[str, list[int] | None]:
+        """The batch's spans by group key; None stands for the whole batch."""
+        key = self._single_key(batch)
+        if key is not None:
+            return {key: None}
+        by_key: dict[str, list[int] | None] = {}
+        for i, k in enumerate(self._group_keys(batch)):
+            by_key.setdefault(k, []).append(i)  # type: ignore[union-attr]
+        return by_key
+
+    def _ends_group(self, batch: SpanBatch, idx: list[int] | None) -> bool:
+        """Whether one of these spans (None: all of the batch) ends its group."""
+        if idx is None:
+            if distinct(batch.name) & self.end_names:
+                return True
+            idx = list(range(len(batch))) if self.end_condition is not None else []
+        for i in idx:
+            if batch.name[i] in self.end_names:
+                return True
+            if self.end_condition is not None and self.end_condition(SpanView.of(batch, i)):
+                return True
         return False
 
     def consume(self, batch: SpanBatch) -> None:
@@ -315,27 +353,25 @@ class TailSamplingProcessor(Processor):
             # sets the pace. The client retries instead.
             raise BackPressureError(f"{self.id}: downstream is not taking what was decided; retry later")
         self.count_in(len(batch))
-        keys = self._group_keys(batch)
-        by_key: dict[str, list[int]] = {}
-        for i, k in enumerate(keys):
-            by_key.setdefault(k, []).append(i)
+        by_key = self._indices_by_key(batch)
         late_keep: list[int] = []
         evicted: list[Group] = []
         now = time.monotonic()
         with self._lock:
             for k, idx in by_key.items():
                 if k in self.decided:
-                    counters.add("processor_tail_sampling_late_span", len(idx), processor=self.id)
+                    counters.add("processor_tail_sampling_late_span", len(batch) if idx is None else len(idx),
+                                 processor=self.id)
                     if self.decided[k]:
-                        late_keep.extend(idx)
+                        late_keep.extend(range(len(batch)) if idx is None else idx)
                     continue
                 g = self.groups.get(k)
                 if g is None:
                     g = self.groups[k] = Group(k, first_seen=now)
-                g.parts.append(batch.take(idx))
-                g.spans += len(idx)
+                g.parts.append(batch if idx is None else batch.take(idx))
+                g.spans += len(batch) if idx is None else len(idx)
                 g.last_seen = now
-                if g.complete_at is None and any(self._ends_group(batch, i) for i in idx):
+                if g.complete_at is None and self._ends_group(batch, idx):
                     g.complete_at = now + self.config.completion_grace
             while len(self.groups) > self.config.num_traces:
                 evicted.append(self.groups.popitem(last=False)[1])

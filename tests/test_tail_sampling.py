@@ -146,3 +146,30 @@ def test_while_downstream_refuses_what_was_decided_new_spans_are_refused_and_non
         refusing.clear()
         p.shutdown()
     assert sum(len(b) for b in got) == 5
+
+
+def test_a_groups_end_span_is_seen_whether_its_batch_holds_one_group_or_several():
+    """A batch of one rollout is grouped from its columns' distinct values, a mixed one span by
+    span: both find the rollout span that ends a group, and put the spans in the same groups."""
+    import dataclasses
+
+    from otlp_requests import make_request
+    from spanpipe.otlp import decode_traces
+
+    cfg = TailSamplingConfig(group_by="rollout", decision_wait="60s", completion_grace="30s",
+                             policies=[{"type": "always_sample"}])
+    p = TailSamplingProcessor("tail_sampling", cfg, None)
+
+    def batch(rollouts: list[str | None], ends: bool) -> SpanBatch:
+        b = decode_traces(make_request(len(rollouts))[0]).batch
+        names = [*b.name[:-1], "agentlightning.rollout" if ends else b.name[-1]]
+        return dataclasses.replace(b, name=names).with_columns(rollout_id=rollouts)
+
+    p.consume(batch(["ro-a"] * 3, ends=False))
+    p.consume(batch(["ro-b"] * 3, ends=True))
+    p.consume(batch(["ro-a", "ro-c", None], ends=True))
+    p.consume(batch(["ro-a", "ro-c", "ro-c"], ends=False))
+    assert {k: (g.spans, g.complete_at is not None) for k, g in p.groups.items() if not k.startswith("trace:")} == {
+        "rollout:ro-a": (5, False), "rollout:ro-b": (3, True), "rollout:ro-c": (3, False)}
+    assert [g.complete_at is not None for k, g in p.groups.items() if k.startswith("trace:")] == [True]
+    p.shutdown()

@@ -160,8 +160,8 @@ class PayloadIndexer:
         self._thread.start()
 
     def submit(self, spans: pa.Table) -> None:
-        llm = spans.filter(llm_rows(spans)).select(["rollout_id", "trace_id", "span_id", "start_time_unix_nano",
-                                                    "attributes", "events"])
+        llm = spans.select(["rollout_id", "trace_id", "span_id", "start_time_unix_nano", "attributes",
+                            "events"]).filter(llm_rows(spans))
         if llm.num_rows == 0:
             return
         with self._cond:
