@@ -415,3 +415,37 @@ def test_facts_read_by_row_id_land_on_their_rows_in_any_order(warehouse: tuple[W
     facts = ["reward_operation", "response_id", "agent"]
     assert in_order.select(key + facts).sort_by([(c, "ascending") for c in key + facts]).equals(
         plain.select(key + facts).sort_by([(c, "ascending") for c in key + facts]))
+
+
+def test_payload_indexer_with_a_full_backlog_leaves_new_spans_to_the_readers(warehouse: tuple[Warehouse, dict[str, Any]]) -> None:
+    """Under sustained load the backlog stays full: what arrives then is not taken (nor filtered),
+    and what was waiting is indexed once the writer is idle."""
+    import threading
+    import time
+
+    from spanpipe.warehouse.payloads import PayloadIndexer
+
+    wh, ids = warehouse[0], list(warehouse[1])
+
+    def spans_of(rollout: str) -> pa.Table:
+        return wh.sql(f"SELECT * EXCLUDE (attributes, events), attributes::VARCHAR AS attributes, "
+                      f"events::VARCHAR AS events FROM spans WHERE rollout_id = '{rollout}'")
+
+    def llm_ids(rollout: str) -> set[str]:
+        return set(wh.sql(f"SELECT span_id FROM triplet_payloads WHERE rollout_id = '{rollout}'"
+                          ).column("span_id").to_pylist())
+
+    busy = threading.Event()
+    busy.set()
+    written: list[pa.Table] = []
+    indexer = PayloadIndexer("test", busy.is_set, written.append, max_rows=len(llm_ids(ids[1])))
+    indexer.submit(spans_of(ids[1]))
+    indexer.submit(spans_of(ids[2]))
+    assert indexer.skipped == len(llm_ids(ids[2])) > 0
+    busy.clear()
+    deadline = time.monotonic() + 10
+    while indexer.pending():
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    indexer.stop()
+    assert {s for t in written for s in t.column("span_id").to_pylist()} == llm_ids(ids[1])

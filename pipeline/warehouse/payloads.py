@@ -142,8 +142,10 @@ class PayloadIndexer:
     hands over the LLM rows it inserted; this thread computes and stores their payloads once the
     exporter has had nothing queued for `quiet` seconds, `chunk` rows at a time, looking again
     between chunks: it holds the GIL for a few milliseconds at most, never while spans arrive.
-    Work waiting is bounded (`max_rows`): when ingest outruns it, the oldest is dropped — those
-    spans simply have no stored payload and the reader computes theirs.
+    Work waiting is bounded (`max_rows`): when ingest outruns it, what arrives while the backlog
+    is full is not taken (not even filtered: under sustained load that filtering cost the writer
+    ~1 µs per span for nothing) — those spans simply have no stored payload and the reader
+    computes theirs.
     """
 
     def __init__(self, name: str, busy: Callable[[], bool], write: Callable[[pa.Table], None],
@@ -160,8 +162,13 @@ class PayloadIndexer:
         self._thread.start()
 
     def submit(self, spans: pa.Table) -> None:
+        mask = llm_rows(spans)
+        with self._cond:
+            if self._rows >= self._max_rows:
+                self.skipped += pc.sum(mask).as_py() or 0
+                return
         llm = spans.select(["rollout_id", "trace_id", "span_id", "start_time_unix_nano", "attributes",
-                            "events"]).filter(llm_rows(spans))
+                            "events"]).filter(mask)
         if llm.num_rows == 0:
             return
         with self._cond:
