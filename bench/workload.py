@@ -128,19 +128,19 @@ class Template:
         # The same as byte positions and values, so that stamping is one numpy assignment.
         self._time_bytes = np.array([off for off, _ in self.time_offsets])[:, None] + np.arange(8)
         self._time_after = np.array([after for _, after in self.time_offsets], dtype="<u8")
+        self._id_bytes = np.array(self.offsets)[:, None] + np.arange(8)
+        self._text_bytes = np.array(self.text_offsets, dtype=np.int64)[:, None] + np.arange(16)
 
     def stamp(self, prefix: bytes, at_ns: int | None = None) -> bytes:
         """The request with trace ids made unique by `prefix`; with `at_ns`, its spans moved to
         start there (as an agent's spans arrive shortly after they start), else at the template's
         own times, the same for every request of this template."""
         buf = bytearray(self.payload)
-        for off in self.offsets:
-            buf[off:off + 8] = prefix
-        text = prefix.hex().encode()
-        for off in self.text_offsets:
-            buf[off:off + 16] = text
+        view = np.frombuffer(buf, dtype=np.uint8)
+        view[self._id_bytes] = np.frombuffer(prefix, dtype=np.uint8)
+        if len(self._text_bytes):
+            view[self._text_bytes] = np.frombuffer(prefix.hex().encode(), dtype=np.uint8)
         if at_ns is not None:
-            view = np.frombuffer(buf, dtype=np.uint8)
             view[self._time_bytes] = (self._time_after + np.uint64(at_ns)).view(np.uint8).reshape(-1, 8)
         return bytes(buf)
 
