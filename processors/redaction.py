@@ -134,7 +134,10 @@ class TextScreen:
         rows: set[int] = set()
         for column in columns:
             texts = column.texts  # type: ignore[attr-defined]
-            found = pc.fill_null(pc.match_substring_regex(texts, self.pattern), True)
+            try:
+                found = pc.fill_null(pc.match_substring_regex(texts, self.pattern), True)
+            except pa.ArrowInvalid:  # the patterns together exceed what RE2 compiles: read every span
+                return None
             rows.update(pc.indices_nonzero(found).to_pylist())
             if self.escape_sensitive:
                 rows.update(_rows_with_a_backslash(texts))

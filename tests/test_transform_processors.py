@@ -263,3 +263,26 @@ def test_redaction_screens_only_patterns_whose_matches_a_json_text_keeps(config,
     from spanpipe.processors.redaction import RedactionConfig, RedactionProcessor
     assert (RedactionProcessor("redaction", RedactionConfig(**config), None).screen is not None) == screened
 
+
+
+def test_redaction_reads_every_span_when_arrow_cannot_run_the_screen(monkeypatch):
+    import pyarrow as pa
+
+    from componentkit import spans
+    from spanpipe.arrowcolumn import from_record_batch, to_record_batch
+    from spanpipe.processors import redaction
+    from spanpipe.spanbatch import SpanBatch
+
+    batch, _ = spans(3)
+    batch.attributes[1]["contact"] = "write to jo@example.org"
+    record, exact = to_record_batch(batch)
+    shipped = SpanBatch(**from_record_batch(record, exact), resource_index=batch.resource_index,
+                        resources=batch.resources, nbytes=batch.nbytes)
+
+    def refuse(*args, **kwargs):
+        raise pa.ArrowInvalid("pattern too large")
+    monkeypatch.setattr(redaction.pc, "match_substring_regex", refuse)
+    p = redaction.RedactionProcessor("redaction", redaction.RedactionConfig(
+        allow_all_keys=True, blocked_values=[REDACTION_CASES["rl-training"]["blocked_values"][1]]), None)
+    assert p.screen is not None and p.screen.suspects(shipped) is None
+    assert list(p.process(shipped).attributes)[1]["contact"] == "write to ****"
