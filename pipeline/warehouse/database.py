@@ -60,14 +60,20 @@ def _identifier(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+def attach_statements(path: Path, row_group_size: int) -> tuple[str, str]:
+    """The statements that attach the warehouse file at `path` under its own name with this row
+    group size, and make it the database unqualified names refer to."""
+    name = _identifier(catalog_name(path))
+    return f"ATTACH {sql_string(str(path))} AS {name} (ROW_GROUP_SIZE {int(row_group_size)})", f"USE {name}"
+
+
 class WarehouseDatabase:
     def __init__(self, path: Path, settings: dict[str, Any], name: str,
                  row_group_size: int = DEFAULT_ROW_GROUP_SIZE) -> None:
         """`settings`: DuckDB options (checkpoint_threshold, memory_limit, threads)."""
         self.path, self.name = path, name
         self.settings = dict(settings)
-        self.row_group_size = row_group_size
-        self._use = f"USE {_identifier(catalog_name(path))}"
+        self._attach, self._use = attach_statements(path, row_group_size)
         self._con: duckdb.DuckDBPyConnection | None = None
         self.writer: duckdb.DuckDBPyConnection | None = None
         self._memory, self._memory_read_at = 0, 0.0
@@ -84,8 +90,7 @@ class WarehouseDatabase:
     def _connect(self) -> duckdb.DuckDBPyConnection:
         con = duckdb.connect(":memory:", config=self.settings)
         try:
-            con.execute(f"ATTACH {sql_string(str(self.path))} AS {_identifier(catalog_name(self.path))} "
-                        f"(ROW_GROUP_SIZE {int(self.row_group_size)})")
+            con.execute(self._attach)
         except duckdb.Error as exc:
             con.close()
             raise CannotOpen(f"{self.name}: cannot open {self.path}: {exc}") from None

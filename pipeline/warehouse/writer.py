@@ -3,12 +3,15 @@ the same rows the duckdb exporter writes, payloads included."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import duckdb
 import pyarrow as pa
 
+from spanpipe.warehouse.database import attach_statements
 from spanpipe.warehouse.payloads import insert_payloads
 from spanpipe.warehouse.schema import DDL, DERIVED_NAMES, DERIVED_SELECT, SPANS_COLUMNS, add_derived_columns
-from spanpipe.warehouse.views import create_views, sql_string
+from spanpipe.warehouse.views import create_views
 
 
 def create_warehouse(path: str, row_group_size: int | None = None) -> duckdb.DuckDBPyConnection:
@@ -18,8 +21,8 @@ def create_warehouse(path: str, row_group_size: int | None = None) -> duckdb.Duc
         con = duckdb.connect(path)
     else:
         con = duckdb.connect(":memory:")
-        con.execute(f"ATTACH {sql_string(path)} AS w (ROW_GROUP_SIZE {int(row_group_size)})")
-        con.execute("USE w")
+        for stmt in attach_statements(Path(path), row_group_size):
+            con.execute(stmt)
     for stmt in DDL:
         con.execute(stmt)
     add_derived_columns(con)
