@@ -41,3 +41,21 @@ def test_a_transaction_of_a_whole_row_group_is_stored_in_row_groups_of_that_size
     finally:
         db.close()
     assert [s for (s,) in sizes] == [4096, 4096, 1808]
+
+
+def test_a_file_written_with_duckdbs_row_groups_keeps_them_and_takes_new_rows_in_the_new_size(tmp_path):
+    path = tmp_path / "spans.duckdb"
+    con = duckdb.connect(str(path))
+    con.execute("CREATE TABLE numbers AS SELECT range AS n FROM range(130000)")
+    con.close()
+    db = WarehouseDatabase(path, {}, "test", row_group_size=4096)
+    db.open()
+    try:
+        db.writer.execute("INSERT INTO numbers SELECT range + 130000 FROM range(8192)")
+        reader = db.reader()
+        assert reader.execute("SELECT count(*), sum(n) FROM numbers").fetchall() == [(138192, 138191 * 138192 // 2)]
+        sizes = [s for (s,) in reader.execute("SELECT count FROM pragma_storage_info('numbers') WHERE column_id = 0 "
+                                               "GROUP BY row_group_id, count ORDER BY row_group_id").fetchall()]
+    finally:
+        db.close()
+    assert sizes == [122880, 130000 - 122880, 4096, 4096]
