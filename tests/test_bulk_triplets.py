@@ -184,6 +184,18 @@ def test_without_stored_payloads_the_same_triplets(tmp_path: Path, warehouse: tu
     assert len(by_pairs) > 10 and all(q.count('["') - 1 <= 7 for q in by_pairs)  # ids, then the type
 
 
+def _drain_when_idle(indexer: Any, busy: Any) -> None:
+    """The writer goes idle: the indexer works its backlog off (within 10 s), then stops."""
+    import time
+
+    busy.clear()
+    deadline = time.monotonic() + 10
+    while indexer.pending():
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    indexer.stop()
+
+
 def test_payload_indexer_works_in_idle_time_and_bounds_its_backlog(warehouse: tuple[Warehouse, dict[str, Any]]) -> None:
     import threading
     import time
@@ -203,12 +215,7 @@ def test_payload_indexer_works_in_idle_time_and_bounds_its_backlog(warehouse: tu
         indexer.submit(spans)
     time.sleep(0.2)
     assert written == [] and indexer.pending() == llm and indexer.skipped == 2 * llm
-    busy.clear()
-    deadline = time.monotonic() + 10
-    while indexer.pending():
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
-    indexer.stop()
+    _drain_when_idle(indexer, busy)
     assert sum(t.num_rows for t in written) == llm > 0
     assert set(written[0].column("span_id").to_pylist()) == set(wh.sql(
         f"SELECT span_id FROM triplet_payloads WHERE rollout_id IN ('{ids[1]}', '{ids[2]}', '{ids[3]}')").column(
@@ -421,7 +428,6 @@ def test_payload_indexer_with_a_full_backlog_leaves_new_spans_to_the_readers(war
     """Under sustained load the backlog stays full: what arrives then is not taken (nor filtered),
     and what was waiting is indexed once the writer is idle."""
     import threading
-    import time
 
     from spanpipe.warehouse.payloads import PayloadIndexer
 
@@ -442,10 +448,5 @@ def test_payload_indexer_with_a_full_backlog_leaves_new_spans_to_the_readers(war
     indexer.submit(spans_of(ids[1]))
     indexer.submit(spans_of(ids[2]))
     assert indexer.skipped == len(llm_ids(ids[2])) > 0
-    busy.clear()
-    deadline = time.monotonic() + 10
-    while indexer.pending():
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
-    indexer.stop()
+    _drain_when_idle(indexer, busy)
     assert {s for t in written for s in t.column("span_id").to_pylist()} == llm_ids(ids[1])
