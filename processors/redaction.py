@@ -262,7 +262,9 @@ class RedactionProcessor(BatchTransform):
         if suspects is None:
             rows: Any = enumerate(zip(batch.attributes, batch.events))
         else:
-            rows = ((i, (value_at(batch.attributes, i), value_at(batch.events, i))) for i in suspects)
+            # The screen ran, so both columns are JSON texts: each suspect is read alone.
+            texts: Any = (batch.attributes, batch.events)
+            rows = ((i, (texts[0].value_at(i), texts[1].value_at(i))) for i in suspects)
         for i, (attrs, events) in rows:
             new, r, m = self.redact(attrs)
             if r or m:
@@ -280,11 +282,6 @@ class RedactionProcessor(BatchTransform):
             return batch
         return replace(batch, attributes=with_changes(batch.attributes, attrs_changes),  # type: ignore[arg-type]
                        events=with_changes(batch.events, events_changes))  # type: ignore[arg-type]
-
-
-def value_at(column: Any, i: int) -> Any:
-    """One span's value, read alone from a JSON column (not the whole column)."""
-    return column.value_at(i) if isinstance(column, JsonColumn) else column[i]
 
 
 factory = Factory("redaction", "processors", RedactionConfig,

@@ -323,22 +323,23 @@ class TailSamplingProcessor(Processor):
         trace = traces.pop()
         return f"trace:{trace}" if self.config.group_by == "rollout" else trace
 
-    def _indices_by_key(self, batch: SpanBatch) -> dict[str, list[int] | None]:
-        """The batch's spans by group key; None stands for the whole batch."""
+    def _indices_by_key(self, batch: SpanBatch) -> dict[str, Sequence[int]]:
+        """The batch's spans by group key (a batch of one key: all of it, as a range)."""
         key = self._single_key(batch)
         if key is not None:
-            return {key: None}
-        by_key: dict[str, list[int] | None] = {}
+            return {key: range(len(batch))}
+        by_key: dict[str, list[int]] = {}
         for i, k in enumerate(self._group_keys(batch)):
-            by_key.setdefault(k, []).append(i)  # type: ignore[union-attr]
-        return by_key
+            by_key.setdefault(k, []).append(i)
+        return by_key  # type: ignore[return-value]
 
-    def _ends_group(self, batch: SpanBatch, idx: list[int] | None) -> bool:
-        """Whether one of these spans (None: all of the batch) ends its group."""
-        if idx is None:
+    def _ends_group(self, batch: SpanBatch, idx: Sequence[int]) -> bool:
+        """Whether one of these spans ends its group (for the whole batch, names are read once)."""
+        if len(idx) == len(batch):
             if distinct(batch.name) & self.end_names:
                 return True
-            idx = list(range(len(batch))) if self.end_condition is not None else []
+            if self.end_condition is None:
+                return False
         for i in idx:
             if batch.name[i] in self.end_names:
                 return True
@@ -360,16 +361,15 @@ class TailSamplingProcessor(Processor):
         with self._lock:
             for k, idx in by_key.items():
                 if k in self.decided:
-                    counters.add("processor_tail_sampling_late_span", len(batch) if idx is None else len(idx),
-                                 processor=self.id)
+                    counters.add("processor_tail_sampling_late_span", len(idx), processor=self.id)
                     if self.decided[k]:
-                        late_keep.extend(range(len(batch)) if idx is None else idx)
+                        late_keep.extend(idx)
                     continue
                 g = self.groups.get(k)
                 if g is None:
                     g = self.groups[k] = Group(k, first_seen=now)
-                g.parts.append(batch if idx is None else batch.take(idx))
-                g.spans += len(batch) if idx is None else len(idx)
+                g.parts.append(batch if len(idx) == len(batch) else batch.take(list(idx)))
+                g.spans += len(idx)
                 g.last_seen = now
                 if g.complete_at is None and self._ends_group(batch, idx):
                     g.complete_at = now + self.config.completion_grace
