@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
+import subprocess
+import sys
 
 import grpc
 import pytest
@@ -162,3 +164,32 @@ def test_collector_over_its_memory_limit_refuses_with_retryable_codes(tmp_path):
         assert r.status_code == 429 and r.headers.get("Retry-After")
         assert c.stop() == 0
     assert c.log().count("Memory usage is above soft limit. Refusing data.") == 1
+
+
+_FREED_BY_AN_IDLE_THREAD = """
+import threading, time
+import spanpipe.cli  # the `spanpipe` command's module, imported first as by the command
+import numpy as np, pyarrow as pa, pyarrow.compute as pc
+def rss(): return int(open("/proc/self/statm").read().split()[1]) * 4096 >> 20
+start = rss(); freed = threading.Event(); leave = threading.Event()
+def handle_batches():  # as a gRPC or batch-flush thread: allocate, free, then wait idle
+    source = pa.array(np.arange(32768, dtype=np.int64))
+    arrays = [pc.add(source, i) for i in range(1000)]  # 250 MiB in Arrow's pool
+    del arrays
+    freed.set(); leave.wait()
+t = threading.Thread(target=handle_batches); t.start(); freed.wait(); time.sleep(0.3)
+print(pa.default_memory_pool().backend_name, rss() - start)
+leave.set(); t.join()
+"""
+
+
+def test_the_collectors_arrow_allocator_returns_what_an_idle_thread_freed():
+    """Arrow's mimalloc kept what a thread freed until that thread allocated again: 250 MiB freed
+    by a thread gone idle stayed in RSS (~380 MiB above the start), counted against the
+    memory_limiter's limit by whoever reads RSS (the kernel, a container limit)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MIMALLOC_")}
+    out = subprocess.run([sys.executable, "-c", _FREED_BY_AN_IDLE_THREAD], env=env, capture_output=True,
+                         text=True, timeout=120, check=True).stdout.split()
+    backend, kept_mib = out[0], int(out[1])
+    assert backend == "mimalloc"
+    assert kept_mib < 100, f"{kept_mib} MiB of 250 MiB freed still resident"
