@@ -6,6 +6,7 @@ import logging
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import grpc
 import pytest
@@ -14,7 +15,7 @@ import requests
 from collector import Collector
 from otlp_requests import make_request
 from spanpipe.warehouse import Warehouse
-from spanpipe import admission
+from spanpipe import admission, cli
 from spanpipe.processors import memory_limiter as ml
 from spanpipe.processors.probabilistic_sampler import ProbabilisticSampler, ProbabilisticSamplerConfig
 from test_otlp_http_grpc import PB, grpc_export
@@ -166,9 +167,11 @@ def test_collector_over_its_memory_limit_refuses_with_retryable_codes(tmp_path):
     assert c.log().count("Memory usage is above soft limit. Refusing data.") == 1
 
 
+
 _FREED_BY_AN_IDLE_THREAD = """
-import threading, time
-import spanpipe.cli  # the `spanpipe` command's module, imported first as by the command
+import sys, threading, time
+from spanpipe.cli import return_freed_memory_if_limited
+return_freed_memory_if_limited(sys.argv[1])  # as `spanpipe run --config <it>` does, before pyarrow loads
 import numpy as np, pyarrow as pa, pyarrow.compute as pc
 def rss(): return int(open("/proc/self/statm").read().split()[1]) * 4096 >> 20
 start = rss(); freed = threading.Event(); leave = threading.Event()
@@ -182,14 +185,37 @@ print(pa.default_memory_pool().backend_name, rss() - start)
 leave.set(); t.join()
 """
 
+_LIMITED = """
+processors:
+  memory_limiter: {check_interval: 1s, limit_mib: 300}
+  batch:
+service:
+  pipelines:
+    traces: {receivers: [otlp], processors: [memory_limiter, batch], exporters: [duckdb]}
+"""
 
-def test_the_collectors_arrow_allocator_returns_what_an_idle_thread_freed():
-    """Arrow's mimalloc kept what a thread freed until that thread allocated again: 250 MiB freed
-    by a thread gone idle stayed in RSS (~380 MiB above the start), counted against the
-    memory_limiter's limit by whoever reads RSS (the kernel, a container limit)."""
+
+def _resident_after_an_idle_thread_freed_250_mib(config: Path) -> int:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MIMALLOC_")}
-    out = subprocess.run([sys.executable, "-c", _FREED_BY_AN_IDLE_THREAD], env=env, capture_output=True,
+    out = subprocess.run([sys.executable, "-c", _FREED_BY_AN_IDLE_THREAD, str(config)], env=env, capture_output=True,
                          text=True, timeout=120, check=True).stdout.split()
-    backend, kept_mib = out[0], int(out[1])
-    assert backend == "mimalloc"
-    assert kept_mib < 100, f"{kept_mib} MiB of 250 MiB freed still resident"
+    assert out[0] == "mimalloc"
+    return int(out[1])
+
+
+def test_a_collector_with_a_memory_limiter_returns_what_an_idle_thread_freed(tmp_path):
+    """Arrow's mimalloc kept what a thread freed until that thread allocated again: 250 MiB freed
+    by a thread gone idle stayed resident (~380 MiB above the start), unseen by the limiter's
+    accounting and counted by the kernel. A collector without a limiter keeps the faster default."""
+    limited = tmp_path / "limited.yaml"
+    limited.write_text(_LIMITED)
+    unlimited = tmp_path / "unlimited.yaml"
+    unlimited.write_text(_LIMITED.replace("memory_limiter, batch", "batch"))
+    named = tmp_path / "named.yaml"
+    named.write_text(_LIMITED.replace("memory_limiter", "memory_limiter/edge"))
+    assert cli.uses_memory_limiter(str(limited)) and cli.uses_memory_limiter(str(named))
+    assert not cli.uses_memory_limiter(str(unlimited))
+    assert cli.uses_memory_limiter(str(tmp_path / "missing.yaml")) is False
+    kept = _resident_after_an_idle_thread_freed_250_mib(limited)
+    assert kept < 100, f"{kept} MiB of 250 MiB freed still resident"
+    assert _resident_after_an_idle_thread_freed_250_mib(unlimited) > 200
