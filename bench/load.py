@@ -143,6 +143,15 @@ def tree_pids(pid: int) -> list[int]:
     return out
 
 
+def _is_resource_tracker(pid: int) -> bool:
+    """multiprocessing's helper process, a child of the collector that decodes nothing."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return b"resource_tracker" in f.read()
+    except OSError:
+        return False
+
+
 def tree_stats(pid: int, cpu_seen: dict[int, float]) -> tuple[float, int, int]:
     """(CPU seconds of every process of the tree seen so far, summed current RSS, summed current
     PSS). A sum of RSS counts each shared library page once per process that maps it (DuckDB's,
@@ -304,7 +313,7 @@ def main() -> int:
     main_cpu = cpu_seen[coll.pid] - main_cpu0
     main_peak = proc_stats(coll.pid)[1]  # VmHWM: what the memory_limiter's limit is about
     peak, peak_pss = max(peak, rss_now), max(peak_pss, pss_now)
-    workers = len(tree_pids(coll.pid)) - 1
+    workers = sum(1 for p in tree_pids(coll.pid)[1:] if not _is_resource_tracker(p))
     probes = idle_probe(f"127.0.0.1:{port}", coll.pid, args.idle_probe) if args.idle_probe else []
     coll.send_signal(signal.SIGTERM)
     rc = coll.wait(600)
@@ -334,7 +343,7 @@ def main() -> int:
     print(f"duplicated spans         {stored - distinct}")
     print(f"collector CPU            {(cpu1 - cpu0) / (load_end - start_at) * 100:.0f}% of one core during load "
           f"({main_cpu / (load_end - start_at) * 100:.0f}% the collector process, the rest its {workers} "
-          "worker process(es))")
+          "decode worker(s) and multiprocessing's resource tracker)")
     client_cpu = sum(r["cpu"] for r in results)
     print(f"load clients CPU         {client_cpu / (load_end - start_at) * 100:.0f}% of one core")
     print(f"collector peak RSS       {peak / 2**20:.0f} MiB (all its processes)")
