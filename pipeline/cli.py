@@ -74,7 +74,8 @@ def uses_memory_limiter(path: str) -> bool:
 
     try:
         pipelines = yaml.safe_load(Path(path).read_text())["service"]["pipelines"].values()
-        return any(str(p).split("/")[0] == "memory_limiter" for pl in pipelines for p in pl.get("processors", []))
+        return any(str(p).split("/")[0] == "memory_limiter"
+                   for pl in pipelines for p in (pl or {}).get("processors") or [])
     except (OSError, yaml.YAMLError, KeyError, TypeError, AttributeError):
         return False
 
@@ -82,7 +83,7 @@ def uses_memory_limiter(path: str) -> bool:
 def return_freed_memory_if_limited(path: str) -> None:
     """Arrow's allocator (mimalloc) keeps a thread's freed pages until that thread allocates again.
     A collector with a memory_limiter has them handed back at once (2x overload, limit 300 MiB:
-    peak 336-348 → 309-317 MiB); without one, the default keeps the gateway's per-call
+    peak 336-348 → 309-324 MiB); without one, the default keeps the gateway's per-call
     allocations ~10% faster. Read once, when pyarrow loads (call this first); decode workers
     inherit it."""
     if uses_memory_limiter(path):

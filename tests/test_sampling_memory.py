@@ -167,7 +167,6 @@ def test_collector_over_its_memory_limit_refuses_with_retryable_codes(tmp_path):
     assert c.log().count("Memory usage is above soft limit. Refusing data.") == 1
 
 
-
 _FREED_BY_AN_IDLE_THREAD = """
 import sys, threading, time
 from spanpipe.cli import return_freed_memory_if_limited
@@ -212,7 +211,8 @@ def test_a_collector_with_a_memory_limiter_returns_what_an_idle_thread_freed(tmp
     unlimited = tmp_path / "unlimited.yaml"
     unlimited.write_text(_LIMITED.replace("memory_limiter, batch", "batch"))
     named = tmp_path / "named.yaml"
-    named.write_text(_LIMITED.replace("memory_limiter", "memory_limiter/edge"))
+    named.write_text(_LIMITED.replace("memory_limiter", "memory_limiter/edge").replace(  # pipelines before it:
+        "  pipelines:\n", "  pipelines:\n    metrics:\n    logs: {receivers: [otlp], exporters: [duckdb]}\n"))
     assert cli.uses_memory_limiter(str(limited)) and cli.uses_memory_limiter(str(named))
     assert not cli.uses_memory_limiter(str(unlimited))
     assert cli.uses_memory_limiter(str(tmp_path / "missing.yaml")) is False
