@@ -72,11 +72,13 @@ def uses_memory_limiter(path: str) -> bool:
     (before pyarrow loads); a config that cannot be read says no here and its error comes later."""
     import yaml
 
+    from spanpipe.configyaml import component_type, safe_load_bounded
+
     try:
-        pipelines = yaml.safe_load(Path(path).read_text())["service"]["pipelines"].values()
-        return any(str(p).split("/")[0] == "memory_limiter"
+        pipelines = safe_load_bounded(Path(path).read_text())["service"]["pipelines"].values()
+        return any(component_type(str(p)) == "memory_limiter"
                    for pl in pipelines for p in (pl or {}).get("processors") or [])
-    except (OSError, yaml.YAMLError, KeyError, TypeError, AttributeError):
+    except (OSError, yaml.YAMLError, ConfigError, KeyError, TypeError, AttributeError):
         return False
 
 

@@ -16,7 +16,8 @@ import threading
 
 from spanpipe.component import (C, Component, Consumer, Consumers, Exporter, Extension, FanOut, Processor, Receiver,
                                  extension_as)
-from spanpipe.config import Config, component_type
+from spanpipe.config import Config
+from spanpipe.configyaml import component_type
 from spanpipe.registry import Registry
 from spanpipe.selftelemetry import SelfTelemetry
 

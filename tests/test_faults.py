@@ -3,6 +3,7 @@ counted by id afterwards (out-of-range enums, an unwritable span, a paused downs
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import threading
@@ -279,9 +280,10 @@ def test_yaml_alias_bomb_and_deep_nesting_are_clear_config_errors(tmp_path):
     bomb.write_text("\n".join(lines) + "\n")
     deep = tmp_path / "deep.yaml"
     deep.write_text("receivers: " + "[" * 10_000 + "]" * 10_000 + "\n")
-    for path, message in ((bomb, "aliases repeated too often"), (deep, "nested more than")):
+    for (path, message), command in itertools.product(((bomb, "aliases repeated too often"),
+                                                       (deep, "nested more than")), ("validate", "run")):
         # The command, not in-process: were the guard gone, the bomb would take the test worker down with it.
-        out = run_cli("validate", "--config", str(path), timeout=30)
+        out = run_cli(command, "--config", str(path), timeout=30)
         assert out.returncode != 0
         assert message in out.stderr and "Traceback" not in out.stderr, out.stderr[-500:]
 
