@@ -2,37 +2,46 @@
 
 Turning a request's attributes into Python values is the collector's largest cost (about 1 µs per
 attribute) and one interpreter does it on one core. The decode is a pure function from request
-bytes to a SpanBatch, so a pool of worker processes runs it: a receiver thread hands the bytes to
-a worker and waits (without the GIL) for the batch, which comes back as Arrow arrays in one IPC
-stream (spanpipe.arrowcolumn): reading it builds no Python object per span, the attribute, event
-and link JSON is already encoded, and the writer stores the arrays as they are. A processor that
-reads a column gets its Python values, made from the arrays when first read.
+bytes to a SpanBatch, so a pool of worker processes runs it: a receiver thread sends the bytes to
+a worker over a socket pair and waits (without the GIL) for the batch. Its columns come back as
+Arrow arrays in one IPC stream (spanpipe.arrowcolumn) written into a memory file whose descriptor
+travels with the reply; the collector maps it and reads the arrays where they lie, so no Python
+object per span and no copy of the columns is made, and no pool thread of the collector process
+sits between a worker and the receiver (a process pool's feeder and result threads cost a quarter
+of the GIL under load). The attribute, event and link JSON is already encoded, and the writer
+stores the arrays as they are. A processor that reads a column gets its Python values, made from
+the arrays when first read.
 Everything stateful — the processors, rollout-affine state, the queues, the warehouse writer —
 stays in the collector process, so nothing about a span depends on which worker decoded it; a
 worker only computes the pure per-span parts processors offer (spanpipe.derived).
 
 A worker that dies (OOM killer, kill -9) fails only the requests it held, with UNAVAILABLE /
-503, which clients retry; the pool is rebuilt, and while its interpreters start (as at collector
-start-up) requests are decoded in the receiving thread instead of waiting for them. A request is acknowledged
-only after its batch is back and delivered, so nothing acknowledged depends on a worker.
+503, which clients retry; the workers are started again, and while their interpreters start (as
+at collector start-up) requests are decoded in the receiving thread instead of waiting for them. A
+request is acknowledged only after its batch is back and delivered, so nothing acknowledged
+depends on a worker.
 """
 
 from __future__ import annotations
 
 import logging
+import mmap
 import multiprocessing
+import multiprocessing.process
 import os
+import pickle
+import queue
+import selectors
 import signal
+import socket
+import struct
 import threading
 import time
-from concurrent.futures import Future, ProcessPoolExecutor, wait
-from concurrent.futures.process import BrokenProcessPool
-
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from spanpipe import derived, importguard
-from spanpipe.errors import TransientError
+from spanpipe.errors import PipelineError, TransientError
 
 if TYPE_CHECKING:
     from spanpipe.derived import Derivation
@@ -76,9 +85,10 @@ def _worker_init(parent: int, derivations: list[Derivation]) -> None:
 class _Shipped:
     """A decoded request on its way back from a worker: its per-span columns as one Arrow IPC
     stream (spanpipe.arrowcolumn), read in the collector process without a Python object per span;
-    the few per-request objects (resources, counts) and the derivations' results pickled."""
+    the few per-request objects (resources, counts) and the derivations' results pickled. Between
+    the processes the stream travels in a memory file, beside the pickle."""
 
-    columns: bytes
+    columns: Any  # the IPC stream: bytes-like
     exact: dict[str, dict[int, Any]]
     resources: list[Any]
     resource_index: list[int]
@@ -98,7 +108,7 @@ class _Shipped:
         sink = pa.BufferOutputStream()
         with pa.ipc.new_stream(sink, record.schema) as writer:
             writer.write_batch(record)
-        return _Shipped(sink.getvalue().to_pybytes(), exact, batch.resources, batch.resource_index, batch.nbytes,
+        return _Shipped(sink.getvalue(), exact, batch.resources, batch.resource_index, batch.nbytes,
                         decoded.rejected, decoded.message, derived_values)
 
     def unpack(self) -> DecodedTraces:
@@ -129,52 +139,239 @@ def _decode(body: bytes, json: bool) -> _Shipped:
     return _Shipped.pack(decoded, values)
 
 
-def _ready() -> int:
-    return os.getpid()
+# A request: body length, OTLP/JSON flag, then the body. A reply: kind, the pickled _Shipped's
+# length (or the pickled exception's), the Arrow IPC stream's length, with the memfd holding that
+# stream passed alongside (SCM_RIGHTS); then the pickle.
+_REQUEST = struct.Struct("!QB")
+_REPLY = struct.Struct("!BQQ")
+_DECODED, _FAILED = 0, 1
+_READY = b"R"
+CHANNELS_PER_WORKER = 2  # the next request waits in the worker while the collector reads a result
+_SOCKET_BUFFER = 4 << 20
+
+
+def _recv_exactly(sock: socket.socket, n: int) -> bytearray | None:
+    """`n` bytes from `sock`, or None when the other end closed first."""
+    buf = bytearray(n)
+    view = memoryview(buf)
+    got = 0
+    while got < n:
+        k = sock.recv_into(view[got:], n - got)
+        if not k:
+            return None
+        got += k
+    return buf
+
+
+def _reply(sock: socket.socket, shipped: _Shipped) -> None:
+    columns = shipped.columns
+    shipped.columns = b""
+    meta = pickle.dumps(shipped, pickle.HIGHEST_PROTOCOL)
+    fd = os.memfd_create("spanpipe-decoded", os.MFD_CLOEXEC)
+    try:
+        view, written = memoryview(columns), 0
+        while written < len(view):
+            written += os.write(fd, view[written:])
+        socket.send_fds(sock, [_REPLY.pack(_DECODED, len(meta), len(view))], [fd])
+    finally:
+        os.close(fd)
+    sock.sendall(meta)
+
+
+def _reply_failed(sock: socket.socket, exc: BaseException) -> None:
+    try:
+        meta = pickle.dumps(exc, pickle.HIGHEST_PROTOCOL)
+    except Exception:  # noqa: BLE001 - an exception that cannot travel is told by its text
+        meta = pickle.dumps(PipelineError(f"{type(exc).__name__}: {exc}"), pickle.HIGHEST_PROTOCOL)
+    sock.sendall(_REPLY.pack(_FAILED, len(meta), 0) + meta)
+
+
+def _worker_main(parent: int, derivations: list[Derivation], channels: list[socket.socket]) -> None:
+    """A decode worker: serves one request at a time from whichever of its channels has one, until
+    the collector has closed them all."""
+    _worker_init(parent, derivations)
+    selector = selectors.DefaultSelector()
+    for sock in channels:
+        sock.sendall(_READY)
+        selector.register(sock, selectors.EVENT_READ)
+    while selector.get_map():
+        for key, _ in selector.select():
+            sock = key.fileobj
+            head = _recv_exactly(sock, _REQUEST.size)  # type: ignore[arg-type]
+            body = None if head is None else _recv_exactly(sock, _REQUEST.unpack(head)[0])  # type: ignore[arg-type]
+            if body is None:  # the collector closed this channel
+                selector.unregister(sock)
+                sock.close()  # type: ignore[union-attr]
+                continue
+            try:
+                shipped = _decode(body, bool(_REQUEST.unpack(head)[1]))  # type: ignore[arg-type]
+            except Exception as exc:  # noqa: BLE001 - the caller raises it, as in-process decoding would
+                _reply_failed(sock, exc)  # type: ignore[arg-type]
+            else:
+                _reply(sock, shipped)  # type: ignore[arg-type]
+
+
+class _WorkerGone(Exception):
+    """The worker behind a channel exited while it held a request."""
+
+
+@dataclass(eq=False)
+class _Channel:
+    """The collector's end of one channel to a worker of pool generation `generation`."""
+
+    sock: socket.socket
+    generation: int
+
+    def exchange(self, body: bytes, json: bool) -> _Shipped:
+        try:
+            self.sock.sendall(_REQUEST.pack(len(body), json))
+            self.sock.sendall(body)
+            head, fds, _, _ = socket.recv_fds(self.sock, _REPLY.size, 1)
+        except OSError as exc:
+            raise _WorkerGone(str(exc)) from None
+        try:
+            if len(head) < _REPLY.size:
+                rest = _recv_exactly(self.sock, _REPLY.size - len(head)) if head else None
+                if rest is None:
+                    raise _WorkerGone("the worker closed the channel")
+                head += rest
+            kind, meta_size, columns_size = _REPLY.unpack(head)
+            meta = _recv_exactly(self.sock, meta_size)
+            if meta is None:
+                raise _WorkerGone("the worker closed the channel")
+            if kind == _FAILED:
+                raise pickle.loads(meta)
+            shipped: _Shipped = pickle.loads(meta)
+            if len(fds) != 1:
+                raise _WorkerGone(f"a reply came with {len(fds)} memory files")
+            import pyarrow as pa
+
+            # The arrays are read where the worker wrote them: the mapping lives as long as they do.
+            shipped.columns = pa.py_buffer(mmap.mmap(fds[0], columns_size, prot=mmap.PROT_READ))
+            return shipped
+        except OSError as exc:
+            raise _WorkerGone(str(exc)) from None
+        finally:
+            for fd in fds:
+                os.close(fd)
 
 
 class DecodePool:
     """`workers` processes decoding trace requests and computing `derivations` (those of the
-    processors downstream); `decode` blocks the calling thread only."""
+    processors downstream); `decode` blocks the calling thread only.
+
+    Each worker has CHANNELS_PER_WORKER socket pairs; a receiving thread takes a free channel,
+    sends the request's bytes and waits on that channel for the reply. The decoded columns come
+    back in a memory file the collector maps (no copy, no pickling of the arrays), the few
+    per-request objects pickled beside it. No thread of the pool runs between requests."""
 
     def __init__(self, workers: int, name: str, derivations: list[Derivation] | None = None) -> None:
         self.workers, self.name = workers, name
         self.derivations = derivations or []
         self._lock = threading.Lock()
-        self._warming: list[Future[int]] = []
-        self._pool = self._start()
+        self._free: queue.SimpleQueue[_Channel] = queue.SimpleQueue()
+        self._generation = 0
+        self._closed = False
+        self._processes: list[multiprocessing.process.BaseProcess] = []
+        self._retired: list[multiprocessing.process.BaseProcess] = []
+        self._ready = threading.Event()
+        self._start()
 
-    def _start(self) -> ProcessPoolExecutor:
-        pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
-                                   initializer=_worker_init, initargs=(os.getpid(), self.derivations))
-        # Start the interpreters now, not on the first request.
-        self._warming = [pool.submit(_ready) for _ in range(self.workers)]
-        return pool
+    def _start(self) -> None:
+        """Start a generation of workers (with the lock held, or from __init__)."""
+        self._generation += 1
+        self._ready = threading.Event()
+        context = multiprocessing.get_context("spawn")
+        channels: list[_Channel] = []
+        self._processes = []
+        for _ in range(self.workers):
+            ours, theirs = zip(*(socket.socketpair() for _ in range(CHANNELS_PER_WORKER)))
+            for sock in (*ours, *theirs):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _SOCKET_BUFFER)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _SOCKET_BUFFER)
+            process = context.Process(target=_worker_main, args=(os.getpid(), self.derivations, list(theirs)),
+                                      name=f"{self.name}-decode", daemon=True)
+            process.start()
+            for sock in theirs:
+                sock.close()
+            self._processes.append(process)
+            channels += [_Channel(sock, self._generation) for sock in ours]
+        threading.Thread(target=self._await_ready, args=(channels, self._ready), daemon=True,
+                         name=f"{self.name}-decode-start").start()
+
+    def _await_ready(self, channels: list[_Channel], ready: threading.Event) -> None:
+        """Offer each channel once its worker has started (its interpreter and imports: ~1 s)."""
+        for channel in channels:
+            try:
+                started = channel.sock.recv(1) == _READY
+            except OSError:
+                started = False
+            if not started:  # it died starting; a request on it finds that out and restarts the pool
+                log.error("%s: a decode worker exited while starting", self.name)
+            self._release(channel)
+        ready.set()
+
+    def _release(self, channel: _Channel) -> None:
+        if self._closed:
+            channel.sock.close()  # its worker exits once all its channels are closed
+        else:
+            self._free.put(channel)
 
     def ready(self, timeout: float | None = None) -> bool:
         """Whether the workers are up (waiting up to `timeout` seconds for them)."""
-        done, _ = wait(self._warming, timeout)
-        return len(done) == len(self._warming)
+        return self._ready.wait(timeout)
 
     def decode(self, body: bytes, json: bool = False) -> DecodedTraces:
-        if not all(f.done() for f in self._warming):
-            # The workers are starting (collector start-up, or after one died): a request does
-            # not wait a second for an interpreter; it is decoded here, as with decode_workers: 0.
-            from spanpipe.otlp_columns import decode_traces
+        while True:
+            if self._closed:
+                raise TransientError(f"{self.name}: shutting down")
+            if not self._ready.is_set():
+                # The workers are starting (collector start-up, or after one died): a request does
+                # not wait a second for an interpreter; it is decoded here, as with decode_workers: 0.
+                from spanpipe.otlp_columns import decode_traces
 
-            return decode_traces(body, json)
-        pool = self._pool
+                return decode_traces(body, json)
+            try:
+                channel = self._free.get(timeout=0.05)
+            except queue.Empty:
+                continue
+            if channel.generation != self._generation or self._closed:
+                channel.sock.close()  # a channel of workers since replaced
+                continue
+            break
         try:
-            return pool.submit(_decode, body, json).result().unpack()
-        except BrokenProcessPool:
+            shipped = channel.exchange(body, json)
+        except _WorkerGone as exc:
+            channel.sock.close()
             with self._lock:
-                if self._pool is pool:
-                    log.error("%s: a decode worker exited; starting the pool again", self.name)
-                    self._pool = self._start()
-                    pool.shutdown(wait=False, cancel_futures=True)
+                if channel.generation == self._generation and not self._closed:
+                    log.error("%s: a decode worker exited (%s); starting the workers again", self.name, exc)
+                    self._retired += self._processes
+                    for process in self._processes:
+                        process.kill()
+                    self._start()
+                self._reap()
             raise TransientError(f"{self.name}: the decode worker handling this request exited; retry") from None
-        except RuntimeError as exc:  # submit after shutdown: the receiver is stopping
-            raise TransientError(f"{self.name}: shutting down ({exc})") from None
+        except BaseException:
+            self._release(channel)  # the worker answered (a refusal of the bytes): it serves on
+            raise
+        self._release(channel)
+        return shipped.unpack()
+
+    def _reap(self) -> None:
+        self._retired = [p for p in self._retired if p.is_alive()]  # is_alive() collects an exited one
 
     def close(self) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        with self._lock:
+            self._closed = True
+            processes, self._processes = self._processes, []
+        while True:  # idle channels: closing them ends their workers (in-flight ones end with their request)
+            try:
+                self._free.get_nowait().sock.close()
+            except queue.Empty:
+                break
+        for process in processes + self._retired:
+            process.join(5)
+            if process.is_alive():
+                process.kill()
+                process.join(5)

@@ -163,6 +163,80 @@ def test_the_pool_decodes_refuses_bad_bytes_and_starts_again_after_a_worker_dies
         pool.close()
 
 
+def mapped_memory_files(name: str) -> list[tuple[int, int]]:
+    """Address ranges of this process mapping memory files called `name`."""
+    out = []
+    for line in Path("/proc/self/maps").read_text().splitlines():
+        if f"/memfd:{name}" in line:
+            lo, hi = line.split()[0].split("-")
+            out.append((int(lo, 16), int(hi, 16)))
+    return out
+
+
+def test_concurrent_requests_each_get_their_own_batch_read_where_the_worker_wrote_it():
+    """Sixteen threads share one worker's channels: each gets the spans it sent, none another's.
+    The batch's columns are read in place from the memory file the worker wrote (no copy), and the
+    mapping goes when the batch does. The pool runs no thread of its own between requests (a
+    process pool's feeder and result threads took a quarter of the GIL under load)."""
+    import gc
+
+    import pyarrow as pa
+
+    pool = DecodePool(1, "test")
+    try:
+        assert pool.ready(30)
+        threads_before = {t.name for t in threading.enumerate()}
+        requests_ = [make_request(20 + i) for i in range(16)]
+        got: dict[int, list[tuple[str, str]]] = {}
+        errors: list[BaseException] = []
+
+        def send(i: int) -> None:
+            try:
+                for _ in range(5):
+                    batch = pool.decode(requests_[i][0].SerializeToString()).batch
+                    got.setdefault(i, []).append(list(zip(batch.trace_id, batch.span_id)))
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=send, args=(i,)) for i in range(16)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert not errors, errors
+        for i, (_, ids) in enumerate(requests_):
+            assert got[i] == [ids] * 5, f"request {i} got another's spans"
+        assert {t.name for t in threading.enumerate()} <= threads_before
+
+        gc.collect()
+        assert mapped_memory_files("spanpipe-decoded") == []
+        batch = pool.decode(make_request(300)[0].SerializeToString()).batch
+        texts = batch.to_arrow().column("attributes").chunk(0)
+        address = texts.buffers()[2].address
+        assert any(lo <= address < hi for lo, hi in mapped_memory_files("spanpipe-decoded"))
+        assert isinstance(texts, pa.StringArray)
+        del batch, texts
+        gc.collect()
+        assert mapped_memory_files("spanpipe-decoded") == []
+    finally:
+        pool.close()
+
+
+def test_closing_the_pool_ends_its_workers():
+    pool = DecodePool(2, "test")
+    assert pool.ready(30)
+    assert len(pool.decode(make_request(3)[0].SerializeToString())) == 3
+    workers = decode_workers(os.getpid())
+    assert len(workers) == 2
+    started = time.monotonic()
+    pool.close()
+    assert not any(alive(w) for w in workers)
+    assert time.monotonic() - started < 4, "the workers were killed after the grace time, not ended by the close"
+    from spanpipe.errors import TransientError
+    with pytest.raises(TransientError, match="shutting down"):
+        pool.decode(make_request(3)[0].SerializeToString())
+
+
 def collector_with(tmp_path: Path, workers: int | str, name: str) -> Collector:
     d = tmp_path / name
     d.mkdir()
