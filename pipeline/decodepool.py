@@ -5,10 +5,10 @@ attribute) and one interpreter does it on one core. The decode is a pure functio
 bytes to a SpanBatch, so a pool of worker processes runs it: a receiver thread sends the bytes to
 a worker over a socket pair and waits (without the GIL) for the batch. Its columns come back as
 Arrow arrays in one IPC stream (spanpipe.arrowcolumn) written into a memory file whose descriptor
-travels with the reply; the collector maps it and reads the arrays where they lie, so no Python
-object per span and no copy of the columns is made, and no pool thread of the collector process
-sits between a worker and the receiver (a process pool's feeder and result threads cost a quarter
-of the GIL under load). The attribute, event and link JSON is already encoded, and the writer
+travels with the reply; the collector reads it into its heap in one `pread` without the GIL and
+reads the arrays from there: no Python object per span, no pickling of the columns, and
+no pool thread of the collector process between a worker and the receiver (a process pool's
+feeder and result threads cost a quarter of the GIL under load). The attribute, event and link JSON is already encoded, and the writer
 stores the arrays as they are. A processor that reads a column gets its Python values, made from
 the arrays when first read.
 Everything stateful — the processors, rollout-affine state, the queues, the warehouse writer —
@@ -25,7 +25,6 @@ depends on a worker.
 from __future__ import annotations
 
 import logging
-import mmap
 import multiprocessing
 import multiprocessing.process
 import os
@@ -211,6 +210,17 @@ def _worker_main(parent: int, derivations: list[Derivation], channels: list[sock
                 _reply(sock, shipped)  # type: ignore[arg-type]
 
 
+def _read_memory_file(fd: int, size: int) -> bytes:
+    """The reply's IPC stream, copied into the collector's heap in one read without the GIL: the
+    arrays own their memory and the memory file goes when its descriptor is closed. Mapping the
+    file instead kept one mapping per held request (tail sampling holds thousands; the kernel
+    allows 65,530) and its pages out of the collector's RSS until first read."""
+    data = os.pread(fd, size, 0)
+    if len(data) != size:
+        raise _WorkerGone(f"the reply's memory file holds {len(data)} of {size} bytes")
+    return data
+
+
 class _WorkerGone(Exception):
     """The worker behind a channel exited while it held a request."""
 
@@ -244,10 +254,7 @@ class _Channel:
             shipped: _Shipped = pickle.loads(meta)
             if len(fds) != 1:
                 raise _WorkerGone(f"a reply came with {len(fds)} memory files")
-            import pyarrow as pa
-
-            # The arrays are read where the worker wrote them: the mapping lives as long as they do.
-            shipped.columns = pa.py_buffer(mmap.mmap(fds[0], columns_size, prot=mmap.PROT_READ))
+            shipped.columns = _read_memory_file(fds[0], columns_size)
             return shipped
         except OSError as exc:
             raise _WorkerGone(str(exc)) from None
@@ -262,8 +269,8 @@ class DecodePool:
 
     Each worker has CHANNELS_PER_WORKER socket pairs; a receiving thread takes a free channel,
     sends the request's bytes and waits on that channel for the reply. The decoded columns come
-    back in a memory file the collector maps (no copy, no pickling of the arrays), the few
-    per-request objects pickled beside it. No thread of the pool runs between requests."""
+    back in a memory file (`_read_memory_file`), the few per-request objects pickled beside it.
+    No thread of the pool runs between requests."""
 
     def __init__(self, workers: int, name: str, derivations: list[Derivation] | None = None) -> None:
         self.workers, self.name = workers, name

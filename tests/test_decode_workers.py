@@ -163,31 +163,30 @@ def test_the_pool_decodes_refuses_bad_bytes_and_starts_again_after_a_worker_dies
         pool.close()
 
 
-def mapped_memory_files(name: str) -> list[tuple[int, int]]:
-    """Address ranges of this process mapping memory files called `name`."""
-    out = []
-    for line in Path("/proc/self/maps").read_text().splitlines():
-        if f"/memfd:{name}" in line:
-            lo, hi = line.split()[0].split("-")
-            out.append((int(lo, 16), int(hi, 16)))
-    return out
+def memory_files(name: str) -> int:
+    """How many memory files called `name` this process holds open or mapped."""
+    def target(fd: str) -> str:
+        try:
+            return os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:  # the listing's own descriptor, closed by now
+            return ""
+    fds = sum(1 for fd in os.listdir("/proc/self/fd") if target(fd).startswith(f"/memfd:{name}"))
+    maps = Path("/proc/self/maps").read_text().count(f"/memfd:{name}")
+    return fds + maps
 
 
-def test_concurrent_requests_each_get_their_own_batch_read_where_the_worker_wrote_it():
+def test_concurrent_requests_each_get_their_own_batch_in_the_collectors_own_memory():
     """Sixteen threads share one worker's channels: each gets the spans it sent, none another's.
-    The batch's columns are read in place from the memory file the worker wrote (no copy), and the
-    mapping goes when the batch does. The pool runs no thread of its own between requests (a
-    process pool's feeder and result threads took a quarter of the GIL under load)."""
-    import gc
-
-    import pyarrow as pa
-
+    The columns come back in a memory file, copied into the collector's own memory (counted in
+    its RSS, not held as one mapping per request), and no file stays open.
+    The pool runs no thread of its own between requests (a process pool's feeder and result
+    threads took a quarter of the GIL under load)."""
     pool = DecodePool(1, "test")
     try:
         assert pool.ready(30)
         threads_before = {t.name for t in threading.enumerate()}
         requests_ = [make_request(20 + i) for i in range(16)]
-        got: dict[int, list[tuple[str, str]]] = {}
+        got: dict[int, list[list[tuple[str, str]]]] = {}
         errors: list[BaseException] = []
 
         def send(i: int) -> None:
@@ -208,16 +207,11 @@ def test_concurrent_requests_each_get_their_own_batch_read_where_the_worker_wrot
             assert got[i] == [ids] * 5, f"request {i} got another's spans"
         assert {t.name for t in threading.enumerate()} <= threads_before
 
-        gc.collect()
-        assert mapped_memory_files("spanpipe-decoded") == []
-        batch = pool.decode(make_request(300)[0].SerializeToString()).batch
-        texts = batch.to_arrow().column("attributes").chunk(0)
-        address = texts.buffers()[2].address
-        assert any(lo <= address < hi for lo, hi in mapped_memory_files("spanpipe-decoded"))
-        assert isinstance(texts, pa.StringArray)
-        del batch, texts
-        gc.collect()
-        assert mapped_memory_files("spanpipe-decoded") == []
+        request, ids = make_request(300)
+        batch = pool.decode(request.SerializeToString()).batch
+        assert list(zip(batch.trace_id, batch.span_id)) == ids
+        assert batch.to_arrow().column("attributes").nbytes > 0
+        assert memory_files("spanpipe-decoded") == 0  # while the batch lives: its columns are the collector's
     finally:
         pool.close()
 
