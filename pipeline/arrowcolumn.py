@@ -14,6 +14,7 @@ NaN, ±Infinity) travels beside it in `exact`, and is what a reader gets.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any, Union
 
@@ -35,6 +36,8 @@ SCALAR_COLUMNS: dict[str, pa.DataType] = {
 }
 # JSON columns and whether an empty one ("[]") reads as None, as the decoder leaves no events.
 JSON_COLUMNS: dict[str, bool] = {"attributes": False, "events": True, "links": True}
+# A key written in JSON as it is, by any encoder (nothing in it is escaped).
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9_.-]+")
 
 
 def _chunks(parts: Sequence[Arrowish]) -> list[pa.Array]:
@@ -115,6 +118,18 @@ class JsonColumn(LazyColumn):
 
     def __len__(self) -> int:
         return len(self.texts)
+
+    def rows_that_may_hold(self, keys: Sequence[str]) -> list[int] | None:
+        """The rows whose object may have one of `keys` (JSON as `dumps` writes it: a key is in its
+        text as `"key"`), found in the texts without reading them; the others surely have none. None
+        when the texts cannot tell: a key JSON would escape."""
+        if not all(_PLAIN_KEY.fullmatch(k) for k in keys):
+            return None
+        # One RE2 pass (Arrow's plain substring search is ~15x slower per key).
+        pattern = '"(?:' + "|".join(k.replace(".", r"\.") for k in keys) + ')"'
+        rows = set(self.exact)
+        rows.update(pc.indices_nonzero(pc.match_substring_regex(self.texts, pattern)).to_pylist())
+        return sorted(rows)
 
     def value_at(self, i: int) -> Any:
         """The value at `i`, read alone (the column's other texts stay unread)."""

@@ -135,6 +135,18 @@ class LazyColumn(Sequence[Any]):
     __hash__ = None  # type: ignore[assignment]
 
 
+def values_of(column: Sequence[Any]) -> Sequence[Any]:
+    """A column's values as a list, without a call per item (a LazyColumn's, read once)."""
+    return column.values() if isinstance(column, LazyColumn) else column
+
+
+def rows_that_may_hold(column: Sequence[Any], keys: Sequence[str]) -> list[int] | None:
+    """The rows of an attributes column whose mapping may have one of `keys` (the others surely
+    have none), when the column can tell without reading its values (JSON texts); else None."""
+    screen = getattr(column, "rows_that_may_hold", None)
+    return screen(keys) if screen is not None else None
+
+
 def with_changes(column: Sequence[Any], changes: dict[int, Any]) -> Sequence[Any]:
     """A new column: `column` with the values at some indices replaced (`changes`: index → new
     value). A processor that changes a few spans keeps the rest as they came (a decode worker's

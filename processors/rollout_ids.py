@@ -11,6 +11,7 @@ import orjson
 
 from spanpipe.derived import Derivation
 from spanpipe.semconv.values import first_present
+from spanpipe.spanbatch import rows_that_may_hold, values_of
 
 if TYPE_CHECKING:
     from spanpipe.spanbatch import SpanBatch
@@ -54,18 +55,24 @@ class ReadRolloutIds(Derivation):
                                                    self.sequence_id_keys]).decode()
 
     def derive(self, batch: SpanBatch) -> RolloutIds:
-        n = len(batch)
-        out = RolloutIds([None] * n, [None] * n, [None] * n, [])
-        res_ids = [tuple(first_present(keys, r.attributes)
-                         for keys in (self.rollout_id_keys, self.attempt_id_keys, self.sequence_id_keys))
-                   for r in batch.resources]
-        for i, attrs in enumerate(batch.attributes):
+        keys = (self.rollout_id_keys, self.attempt_id_keys, self.sequence_id_keys)
+        res_ids = [tuple(first_present(k, r.attributes) for k in keys) for r in batch.resources]
+        # What a span carrying none of the keys gets: its resource's ids.
+        by_resource = [(None, None, None) if rollout is None else
+                       (str(rollout), None if attempt is None else str(attempt), _as_int(seq))
+                       for rollout, attempt, seq in res_ids]
+        given = [by_resource[r] for r in batch.resource_index]
+        out = RolloutIds([g[0] for g in given], [g[1] for g in given], [g[2] for g in given], [])
+        carriers = rows_that_may_hold(batch.attributes, [k for ks in keys for k in ks])
+        attributes = values_of(batch.attributes) if carriers is None else batch.attributes
+        for i in range(len(batch)) if carriers is None else carriers:
+            attrs = attributes[i]
             res_rollout, res_attempt, res_seq = res_ids[batch.resource_index[i]]
             rollout = first_present(self.rollout_id_keys, attrs)
             if rollout is None:
                 rollout = res_rollout
             if rollout is None:
-                out.untagged.append(i)
+                out.rollouts[i] = out.attempts[i] = out.given_seq[i] = None
                 continue
             attempt = first_present(self.attempt_id_keys, attrs)
             if attempt is None:
@@ -74,4 +81,5 @@ class ReadRolloutIds(Derivation):
             out.rollouts[i] = str(rollout)
             out.attempts[i] = None if attempt is None else str(attempt)
             out.given_seq[i] = _as_int(seq if seq is not None else res_seq)
+        out.untagged = [i for i, rollout in enumerate(out.rollouts) if rollout is None]
         return out

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable
 
 from spanpipe.semconv.rewards import SpanReader
-from spanpipe.spanbatch import SpanBatch
+from spanpipe.spanbatch import SpanBatch, values_of
 from spanpipe.userregex import NameMatcher
 
 DEFAULT_LLM_SPAN_NAME = r"openai\.chat\.completion"
@@ -35,9 +35,9 @@ class RewardReader:
     def read(self, batch: SpanBatch) -> Promoted:
         n = len(batch)
         out = Promoted([None] * n, [None] * n, [None] * n, [None] * n, 0, 0)
-        for i in range(n):
-            name = batch.name[i]
-            read = self.span.read(name, batch.attributes[i], batch.events[i])
+        columns = zip(values_of(batch.name), values_of(batch.attributes), values_of(batch.events))
+        for i, (name, attrs, events) in enumerate(columns):
+            read = self.span.read(name, attrs, events)
             if read.malformed is not None:
                 out.malformed += 1
                 self.log.debug("span %s/%s (%s): reward not set: %s", batch.trace_id[i], batch.span_id[i], name,
