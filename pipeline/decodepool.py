@@ -225,6 +225,15 @@ class _WorkerGone(Exception):
     """The worker behind a channel exited while it held a request."""
 
 
+class _Refused(Exception):
+    """The worker's own exception for a request (bytes that do not decode), read in full: the
+    channel is in step and serves on."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
 @dataclass(eq=False)
 class _Channel:
     """The collector's end of one channel to a worker of pool generation `generation`."""
@@ -250,7 +259,7 @@ class _Channel:
             if meta is None:
                 raise _WorkerGone("the worker closed the channel")
             if kind == _FAILED:
-                raise pickle.loads(meta)
+                raise _Refused(pickle.loads(meta))
             shipped: _Shipped = pickle.loads(meta)
             if len(fds) != 1:
                 raise _WorkerGone(f"a reply came with {len(fds)} memory files")
@@ -348,19 +357,23 @@ class DecodePool:
             break
         try:
             shipped = channel.exchange(body, json)
-        except _WorkerGone as exc:
+        except _Refused as refused:
+            self._release(channel)
+            raise refused.error from None
+        except BaseException as exc:
+            # Gone, or out of step with its worker (a reply left unread): neither serves again.
             channel.sock.close()
             with self._lock:
                 if channel.generation == self._generation and not self._closed:
-                    log.error("%s: a decode worker exited (%s); starting the workers again", self.name, exc)
+                    log.error("%s: a decode worker exited or broke off (%s); starting the workers again",
+                              self.name, exc)
                     self._retired += self._processes
                     for process in self._processes:
                         process.kill()
                     self._start()
                 self._reap()
-            raise TransientError(f"{self.name}: the decode worker handling this request exited; retry") from None
-        except BaseException:
-            self._release(channel)  # the worker answered (a refusal of the bytes): it serves on
+            if isinstance(exc, _WorkerGone):
+                raise TransientError(f"{self.name}: the decode worker handling this request exited; retry") from None
             raise
         self._release(channel)
         return shipped.unpack()

@@ -216,6 +216,47 @@ def test_concurrent_requests_each_get_their_own_batch_in_the_collectors_own_memo
         pool.close()
 
 
+def test_a_reply_broken_off_halfway_never_answers_another_request(monkeypatch):
+    """An error in the collector process while it reads a reply (here: no memory for it) leaves
+    the rest of that reply unread: that channel must not carry another request, whose caller would
+    read the old reply's bytes as its own."""
+    from spanpipe import decodepool
+
+    pool = DecodePool(1, "test")
+    try:
+        assert pool.ready(30)
+        real = decodepool._recv_exactly
+        calls = []
+
+        def fail_once(sock, n):
+            calls.append(n)
+            if len(calls) == 1:
+                raise MemoryError("no room for the reply")
+            return real(sock, n)
+
+        monkeypatch.setattr(decodepool, "_recv_exactly", fail_once)
+        with pytest.raises(MemoryError):
+            pool.decode(make_request(5)[0].SerializeToString())
+        results: list = []
+
+        def decode_three() -> None:
+            for n in (6, 7, 8):
+                request, ids = make_request(n)
+                batch = pool.decode(request.SerializeToString()).batch
+                results.append(list(zip(batch.trace_id, batch.span_id)) == ids)
+
+        worker = threading.Thread(target=decode_three, daemon=True)
+        worker.start()
+        worker.join(30)
+        assert results == [True, True, True]
+        assert pool.ready(30)
+        request, ids = make_request(9)
+        batch = pool.decode(request.SerializeToString()).batch
+        assert list(zip(batch.trace_id, batch.span_id)) == ids
+    finally:
+        pool.close()
+
+
 def test_closing_the_pool_ends_its_workers():
     pool = DecodePool(2, "test")
     assert pool.ready(30)
