@@ -146,7 +146,7 @@ _REPLY = struct.Struct("!BQQ")
 _DECODED, _FAILED = 0, 1
 _READY = b"R"
 CHANNELS_PER_WORKER = 2  # the next request waits in the worker while the collector reads a result
-_SOCKET_BUFFER = 4 << 20
+_SOCKET_BUFFER = 4 << 20  # asked for; the kernel caps it (net.core.wmem_max)
 
 
 def _recv_exactly(sock: socket.socket, n: int) -> bytearray | None:
@@ -195,19 +195,26 @@ def _worker_main(parent: int, derivations: list[Derivation], channels: list[sock
         selector.register(sock, selectors.EVENT_READ)
     while selector.get_map():
         for key, _ in selector.select():
-            sock = key.fileobj
-            head = _recv_exactly(sock, _REQUEST.size)  # type: ignore[arg-type]
-            body = None if head is None else _recv_exactly(sock, _REQUEST.unpack(head)[0])  # type: ignore[arg-type]
-            if body is None:  # the collector closed this channel
-                selector.unregister(sock)
-                sock.close()  # type: ignore[union-attr]
-                continue
+            sock: socket.socket = key.fileobj  # type: ignore[assignment]
             try:
-                shipped = _decode(body, bool(_REQUEST.unpack(head)[1]))  # type: ignore[arg-type]
-            except Exception as exc:  # noqa: BLE001 - the caller raises it, as in-process decoding would
-                _reply_failed(sock, exc)  # type: ignore[arg-type]
-            else:
-                _reply(sock, shipped)  # type: ignore[arg-type]
+                _serve_one(sock)
+            except (OSError, EOFError):  # the collector closed this channel (or broke off a reply)
+                selector.unregister(sock)
+                sock.close()
+
+
+def _serve_one(sock: socket.socket) -> None:
+    head = _recv_exactly(sock, _REQUEST.size)
+    size, json = _REQUEST.unpack(head) if head is not None else (0, 0)
+    body = _recv_exactly(sock, size) if head is not None else None
+    if body is None:
+        raise EOFError
+    try:
+        shipped = _decode(body, bool(json))
+    except Exception as exc:  # noqa: BLE001 - the caller raises it, as in-process decoding would
+        _reply_failed(sock, exc)
+    else:
+        _reply(sock, shipped)
 
 
 def _read_memory_file(fd: int, size: int) -> bytes:

@@ -257,6 +257,30 @@ def test_a_reply_broken_off_halfway_never_answers_another_request(monkeypatch):
         pool.close()
 
 
+def test_a_worker_serves_on_when_the_collector_drops_one_of_its_channels_mid_request():
+    """The collector closes a channel whose reply it will not read (a receiving thread that broke
+    off): the worker's reply fails, and it keeps serving its other channel."""
+    from spanpipe.decodepool import _REQUEST
+
+    pool = DecodePool(1, "test")
+    try:
+        assert pool.ready(30)
+        worker = decode_workers(os.getpid())
+        channel = pool._free.get(timeout=5)
+        body = make_request(2000)[0].SerializeToString()
+        channel.sock.sendall(_REQUEST.pack(len(body), False))
+        channel.sock.sendall(body)
+        channel.sock.close()
+        time.sleep(0.5)  # the worker decodes it and finds no one to reply to
+        for n in (3, 4):
+            request, ids = make_request(n)
+            batch = pool.decode(request.SerializeToString()).batch
+            assert list(zip(batch.trace_id, batch.span_id)) == ids
+        assert decode_workers(os.getpid()) == worker
+    finally:
+        pool.close()
+
+
 def test_closing_the_pool_ends_its_workers():
     pool = DecodePool(2, "test")
     assert pool.ready(30)
