@@ -4,9 +4,9 @@ Turning a request's attributes into Python values is the collector's largest cos
 attribute) and one interpreter does it on one core. The decode is a pure function from request
 bytes to a SpanBatch, so a pool of worker processes runs it: a receiver thread sends the bytes to
 a worker over a socket pair and waits (without the GIL) for the batch. Its columns come back as
-Arrow arrays in one IPC stream (spanpipe.arrowcolumn) written into a memory file whose descriptor
-travels with the reply; the collector reads it into its heap in one `pread` without the GIL and
-reads the arrays from there: no Python object per span, no pickling of the columns, and
+Arrow arrays in one IPC stream (spanpipe.arrowcolumn) written into the channel's memory file (the
+worker made it and passed it over at start); the collector reads it into its heap in one `pread`
+without the GIL and reads the arrays from there: no Python object per span, no pickling of the columns, and
 no pool thread of the collector process between a worker and the receiver (a process pool's
 feeder and result threads cost a quarter of the GIL under load). The attribute, event and link JSON is already encoded, and the writer
 stores the arrays as they are. A processor that reads a column gets its Python values, made from
@@ -138,15 +138,18 @@ def _decode(body: bytes, json: bool) -> _Shipped:
     return _Shipped.pack(decoded, values)
 
 
-# A request: body length, OTLP/JSON flag, then the body. A reply: kind, the pickled _Shipped's
-# length (or the pickled exception's), the Arrow IPC stream's length, with the memfd holding that
-# stream passed alongside (SCM_RIGHTS); then the pickle.
+# A worker starts by sending, on each channel, READY with that channel's memory file (a memfd,
+# passed with SCM_RIGHTS). A request: body length, OTLP/JSON flag, then the body. A reply: kind,
+# the pickled _Shipped's length (or the pickled exception's), the Arrow IPC stream's length; then
+# the pickle. The stream itself is in the channel's memory file, from offset 0; the worker writes
+# it again only for the channel's next request, after the collector has read it.
 _REQUEST = struct.Struct("!QB")
 _REPLY = struct.Struct("!BQQ")
 _DECODED, _FAILED = 0, 1
 _READY = b"R"
 CHANNELS_PER_WORKER = 2  # the next request waits in the worker while the collector reads a result
 _SOCKET_BUFFER = 4 << 20  # asked for; the kernel caps it (net.core.wmem_max)
+_KEPT_MEMORY_FILE = 16 << 20  # a channel's memory file shrinks back to its last reply above this
 
 
 def _recv_exactly(sock: socket.socket, n: int) -> bytearray | None:
@@ -162,19 +165,16 @@ def _recv_exactly(sock: socket.socket, n: int) -> bytearray | None:
     return buf
 
 
-def _reply(sock: socket.socket, shipped: _Shipped) -> None:
+def _reply(sock: socket.socket, memory_file: int, shipped: _Shipped) -> None:
     columns = shipped.columns
     shipped.columns = b""
     meta = pickle.dumps(shipped, pickle.HIGHEST_PROTOCOL)
-    fd = os.memfd_create("spanpipe-decoded", os.MFD_CLOEXEC)
-    try:
-        view, written = memoryview(columns), 0
-        while written < len(view):
-            written += os.write(fd, view[written:])
-        socket.send_fds(sock, [_REPLY.pack(_DECODED, len(meta), len(view))], [fd])
-    finally:
-        os.close(fd)
-    sock.sendall(meta)
+    view, written = memoryview(columns), 0
+    while written < len(view):  # into pages the file already has: no new page to clear per reply
+        written += os.pwrite(memory_file, view[written:], written)
+    if os.fstat(memory_file).st_size > max(_KEPT_MEMORY_FILE, 2 * len(view)):
+        os.ftruncate(memory_file, len(view))  # one huge request does not keep its size for ever
+    sock.sendall(_REPLY.pack(_DECODED, len(meta), len(view)) + meta)
 
 
 def _reply_failed(sock: socket.socket, exc: BaseException) -> None:
@@ -191,19 +191,21 @@ def _worker_main(parent: int, derivations: list[Derivation], channels: list[sock
     _worker_init(parent, derivations)
     selector = selectors.DefaultSelector()
     for sock in channels:
-        sock.sendall(_READY)
-        selector.register(sock, selectors.EVENT_READ)
+        memory_file = os.memfd_create("spanpipe-decoded", os.MFD_CLOEXEC)
+        socket.send_fds(sock, [_READY], [memory_file])
+        selector.register(sock, selectors.EVENT_READ, memory_file)
     while selector.get_map():
         for key, _ in selector.select():
             sock: socket.socket = key.fileobj  # type: ignore[assignment]
             try:
-                _serve_one(sock)
+                _serve_one(sock, key.data)
             except (OSError, EOFError):  # the collector closed this channel (or broke off a reply)
                 selector.unregister(sock)
                 sock.close()
+                os.close(key.data)
 
 
-def _serve_one(sock: socket.socket) -> None:
+def _serve_one(sock: socket.socket, memory_file: int) -> None:
     head = _recv_exactly(sock, _REQUEST.size)
     size, json = _REQUEST.unpack(head) if head is not None else (0, 0)
     body = _recv_exactly(sock, size) if head is not None else None
@@ -214,14 +216,14 @@ def _serve_one(sock: socket.socket) -> None:
     except Exception as exc:  # noqa: BLE001 - the caller raises it, as in-process decoding would
         _reply_failed(sock, exc)
     else:
-        _reply(sock, shipped)
+        _reply(sock, memory_file, shipped)
 
 
 def _read_memory_file(fd: int, size: int) -> bytes:
     """The reply's IPC stream, copied into the collector's heap in one read without the GIL: the
-    arrays own their memory and the memory file goes when its descriptor is closed. Mapping the
-    file instead kept one mapping per held request (tail sampling holds thousands; the kernel
-    allows 65,530) and its pages out of the collector's RSS until first read."""
+    arrays own their memory, and the worker may write the file's next reply. Mapping the file
+    instead would keep one mapping per held request (tail sampling holds thousands; the kernel
+    allows 65,530), and its pages out of the collector's RSS until first read."""
     data = os.pread(fd, size, 0)
     if len(data) != size:
         raise _WorkerGone(f"the reply's memory file holds {len(data)} of {size} bytes")
@@ -247,20 +249,15 @@ class _Channel:
 
     sock: socket.socket
     generation: int
+    memory_file: int = -1  # the worker's, for this channel's replies: received with READY
 
     def exchange(self, body: bytes, json: bool) -> _Shipped:
         try:
             self.sock.sendall(_REQUEST.pack(len(body), json))
             self.sock.sendall(body)
-            head, fds, _, _ = socket.recv_fds(self.sock, _REPLY.size, 1)
-        except OSError as exc:
-            raise _WorkerGone(str(exc)) from None
-        try:
-            if len(head) < _REPLY.size:
-                rest = _recv_exactly(self.sock, _REPLY.size - len(head)) if head else None
-                if rest is None:
-                    raise _WorkerGone("the worker closed the channel")
-                head += rest
+            head = _recv_exactly(self.sock, _REPLY.size)
+            if head is None:
+                raise _WorkerGone("the worker closed the channel")
             kind, meta_size, columns_size = _REPLY.unpack(head)
             meta = _recv_exactly(self.sock, meta_size)
             if meta is None:
@@ -268,15 +265,16 @@ class _Channel:
             if kind == _FAILED:
                 raise _Refused(pickle.loads(meta))
             shipped: _Shipped = pickle.loads(meta)
-            if len(fds) != 1:
-                raise _WorkerGone(f"a reply came with {len(fds)} memory files")
-            shipped.columns = _read_memory_file(fds[0], columns_size)
+            shipped.columns = _read_memory_file(self.memory_file, columns_size)
             return shipped
         except OSError as exc:
             raise _WorkerGone(str(exc)) from None
-        finally:
-            for fd in fds:
-                os.close(fd)
+
+    def close(self) -> None:
+        self.sock.close()
+        if self.memory_file >= 0:
+            os.close(self.memory_file)
+            self.memory_file = -1
 
 
 class DecodePool:
@@ -285,7 +283,8 @@ class DecodePool:
 
     Each worker has CHANNELS_PER_WORKER socket pairs; a receiving thread takes a free channel,
     sends the request's bytes and waits on that channel for the reply. The decoded columns come
-    back in a memory file (`_read_memory_file`), the few per-request objects pickled beside it.
+    back in the channel's memory file (`_read_memory_file`), the few per-request objects pickled
+    on the socket.
     No thread of the pool runs between requests."""
 
     def __init__(self, workers: int, name: str, derivations: list[Derivation] | None = None) -> None:
@@ -326,9 +325,15 @@ class DecodePool:
         """Offer each channel once its worker has started (its interpreter and imports: ~1 s)."""
         for channel in channels:
             try:
-                started = channel.sock.recv(1) == _READY
+                message, fds, _, _ = socket.recv_fds(channel.sock, len(_READY), 1)
             except OSError:
-                started = False
+                message, fds = b"", []
+            started = message == _READY and len(fds) == 1
+            if started:
+                channel.memory_file = fds[0]
+            else:
+                for fd in fds:
+                    os.close(fd)
             if not started:  # it died starting; a request on it finds that out and restarts the pool
                 log.error("%s: a decode worker exited while starting", self.name)
             self._release(channel)
@@ -336,7 +341,7 @@ class DecodePool:
 
     def _release(self, channel: _Channel) -> None:
         if self._closed:
-            channel.sock.close()  # its worker exits once all its channels are closed
+            channel.close()  # its worker exits once all its channels are closed
         else:
             self._free.put(channel)
 
@@ -359,7 +364,7 @@ class DecodePool:
             except queue.Empty:
                 continue
             if channel.generation != self._generation or self._closed:
-                channel.sock.close()  # a channel of workers since replaced
+                channel.close()  # a channel of workers since replaced
                 continue
             break
         try:
@@ -369,7 +374,7 @@ class DecodePool:
             raise refused.error from None
         except BaseException as exc:
             # Gone, or out of step with its worker (a reply left unread): neither serves again.
-            channel.sock.close()
+            channel.close()
             with self._lock:
                 if channel.generation == self._generation and not self._closed:
                     log.error("%s: a decode worker exited or broke off (%s); starting the workers again",
@@ -394,7 +399,7 @@ class DecodePool:
             processes, self._processes = self._processes, []
         while True:  # idle channels: closing them ends their workers (in-flight ones end with their request)
             try:
-                self._free.get_nowait().sock.close()
+                self._free.get_nowait().close()
             except queue.Empty:
                 break
         for process in processes + self._retired:

@@ -18,7 +18,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
 from collector import Collector, grpc_export, wait_for
 from otlp_requests import kv, make_request
-from spanpipe.decodepool import DecodePool, _decode
+from spanpipe.decodepool import CHANNELS_PER_WORKER, DecodePool, _decode
 from spanpipe.otlp import decode_traces_protobuf
 
 
@@ -163,22 +163,21 @@ def test_the_pool_decodes_refuses_bad_bytes_and_starts_again_after_a_worker_dies
         pool.close()
 
 
-def memory_files(name: str) -> int:
-    """How many memory files called `name` this process holds open or mapped."""
+def memory_files(name: str) -> tuple[int, int]:
+    """(descriptors open, mappings) of memory files called `name` in this process."""
     def target(fd: str) -> str:
         try:
             return os.readlink(f"/proc/self/fd/{fd}")
         except OSError:  # the listing's own descriptor, closed by now
             return ""
     fds = sum(1 for fd in os.listdir("/proc/self/fd") if target(fd).startswith(f"/memfd:{name}"))
-    maps = Path("/proc/self/maps").read_text().count(f"/memfd:{name}")
-    return fds + maps
+    return fds, Path("/proc/self/maps").read_text().count(f"/memfd:{name}")
 
 
 def test_concurrent_requests_each_get_their_own_batch_in_the_collectors_own_memory():
     """Sixteen threads share one worker's channels: each gets the spans it sent, none another's.
-    The columns come back in a memory file, copied into the collector's own memory (counted in
-    its RSS, not held as one mapping per request), and no file stays open.
+    The columns come back in the channel's memory file, copied into the collector's own memory
+    (counted in its RSS, not held as one mapping per request).
     The pool runs no thread of its own between requests (a process pool's feeder and result
     threads took a quarter of the GIL under load)."""
     pool = DecodePool(1, "test")
@@ -211,7 +210,9 @@ def test_concurrent_requests_each_get_their_own_batch_in_the_collectors_own_memo
         batch = pool.decode(request.SerializeToString()).batch
         assert list(zip(batch.trace_id, batch.span_id)) == ids
         assert batch.to_arrow().column("attributes").nbytes > 0
-        assert memory_files("spanpipe-decoded") == 0  # while the batch lives: its columns are the collector's
+        # While the batch lives its columns are the collector's: nothing maps a worker's memory
+        # file, and those open are the channels' own, one each, however many requests went by.
+        assert memory_files("spanpipe-decoded") == (CHANNELS_PER_WORKER, 0)
     finally:
         pool.close()
 
@@ -277,6 +278,27 @@ def test_a_worker_serves_on_when_the_collector_drops_one_of_its_channels_mid_req
             batch = pool.decode(request.SerializeToString()).batch
             assert list(zip(batch.trace_id, batch.span_id)) == ids
         assert decode_workers(os.getpid()) == worker
+    finally:
+        pool.close()
+
+
+def test_a_huge_request_does_not_keep_its_memory_file_large():
+    pool = DecodePool(1, "test")
+    try:
+        assert pool.ready(30)
+        big, ids = make_request(30000)
+        assert len(pool.decode(big.SerializeToString())) == len(ids)
+        channels = [pool._free.get(timeout=5) for _ in range(CHANNELS_PER_WORKER)]
+        sizes = [os.fstat(c.memory_file).st_size for c in channels]
+        assert max(sizes) > 16 << 20, sizes
+        for c in channels:
+            pool._free.put(c)
+        for _ in range(CHANNELS_PER_WORKER):
+            assert len(pool.decode(make_request(5)[0].SerializeToString())) == 5
+        channels = [pool._free.get(timeout=5) for _ in range(CHANNELS_PER_WORKER)]
+        assert all(os.fstat(c.memory_file).st_size < 1 << 20 for c in channels)
+        for c in channels:
+            pool._free.put(c)
     finally:
         pool.close()
 
