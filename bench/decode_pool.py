@@ -21,26 +21,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.load import is_resource_tracker, proc_stats, tree_pids  # noqa: E402
 from bench.workload import build_request  # noqa: E402
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def children(pid: int) -> list[int]:
-    out = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-                cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid and b"spawn_main" in cmdline:
-                out.append(int(entry))
-    return out
 
 
 def main() -> None:
@@ -61,7 +43,7 @@ def main() -> None:
     pool = DecodePool(1, "bench", downstream(FanOut([RolloutProcessor("rollout", RolloutConfig(), reward)])))
     try:
         assert pool.ready(60), "the decode worker did not start"
-        worker = children(os.getpid())[0]
+        worker = next(p for p in tree_pids(os.getpid())[1:] if not is_resource_tracker(p))
         rng = random.Random(1)
         bodies = [build_request(args.spans_per_request, rng, f"ro-{i}")[0] for i in range(16)]
 
@@ -71,13 +53,13 @@ def main() -> None:
 
         spans = args.threads * args.requests * args.spans_per_request
         for run in range(args.runs):
-            w0, c0, t0 = cpu_seconds(worker), time.process_time(), time.perf_counter()
+            w0, c0, t0 = proc_stats(worker)[0], time.process_time(), time.perf_counter()
             threads = [threading.Thread(target=send) for _ in range(args.threads)]
             for t in threads:
                 t.start()
             for t in threads:
                 t.join()
-            w1, c1, t1 = cpu_seconds(worker), time.process_time(), time.perf_counter()
+            w1, c1, t1 = proc_stats(worker)[0], time.process_time(), time.perf_counter()
             print(f"run {run + 1}: {spans / (t1 - t0):10,.0f} spans/s   CPU per span: worker "
                   f"{(w1 - w0) / spans * 1e6:5.2f} µs, calling process {(c1 - c0) / spans * 1e6:5.2f} µs")
     finally:

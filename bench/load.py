@@ -143,7 +143,7 @@ def tree_pids(pid: int) -> list[int]:
     return out
 
 
-def _is_resource_tracker(pid: int) -> bool:
+def is_resource_tracker(pid: int) -> bool:
     """multiprocessing's helper process, a child of the collector that decodes nothing."""
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
@@ -313,7 +313,7 @@ def main() -> int:
     main_cpu = cpu_seen[coll.pid] - main_cpu0
     main_peak = proc_stats(coll.pid)[1]  # VmHWM: what the memory_limiter's limit is about
     peak, peak_pss = max(peak, rss_now), max(peak_pss, pss_now)
-    helpers = [_is_resource_tracker(p) for p in tree_pids(coll.pid)[1:]]
+    helpers = [is_resource_tracker(p) for p in tree_pids(coll.pid)[1:]]
     workers, trackers = helpers.count(False), helpers.count(True)
     probes = idle_probe(f"127.0.0.1:{port}", coll.pid, args.idle_probe) if args.idle_probe else []
     coll.send_signal(signal.SIGTERM)
