@@ -284,8 +284,7 @@ class DecodePool:
     Each worker has CHANNELS_PER_WORKER socket pairs; a receiving thread takes a free channel,
     sends the request's bytes and waits on that channel for the reply. The decoded columns come
     back in the channel's memory file (`_read_memory_file`), the few per-request objects pickled
-    on the socket.
-    No thread of the pool runs between requests."""
+    on the socket. No thread of the pool runs between requests."""
 
     def __init__(self, workers: int, name: str, derivations: list[Derivation] | None = None) -> None:
         self.workers, self.name = workers, name
@@ -328,13 +327,11 @@ class DecodePool:
                 message, fds, _, _ = socket.recv_fds(channel.sock, len(_READY), 1)
             except OSError:
                 message, fds = b"", []
-            started = message == _READY and len(fds) == 1
-            if started:
+            if message == _READY and len(fds) == 1:
                 channel.memory_file = fds[0]
-            else:
+            else:  # it died starting; a request on this channel finds that out and restarts the pool
                 for fd in fds:
                     os.close(fd)
-            if not started:  # it died starting; a request on it finds that out and restarts the pool
                 log.error("%s: a decode worker exited while starting", self.name)
             self._release(channel)
         ready.set()
