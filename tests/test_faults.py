@@ -320,6 +320,16 @@ def _limited_collector(tmp_path: Path, limit_mib: int) -> Collector:
         "batch": {"timeout": "50ms"}})
 
 
+def test_the_decode_price_counts_every_zero_byte_of_any_buffer():
+    from spanpipe.admission import BYTES_PER_ZERO_BYTE, TYPICAL_EXPANSION, WORST_EXPANSION, decode_cost
+    spans = b"\x0a\x02ab" * 5000 + b"\x0a\x00" * 50  # mostly ordinary, some empty messages
+    assert decode_cost(spans) == len(spans) * TYPICAL_EXPANSION + 50 * BYTES_PER_ZERO_BYTE
+    for body in (b"", b"span", bytearray(b"\x00a\x00"), memoryview(b"\x00\x00\x00x")[1:]):
+        zeros = bytes(body).count(0)
+        assert decode_cost(body) == min(len(body) * WORST_EXPANSION,
+                                        len(body) * TYPICAL_EXPANSION + zeros * BYTES_PER_ZERO_BYTE)
+
+
 def test_a_decompression_bomb_is_refused_before_it_is_decoded(tmp_path):
     """19 KB of gzip inflating to 19 MiB of empty ResourceSpans took RSS to 862 MiB at a 300 MiB
     limit: the worst-case cost of decoding is reserved first, so it is refused (413), ten at once too."""
