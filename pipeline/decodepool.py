@@ -328,6 +328,7 @@ class DecodePool:
             except OSError:
                 message, fds = b"", []
             if message == _READY and len(fds) == 1:
+                os.set_inheritable(fds[0], False)  # received descriptors are not close-on-exec
                 channel.memory_file = fds[0]
             else:  # it died starting; a request on this channel finds that out and restarts the pool
                 for fd in fds:

@@ -213,6 +213,10 @@ def test_concurrent_requests_each_get_their_own_batch_in_the_collectors_own_memo
         # While the batch lives its columns are the collector's: nothing maps a worker's memory
         # file, and those open are the channels' own, one each, however many requests went by.
         assert memory_files("spanpipe-decoded") == (CHANNELS_PER_WORKER, 0)
+        channels = [pool._free.get(timeout=5) for _ in range(CHANNELS_PER_WORKER)]
+        assert not any(os.get_inheritable(c.memory_file) for c in channels), "a child process would inherit them"
+        for c in channels:
+            pool._free.put(c)
     finally:
         pool.close()
 
