@@ -152,15 +152,15 @@ _SOCKET_BUFFER = 4 << 20  # asked for; the kernel caps it (net.core.wmem_max)
 _KEPT_MEMORY_FILE = 16 << 20  # a channel's memory file shrinks back to its last reply above this
 
 
-def _recv_exactly(sock: socket.socket, n: int) -> bytearray | None:
-    """`n` bytes from `sock`, or None when the other end closed first."""
+def _recv_exactly(sock: socket.socket, n: int) -> bytearray:
+    """`n` bytes from `sock`; EOFError when the other end closed first."""
     buf = bytearray(n)
     view = memoryview(buf)
     got = 0
     while got < n:
         k = sock.recv_into(view[got:], n - got)
         if not k:
-            return None
+            raise EOFError("the other end closed the channel")
         got += k
     return buf
 
@@ -206,11 +206,8 @@ def _worker_main(parent: int, derivations: list[Derivation], channels: list[sock
 
 
 def _serve_one(sock: socket.socket, memory_file: int) -> None:
-    head = _recv_exactly(sock, _REQUEST.size)
-    size, json = _REQUEST.unpack(head) if head is not None else (0, 0)
-    body = _recv_exactly(sock, size) if head is not None else None
-    if body is None:
-        raise EOFError
+    size, json = _REQUEST.unpack(_recv_exactly(sock, _REQUEST.size))
+    body = _recv_exactly(sock, size)
     try:
         shipped = _decode(body, bool(json))
     except Exception as exc:  # noqa: BLE001 - the caller raises it, as in-process decoding would
@@ -255,19 +252,14 @@ class _Channel:
         try:
             self.sock.sendall(_REQUEST.pack(len(body), json))
             self.sock.sendall(body)
-            head = _recv_exactly(self.sock, _REPLY.size)
-            if head is None:
-                raise _WorkerGone("the worker closed the channel")
-            kind, meta_size, columns_size = _REPLY.unpack(head)
+            kind, meta_size, columns_size = _REPLY.unpack(_recv_exactly(self.sock, _REPLY.size))
             meta = _recv_exactly(self.sock, meta_size)
-            if meta is None:
-                raise _WorkerGone("the worker closed the channel")
             if kind == _FAILED:
                 raise _Refused(pickle.loads(meta))
             shipped: _Shipped = pickle.loads(meta)
             shipped.columns = _read_memory_file(self.memory_file, columns_size)
             return shipped
-        except OSError as exc:
+        except (OSError, EOFError) as exc:
             raise _WorkerGone(str(exc)) from None
 
     def close(self) -> None:
@@ -371,25 +363,26 @@ class DecodePool:
             self._release(channel)
             raise refused.error from None
         except BaseException as exc:
-            # Gone, or out of step with its worker (a reply left unread): neither serves again.
-            channel.close()
-            with self._lock:
-                if channel.generation == self._generation and not self._closed:
-                    log.error("%s: a decode worker exited or broke off (%s); starting the workers again",
-                              self.name, exc)
-                    self._retired += self._processes
-                    for process in self._processes:
-                        process.kill()
-                    self._start()
-                self._reap()
+            self._start_again(channel, exc)
             if isinstance(exc, _WorkerGone):
                 raise TransientError(f"{self.name}: the decode worker handling this request exited; retry") from None
             raise
         self._release(channel)
         return shipped.unpack()
 
-    def _reap(self) -> None:
-        self._retired = [p for p in self._retired if p.is_alive()]  # is_alive() collects an exited one
+    def _start_again(self, channel: _Channel, exc: BaseException) -> None:
+        """A channel whose worker is gone, or that is out of step with it (a reply left unread),
+        never serves again: the workers of its generation are replaced (once, whichever request
+        found out first)."""
+        channel.close()
+        with self._lock:
+            if channel.generation == self._generation and not self._closed:
+                log.error("%s: a decode worker exited or broke off (%s); starting the workers again", self.name, exc)
+                self._retired += self._processes
+                for process in self._processes:
+                    process.kill()
+                self._start()
+            self._retired = [p for p in self._retired if p.is_alive()]  # is_alive() collects an exited one
 
     def close(self) -> None:
         with self._lock:

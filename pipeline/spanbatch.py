@@ -127,6 +127,11 @@ class LazyColumn(Sequence[Any]):
         """The column with the values at some indices replaced (`changes`: index → new value)."""
         return _changed_list(self, changes)
 
+    def rows_that_may_hold(self, keys: Sequence[str]) -> list[int] | None:
+        """For a column of mappings: the rows whose mapping may have one of `keys` (the others
+        surely have none), when the column can tell without reading its values; else None."""
+        return None
+
     def __eq__(self, other: object) -> bool:
         if isinstance(other, (list, LazyColumn)):
             return list(self) == list(other)
@@ -141,10 +146,8 @@ def values_of(column: Sequence[Any]) -> Sequence[Any]:
 
 
 def rows_that_may_hold(column: Sequence[Any], keys: Sequence[str]) -> list[int] | None:
-    """The rows of an attributes column whose mapping may have one of `keys` (the others surely
-    have none), when the column can tell without reading its values (JSON texts); else None."""
-    screen = getattr(column, "rows_that_may_hold", None)
-    return screen(keys) if screen is not None else None
+    """LazyColumn.rows_that_may_hold, for any column (a list cannot tell: None)."""
+    return column.rows_that_may_hold(keys) if isinstance(column, LazyColumn) else None
 
 
 def with_changes(column: Sequence[Any], changes: dict[int, Any]) -> Sequence[Any]:
