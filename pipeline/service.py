@@ -18,6 +18,7 @@ from spanpipe.component import (C, Component, Consumer, Consumers, Exporter, Ext
                                  extension_as)
 from spanpipe.config import Config
 from spanpipe.configyaml import component_type
+from spanpipe.procmem import collect_garbage_less_often
 from spanpipe.registry import Registry
 from spanpipe.selftelemetry import SelfTelemetry
 
@@ -134,6 +135,7 @@ class Service:
         previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
         try:
             self.start()
+            collect_garbage_less_often()
             while not stop.wait(0.5):
                 pass
         finally:

@@ -9,9 +9,10 @@ from __future__ import annotations
 import threading
 from typing import Any, Callable
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, GCCollector, Histogram
 
 REGISTRY = CollectorRegistry(auto_describe=True)
+GCCollector(registry=REGISTRY)  # python_gc_collections_total{generation}: how often the collector stops for it
 
 # Our own metrics, not otelcol's: exposed as spanpipe_<name>.
 OURS = ("rewards_extracted", "reward_malformed", "rollouts_completed", "warehouse_rows", "memory_limiter_state",
