@@ -1,10 +1,14 @@
-"""debug and file exporters, and one pipeline fanning out to several exporters."""
+"""debug and file exporters, one pipeline fanning out to several exporters, and the duckdb exporter's
+reading of a batch that holds a span twice."""
 
 from __future__ import annotations
 
 
+import pyarrow as pa
+
 from collector import Collector, free_port
 from otlp_requests import make_request
+from spanpipe.exporters.duckdb import first_of_each_span
 from spanpipe.otlp import decode_traces_json
 from spanpipe.warehouse import Warehouse
 from test_otlp_http_grpc import grpc_export
@@ -60,3 +64,19 @@ def test_debug_exporter_prints_each_span_at_normal_verbosity(tmp_path):
     for _, span_id in ids:
         assert f"span={span_id}" in log
     assert '"bytes":"AAH+/w=="' in log and "service=test-svc" in log
+
+
+def test_a_batch_keeps_each_span_once_and_spans_that_only_share_a_span_id():
+    """A client's retry merged into the batch of its first attempt repeats (trace id, span id): the
+    first row stays. Span ids alone may repeat across traces (they are unique only within one):
+    every such span stays."""
+    def table(pairs):
+        return pa.table({"trace_id": [t for t, _ in pairs], "span_id": [s for _, s in pairs],
+                         "name": [f"row{i}" for i in range(len(pairs))]})
+
+    distinct = table([("t1", "s1"), ("t1", "s2"), ("t2", "s3")])
+    assert first_of_each_span(distinct) is distinct
+    shared_span_ids = table([("t1", "s1"), ("t2", "s1"), ("t3", "s1")])
+    assert first_of_each_span(shared_span_ids).column("name").to_pylist() == ["row0", "row1", "row2"]
+    retried = table([("t1", "s1"), ("t2", "s1"), ("t1", "s1"), ("t1", "s2")])
+    assert first_of_each_span(retried).column("name").to_pylist() == ["row0", "row1", "row3"]
