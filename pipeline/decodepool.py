@@ -78,6 +78,9 @@ def _worker_init(parent: int, derivations: list[Derivation]) -> None:
     importguard.keep_out("pandas", "numpy")
     import spanpipe.arrowcolumn  # noqa: F401 - loaded before the first request, not during it
     import spanpipe.otlp_columns  # noqa: F401
+    from spanpipe.procmem import collect_garbage_less_often
+
+    collect_garbage_less_often()
 
 
 @dataclass(slots=True)

@@ -54,9 +54,9 @@ def release_memory() -> None:
 
 
 def collect_garbage_less_often() -> None:
-    """For a long-running collector, once its pipeline is built: what start-up made (modules,
-    config, components) is frozen out of every collection, and the first generation is collected
-    after FIRST_GENERATION_THRESHOLD allocations instead of 700."""
+    """For a long-running collector once its pipeline is built, and a decode worker once it has
+    loaded: what start-up made (modules, config, components) is frozen out of every collection,
+    and the first generation is collected after FIRST_GENERATION_THRESHOLD allocations, not 700."""
     gc.freeze()
     _, second, third = gc.get_threshold()
     gc.set_threshold(FIRST_GENERATION_THRESHOLD, second, third)

@@ -4,6 +4,7 @@ collector killed -9 leaves no worker behind."""
 
 from __future__ import annotations
 
+import gc
 import math
 import os
 import pickle
@@ -18,7 +19,10 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
 from collector import Collector, grpc_export, wait_for
 from otlp_requests import kv, make_request
+from spanpipe import derived
 from spanpipe.decodepool import CHANNELS_PER_WORKER, DecodePool, _decode
+from spanpipe.derived import Derivation
+from spanpipe.procmem import FIRST_GENERATION_THRESHOLD
 from spanpipe.otlp import decode_traces_protobuf
 
 
@@ -321,6 +325,30 @@ def test_closing_the_pool_ends_its_workers():
     with pytest.raises(TransientError, match="shutting down"):
         pool.decode(make_request(3)[0].SerializeToString())
 
+
+
+class GarbageCollectorSettings(Derivation):
+    """How the process that derives is set to collect garbage (a worker, when a pool derives)."""
+
+    name = key = "gc-settings"
+
+    def derive(self, batch):
+        return gc.get_threshold()[0], gc.get_freeze_count()
+
+
+def test_a_decode_worker_collects_garbage_rarely():
+    """Each request's dicts and lists are containers that live until the reply is sent; collected
+    every 700 allocations, a worker walked them ~100 times per second under load (0.25 s of its
+    CPU per 15 s run, 0.016 s at 20,000)."""
+    pool = DecodePool(1, "test", [GarbageCollectorSettings()])
+    try:
+        assert pool.ready(30)
+        decoded = pool.decode(make_request(3)[0].SerializeToString())
+        threshold, frozen = derived.derived_value(decoded.batch, GarbageCollectorSettings.key)
+    finally:
+        pool.close()
+    assert threshold == FIRST_GENERATION_THRESHOLD
+    assert frozen > 1000, "what start-up made is frozen out of the collections"
 
 def collector_with(tmp_path: Path, workers: int | str, name: str) -> Collector:
     d = tmp_path / name
