@@ -1,5 +1,5 @@
 """The process's memory: RSS, the machine's (or cgroup's) total, handing freed heap back, and how
-often the collector's garbage collector runs."""
+often Python's garbage collector runs in a long-running process."""
 
 from __future__ import annotations
 

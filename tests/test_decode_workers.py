@@ -22,8 +22,8 @@ from otlp_requests import kv, make_request
 from spanpipe import derived
 from spanpipe.decodepool import CHANNELS_PER_WORKER, DecodePool, _decode
 from spanpipe.derived import Derivation
-from spanpipe.procmem import FIRST_GENERATION_THRESHOLD
 from spanpipe.otlp import decode_traces_protobuf
+from spanpipe.procmem import FIRST_GENERATION_THRESHOLD
 
 
 def children(pid: int) -> list[int]:
@@ -326,7 +326,6 @@ def test_closing_the_pool_ends_its_workers():
         pool.decode(make_request(3)[0].SerializeToString())
 
 
-
 class GarbageCollectorSettings(Derivation):
     """How the process that derives is set to collect garbage (a worker, when a pool derives)."""
 
@@ -349,6 +348,7 @@ def test_a_decode_worker_collects_garbage_rarely():
         pool.close()
     assert threshold == FIRST_GENERATION_THRESHOLD
     assert frozen > 1000, "what start-up made is frozen out of the collections"
+
 
 def collector_with(tmp_path: Path, workers: int | str, name: str) -> Collector:
     d = tmp_path / name

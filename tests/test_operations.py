@@ -235,7 +235,7 @@ def test_a_running_collector_collects_garbage_rarely_and_says_how_often(tmp_path
     with c:
         first = metric(scrape(c), "python_gc_collections_total", generation="0")
         sent = 0
-        for i in range(40):
+        for _ in range(40):
             request, _ = make_request(512)
             assert grpc_export(c.grpc_endpoint, request)[0] == "OK"
             sent += 512
