@@ -41,23 +41,34 @@ def _enum_column(values: Sequence[int], names: tuple[str, ...], dictionary: pa.A
 
 
 def reward_dimensions_table(batch: SpanBatch) -> pa.Table | None:
-    """Rows (trace_id, span_id, idx, name, value, source) of the `reward_dimensions` column."""
+    """Rows (trace_id, span_id, idx, name, value, source) of the `reward_dimensions` column. The ids
+    are taken at the few rewarded rows only: a batch's id columns (from a decode worker, Arrow) are
+    never turned into Python strings for this."""
     col = batch.extra.get("reward_dimensions")
     if not col:
         return None
-    rows: dict[str, list[Any]] = {k: [] for k in ("trace_id", "span_id", "idx", "name", "value", "source")}
+    rows: list[int] = []
+    fields: dict[str, list[Any]] = {"idx": [], "name": [], "value": [], "source": []}
     for i, dims in enumerate(col):
         for idx, d in enumerate(dims or ()):
-            rows["trace_id"].append(batch.trace_id[i])
-            rows["span_id"].append(batch.span_id[i])
-            rows["idx"].append(idx)
-            rows["name"].append(d["name"])
-            rows["value"].append(d["value"])
-            rows["source"].append(d["source"])
-    if not rows["idx"]:
+            rows.append(i)
+            fields["idx"].append(idx)
+            fields["name"].append(d["name"])
+            fields["value"].append(d["value"])
+            fields["source"].append(d["source"])
+    if not rows:
         return None
-    return pa.table({k: pa.array(v, pa.int32() if k == "idx" else pa.float64() if k == "value" else pa.string())
-                     for k, v in rows.items()})
+    text = pa.string()
+    return pa.table({"trace_id": _at(batch.trace_id, rows, text), "span_id": _at(batch.span_id, rows, text),
+                     "idx": pa.array(fields["idx"], pa.int32()), "name": pa.array(fields["name"], text),
+                     "value": pa.array(fields["value"], pa.float64()), "source": pa.array(fields["source"], text)})
+
+
+def _at(column: Sequence[Any], rows: list[int], typ: pa.DataType) -> Any:
+    """The column's values at `rows`, as Arrow."""
+    if isinstance(column, ArrowColumn):
+        return pc.take(column.array, pa.array(rows, pa.int64())).cast(typ)
+    return pa.array([column[i] for i in rows], typ)
 
 
 def spans_table(batch: SpanBatch) -> pa.Table:

@@ -121,6 +121,36 @@ def test_every_column_from_a_worker_reads_as_decoded_in_process_also_after_take_
         SpanBatch.concat([here, here.take(picked)]).to_arrow())
 
 
+
+def test_reward_dimension_rows_take_a_workers_ids_at_the_rewarded_spans_only():
+    """The writer's `reward_dimensions` rows: a worker's id columns (Arrow, chunked after concat) are
+    read at the rewarded spans only, never turned into Python strings; the rows equal those of the
+    batch decoded in process (lists), also after concat and take."""
+    from spanpipe.spanbatch import SpanBatch
+
+    body = odd_request()[0].SerializeToString()
+    here = decode_traces_protobuf(body).batch
+    there = _decode(body, False).unpack().batch
+    n = len(here)
+    dims: list = [None] * n
+    dims[1] = [{"name": "primary", "value": 1.0, "source": "agentlightning"},
+               {"name": "length", "value": 3.0, "source": "agentlightning"}]
+    dims[n - 1] = [{"name": "primary", "value": -1.0, "source": "extra"}]
+
+    def rows(batch: SpanBatch) -> list[tuple]:
+        return [tuple(r.values()) for r in batch.reward_dimensions_arrow().to_pylist()]
+
+    ids = list(zip(here.trace_id, here.span_id))
+    expected = [(*ids[1], 0, "primary", 1.0, "agentlightning"), (*ids[1], 1, "length", 3.0, "agentlightning"),
+                (*ids[n - 1], 0, "primary", -1.0, "extra")]
+    assert rows(here.with_columns(reward_dimensions=dims)) == expected
+    worker = there.with_columns(reward_dimensions=dims)
+    assert rows(worker) == expected
+    twice = SpanBatch.concat([worker, worker.take([n - 1, 0, 1])])
+    assert rows(twice) == expected + [expected[2], expected[0], expected[1]]
+    assert there.trace_id._list is None and there.span_id._list is None
+    assert twice.trace_id._list is None and twice.span_id._list is None
+
 def test_a_batch_from_a_worker_is_the_batch_decoded_in_process():
     """What processors see (value types included: bytes, NaN, ±Infinity) and what the writer
     stores are the same whichever process decoded the request."""
