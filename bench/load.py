@@ -314,7 +314,8 @@ def main() -> int:
     main_peak = proc_stats(coll.pid)[1]  # VmHWM: what the memory_limiter's limit is about
     peak, peak_pss = max(peak, rss_now), max(peak_pss, pss_now)
     helpers = [is_resource_tracker(p) for p in tree_pids(coll.pid)[1:]]
-    workers, trackers = helpers.count(False), helpers.count(True)
+    workers = helpers.count(False)
+    tracker_note = " and multiprocessing's resource tracker" if True in helpers else ""
     probes = idle_probe(f"127.0.0.1:{port}", coll.pid, args.idle_probe) if args.idle_probe else []
     coll.send_signal(signal.SIGTERM)
     rc = coll.wait(600)
@@ -344,7 +345,7 @@ def main() -> int:
     print(f"duplicated spans         {stored - distinct}")
     print(f"collector CPU            {(cpu1 - cpu0) / (load_end - start_at) * 100:.0f}% of one core during load "
           f"({main_cpu / (load_end - start_at) * 100:.0f}% the collector process, the rest its {workers} "
-          f"decode worker(s){' and multiprocessing' + chr(39) + 's resource tracker' if trackers else ''})")
+          f"decode worker(s){tracker_note})")
     client_cpu = sum(r["cpu"] for r in results)
     print(f"load clients CPU         {client_cpu / (load_end - start_at) * 100:.0f}% of one core")
     print(f"collector peak RSS       {peak / 2**20:.0f} MiB (all its processes)")

@@ -238,3 +238,11 @@ def arrow_of(values: Sequence[Any], typ: pa.DataType) -> Arrowish:
     if isinstance(values, ArrowColumn):
         return values.array
     return pa.array(values, typ)
+
+
+def arrow_at(values: Sequence[Any], rows: list[int], typ: pa.DataType) -> Arrowish:
+    """A scalar column's values at `rows` as Arrow: an ArrowColumn's taken there (never made into
+    Python values), else converted."""
+    if isinstance(values, ArrowColumn):
+        return pc.take(values.array, pa.array(rows, pa.int64())).cast(typ)
+    return pa.array([values[i] for i in rows], typ)

@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from spanpipe import columns
-from spanpipe.arrowcolumn import ArrowColumn, arrow_of, json_array, json_texts
+from spanpipe.arrowcolumn import ArrowColumn, arrow_at, arrow_of, json_array, json_texts
 from spanpipe.spanbatch import EMPTY_JSON_LIST, KIND_NAMES, STATUS_NAMES, SpanBatch, dumps
 
 # Columns filled by processors (rollout, reward); NULL when no processor set them.
@@ -59,16 +59,9 @@ def reward_dimensions_table(batch: SpanBatch) -> pa.Table | None:
     if not rows:
         return None
     text = pa.string()
-    return pa.table({"trace_id": _at(batch.trace_id, rows, text), "span_id": _at(batch.span_id, rows, text),
+    return pa.table({"trace_id": arrow_at(batch.trace_id, rows, text), "span_id": arrow_at(batch.span_id, rows, text),
                      "idx": pa.array(fields["idx"], pa.int32()), "name": pa.array(fields["name"], text),
                      "value": pa.array(fields["value"], pa.float64()), "source": pa.array(fields["source"], text)})
-
-
-def _at(column: Sequence[Any], rows: list[int], typ: pa.DataType) -> Any:
-    """The column's values at `rows`, as Arrow."""
-    if isinstance(column, ArrowColumn):
-        return pc.take(column.array, pa.array(rows, pa.int64())).cast(typ)
-    return pa.array([column[i] for i in rows], typ)
 
 
 def spans_table(batch: SpanBatch) -> pa.Table:
